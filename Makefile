@@ -1,0 +1,64 @@
+# rlog: `make demo` builds everything and shows logs going C -> librlog -> collector;
+# `make test` runs the whole suite. See README.md.
+
+CARGO   ?= cargo
+CC      ?= cc
+PYTHON  ?= python3
+PREFIX  ?= /usr/local
+LIBDIR  ?= $(PREFIX)/lib
+INCDIR  ?= $(PREFIX)/include
+PCDIR   ?= $(LIBDIR)/pkgconfig
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+
+TARGET  := target/release
+LIB     := $(TARGET)/librlog.so
+BUILD   := build
+
+.PHONY: all build header demo test test-rust test-c test-py lint install clean bench
+
+all: build
+
+build:
+	$(CARGO) build --release
+
+# Regenerates include/rlog.h from the Rust source (commit the result).
+header:
+	RLOG_UPDATE_HEADER=1 $(CARGO) build --release
+
+$(BUILD)/example: bindings/c/example.c include/rlog.h build
+	@mkdir -p $(BUILD)
+	$(CC) -std=c99 -Wall -Wextra -Werror -O2 -Iinclude -o $@ bindings/c/example.c -L$(TARGET) -lrlog -Wl,-rpath,$(CURDIR)/$(TARGET)
+
+demo: build $(BUILD)/example
+	$(PYTHON) demo/demo.py
+
+test: build test-rust test-c test-py
+
+test-rust:
+	$(CARGO) test --release
+
+test-c: build
+	sh tests/c/run.sh
+
+test-py: build
+	@if ls tests/py/test_*.py >/dev/null 2>&1; then $(PYTHON) -m pytest -q tests/py; else echo "tests/py: no tests yet"; fi
+
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+bench:
+	$(CARGO) bench
+
+install: build
+	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCDIR) $(DESTDIR)$(PCDIR)
+	install -m 0755 $(LIB) $(DESTDIR)$(LIBDIR)/librlog.so.$(VERSION)
+	ln -sf librlog.so.$(VERSION) $(DESTDIR)$(LIBDIR)/librlog.so
+	install -m 0644 $(TARGET)/librlog.a $(DESTDIR)$(LIBDIR)/librlog.a
+	install -m 0644 include/rlog.h $(DESTDIR)$(INCDIR)/rlog.h
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' -e 's|@INCDIR@|$(INCDIR)|' \
+	    -e 's|@VERSION@|$(VERSION)|' bindings/c/rlog.pc.in > $(DESTDIR)$(PCDIR)/rlog.pc
+
+clean:
+	$(CARGO) clean
+	rm -rf $(BUILD)

@@ -1,0 +1,462 @@
+//! Config text -> typed [`Config`].
+//!
+//! The language is the SPEC's (§3): one `key = value` per line, `#`/`;` comments, double-quoted
+//! values with `\" \\ \n \t` escapes, `_` and `-` interchangeable in keys. Validation errors keep
+//! lua-resty-logger-socket's wording so its users recognise them; errors about a particular line
+//! name that line. Nothing is ignored silently: an unknown key is an error.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::transport::tls::{self, TlsSettings};
+
+/// Where one logger delivers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// A TCP stream (`host`/`port`, `sock_type = tcp`).
+    Tcp { host: String, port: u16 },
+    /// One UDP datagram per message (`sock_type = udp`).
+    Udp { host: String, port: u16 },
+    /// A unix stream socket (`path`).
+    Unix { path: String },
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Endpoint::Tcp { host, port } => write!(f, "tcp://{host}:{port}"),
+            Endpoint::Udp { host, port } => write!(f, "udp://{host}:{port}"),
+            Endpoint::Unix { path } => write!(f, "unix://{path}"),
+        }
+    }
+}
+
+/// The buffer and delivery limits of lua-resty-logger-socket, with its defaults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// A flush starts when buffered bytes + the new message `>=` this.
+    pub flush_limit: usize,
+    /// A message is dropped when bytes held (in flight included) + the message `>` this.
+    pub drop_limit: usize,
+    /// Connect, send, TLS handshake, and exit-flush timeout.
+    pub timeout: Duration,
+    /// Retries after a failed connect, and after a failed send.
+    pub max_retry_times: u32,
+    /// The first pause before a retry; later pauses double, up to [`Limits::max_backoff`].
+    pub retry_interval: Duration,
+    /// Connections kept open between flushes; 0 closes the connection after every flush.
+    pub pool_size: usize,
+    /// Flushes before the buffers' memory is released and allocated anew.
+    pub max_buffer_reuse: u64,
+    /// Flush at least this often when anything is buffered.
+    pub periodic_flush: Option<Duration>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            flush_limit: 4096,
+            drop_limit: 1_048_576,
+            timeout: Duration::from_millis(1000),
+            max_retry_times: 3,
+            retry_interval: Duration::from_millis(100),
+            pool_size: 10,
+            max_buffer_reuse: 10_000,
+            periodic_flush: None,
+        }
+    }
+}
+
+impl Limits {
+    /// The longest pause between two retries: 32 × `retry_interval`, at most 10 s (but never
+    /// less than `retry_interval` itself).
+    pub fn max_backoff(&self) -> Duration {
+        (self.retry_interval * 32)
+            .min(Duration::from_secs(10))
+            .max(self.retry_interval)
+    }
+
+    /// The pause before retry number `n` (0-based): `retry_interval × 2^n`, capped.
+    pub fn backoff(&self, n: u32) -> Duration {
+        let factor = 1u32 << n.min(16);
+        self.retry_interval
+            .saturating_mul(factor)
+            .min(self.max_backoff())
+    }
+}
+
+/// A parsed, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub endpoint: Endpoint,
+    pub limits: Limits,
+    /// TLS settings, built (roots loaded, verifier chosen) when the config was parsed.
+    pub tls: Option<Arc<TlsSettings>>,
+    /// Whether `log` records the call's time with each message (some encoder needs it).
+    pub needs_time: bool,
+}
+
+/// One `key = value` line of the config text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Normalised key: `-` replaced by `_`.
+    pub key: String,
+    pub value: String,
+    /// 1-based line number.
+    pub line: usize,
+}
+
+/// Splits config text into entries: comments and blank lines dropped, quotes and escapes
+/// resolved, keys normalised. Errors name the line.
+pub fn entries(text: &str) -> Result<Vec<Entry>, String> {
+    let mut out = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = i + 1;
+        let trimmed = raw.trim();
+        if trimmed.is_empty() || trimmed.starts_with('#') || trimmed.starts_with(';') {
+            continue;
+        }
+        let Some((k, v)) = trimmed.split_once('=') else {
+            return Err(format!(
+                "bad line {line}: expected \"key = value\", got \"{trimmed}\""
+            ));
+        };
+        let key = k.trim().replace('-', "_");
+        if key.is_empty()
+            || !key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
+        {
+            return Err(format!("bad line {line}: bad key \"{}\"", k.trim()));
+        }
+        let value = unquote(v.trim()).map_err(|e| format!("bad line {line}: {e}"))?;
+        out.push(Entry { key, value, line });
+    }
+    Ok(out)
+}
+
+/// Resolves a value that starts with `"`: the text up to the closing quote, with escapes.
+fn unquote(v: &str) -> Result<String, String> {
+    let Some(inner) = v.strip_prefix('"') else {
+        return Ok(v.to_string());
+    };
+    let mut out = String::with_capacity(inner.len());
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => {
+                let rest: String = chars.collect();
+                if !rest.trim().is_empty() {
+                    return Err(format!("unexpected text after the closing quote: \"{rest}\""));
+                }
+                return Ok(out);
+            }
+            '\\' => match chars.next() {
+                Some('"') => out.push('"'),
+                Some('\\') => out.push('\\'),
+                Some('n') => out.push('\n'),
+                Some('t') => out.push('\t'),
+                Some(other) => return Err(format!("unknown escape \"\\{other}\" in a quoted value")),
+                None => return Err("unterminated quoted value".to_string()),
+            },
+            c => out.push(c),
+        }
+    }
+    Err("unterminated quoted value".to_string())
+}
+
+/// Keys a later part of rlog owns; rejected clearly until it lands rather than ignored.
+const NOT_YET: &[&str] = &["logger", "log_encoder", "log_route"];
+
+/// Keys that may appear more than once.
+const REPEATABLE: &[&str] = &["logger", "log_encoder", "log_route"];
+
+impl Config {
+    /// Parses and validates config text.
+    ///
+    /// Errors: the SPEC's resty-worded messages (`invalid "flush_limit"`, `"port" out of range
+    /// 0~65535`, ...), followed by the line they concern where there is one.
+    pub fn parse(text: &str) -> Result<Config, String> {
+        let entries = entries(text)?;
+        let mut seen: Vec<&str> = Vec::new();
+        let mut limits = Limits::default();
+        let mut host: Option<String> = None;
+        let mut port: Option<u16> = None;
+        let mut path: Option<String> = None;
+        let mut udp = false;
+        let mut ssl = false;
+        let mut ssl_verify = true;
+        let mut sni_host: Option<String> = None;
+        let mut ssl_ca: Option<(String, usize)> = None;
+
+        for e in &entries {
+            let key = e.key.as_str();
+            if seen.contains(&key) && !REPEATABLE.contains(&key) {
+                return Err(format!(
+                    "duplicate key \"{key}\" at line {}: it may be set only once",
+                    e.line
+                ));
+            }
+            seen.push(key);
+            let v = e.value.as_str();
+            let at = |msg: &str| format!("{msg} at line {}", e.line);
+            match key {
+                "host" => host = Some(nonempty(e, "\"host\" must be a string")?),
+                "port" => port = Some(parse_port(e)?),
+                "path" => path = Some(nonempty(e, "\"path\" must be a string")?),
+                "sock_type" => {
+                    udp = match v {
+                        "tcp" => false,
+                        "udp" => true,
+                        _ => return Err(at("\"sock_type\" must be \"tcp\" or \"udp\"")),
+                    }
+                }
+                "flush_limit" => limits.flush_limit = whole(e)? as usize,
+                "drop_limit" => limits.drop_limit = whole(e)? as usize,
+                "timeout" => {
+                    let t = millis(e)?;
+                    if t.is_zero() {
+                        return Err(at("invalid \"timeout\"") + ": it must be above 0 ms");
+                    }
+                    limits.timeout = t;
+                }
+                "max_retry_times" => {
+                    limits.max_retry_times = u32::try_from(whole(e)?)
+                        .map_err(|_| at("invalid \"max_retry_times\""))?
+                }
+                "retry_interval" => limits.retry_interval = millis(e)?,
+                "pool_size" => limits.pool_size = whole(e)? as usize,
+                "max_buffer_reuse" => limits.max_buffer_reuse = whole(e)?,
+                "periodic_flush" => {
+                    let secs = decimal(e)?;
+                    limits.periodic_flush =
+                        (secs > 0.0).then(|| Duration::from_secs_f64(secs));
+                }
+                "ssl" => ssl = boolean(e)?,
+                "ssl_verify" => ssl_verify = boolean(e)?,
+                "sni_host" => sni_host = Some(nonempty(e, "\"sni_host\" must be a string")?),
+                "ssl_ca" => ssl_ca = Some((nonempty(e, "\"ssl_ca\" must be a file name")?, e.line)),
+                k if NOT_YET.contains(&k) => {
+                    return Err(format!(
+                        "\"{k}\" at line {} is not supported by this build of rlog yet",
+                        e.line
+                    ))
+                }
+                k => return Err(format!("unknown key \"{k}\" at line {}", e.line)),
+            }
+        }
+
+        let endpoint = match (host, port, path) {
+            (Some(host), Some(port), _) if udp => Endpoint::Udp { host, port },
+            (Some(host), Some(port), _) => Endpoint::Tcp { host, port },
+            (_, _, Some(_)) if udp => {
+                return Err("\"sock_type\" \"udp\" needs \"host\"/\"port\": \"path\" is a unix stream socket"
+                    .to_string())
+            }
+            (_, _, Some(path)) => Endpoint::Unix { path },
+            _ => {
+                return Err(
+                    "no logging server configured. \"host\"/\"port\" or \"path\" is required."
+                        .to_string(),
+                )
+            }
+        };
+
+        if limits.flush_limit >= limits.drop_limit {
+            return Err("\"flush_limit\" should be < \"drop_limit\"".to_string());
+        }
+
+        let tls = if ssl {
+            let server_name = match (&sni_host, &endpoint) {
+                (Some(sni), _) => sni.clone(),
+                (None, Endpoint::Tcp { host, .. }) => host.clone(),
+                (None, Endpoint::Udp { .. }) => String::new(),
+                (None, Endpoint::Unix { .. }) => String::new(),
+            };
+            if matches!(endpoint, Endpoint::Udp { .. }) {
+                return Err("\"ssl\" is not supported with \"sock_type\" \"udp\"".to_string());
+            }
+            if server_name.is_empty() && ssl_verify {
+                return Err(
+                    "\"sni_host\" is required for \"ssl\" over a unix socket while \"ssl_verify\" is on"
+                        .to_string(),
+                );
+            }
+            let ca = ssl_ca.as_ref().map(|(f, _)| f.as_str());
+            let settings = tls::settings(&server_name, ssl_verify, ca).map_err(|e| match &ssl_ca {
+                Some((_, line)) => format!("{e} (\"ssl_ca\" at line {line})"),
+                None => e,
+            })?;
+            Some(Arc::new(settings))
+        } else {
+            if let Some((_, line)) = ssl_ca {
+                return Err(format!("\"ssl_ca\" at line {line} needs \"ssl = true\""));
+            }
+            None
+        };
+
+        Ok(Config {
+            endpoint,
+            limits,
+            tls,
+            needs_time: false,
+        })
+    }
+}
+
+fn nonempty(e: &Entry, msg: &str) -> Result<String, String> {
+    if e.value.is_empty() {
+        Err(format!("{msg} at line {}: the value is empty", e.line))
+    } else {
+        Ok(e.value.clone())
+    }
+}
+
+fn parse_port(e: &Entry) -> Result<u16, String> {
+    let n: i64 = e
+        .value
+        .parse()
+        .map_err(|_| format!("\"port\" must be a number at line {}", e.line))?;
+    u16::try_from(n).map_err(|_| format!("\"port\" out of range 0~65535 at line {}", e.line))
+}
+
+fn invalid(e: &Entry, expected: &str) -> String {
+    format!(
+        "invalid \"{}\" at line {}: expected {expected}, got \"{}\"",
+        e.key, e.line, e.value
+    )
+}
+
+/// A non-negative whole number.
+fn whole(e: &Entry) -> Result<u64, String> {
+    e.value
+        .parse::<u64>()
+        .map_err(|_| invalid(e, "a whole number >= 0"))
+}
+
+/// A non-negative decimal number.
+fn decimal(e: &Entry) -> Result<f64, String> {
+    match e.value.parse::<f64>() {
+        Ok(x) if x.is_finite() && x >= 0.0 && x < 1e9 => Ok(x),
+        _ => Err(invalid(e, "a number >= 0")),
+    }
+}
+
+/// Milliseconds, decimals allowed.
+fn millis(e: &Entry) -> Result<Duration, String> {
+    decimal(e).map(|ms| Duration::from_secs_f64(ms / 1000.0))
+}
+
+fn boolean(e: &Entry) -> Result<bool, String> {
+    match e.value.to_ascii_lowercase().as_str() {
+        "true" | "on" | "yes" | "1" => Ok(true),
+        "false" | "off" | "no" | "0" => Ok(false),
+        _ => Err(format!(
+            "\"{}\" must be a boolean value at line {}: expected true or false, got \"{}\"",
+            e.key, e.line, e.value
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        Config::parse(text).unwrap_err()
+    }
+
+    #[test]
+    fn defaults_are_resty_defaults() {
+        let c = Config::parse("host = 127.0.0.1\nport = 5140").unwrap();
+        assert_eq!(c.limits, Limits::default());
+        assert_eq!(
+            c.endpoint,
+            Endpoint::Tcp { host: "127.0.0.1".into(), port: 5140 }
+        );
+        assert!(c.tls.is_none());
+    }
+
+    #[test]
+    fn dashes_underscores_spaces_and_comments() {
+        let c = Config::parse(
+            "# comment\n; another\n\nhost=h\nport =1\nflush-limit= 10\n drop_limit = 20 \nperiodic-flush = 0.5\n",
+        )
+        .unwrap();
+        assert_eq!(c.limits.flush_limit, 10);
+        assert_eq!(c.limits.drop_limit, 20);
+        assert_eq!(c.limits.periodic_flush, Some(Duration::from_millis(500)));
+    }
+
+    #[test]
+    fn quoted_values_keep_spaces_and_escapes() {
+        let e = entries("a = \"  x \\\"y\\\" \\\\ \\n\\t \"").unwrap();
+        assert_eq!(e[0].value, "  x \"y\" \\ \n\t ");
+        assert!(entries("a = \"open").unwrap_err().contains("unterminated"));
+        assert!(entries("a = \"x\" y").unwrap_err().contains("after the closing quote"));
+        assert!(entries("a = \"\\q\"").unwrap_err().contains("unknown escape"));
+    }
+
+    #[test]
+    fn resty_error_strings() {
+        assert!(err("host=h\nport=70000").starts_with("\"port\" out of range 0~65535"));
+        assert!(err("host=h\nport=-1").starts_with("\"port\" out of range 0~65535"));
+        assert!(err("host=h\nport=x").starts_with("\"port\" must be a number"));
+        assert!(err("host=h\nport=1\nsock_type=sctp").starts_with("\"sock_type\" must be \"tcp\" or \"udp\""));
+        for key in [
+            "flush_limit",
+            "drop_limit",
+            "timeout",
+            "max_retry_times",
+            "retry_interval",
+            "pool_size",
+            "max_buffer_reuse",
+            "periodic_flush",
+        ] {
+            let e = err(&format!("host=h\nport=1\n{key} = -3"));
+            assert!(e.starts_with(&format!("invalid \"{key}\" at line 3")), "{e}");
+        }
+        assert!(err("host=h\nport=1\nssl=maybe").starts_with("\"ssl\" must be a boolean value"));
+        assert!(err("host=h\nport=1\nssl_verify=2").starts_with("\"ssl_verify\" must be a boolean value"));
+        assert_eq!(
+            err("flush_limit=1"),
+            "no logging server configured. \"host\"/\"port\" or \"path\" is required."
+        );
+        assert_eq!(err("host=h"), err("port=1"));
+        assert_eq!(
+            err("path=/x\nflush_limit=10\ndrop_limit=10"),
+            "\"flush_limit\" should be < \"drop_limit\""
+        );
+    }
+
+    #[test]
+    fn unknown_keys_bad_lines_and_duplicates_name_the_line() {
+        assert_eq!(err("path=/x\nflush_limt=1"), "unknown key \"flush_limt\" at line 2");
+        assert!(err("path=/x\njust words").starts_with("bad line 2"));
+        assert!(err("path=/x\npath=/y").starts_with("duplicate key \"path\" at line 2"));
+        assert!(err("path=/x\nlog-encoder = gzip").contains("\"log_encoder\" at line 2"));
+        assert!(err("path=/x\ntimeout=0").starts_with("invalid \"timeout\""));
+    }
+
+    #[test]
+    fn endpoints() {
+        let c = Config::parse("host=::1\nport=9\nsock_type=udp").unwrap();
+        assert_eq!(c.endpoint, Endpoint::Udp { host: "::1".into(), port: 9 });
+        let c = Config::parse("path=/tmp/s").unwrap();
+        assert_eq!(c.endpoint, Endpoint::Unix { path: "/tmp/s".into() });
+        assert!(err("path=/tmp/s\nsock_type=udp").contains("needs \"host\""));
+        assert!(err("host=h\nport=1\nsock_type=udp\nssl=true").contains("not supported"));
+        assert!(err("host=h\nport=1\nssl_ca=/x").contains("needs \"ssl = true\""));
+        assert!(err("host=h\nport=1\nssl=true\nssl_ca=/nonexistent/ca.pem").contains("ssl_ca"));
+    }
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let l = Limits::default();
+        assert_eq!(l.backoff(0), Duration::from_millis(100));
+        assert_eq!(l.backoff(1), Duration::from_millis(200));
+        assert_eq!(l.backoff(3), Duration::from_millis(800));
+        assert_eq!(l.backoff(30), Duration::from_millis(3200));
+    }
+}

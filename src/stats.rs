@@ -1,0 +1,94 @@
+//! Delivery counters: the C `struct rlog_stats` and the bookkeeping behind it.
+//!
+//! Every message `rlog_log` accepts is counted once in `logged` and then sits in exactly one of
+//! `buffered` (memory, in flight included), `sent`, `lost` or `spooled`. That is the identity the
+//! tests check: `logged == sent + lost + spooled + buffered` at every quiescent moment.
+
+/// The C view of a logger's counters. Append-only: new fields go at the end, so a caller built
+/// against an older header, passing a smaller `out_size`, still gets the fields it knows.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct rlog_stats {
+    /// Messages accepted by `log`.
+    pub logged: u64,
+    pub logged_bytes: u64,
+    /// Messages refused by `log` (buffer full, too big).
+    pub dropped: u64,
+    pub dropped_bytes: u64,
+    /// Messages delivered to the sink: written for stream sockets, acknowledged where the
+    /// protocol acknowledges.
+    pub sent: u64,
+    pub sent_bytes: u64,
+    /// Messages accepted, then given up on (counted, with an error set).
+    pub lost: u64,
+    pub lost_bytes: u64,
+    /// Messages now held on disk.
+    pub spooled: u64,
+    pub spooled_bytes: u64,
+    /// Messages now held in memory, the batch in flight included.
+    pub buffered: u64,
+    pub buffered_bytes: u64,
+    /// Connect or send attempts repeated after a failure.
+    pub retries: u64,
+    /// Connections established.
+    pub connects: u64,
+}
+
+/// A count of messages and of their bytes, moved between the states above as one unit.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Tally {
+    pub msgs: u64,
+    pub bytes: u64,
+}
+
+impl Tally {
+    pub const ZERO: Tally = Tally { msgs: 0, bytes: 0 };
+
+    pub fn one(bytes: usize) -> Tally {
+        Tally { msgs: 1, bytes: bytes as u64 }
+    }
+
+    pub fn add(&mut self, other: Tally) {
+        self.msgs += other.msgs;
+        self.bytes += other.bytes;
+    }
+
+    pub fn is_zero(&self) -> bool {
+        self.msgs == 0
+    }
+}
+
+/// The counters a logger keeps under its state lock. `buffered` is not stored: it is derived
+/// from what the buffers hold, so it can never drift from them.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Counters {
+    pub logged: Tally,
+    pub dropped: Tally,
+    pub sent: Tally,
+    pub lost: Tally,
+    pub spooled: Tally,
+    pub retries: u64,
+    pub connects: u64,
+}
+
+impl Counters {
+    /// The C struct, given what the buffers hold right now.
+    pub fn snapshot(&self, buffered: Tally) -> rlog_stats {
+        rlog_stats {
+            logged: self.logged.msgs,
+            logged_bytes: self.logged.bytes,
+            dropped: self.dropped.msgs,
+            dropped_bytes: self.dropped.bytes,
+            sent: self.sent.msgs,
+            sent_bytes: self.sent.bytes,
+            lost: self.lost.msgs,
+            lost_bytes: self.lost.bytes,
+            spooled: self.spooled.msgs,
+            spooled_bytes: self.spooled.bytes,
+            buffered: buffered.msgs,
+            buffered_bytes: buffered.bytes,
+            retries: self.retries,
+            connects: self.connects,
+        }
+    }
+}

@@ -1,0 +1,61 @@
+//! Plain stream transport (TCP, unix stream): a batch goes out as one contiguous write.
+
+use std::io::{self, Write};
+
+use super::socket::{peek, NoSigPipe, Peek};
+use super::{SendError, Transport};
+use crate::buffer::Buffer;
+
+pub struct Stream {
+    sock: NoSigPipe,
+}
+
+impl Stream {
+    pub fn new(sock: socket2::Socket) -> Stream {
+        Stream { sock: NoSigPipe(sock) }
+    }
+}
+
+/// Writes all of `data`, counting progress so a failure can say how much got through.
+/// Each write is bounded by the socket's send timeout.
+pub fn write_counted(w: &mut impl Write, data: &[u8], written: &mut usize) -> io::Result<()> {
+    while *written < data.len() {
+        match w.write(&data[*written..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => *written += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+impl Transport for Stream {
+    fn send(&mut self, batch: &Buffer) -> Result<(), SendError> {
+        let mut written = 0;
+        write_counted(&mut self.sock, batch.data(), &mut written).map_err(|error| SendError {
+            delivered: batch.whole_records_within(written),
+            error,
+        })
+    }
+
+    fn is_alive(&mut self) -> bool {
+        loop {
+            match peek(&self.sock.0) {
+                Peek::Idle => return true,
+                Peek::Closed => return false,
+                // A collector has nothing to say on a log stream; read and discard it so the
+                // receive buffer cannot fill up.
+                Peek::Data => {
+                    let mut sink = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
+                    match self.sock.0.recv_with_flags(&mut sink, libc::MSG_DONTWAIT) {
+                        Ok(0) => return false,
+                        Ok(_) => continue,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+                        Err(_) => return false,
+                    }
+                }
+            }
+        }
+    }
+}

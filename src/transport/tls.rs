@@ -1,0 +1,217 @@
+//! TLS over a stream socket, with rustls (ring provider).
+//!
+//! Verification is on unless `ssl_verify = false`; the roots are the system's, or the PEM file
+//! named by `ssl_ca`. The server name checked (and sent as SNI unless it is an IP address) is
+//! `sni_host`, else `host`.
+
+use std::io::{self, Write};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use socket2::Socket;
+
+use super::socket::{peek, NoSigPipe, Peek};
+use super::{SendError, Transport};
+use crate::buffer::Buffer;
+
+/// A ready client configuration and the name to verify.
+pub struct TlsSettings {
+    pub config: Arc<ClientConfig>,
+    pub server_name: ServerName<'static>,
+}
+
+impl std::fmt::Debug for TlsSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsSettings")
+            .field("server_name", &self.server_name)
+            .finish_non_exhaustive()
+    }
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Builds the TLS settings once, at config time, so a bad CA file or name is an init error.
+pub fn settings(server_name: &str, verify: bool, ca_file: Option<&str>) -> Result<TlsSettings, String> {
+    let name = if server_name.is_empty() { "localhost" } else { server_name };
+    let server_name = ServerName::try_from(name.to_string())
+        .map_err(|_| format!("invalid \"sni_host\": \"{name}\" is not a valid server name"))?;
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup failed: {e}"))?;
+    let config = if verify {
+        let mut roots = RootCertStore::empty();
+        match ca_file {
+            Some(file) => {
+                let pem = std::fs::read(file)
+                    .map_err(|e| format!("cannot read \"ssl_ca\" file {file}: {e}"))?;
+                let mut reader = io::BufReader::new(&pem[..]);
+                for cert in rustls_pemfile::certs(&mut reader) {
+                    let cert = cert.map_err(|e| format!("bad PEM in \"ssl_ca\" file {file}: {e}"))?;
+                    roots
+                        .add(cert)
+                        .map_err(|e| format!("bad certificate in \"ssl_ca\" file {file}: {e}"))?;
+                }
+                if roots.is_empty() {
+                    return Err(format!("no certificate found in \"ssl_ca\" file {file}"));
+                }
+            }
+            None => {
+                let found = rustls_native_certs::load_native_certs();
+                roots.add_parsable_certificates(found.certs);
+                if roots.is_empty() {
+                    return Err("no system CA certificates found: install ca-certificates, or set \"ssl_ca\"".into());
+                }
+            }
+        }
+        builder.with_root_certificates(roots).with_no_client_auth()
+    } else {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerify(provider())))
+            .with_no_client_auth()
+    };
+    Ok(TlsSettings {
+        config: Arc::new(config),
+        server_name,
+    })
+}
+
+/// `ssl_verify = false`: accepts any certificate (signatures are still checked, so the
+/// handshake itself stays sound).
+#[derive(Debug)]
+struct NoVerify(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for NoVerify {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// A TLS session over a connected stream socket.
+pub struct Tls {
+    conn: ClientConnection,
+    sock: NoSigPipe,
+}
+
+/// Plaintext handed to rustls per write before its records are pushed to the socket, so that
+/// progress (and so what a failure lost) is known to within one chunk.
+const CHUNK: usize = 64 * 1024;
+
+impl Tls {
+    /// Runs the handshake; each socket operation is bounded by `timeout` (set on the socket).
+    pub fn handshake(sock: Socket, settings: &TlsSettings, _timeout: Duration) -> io::Result<Tls> {
+        let conn = ClientConnection::new(settings.config.clone(), settings.server_name.clone())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("handshake failed: {e}")))?;
+        let mut tls = Tls { conn, sock: NoSigPipe(sock) };
+        while tls.conn.is_handshaking() {
+            tls.conn.complete_io(&mut tls.sock).map_err(|e| match e.kind() {
+                io::ErrorKind::InvalidData => io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("handshake failed: {}", e.into_inner().map(|i| i.to_string()).unwrap_or_default()),
+                ),
+                io::ErrorKind::UnexpectedEof => io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "handshake failed: the server closed the connection",
+                ),
+                _ => e,
+            })?;
+        }
+        Ok(tls)
+    }
+
+    /// Pushes every pending TLS record to the socket.
+    fn push(&mut self) -> io::Result<()> {
+        while self.conn.wants_write() {
+            self.conn.write_tls(&mut self.sock)?;
+        }
+        Ok(())
+    }
+}
+
+impl Transport for Tls {
+    fn send(&mut self, batch: &Buffer) -> Result<(), SendError> {
+        let data = batch.data();
+        // `pushed`: plaintext bytes whose TLS records are written to the socket.
+        let mut pushed = 0;
+        while pushed < data.len() {
+            let end = (pushed + CHUNK).min(data.len());
+            let r = self
+                .conn
+                .writer()
+                .write(&data[pushed..end])
+                .and_then(|n| self.push().map(|()| n));
+            match r {
+                Ok(n) => pushed += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => {
+                    return Err(SendError {
+                        delivered: batch.whole_records_within(pushed),
+                        error,
+                    })
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn is_alive(&mut self) -> bool {
+        // TLS 1.3 servers send session tickets after the handshake, so readable bytes are
+        // normal: feed them to rustls and see whether they say the session is over.
+        loop {
+            match peek(&self.sock.0) {
+                Peek::Idle => return true,
+                Peek::Closed => return false,
+                Peek::Data => {
+                    match self.conn.read_tls(&mut self.sock) {
+                        Ok(0) | Err(_) => return false,
+                        Ok(_) => {}
+                    }
+                    match self.conn.process_new_packets() {
+                        Ok(state) if state.peer_has_closed() => return false,
+                        Ok(state) => {
+                            if state.plaintext_bytes_to_read() > 0 {
+                                let mut sink = vec![0u8; state.plaintext_bytes_to_read()];
+                                let _ = io::Read::read(&mut self.conn.reader(), &mut sink);
+                            }
+                        }
+                        Err(_) => return false,
+                    }
+                }
+            }
+        }
+    }
+}

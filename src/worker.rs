@@ -1,0 +1,304 @@
+//! The worker thread: one per logger, owner of all its I/O.
+//!
+//! It sleeps until a flush is wanted (a `log` crossed `flush_limit`), requested (`flush`), due
+//! (`periodic_flush`, or the retry of a batch that failed), or the logger is closing; then it
+//! swaps the filled buffer for its empty one under the lock and delivers outside it. A batch that
+//! cannot be delivered after the retries is *kept*, still counted against `drop_limit`, and tried
+//! again later, as lua-resty-logger-socket keeps its send buffer: messages are lost only when the
+//! logger is shut down (or the process exits) with the collector still unreachable, or when a
+//! message can never be sent (larger than a UDP datagram) — and each loss is counted.
+
+use std::io;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::buffer::Buffer;
+use crate::config::{Config, Limits};
+use crate::logger::{Inner, PendingError};
+use crate::stats::Tally;
+use crate::transport::{self, reason, Transport};
+
+/// Starts the worker thread for `inner`. All signals are blocked in it, so the host's signal
+/// handling (nginx's SIGQUIT/SIGHUP, a Python program's SIGINT) keeps going to the host's threads.
+pub(crate) fn spawn(inner: Arc<Inner>) -> io::Result<JoinHandle<()>> {
+    let _mask = crate::lifecycle::BlockSignals::new();
+    std::thread::Builder::new()
+        .name("rlog-worker".into())
+        .spawn(move || run(inner))
+}
+
+/// The longest one delivery can take with these limits: every connect and send attempt of
+/// resty's nested retry loops timing out, plus every pause between them.
+pub(crate) fn longest_delivery(l: &Limits) -> Duration {
+    let r = l.max_retry_times.min(64) + 1;
+    let attempt = l.timeout * 3; // connect + handshake + send
+    let pauses = l.max_backoff() * r;
+    let connect_loop = attempt * r + pauses;
+    (connect_loop * r + pauses + Duration::from_secs(1)).min(Duration::from_secs(3600))
+}
+
+/// What one delivery did.
+#[derive(Debug, Default)]
+struct Outcome {
+    sent: Tally,
+    lost: Tally,
+    retries: u64,
+    connects: u64,
+    error: Option<String>,
+    /// Bytes delivered, or -1 when the batch (or part of it) is still held.
+    result: i64,
+}
+
+/// The connection a worker keeps between flushes.
+struct Sink<'a> {
+    inner: &'a Inner,
+    conn: Option<Box<dyn Transport>>,
+}
+
+impl<'a> Sink<'a> {
+    fn config(&self) -> &'a Config {
+        &self.inner.config
+    }
+
+    /// Sleeps `d`, or less if the logger starts closing or its close deadline comes first.
+    /// Returns false when the close deadline has passed (stop retrying).
+    fn pause(&self, d: Duration) -> bool {
+        let until = Instant::now() + d;
+        let mut st = self.inner.state.lock();
+        loop {
+            if let Some(deadline) = st.closing {
+                if Instant::now() >= deadline {
+                    return false;
+                }
+                let until = until.min(deadline);
+                if self.inner.work.wait_until(&mut st, until).timed_out() {
+                    return Instant::now() < deadline;
+                }
+                continue;
+            }
+            if self.inner.work.wait_until(&mut st, until).timed_out() {
+                return true;
+            }
+        }
+    }
+
+    /// A usable connection: the kept one if the peer has not closed it, else a new one, with
+    /// resty's connect retries. Errors: resty's "try to connect ..." string.
+    fn connect(&mut self, out: &mut Outcome) -> Result<(), String> {
+        if let Some(c) = self.conn.as_mut() {
+            if c.is_alive() {
+                return Ok(());
+            }
+            self.conn = None;
+        }
+        let limits = &self.config().limits;
+        let mut tries = 0;
+        loop {
+            match transport::connect(self.config()) {
+                Ok(c) => {
+                    out.connects += 1;
+                    self.conn = Some(c);
+                    return Ok(());
+                }
+                Err(e) => {
+                    if tries >= limits.max_retry_times || !self.pause(limits.backoff(tries)) {
+                        return Err(format!(
+                            "try to connect to the log server failed after {} retries: {}",
+                            limits.max_retry_times,
+                            reason(&e)
+                        ));
+                    }
+                    tries += 1;
+                    out.retries += 1;
+                }
+            }
+        }
+    }
+
+    /// Delivers `batch`, with resty's send retries around its connect retries. What is
+    /// delivered is removed from `batch`; what is left is still held.
+    fn deliver(&mut self, batch: &mut Buffer) -> Outcome {
+        let mut out = Outcome::default();
+        self.drop_unsendable(batch, &mut out);
+        let limits = &self.config().limits;
+        let total = batch.tally();
+        let mut tries = 0;
+        loop {
+            if batch.is_empty() {
+                out.result = total.bytes as i64;
+                return out;
+            }
+            let failure = match self.connect(&mut out) {
+                Err(e) => e,
+                Ok(()) => {
+                    let conn = self.conn.as_mut().expect("connected above");
+                    match conn.send(batch) {
+                        Ok(()) => {
+                            out.sent.add(batch.tally());
+                            batch.clear();
+                            if limits.pool_size == 0 {
+                                self.conn = None;
+                            }
+                            continue;
+                        }
+                        Err(e) => {
+                            out.sent.add(batch.tally_of_first(e.delivered));
+                            batch.consume(e.delivered);
+                            self.conn = None;
+                            reason(&e.error)
+                        }
+                    }
+                }
+            };
+            if tries >= limits.max_retry_times || !self.pause(limits.backoff(tries)) {
+                out.error = Some(format!(
+                    "try to send log messages to the log server failed after {} retries: {failure}",
+                    limits.max_retry_times
+                ));
+                out.result = -1;
+                return out;
+            }
+            tries += 1;
+            out.retries += 1;
+        }
+    }
+
+    /// Counts as lost, and removes, the records the transport can never carry.
+    fn drop_unsendable(&self, batch: &mut Buffer, out: &mut Outcome) {
+        let Some(max) = transport::max_record(&self.config().endpoint) else {
+            return;
+        };
+        if batch.records().all(|r| r.bytes.len() <= max) {
+            return;
+        }
+        let mut kept = Buffer::with_capacity(batch.bytes());
+        for r in batch.records() {
+            if r.bytes.len() > max {
+                out.lost.add(Tally::one(r.bytes.len()));
+                out.error = Some(format!(
+                    "log message of {} bytes is larger than the largest UDP datagram ({max} bytes): not sent",
+                    r.bytes.len()
+                ));
+            } else {
+                kept.push(r.bytes, r.time_us);
+            }
+        }
+        *batch = kept;
+    }
+}
+
+/// The worker loop.
+fn run(inner: Arc<Inner>) {
+    let config = &inner.config;
+    let limits = &config.limits;
+    let capacity = crate::logger::initial_capacity(config);
+    let mut sink = Sink { inner: &inner, conn: None };
+    let mut batch = Buffer::with_capacity(capacity);
+    let mut reuse = 0u64;
+    let mut last_flush = Instant::now();
+    let mut failures = 0u32;
+    let mut retry_at: Option<Instant> = None;
+
+    loop {
+        let mut st = inner.state.lock();
+        let (request, closing) = loop {
+            let now = Instant::now();
+            let held = !st.buf.is_empty() || !batch.is_empty();
+            let periodic_due = limits.periodic_flush.is_some_and(|p| now >= last_flush + p);
+            if periodic_due && !held {
+                last_flush = now;
+            }
+            // A kept batch is retried when its pause is over, whatever else wants a flush;
+            // an explicit flush request or the close deadline does not wait for it.
+            let retry_due = retry_at.is_none_or(|t| now >= t);
+            let wanted = st.closing.is_some()
+                || st.flush_wanted
+                || (periodic_due && held)
+                || retry_at.is_some();
+            if st.flush_req > st.flush_done
+                || (retry_due && wanted)
+                || st.closing.is_some_and(|deadline| now >= deadline)
+            {
+                break (st.flush_req, st.closing);
+            }
+            let wake = [limits.periodic_flush.map(|p| last_flush + p), retry_at, st.closing]
+                .into_iter()
+                .flatten()
+                .min();
+            match wake {
+                Some(t) => {
+                    inner.work.wait_until(&mut st, t);
+                }
+                None => inner.work.wait(&mut st),
+            }
+        };
+        st.flush_wanted = false;
+        if batch.is_empty() {
+            std::mem::swap(&mut st.buf, &mut batch);
+        } else {
+            batch.append(&st.buf);
+            st.buf.clear();
+        }
+        st.inflight = batch.tally();
+        drop(st);
+
+        let out = if batch.is_empty() {
+            Outcome::default()
+        } else {
+            sink.deliver(&mut batch)
+        };
+        last_flush = Instant::now();
+
+        let mut st = inner.state.lock();
+        st.counters.sent.add(out.sent);
+        st.counters.lost.add(out.lost);
+        st.counters.retries += out.retries;
+        st.counters.connects += out.connects;
+        if let Some(e) = out.error {
+            st.error = Some(PendingError::Text(e));
+        }
+        if batch.is_empty() {
+            failures = 0;
+            retry_at = None;
+        } else {
+            retry_at = Some(last_flush + limits.backoff(failures));
+            failures = failures.saturating_add(1);
+        }
+        if let Some(deadline) = closing {
+            let out_of_time = Instant::now() >= deadline;
+            if st.buf.is_empty() && (batch.is_empty() || out_of_time) {
+                if !batch.is_empty() {
+                    st.counters.lost.add(batch.tally());
+                    batch.clear();
+                }
+                let mut rest = std::mem::take(&mut st.buf);
+                if !rest.is_empty() {
+                    st.counters.lost.add(rest.tally());
+                    rest.clear();
+                }
+                st.inflight = Tally::ZERO;
+                st.flush_done = request;
+                st.flush_result = out.result;
+                st.closed = true;
+                inner.done.notify_all();
+                drop(st);
+                crate::lifecycle::unregister(&inner);
+                return;
+            }
+        }
+        st.inflight = batch.tally();
+        st.flush_done = request;
+        st.flush_result = out.result;
+        inner.done.notify_all();
+        drop(st);
+
+        if batch.is_empty() {
+            reuse += 1;
+            if reuse > limits.max_buffer_reuse {
+                reuse = 0;
+                batch = Buffer::with_capacity(capacity);
+            }
+        }
+    }
+}
