@@ -18,11 +18,15 @@
 
 pub mod buffer;
 pub mod config;
+pub mod encode;
 pub mod ffi;
+pub mod framing;
 pub mod global;
 mod lifecycle;
 pub mod logger;
+pub mod route;
 pub mod stats;
+pub mod target;
 pub mod transport;
 pub mod worker;
 
