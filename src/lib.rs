@@ -19,12 +19,15 @@
 pub mod buffer;
 pub mod config;
 pub mod encode;
+mod fanout;
 pub mod ffi;
 pub mod framing;
 pub mod global;
+mod ledger;
 mod lifecycle;
 pub mod logger;
 pub mod route;
+pub mod sink;
 pub mod stats;
 pub mod target;
 pub mod transport;

@@ -2,8 +2,8 @@
 //! so `TZ` is honoured exactly as uWSGI (and every C program on the machine) honours it.
 //!
 //! [`Strftime`] is compiled once (the format as a C string, `tzset()` called) and renders a
-//! record's time on the worker thread. The broken-down time of the last second rendered is
-//! cached, so a burst of records logged within one second costs one `localtime_r`.
+//! record's time on the worker thread. The text of the last second rendered is cached, so a
+//! burst of records logged within one second costs one `localtime_r` + `strftime`.
 
 use std::ffi::CString;
 
@@ -18,8 +18,8 @@ extern "C" {
 #[derive(Debug)]
 pub struct Strftime {
     format: CString,
-    /// The second last converted and its broken-down local time.
-    cache: Mutex<Option<(i64, libc::tm)>>,
+    /// The second last rendered and its text.
+    cache: Mutex<Option<(i64, Vec<u8>)>>,
 }
 
 impl Clone for Strftime {
@@ -49,20 +49,24 @@ impl Strftime {
     /// Appends the local time of `unix_secs`, formatted, to `out`. Unlike uWSGI (64 bytes, and
     /// nothing at all when the result is longer) the output is never cut short.
     pub fn render(&self, unix_secs: i64, out: &mut Vec<u8>) {
-        let tm = {
-            let mut cache = self.cache.lock();
-            match *cache {
-                Some((s, tm)) if s == unix_secs => tm,
-                _ => {
-                    let tm = local_tm(unix_secs);
-                    *cache = Some((unix_secs, tm));
-                    tm
-                }
+        let mut cache = self.cache.lock();
+        if let Some((s, text)) = cache.as_ref() {
+            if *s == unix_secs {
+                out.extend_from_slice(text);
+                return;
             }
-        };
+        }
+        let mut text = Vec::with_capacity(64);
+        self.format_into(unix_secs, &mut text);
+        out.extend_from_slice(&text);
+        *cache = Some((unix_secs, text));
+    }
+
+    fn format_into(&self, unix_secs: i64, out: &mut Vec<u8>) {
         if self.format.as_bytes().is_empty() {
             return;
         }
+        let tm = local_tm(unix_secs);
         let mut cap = 64usize;
         loop {
             let start = out.len();
