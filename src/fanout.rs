@@ -71,7 +71,11 @@ fn pause(inner: &Inner, d: Duration) -> bool {
             if Instant::now() >= deadline {
                 return false;
             }
-            if inner.work.wait_until(&mut st, until.min(deadline)).timed_out() {
+            if inner
+                .work
+                .wait_until(&mut st, until.min(deadline))
+                .timed_out()
+            {
                 return Instant::now() < deadline;
             }
             continue;
@@ -87,7 +91,9 @@ fn open(spec: &SinkSpec) -> io::Result<Box<dyn Transport>> {
     let sock = match &spec.target {
         Target::Udp { host, port } => return Ok(Box::new(udp::Udp::connect(host, *port)?)),
         Target::UnixDgram { path } => return Ok(Box::new(unix_dgram::UnixDgram::connect(path)?)),
-        Target::Tcp { host, port } | Target::Tls { host, port } => socket::connect_tcp(host, *port, timeout)?,
+        Target::Tcp { host, port } | Target::Tls { host, port } => {
+            socket::connect_tcp(host, *port, timeout)?
+        }
         Target::UnixStream { path } => socket::connect_unix(path, timeout)?,
     };
     match &spec.tls {
@@ -160,7 +166,13 @@ impl SinkRt {
 
     /// Delivers the pending records with resty's send retries. Returns false when some are
     /// still held.
-    fn deliver(&mut self, inner: &Inner, spec: &SinkSpec, ledger: &mut Ledger, round: &mut Round) -> bool {
+    fn deliver(
+        &mut self,
+        inner: &Inner,
+        spec: &SinkSpec,
+        ledger: &mut Ledger,
+        round: &mut Round,
+    ) -> bool {
         let limits = &spec.limits;
         let mut tries = 0;
         loop {
@@ -237,11 +249,17 @@ fn ingest(
         for &i in dests.iter() {
             let spec = &set.sinks[i];
             let rt = &mut sinks[i];
-            let encoded = match spec.chain.encode(rec.bytes, rec.time_us.unwrap_or(0), scratch) {
+            let encoded = match spec
+                .chain
+                .encode(rec.bytes, rec.time_us.unwrap_or(0), scratch)
+            {
                 Ok(e) => e,
                 Err(e) => {
                     rt.counters.encode_errors += 1;
-                    round.error = Some(format!("{}: log-encoder failed: {e}; the message is not sent", spec.label()));
+                    round.error = Some(format!(
+                        "{}: log-encoder failed: {e}; the message is not sent",
+                        spec.label()
+                    ));
                     ledger.mark_lost(seq);
                     continue;
                 }
@@ -325,10 +343,14 @@ pub(crate) fn run(inner: Arc<Inner>, set: Arc<SinkSet>) {
             {
                 break (st.flush_req, st.closing);
             }
-            let wake = [limits.periodic_flush.map(|p| last_flush + p), retry_at, st.closing]
-                .into_iter()
-                .flatten()
-                .min();
+            let wake = [
+                limits.periodic_flush.map(|p| last_flush + p),
+                retry_at,
+                st.closing,
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             match wake {
                 Some(t) => {
                     inner.work.wait_until(&mut st, t);
@@ -345,7 +367,16 @@ pub(crate) fn run(inner: Arc<Inner>, set: Arc<SinkSet>) {
         drop(st);
 
         let mut round = Round::default();
-        ingest(&set, &mut sinks, &batch, &mut ledger, &mut scratch, &mut dests, &mut frame, &mut round);
+        ingest(
+            &set,
+            &mut sinks,
+            &batch,
+            &mut ledger,
+            &mut scratch,
+            &mut dests,
+            &mut frame,
+            &mut round,
+        );
         batch.clear();
         let now = Instant::now();
         for (i, rt) in sinks.iter_mut().enumerate() {

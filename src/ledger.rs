@@ -42,7 +42,12 @@ pub struct Ledger {
 impl Ledger {
     /// Opens a slot for a message of `bytes` bytes with no copies yet; returns its number.
     pub fn open(&mut self, bytes: usize) -> u64 {
-        self.slots.push_back(Slot { remaining: 0, lost: false, bytes, settled: false });
+        self.slots.push_back(Slot {
+            remaining: 0,
+            lost: false,
+            bytes,
+            settled: false,
+        });
         self.unsettled.add(Tally::one(bytes));
         self.base + self.slots.len() as u64 - 1
     }

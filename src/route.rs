@@ -24,9 +24,7 @@ impl Route {
     /// crate's explanation).
     pub fn parse(value: &str) -> Result<Route, String> {
         let Some((name, re)) = value.split_once(' ') else {
-            return Err(format!(
-                "log-route \"{value}\": expected \"LOGGER REGEX\""
-            ));
+            return Err(format!("log-route \"{value}\": expected \"LOGGER REGEX\""));
         };
         let re = re.trim_start();
         if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric()) {
@@ -62,7 +60,10 @@ impl Router {
     pub fn new(routes: &[Route], names: &[Option<String>]) -> Result<Router, String> {
         let mut resolved = Vec::with_capacity(routes.len());
         for r in routes {
-            let Some(i) = names.iter().position(|n| n.as_deref() == Some(r.logger.as_str())) else {
+            let Some(i) = names
+                .iter()
+                .position(|n| n.as_deref() == Some(r.logger.as_str()))
+            else {
                 return Err(format!(
                     "log-route to unknown logger \"{}\": add \"logger = {} TARGET\"",
                     r.logger, r.logger
@@ -131,7 +132,9 @@ mod tests {
     #[test]
     fn errors() {
         assert!(Route::parse("errors").unwrap_err().contains("LOGGER REGEX"));
-        assert!(Route::parse("err-x a").unwrap_err().contains("bad logger name"));
+        assert!(Route::parse("err-x a")
+            .unwrap_err()
+            .contains("bad logger name"));
         assert!(Route::parse("e (").unwrap_err().contains("bad regex"));
         assert!(Route::parse("e (?=x)").unwrap_err().contains("bad regex"));
         let r = Route::parse("ghost x").unwrap();

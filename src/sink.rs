@@ -59,10 +59,14 @@ impl SinkSet {
     /// The first sink's address in the core's terms (for display only).
     pub fn display_endpoint(&self) -> Endpoint {
         match &self.sinks[0].target {
-            Target::Udp { host, port } => Endpoint::Udp { host: host.clone(), port: *port },
-            Target::Tcp { host, port } | Target::Tls { host, port } => {
-                Endpoint::Tcp { host: host.clone(), port: *port }
-            }
+            Target::Udp { host, port } => Endpoint::Udp {
+                host: host.clone(),
+                port: *port,
+            },
+            Target::Tcp { host, port } | Target::Tls { host, port } => Endpoint::Tcp {
+                host: host.clone(),
+                port: *port,
+            },
             Target::UnixDgram { path } | Target::UnixStream { path } => {
                 Endpoint::Unix { path: path.clone() }
             }
@@ -107,7 +111,9 @@ impl UwsgiKeys {
     pub fn take(&mut self, e: &Entry) -> Result<bool, String> {
         let at = |msg: String| format!("{msg} (\"{}\" at line {})", e.key, e.line);
         match e.key.as_str() {
-            "logger" => self.loggers.push((parse_logger(&e.value).map_err(at)?, e.line)),
+            "logger" => self
+                .loggers
+                .push((parse_logger(&e.value).map_err(at)?, e.line)),
             "log_encoder" => self.encoders.push(Encoder::parse(&e.value).map_err(at)?),
             "log_route" => self.routes.push(Route::parse(&e.value).map_err(at)?),
             "framing" => self.framing = Some(Framing::parse(&e.value).map_err(at)?),
@@ -122,7 +128,8 @@ impl UwsgiKeys {
                         OVERRIDABLE.join(", ")
                     ));
                 }
-                self.overrides.push((name.to_string(), key.to_string(), e.clone()));
+                self.overrides
+                    .push((name.to_string(), key.to_string(), e.clone()));
             }
         }
         Ok(true)
@@ -146,7 +153,12 @@ impl UwsgiKeys {
     ///
     /// Errors: a duplicate logger name, an override or encoder naming an unknown logger, a route
     /// to an unknown logger, framing on a datagram logger, bad per-logger limits, TLS setup.
-    pub fn build(self, base: Option<Endpoint>, limits: &Limits, tb: &TlsBase) -> Result<SinkSet, String> {
+    pub fn build(
+        self,
+        base: Option<Endpoint>,
+        limits: &Limits,
+        tb: &TlsBase,
+    ) -> Result<SinkSet, String> {
         let framing = self.framing.unwrap_or_default();
         let mut sinks = Vec::new();
         if let Some(ep) = base {
@@ -187,7 +199,10 @@ impl UwsgiKeys {
         }
         for (spec, line) in self.loggers {
             if let Some(n) = &spec.name {
-                if sinks.iter().any(|s: &SinkSpec| s.name.as_deref() == Some(n)) {
+                if sinks
+                    .iter()
+                    .any(|s: &SinkSpec| s.name.as_deref() == Some(n))
+                {
                     return Err(format!("duplicate logger name \"{n}\" at line {line}"));
                 }
             }
@@ -208,14 +223,22 @@ impl UwsgiKeys {
                 tls,
             });
         }
-        if sinks.iter().all(|s| !s.target.is_datagram()) && tb.ssl_ca.is_some() && !tb.ssl
+        if sinks.iter().all(|s| !s.target.is_datagram())
+            && tb.ssl_ca.is_some()
+            && !tb.ssl
             && sinks.iter().all(|s| s.tls.is_none())
         {
             return Err("\"ssl_ca\" needs \"ssl = true\" or a tls:// logger".into());
         }
         for (name, key, e) in &self.overrides {
-            let Some(s) = sinks.iter_mut().find(|s| s.name.as_deref() == Some(name.as_str())) else {
-                return Err(format!("\"{}\" at line {}: no logger is named \"{name}\"", e.key, e.line));
+            let Some(s) = sinks
+                .iter_mut()
+                .find(|s| s.name.as_deref() == Some(name.as_str()))
+            else {
+                return Err(format!(
+                    "\"{}\" at line {}: no logger is named \"{name}\"",
+                    e.key, e.line
+                ));
             };
             apply_override(s, key, e)?;
         }
@@ -231,7 +254,12 @@ impl UwsgiKeys {
         }
         for s in &sinks {
             if s.target.is_datagram() && s.framing != Framing::None {
-                if self.framing.is_some() && !self.overrides.iter().any(|(n, k, _)| k == "framing" && s.name.as_deref() == Some(n.as_str())) {
+                if self.framing.is_some()
+                    && !self
+                        .overrides
+                        .iter()
+                        .any(|(n, k, _)| k == "framing" && s.name.as_deref() == Some(n.as_str()))
+                {
                     // The handle-wide framing is for stream loggers; datagrams keep none.
                     continue;
                 }
@@ -247,7 +275,10 @@ impl UwsgiKeys {
                 s.framing = Framing::None;
             }
             if s.limits.drop_limit == 0 {
-                return Err(format!("{}: invalid \"drop_limit\": it must be above 0", s.label()));
+                return Err(format!(
+                    "{}: invalid \"drop_limit\": it must be above 0",
+                    s.label()
+                ));
             }
         }
         let names: Vec<Option<String>> = sinks.iter().map(|s| s.name.clone()).collect();
@@ -268,7 +299,10 @@ fn apply_override(s: &mut SinkSpec, key: &str, e: &Entry) -> Result<(), String> 
         "timeout" => {
             let t = config::millis(e)?;
             if t.is_zero() {
-                return Err(format!("invalid \"{}\" at line {}: it must be above 0 ms", e.key, e.line));
+                return Err(format!(
+                    "invalid \"{}\" at line {}: it must be above 0 ms",
+                    e.key, e.line
+                ));
             }
             l.timeout = t;
         }
@@ -333,13 +367,24 @@ mod tests {
 
     #[test]
     fn errors() {
-        assert!(err("logger = socket:127.0.0.1:1\nlog-route = ghost x").contains("unknown logger \"ghost\""));
-        assert!(err("logger = socket:127.0.0.1:1\nlog-encoder = gzip:ghost").contains("no logger is named \"ghost\""));
-        assert!(err("logger = a socket:127.0.0.1:1\nlogger = a socket:127.0.0.1:2").contains("duplicate logger name"));
-        assert!(err("logger = a socket:127.0.0.1:1\na.flush_limit = 3").contains("can override only"));
-        assert!(err("logger = a socket:127.0.0.1:1\nb.timeout = 3").contains("no logger is named \"b\""));
-        assert!(err("logger = a socket:127.0.0.1:1\na.framing = octet").contains("framing applies to stream"));
-        assert!(err("logger = a socket:127.0.0.1:1\na.timeout = 0").contains("invalid \"a.timeout\""));
+        assert!(err("logger = socket:127.0.0.1:1\nlog-route = ghost x")
+            .contains("unknown logger \"ghost\""));
+        assert!(err("logger = socket:127.0.0.1:1\nlog-encoder = gzip:ghost")
+            .contains("no logger is named \"ghost\""));
+        assert!(
+            err("logger = a socket:127.0.0.1:1\nlogger = a socket:127.0.0.1:2")
+                .contains("duplicate logger name")
+        );
+        assert!(
+            err("logger = a socket:127.0.0.1:1\na.flush_limit = 3").contains("can override only")
+        );
+        assert!(err("logger = a socket:127.0.0.1:1\nb.timeout = 3")
+            .contains("no logger is named \"b\""));
+        assert!(err("logger = a socket:127.0.0.1:1\na.framing = octet")
+            .contains("framing applies to stream"));
+        assert!(
+            err("logger = a socket:127.0.0.1:1\na.timeout = 0").contains("invalid \"a.timeout\"")
+        );
         assert!(err("log-encoder = gzip").starts_with("no logging server configured"));
         assert!(err("logger = file:/x").contains("unsupported target"));
         assert!(err("logger = socket:127.0.0.1:1\nlog-encoder = json ${x}").contains("line 2"));

@@ -12,12 +12,25 @@ use std::fmt;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
     /// One UDP datagram per record.
-    Udp { host: String, port: u16 },
+    Udp {
+        host: String,
+        port: u16,
+    },
     /// One unix datagram per record.
-    UnixDgram { path: String },
-    Tcp { host: String, port: u16 },
-    Tls { host: String, port: u16 },
-    UnixStream { path: String },
+    UnixDgram {
+        path: String,
+    },
+    Tcp {
+        host: String,
+        port: u16,
+    },
+    Tls {
+        host: String,
+        port: u16,
+    },
+    UnixStream {
+        path: String,
+    },
 }
 
 impl Target {
@@ -75,7 +88,9 @@ pub fn parse_logger(value: &str) -> Result<LoggerSpec, String> {
         } else if addr.is_empty() {
             return Err(ctx("\"socket:\" needs HOST:PORT or a socket path"));
         } else {
-            Target::UnixDgram { path: addr.to_string() }
+            Target::UnixDgram {
+                path: addr.to_string(),
+            }
         }
     } else if let Some(rest) = target.strip_prefix("udp://") {
         let (host, port) = host_port(rest).map_err(|e| ctx(&e))?;
@@ -88,15 +103,23 @@ pub fn parse_logger(value: &str) -> Result<LoggerSpec, String> {
         Target::Tls { host, port }
     } else if let Some(path) = target.strip_prefix("unix://") {
         if !path.starts_with('/') {
-            return Err(ctx("\"unix://\" needs an absolute path (unix:///run/log.sock)"));
+            return Err(ctx(
+                "\"unix://\" needs an absolute path (unix:///run/log.sock)",
+            ));
         }
-        Target::UnixStream { path: path.to_string() }
+        Target::UnixStream {
+            path: path.to_string(),
+        }
     } else {
         return Err(ctx(
             "unsupported target (supported: socket:HOST:PORT[,TEXT], socket:/path[,TEXT], udp://HOST:PORT, tcp://HOST:PORT, tls://HOST:PORT, unix:///path)",
         ));
     };
-    Ok(LoggerSpec { name, target, prefix })
+    Ok(LoggerSpec {
+        name,
+        target,
+        prefix,
+    })
 }
 
 /// `HOST:PORT` or `[V6]:PORT`.
@@ -127,12 +150,23 @@ mod tests {
     fn uwsgi_forms() {
         let l = parse_logger("socket:127.0.0.1:1717").unwrap();
         assert_eq!(l.name, None);
-        assert_eq!(l.target, Target::Udp { host: "127.0.0.1".into(), port: 1717 });
+        assert_eq!(
+            l.target,
+            Target::Udp {
+                host: "127.0.0.1".into(),
+                port: 1717
+            }
+        );
         let l = parse_logger("secondlogger socket:127.0.0.1:1717,i am text ").unwrap();
         assert_eq!(l.name.as_deref(), Some("secondlogger"));
         assert_eq!(l.prefix, b"i am text ");
         let l = parse_logger("socket:/run/log.sock").unwrap();
-        assert_eq!(l.target, Target::UnixDgram { path: "/run/log.sock".into() });
+        assert_eq!(
+            l.target,
+            Target::UnixDgram {
+                path: "/run/log.sock".into()
+            }
+        );
         assert!(l.target.is_datagram());
     }
 
@@ -140,29 +174,46 @@ mod tests {
     fn url_forms() {
         assert_eq!(
             parse_logger("e tcp://[::1]:9").unwrap().target,
-            Target::Tcp { host: "::1".into(), port: 9 }
+            Target::Tcp {
+                host: "::1".into(),
+                port: 9
+            }
         );
         assert_eq!(
             parse_logger("tls://example.org:6514").unwrap().target,
-            Target::Tls { host: "example.org".into(), port: 6514 }
+            Target::Tls {
+                host: "example.org".into(),
+                port: 6514
+            }
         );
         assert_eq!(
             parse_logger("unix:///tmp/s").unwrap().target,
-            Target::UnixStream { path: "/tmp/s".into() }
+            Target::UnixStream {
+                path: "/tmp/s".into()
+            }
         );
         assert_eq!(
             parse_logger("udp://h:1").unwrap().target,
-            Target::Udp { host: "h".into(), port: 1 }
+            Target::Udp {
+                host: "h".into(),
+                port: 1
+            }
         );
     }
 
     #[test]
     fn errors_name_the_value() {
-        assert!(parse_logger("file:/tmp/x").unwrap_err().contains("unsupported target"));
-        assert!(parse_logger("tcp://h:99999").unwrap_err().contains("out of range"));
+        assert!(parse_logger("file:/tmp/x")
+            .unwrap_err()
+            .contains("unsupported target"));
+        assert!(parse_logger("tcp://h:99999")
+            .unwrap_err()
+            .contains("out of range"));
         assert!(parse_logger("tcp://h").unwrap_err().contains("HOST:PORT"));
         assert!(parse_logger("unix://rel").unwrap_err().contains("absolute"));
         assert!(parse_logger("socket:").unwrap_err().contains("socket:"));
-        assert!(parse_logger("a-b socket:h:1").unwrap_err().contains("unsupported"));
+        assert!(parse_logger("a-b socket:h:1")
+            .unwrap_err()
+            .contains("unsupported"));
     }
 }

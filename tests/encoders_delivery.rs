@@ -34,19 +34,26 @@ fn recv_n(s: &UdpSocket, n: usize) -> Vec<Vec<u8>> {
 }
 
 fn nothing_more(s: &UdpSocket) {
-    s.set_read_timeout(Some(Duration::from_millis(150))).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(150)))
+        .unwrap();
     let mut buf = [0u8; 100];
     assert!(s.recv(&mut buf).is_err(), "unexpected extra datagram");
 }
 
 fn identity(s: &rlog_stats) {
     assert_eq!(s.logged, s.sent + s.lost + s.spooled + s.buffered, "{s:?}");
-    assert_eq!(s.logged_bytes, s.sent_bytes + s.lost_bytes + s.spooled_bytes + s.buffered_bytes, "{s:?}");
+    assert_eq!(
+        s.logged_bytes,
+        s.sent_bytes + s.lost_bytes + s.spooled_bytes + s.buffered_bytes,
+        "{s:?}"
+    );
 }
 
 fn gunzip(b: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    flate2::read::GzDecoder::new(b).read_to_end(&mut out).unwrap();
+    flate2::read::GzDecoder::new(b)
+        .read_to_end(&mut out)
+        .unwrap();
     out
 }
 
@@ -80,7 +87,10 @@ fn routes_fan_out_with_per_logger_encoders_and_settle_each_message_once() {
         assert_eq!(gunzip(&got[2..]), want.as_bytes());
     }
     let a = recv_n(&audit, 3);
-    for (got, want) in a.iter().zip(["[all] an ERROR", "[all] AUDIT me", "[all] x ERROR"]) {
+    for (got, want) in a
+        .iter()
+        .zip(["[all] an ERROR", "[all] AUDIT me", "[all] x ERROR"])
+    {
         let text = String::from_utf8(got.clone()).unwrap();
         let (m, t) = text.split_once("\",\"t\":").unwrap();
         assert_eq!(m, format!("{{\"m\":\"{want}"));
@@ -110,14 +120,21 @@ fn unmatched_messages_without_a_default_logger_are_counted_lost() {
     assert_eq!((s.logged, s.sent, s.lost, s.lost_bytes), (2, 1, 1, 4));
     identity(&s);
     let e = lg.take_error().unwrap();
-    assert!(e.as_str().contains("matched no log-route"), "{}", e.as_str());
+    assert!(
+        e.as_str().contains("matched no log-route"),
+        "{}",
+        e.as_str()
+    );
     lg.close(Duration::from_secs(1));
 }
 
 #[test]
 fn an_encoder_error_is_reported_and_counted_not_sent_empty() {
     let rx = udp();
-    let lg = logger(&format!("logger = socket:127.0.0.1:{}\nlog-encoder = gzip", rx.local_addr().unwrap().port()));
+    let lg = logger(&format!(
+        "logger = socket:127.0.0.1:{}\nlog-encoder = gzip",
+        rx.local_addr().unwrap().port()
+    ));
     lg.log(b"");
     lg.log(b"x");
     lg.flush();
@@ -127,7 +144,11 @@ fn an_encoder_error_is_reported_and_counted_not_sent_empty() {
     let s = lg.stats();
     assert_eq!((s.logged, s.sent, s.lost), (2, 1, 1));
     identity(&s);
-    assert!(lg.take_error().unwrap().as_str().contains("gzip: empty record"));
+    assert!(lg
+        .take_error()
+        .unwrap()
+        .as_str()
+        .contains("gzip: empty record"));
     lg.close(Duration::from_secs(1));
 }
 
@@ -138,7 +159,9 @@ fn octet_framing_lets_a_tcp_receiver_split_gzip_records() {
         "logger = tcp://127.0.0.1:{}\nlog-encoder = gzip\nframing = octet",
         c.port()
     ));
-    let msgs: Vec<String> = (0..50).map(|i| format!("record {i} {}", "z".repeat(i))).collect();
+    let msgs: Vec<String> = (0..50)
+        .map(|i| format!("record {i} {}", "z".repeat(i)))
+        .collect();
     for m in &msgs {
         lg.log(m.as_bytes());
     }
@@ -182,7 +205,11 @@ fn newline_framing_and_unix_datagrams() {
     assert_eq!(c.stop(), b"<a>\n<a2>\n");
     let mut buf = [0u8; 100];
     let n = ux.recv(&mut buf).unwrap();
-    assert_eq!(&buf[..n], b"U:b", "the unix datagram logger gets unrouted messages, TEXT first");
+    assert_eq!(
+        &buf[..n],
+        b"U:b",
+        "the unix datagram logger gets unrouted messages, TEXT first"
+    );
     drop(ux);
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -207,7 +234,11 @@ fn a_dead_logger_does_not_hold_up_a_live_one_and_its_loss_is_counted() {
     let s = lg.stats();
     assert_eq!((s.logged, s.sent, s.buffered), (2, 0, 2));
     identity(&s);
-    assert!(lg.take_error().unwrap().as_str().contains("logger \"down\""));
+    assert!(lg
+        .take_error()
+        .unwrap()
+        .as_str()
+        .contains("logger \"down\""));
     // unmatched? no: "." matches everything, so nothing reaches the default logger
     nothing_more(&live);
     assert!(!lg.close(Duration::from_millis(300)));

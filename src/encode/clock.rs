@@ -36,8 +36,12 @@ impl Strftime {
     ///
     /// Errors: the format contains a NUL byte.
     pub fn new(format: &str) -> Result<Strftime, String> {
-        let format = CString::new(format)
-            .map_err(|_| format!("strftime format \"{}\" contains a NUL byte", format.escape_debug()))?;
+        let format = CString::new(format).map_err(|_| {
+            format!(
+                "strftime format \"{}\" contains a NUL byte",
+                format.escape_debug()
+            )
+        })?;
         // SAFETY: tzset has no arguments and only (re)reads TZ into libc's own state.
         unsafe { tzset() };
         Ok(Strftime {

@@ -76,7 +76,9 @@ impl Encoder {
         };
         if let Some(l) = &logger {
             if !l.bytes().all(|b| b.is_ascii_alphanumeric()) {
-                return Err(ctx(format!("bad logger name \"{l}\": letters and digits only")));
+                return Err(ctx(format!(
+                    "bad logger name \"{l}\": letters and digits only"
+                )));
             }
         }
         Ok(EncoderSpec {
@@ -209,18 +211,31 @@ mod tests {
         assert!(matches!(&s.encoder, Encoder::Prefix(p) if p == b" two spaces"));
         let s = Encoder::parse("gzip:secondlogger").unwrap();
         assert_eq!(s.logger.as_deref(), Some("secondlogger"));
-        assert!(matches!(Encoder::parse("prefix").unwrap().encoder, Encoder::Prefix(p) if p.is_empty()));
-        assert!(Encoder::parse("rot13").unwrap_err().contains("unknown encoder \"rot13\""));
-        assert!(Encoder::parse("gzip 9").unwrap_err().contains("takes no argument"));
-        assert!(Encoder::parse("json {${nope}}").unwrap_err().contains("${nope}"));
-        assert!(Encoder::parse("prefix:a-b x").unwrap_err().contains("bad logger name"));
+        assert!(
+            matches!(Encoder::parse("prefix").unwrap().encoder, Encoder::Prefix(p) if p.is_empty())
+        );
+        assert!(Encoder::parse("rot13")
+            .unwrap_err()
+            .contains("unknown encoder \"rot13\""));
+        assert!(Encoder::parse("gzip 9")
+            .unwrap_err()
+            .contains("takes no argument"));
+        assert!(Encoder::parse("json {${nope}}")
+            .unwrap_err()
+            .contains("${nope}"));
+        assert!(Encoder::parse("prefix:a-b x")
+            .unwrap_err()
+            .contains("bad logger name"));
     }
 
     #[test]
     fn chains_apply_in_order_and_by_logger() {
         let lines = ["prefix [A] ", "suffix:errors  [E]", "format <${msg}>", "nl"];
         assert_eq!(run(&chain(&lines, None), b"hi\n"), b"<[A] hi>\n");
-        assert_eq!(run(&chain(&lines, Some("errors")), b"hi"), b"<[A] hi [E]>\n");
+        assert_eq!(
+            run(&chain(&lines, Some("errors")), b"hi"),
+            b"<[A] hi [E]>\n"
+        );
         assert_eq!(run(&chain(&lines, Some("other")), b"hi"), b"<[A] hi>\n");
         assert_eq!(run(&Chain::default(), b"raw"), b"raw");
         assert!(chain(&["json ${unix}"], None).needs_time());

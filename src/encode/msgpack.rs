@@ -54,7 +54,10 @@ impl Msgpack {
             };
             let bad = |what: &str| format!("msgpack item \"{tok}\": {what}");
             let count = |a: Option<&str>| -> Result<u32, String> {
-                a.map_or(Ok(0), |a| a.parse::<u32>().map_err(|_| bad("expected a count 0..4294967295")))
+                a.map_or(Ok(0), |a| {
+                    a.parse::<u32>()
+                        .map_err(|_| bad("expected a count 0..4294967295"))
+                })
             };
             let item = match kind {
                 "map" => Item::Map(count(arg)?),
@@ -222,7 +225,9 @@ mod tests {
 
     fn enc(spec: &str, msg: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
-        Msgpack::compile(spec).unwrap().render(msg, 1_700_000_000_123_456, &mut out);
+        Msgpack::compile(spec)
+            .unwrap()
+            .render(msg, 1_700_000_000_123_456, &mut out);
         out
     }
 
@@ -258,23 +263,42 @@ mod tests {
 
     #[test]
     fn floats_strings_bins() {
-        assert_eq!(enc("float:17.30", b""), [&[0xca][..], &17.30f32.to_be_bytes()].concat());
-        assert_eq!(enc("float:127.5", b""), [&[0xcb][..], &127.5f64.to_be_bytes()].concat());
+        assert_eq!(
+            enc("float:17.30", b""),
+            [&[0xca][..], &17.30f32.to_be_bytes()].concat()
+        );
+        assert_eq!(
+            enc("float:127.5", b""),
+            [&[0xcb][..], &127.5f64.to_be_bytes()].concat()
+        );
         let long = "x".repeat(40);
         assert_eq!(&enc(&format!("str:{long}"), b"")[..3], b"\xda\x00\x28");
         assert_eq!(enc("bin:ab", b""), b"\xc4\x02ab");
-        assert_eq!(enc("msgnl|msgbinnl|msgbin", b"a\n"), b"\xa2a\n\xc4\x02a\n\xc4\x01a");
+        assert_eq!(
+            enc("msgnl|msgbinnl|msgbin", b"a\n"),
+            b"\xa2a\n\xc4\x02a\n\xc4\x01a"
+        );
         assert_eq!(enc("str", b""), b"\xa0");
         assert_eq!(enc("str:a:b", b""), b"\xa3a:b");
         assert_eq!(enc("nil||true|false", b""), b"\xc0\xc3\xc2");
-        assert_eq!(&enc("array:16|nil|nil|nil|nil|nil|nil|nil|nil|nil|nil|nil|nil|nil|nil|nil|nil", b"")[..3], b"\xdc\x00\x10");
+        assert_eq!(
+            &enc(
+                "array:16|nil|nil|nil|nil|nil|nil|nil|nil|nil|nil|nil|nil|nil|nil|nil|nil",
+                b""
+            )[..3],
+            b"\xdc\x00\x10"
+        );
     }
 
     #[test]
     fn errors_name_the_item() {
-        assert!(Msgpack::compile("map:2|str:a").unwrap_err().contains("\"map:2\" is missing 3"));
+        assert!(Msgpack::compile("map:2|str:a")
+            .unwrap_err()
+            .contains("\"map:2\" is missing 3"));
         assert!(Msgpack::compile("int:x").unwrap_err().contains("\"int:x\""));
-        assert!(Msgpack::compile("bogus").unwrap_err().contains("unknown item"));
+        assert!(Msgpack::compile("bogus")
+            .unwrap_err()
+            .contains("unknown item"));
         assert!(Msgpack::compile("map:-1").is_err());
         assert!(Msgpack::compile("").is_err());
         assert!(Msgpack::compile("array:1|map:1|str:a|array:0").is_ok());

@@ -88,9 +88,12 @@ impl Template {
 
     /// Whether rendering needs the record's time.
     pub fn needs_time(&self) -> bool {
-        self.parts
-            .iter()
-            .any(|p| matches!(p, Part::Unix | Part::Micros | Part::Millis | Part::Strftime(_)))
+        self.parts.iter().any(|p| {
+            matches!(
+                p,
+                Part::Unix | Part::Micros | Part::Millis | Part::Strftime(_)
+            )
+        })
     }
 
     /// Appends the template rendered for `msg` logged at `time_us` to `out`.
@@ -185,14 +188,19 @@ mod tests {
 
     fn render(t: &str, mode: Mode, msg: &[u8], time_us: i64) -> Vec<u8> {
         let mut out = Vec::new();
-        Template::compile(t).unwrap().render(mode, msg, time_us, &mut out);
+        Template::compile(t)
+            .unwrap()
+            .render(mode, msg, time_us, &mut out);
         out
     }
 
     #[test]
     fn variables() {
         let t = 1_700_000_123_456_789;
-        assert_eq!(render("[FOO ${msg} BAR]", Mode::Raw, b"hi\n", t), b"[FOO hi BAR]");
+        assert_eq!(
+            render("[FOO ${msg} BAR]", Mode::Raw, b"hi\n", t),
+            b"[FOO hi BAR]"
+        );
         assert_eq!(render("${msgnl}|", Mode::Raw, b"hi\n", t), b"hi\n|");
         assert_eq!(render("${msg}", Mode::Raw, b"hi\n\n", t), b"hi\n");
         assert_eq!(render("${msg}", Mode::Raw, b"", t), b"");
@@ -229,7 +237,10 @@ mod tests {
             render("{\"m\":\"${msg}\"}", Mode::Json, "é \"q\"\n".as_bytes(), 0),
             "{\"m\":\"é \\\"q\\\"\"}".as_bytes()
         );
-        assert_eq!(render("{\"m\":\"${msgnl}\"}", Mode::Json, b"x\n", 0), b"{\"m\":\"x\\n\"}");
+        assert_eq!(
+            render("{\"m\":\"${msgnl}\"}", Mode::Json, b"x\n", 0),
+            b"{\"m\":\"x\\n\"}"
+        );
     }
 
     #[test]
