@@ -23,6 +23,32 @@ use crate::stats::Tally;
 use crate::target::Target;
 use crate::transport::{reason, socket, stream, tls, udp, unix_dgram, Transport};
 
+/// The C view of one sink's counters (`rlog_logger_sink_stats`). Counts are copies of messages
+/// (a message routed to two loggers is one copy in each); bytes are encoded bytes, framing and
+/// the `socket:...,TEXT` prefix included. Append-only, like `struct rlog_stats`.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct rlog_sink_stats {
+    /// Copies delivered.
+    pub sent: u64,
+    pub sent_bytes: u64,
+    /// Copies queued, then given up on (too large for a datagram, or the handle closed first).
+    pub lost: u64,
+    pub lost_bytes: u64,
+    /// Copies refused because this logger already held `drop_limit` bytes.
+    pub dropped: u64,
+    pub dropped_bytes: u64,
+    /// Copies an encoder failed on (for example gzip of an empty record).
+    pub encode_errors: u64,
+    /// Copies held now, waiting for delivery.
+    pub pending: u64,
+    pub pending_bytes: u64,
+    /// Connect or send attempts repeated after a failure.
+    pub retries: u64,
+    /// Connections (or datagram sockets) opened.
+    pub connects: u64,
+}
+
 /// Per-sink counters (copies, and encoded bytes).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct SinkCounters {
@@ -313,6 +339,8 @@ pub(crate) fn run(inner: Arc<Inner>, set: Arc<SinkSet>) {
     let limits = &inner.config.limits;
     let capacity = crate::logger::initial_capacity(&inner.config);
     let mut sinks: Vec<SinkRt> = set.sinks.iter().map(|_| SinkRt::new()).collect();
+    // A new worker (first start, or in a child after fork) starts from zero.
+    publish(&set, &sinks);
     let mut ledger = Ledger::default();
     let mut scratch = Scratch::default();
     let mut dests = Vec::new();
@@ -408,6 +436,7 @@ pub(crate) fn run(inner: Arc<Inner>, set: Arc<SinkSet>) {
                     let n = rt.pending.len();
                     rt.settle_first(n, false, &mut ledger, &mut round);
                 }
+                publish(&set, &sinks);
                 let rest = std::mem::take(&mut st.buf);
                 st.counters.lost.add(rest.tally());
                 finish_round(&mut st, &round, &ledger);
@@ -421,6 +450,7 @@ pub(crate) fn run(inner: Arc<Inner>, set: Arc<SinkSet>) {
                 return;
             }
         }
+        publish(&set, &sinks);
         finish_round(&mut st, &round, &ledger);
         st.flush_done = request;
         st.flush_result = if round.failed { -1 } else { round.bytes as i64 };
@@ -432,6 +462,44 @@ pub(crate) fn run(inner: Arc<Inner>, set: Arc<SinkSet>) {
             reuse = 0;
             batch = Buffer::with_capacity(capacity);
         }
+    }
+}
+
+/// Publishes every sink's counters for `Logger::sink_stats`.
+fn publish(set: &SinkSet, sinks: &[SinkRt]) {
+    let mut live = set.live.lock();
+    for (out, rt) in live.iter_mut().zip(sinks) {
+        let c = &rt.counters;
+        *out = rlog_sink_stats {
+            sent: c.sent.msgs,
+            sent_bytes: c.sent.bytes,
+            lost: c.lost.msgs,
+            lost_bytes: c.lost.bytes,
+            dropped: c.dropped.msgs,
+            dropped_bytes: c.dropped.bytes,
+            encode_errors: c.encode_errors,
+            pending: rt.pending.len() as u64,
+            pending_bytes: rt.pending.bytes() as u64,
+            retries: c.retries,
+            connects: c.connects,
+        };
+    }
+}
+
+impl crate::logger::Logger {
+    /// How many uWSGI-style loggers (sinks) this handle delivers to; 0 for a plain
+    /// `host`/`port`/`path` config without `logger`/`log-encoder`/`log-route` keys.
+    pub fn sink_count(&self) -> usize {
+        self.0.config.sinks.as_ref().map_or(0, |s| s.sinks.len())
+    }
+
+    /// Sink `i`'s label (`logger "NAME"`, or `logger TARGET` for an unnamed one) and its
+    /// counters as of the worker's last round; `None` when there is no sink `i`.
+    pub fn sink_stats(&self, i: usize) -> Option<(String, rlog_sink_stats)> {
+        let set = self.0.config.sinks.as_ref()?;
+        let spec = set.sinks.get(i)?;
+        let stats = set.live.lock().get(i).copied().unwrap_or_default();
+        Some((spec.label(), stats))
     }
 }
 

@@ -19,7 +19,7 @@
 pub mod buffer;
 pub mod config;
 pub mod encode;
-mod fanout;
+pub mod fanout;
 pub mod ffi;
 pub mod framing;
 pub mod global;

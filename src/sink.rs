@@ -44,10 +44,12 @@ impl SinkSpec {
 }
 
 /// Every sink of a handle and the routes between them.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct SinkSet {
     pub sinks: Vec<SinkSpec>,
     pub router: Router,
+    /// Each sink's counters as of the worker's last round (read by `Logger::sink_stats`).
+    pub(crate) live: parking_lot::Mutex<Vec<crate::fanout::rlog_sink_stats>>,
 }
 
 impl SinkSet {
@@ -283,7 +285,12 @@ impl UwsgiKeys {
         }
         let names: Vec<Option<String>> = sinks.iter().map(|s| s.name.clone()).collect();
         let router = Router::new(&self.routes, &names)?;
-        Ok(SinkSet { sinks, router })
+        let live = parking_lot::Mutex::new(vec![Default::default(); sinks.len()]);
+        Ok(SinkSet {
+            sinks,
+            router,
+            live,
+        })
     }
 }
 

@@ -104,6 +104,15 @@ def run_rlog(lib, encoders, loggers, routes, lines):
                 got[(i, li)], dgrams = dgrams[:n], dgrams[n:]
         s = r.stats()
         assert (s.logged, s.sent, s.lost, s.buffered) == (len(lines), len(lines), 0, 0)
+        sinks = r.sinks()
+        assert len(sinks) == len(loggers)
+        for li, (label, st) in enumerate(sinks):
+            want = sum(len(v) for (i, l), v in got.items() if l == li)
+            assert (st.sent, st.lost, st.dropped, st.pending) == (want, 0, 0, 0), label
+            assert st.sent_bytes == sum(len(d) for (i, l), v in got.items() if l == li for d in v), label
+            if loggers[li]:
+                assert label == f'logger "{loggers[li]}"'
+
         assert_identity(s)
         assert r.last_error() == ""
     finally:

@@ -159,6 +159,12 @@ class Stats(ctypes.Structure):
         "lost_bytes", "spooled", "spooled_bytes", "buffered", "buffered_bytes", "retries", "connects")]
 
 
+class SinkStats(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_uint64) for n in (
+        "sent", "sent_bytes", "lost", "lost_bytes", "dropped", "dropped_bytes", "encode_errors",
+        "pending", "pending_bytes", "retries", "connects")]
+
+
 def load_rlog():
     lib = ctypes.CDLL(str(LIB))
     lib.rlog_logger_new.restype = ctypes.c_void_p
@@ -170,6 +176,9 @@ def load_rlog():
     lib.rlog_logger_last_error.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t]
     lib.rlog_logger_last_error.restype = ctypes.c_size_t
     lib.rlog_logger_free.argtypes = [ctypes.c_void_p, ctypes.c_int]
+    lib.rlog_logger_sink_count.argtypes = [ctypes.c_void_p]
+    lib.rlog_logger_sink_stats.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.POINTER(SinkStats),
+                                           ctypes.c_size_t, ctypes.c_char_p, ctypes.c_size_t]
     return lib
 
 
@@ -193,6 +202,15 @@ class Rlog:
         s = Stats()
         assert self.lib.rlog_logger_stats(self.h, ctypes.byref(s), ctypes.sizeof(s)) == 0
         return s
+
+    def sinks(self):
+        """[(label, SinkStats)] for every logger of the handle."""
+        out = []
+        for i in range(self.lib.rlog_logger_sink_count(self.h)):
+            st, name = SinkStats(), ctypes.create_string_buffer(256)
+            assert self.lib.rlog_logger_sink_stats(self.h, i, ctypes.byref(st), ctypes.sizeof(st), name, 256) == 0
+            out.append((name.value.decode(), st))
+        return out
 
     def last_error(self):
         buf = ctypes.create_string_buffer(2048)
