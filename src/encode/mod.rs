@@ -18,8 +18,8 @@ pub enum Encoder {
     Prefix(Vec<u8>),
     Suffix(Vec<u8>),
     Nl,
-    Gzip,
-    Compress,
+    Gzip(zip::Deflater),
+    Compress(zip::Deflater),
     Format(Template),
     Json(Template),
     Msgpack(msgpack::Msgpack),
@@ -63,8 +63,8 @@ impl Encoder {
             "prefix" => Encoder::Prefix(args.as_bytes().to_vec()),
             "suffix" => Encoder::Suffix(args.as_bytes().to_vec()),
             "nl" => no_args(Encoder::Nl)?,
-            "gzip" => no_args(Encoder::Gzip)?,
-            "compress" => no_args(Encoder::Compress)?,
+            "gzip" => no_args(Encoder::Gzip(zip::Deflater::new(false)))?,
+            "compress" => no_args(Encoder::Compress(zip::Deflater::new(true)))?,
             "format" => Encoder::Format(Template::compile(args).map_err(ctx)?),
             "json" => Encoder::Json(Template::compile(args).map_err(ctx)?),
             "msgpack" => Encoder::Msgpack(msgpack::Msgpack::compile(args).map_err(ctx)?),
@@ -114,8 +114,8 @@ impl Encoder {
                 out.extend_from_slice(input);
                 out.push(b'\n');
             }
-            Encoder::Gzip => zip::gzip(input, out)?,
-            Encoder::Compress => zip::compress(input, out)?,
+            Encoder::Gzip(z) => zip::gzip(z, input, out)?,
+            Encoder::Compress(z) => zip::compress(z, input, out)?,
             Encoder::Format(t) => t.render(Mode::Raw, input, time_us, out),
             Encoder::Json(t) => t.render(Mode::Json, input, time_us, out),
             Encoder::Msgpack(m) => m.render(input, time_us, out),

@@ -22,12 +22,20 @@ ROOT = Path(__file__).resolve().parents[2]
 LIB = ROOT / "target" / "release" / "librlog.so"
 
 APP = r'''
-import os, base64
+import os, base64, select
+def write_all(data):
+    # uWSGI's log pipe is non-blocking: wait for room instead of losing the line.
+    while True:
+        try:
+            os.write(2, data)
+            return
+        except BlockingIOError:
+            select.select([], [2], [], 1.0)
 def application(env, start_response):
     p = env.get("PATH_INFO", "/")[1:]
     data = base64.urlsafe_b64decode(p.encode() + b"=" * (-len(p) % 4))
-    if data:
-        os.write(2, data)
+    for _ in range(int(env.get("QUERY_STRING") or 1) if data else 0):
+        write_all(data)
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [b"ok"]
 '''
@@ -122,7 +130,7 @@ class Uwsgi:
 
     @staticmethod
     def _get(port, path):
-        c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
         try:
             c.request("GET", path)
             r = c.getresponse()
@@ -131,9 +139,10 @@ class Uwsgi:
         finally:
             c.close()
 
-    def emit(self, data: bytes):
-        """Makes the app write `data` to its stderr (the log pipe) in one write."""
-        self._get(self.http_port, "/" + base64.urlsafe_b64encode(data).decode().rstrip("="))
+    def emit(self, data: bytes, times: int = 1):
+        """Makes the app write `data` to its stderr (the log pipe) in one write, `times` times."""
+        path = "/" + base64.urlsafe_b64encode(data).decode().rstrip("=")
+        self._get(self.http_port, path + (f"?{times}" if times != 1 else ""))
 
     def output(self):
         if self.proc and self.proc.stdout and self.proc.poll() is not None:
