@@ -289,3 +289,46 @@ fn time_is_captured_only_when_an_encoder_needs_it() {
         assert_eq!(c.needs_time, needs, "{enc}");
     }
 }
+
+#[test]
+fn flush_limit_and_periodic_flush_wake_the_sink_worker() {
+    let rx = udp();
+    let lg = logger(&format!(
+        "logger = socket:127.0.0.1:{}\nlog-encoder = nl\nflush_limit = 20\nperiodic_flush = 0.1",
+        rx.local_addr().unwrap().port()
+    ));
+    lg.log(b"0123456789");
+    lg.log(b"0123456789"); // crosses flush_limit: delivered without a flush call
+    assert_eq!(recv_n(&rx, 2), vec![b"0123456789\n".to_vec(), b"0123456789\n".to_vec()]);
+    lg.log(b"late"); // below flush_limit: the periodic flush delivers it
+    assert_eq!(recv_n(&rx, 1), vec![b"late\n".to_vec()]);
+    let s = lg.stats();
+    assert_eq!((s.logged, s.sent), (3, 3));
+    identity(&s);
+    let (label, ss) = lg.sink_stats(0).unwrap();
+    assert!(label.starts_with("logger udp://127.0.0.1:"), "{label}");
+    assert_eq!((ss.sent, ss.sent_bytes, ss.pending), (3, 27, 0));
+    assert!(lg.sink_stats(1).is_none());
+    lg.close(Duration::from_secs(1));
+}
+
+#[test]
+fn the_default_logger_keys_and_logger_lines_together() {
+    let c = Collector::tcp();
+    let rx = udp();
+    let lg = logger(&format!(
+        "host = 127.0.0.1\nport = {}\nlogger = socket:127.0.0.1:{}\nlog-encoder = \"prefix > \"\nframing = newline",
+        c.port(),
+        rx.local_addr().unwrap().port()
+    ));
+    assert_eq!(lg.sink_count(), 2);
+    lg.log(b"both");
+    assert!(lg.flush() > 0);
+    assert_eq!(recv_n(&rx, 1), vec![b"> both".to_vec()], "datagrams are not framed");
+    assert!(c.wait_bytes(7));
+    assert_eq!(c.stop(), b"> both\n");
+    let s = lg.stats();
+    assert_eq!((s.logged, s.sent), (1, 1));
+    identity(&s);
+    lg.close(Duration::from_secs(1));
+}
