@@ -225,11 +225,7 @@ impl UwsgiKeys {
                 tls,
             });
         }
-        if sinks.iter().all(|s| !s.target.is_datagram())
-            && tb.ssl_ca.is_some()
-            && !tb.ssl
-            && sinks.iter().all(|s| s.tls.is_none())
-        {
+        if tb.ssl_ca.is_some() && sinks.iter().all(|s| s.tls.is_none()) {
             return Err("\"ssl_ca\" needs \"ssl = true\" or a tls:// logger".into());
         }
         for (name, key, e) in &self.overrides {
@@ -396,6 +392,9 @@ mod tests {
         assert!(err("logger = file:/x").contains("unsupported target"));
         assert!(err("logger = socket:127.0.0.1:1\nlog-encoder = json ${x}").contains("line 2"));
         assert!(err("logger = socket:127.0.0.1:1\nframing = lines").contains("\"framing\""));
+        assert!(err("logger = socket:127.0.0.1:1\nssl_ca = /x.pem")
+            .contains("needs \"ssl = true\" or a tls://"));
+        assert!(err("logger = socket:127.0.0.1:1\nssl = true").contains("use tls://"));
         // handle-wide framing is for streams: datagram loggers keep one record per datagram
         assert!(Config::parse("logger = socket:127.0.0.1:1\nframing = octet").is_ok());
     }

@@ -299,7 +299,10 @@ fn flush_limit_and_periodic_flush_wake_the_sink_worker() {
     ));
     lg.log(b"0123456789");
     lg.log(b"0123456789"); // crosses flush_limit: delivered without a flush call
-    assert_eq!(recv_n(&rx, 2), vec![b"0123456789\n".to_vec(), b"0123456789\n".to_vec()]);
+    assert_eq!(
+        recv_n(&rx, 2),
+        vec![b"0123456789\n".to_vec(), b"0123456789\n".to_vec()]
+    );
     lg.log(b"late"); // below flush_limit: the periodic flush delivers it
     assert_eq!(recv_n(&rx, 1), vec![b"late\n".to_vec()]);
     let s = lg.stats();
@@ -324,7 +327,11 @@ fn the_default_logger_keys_and_logger_lines_together() {
     assert_eq!(lg.sink_count(), 2);
     lg.log(b"both");
     assert!(lg.flush() > 0);
-    assert_eq!(recv_n(&rx, 1), vec![b"> both".to_vec()], "datagrams are not framed");
+    assert_eq!(
+        recv_n(&rx, 1),
+        vec![b"> both".to_vec()],
+        "datagrams are not framed"
+    );
     assert!(c.wait_bytes(7));
     assert_eq!(c.stop(), b"> both\n");
     let s = lg.stats();
