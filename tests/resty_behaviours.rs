@@ -261,3 +261,43 @@ fn not_initialized_default_logger() {
     assert_eq!(rlog::global::log(b"x"), None);
     assert_eq!(rlog::global::shutdown(None), None);
 }
+
+#[test]
+fn pool_size_zero_closes_the_connection_after_every_flush() {
+    let c = Collector::tcp();
+    let lg = logger(&tcp_config(c.port(), "pool_size = 0"));
+    for i in 0..3 {
+        lg.log(format!("flush {i}\n").as_bytes());
+        assert_eq!(lg.flush(), 8);
+    }
+    assert!(c.wait_bytes(24));
+    assert_eq!(c.connections(), 3);
+    assert_eq!(lg.stats().connects, 3);
+
+    let kept = Collector::tcp();
+    let lg = logger(&tcp_config(kept.port(), "pool_size = 1"));
+    for i in 0..3 {
+        lg.log(format!("flush {i}\n").as_bytes());
+        assert_eq!(lg.flush(), 8);
+    }
+    assert!(kept.wait_bytes(24));
+    assert_eq!(kept.connections(), 1);
+}
+
+#[test]
+fn max_buffer_reuse_zero_reallocates_every_flush_and_loses_nothing() {
+    let c = Collector::tcp();
+    let lg = logger(&tcp_config(
+        c.port(),
+        "max_buffer_reuse = 0\nflush_limit = 64",
+    ));
+    for i in 0..5000 {
+        lg.log(format!("r {i:05}\n").as_bytes());
+    }
+    lg.flush();
+    let s = wait_drained(&lg);
+    assert!(c.wait(|d| d.ends_with(b"r 04999\n")));
+    assert_eq!(c.lines().len(), 5000);
+    assert_eq!(s.sent, 5000);
+    assert_identity(&s);
+}
