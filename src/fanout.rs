@@ -353,20 +353,22 @@ pub(crate) fn run(inner: Arc<Inner>, set: Arc<SinkSet>) {
         let mut st = inner.state.lock();
         let (request, closing) = loop {
             let now = Instant::now();
-            let holding = sinks.iter().any(|s| !s.pending.is_empty());
-            let held = !st.buf.is_empty() || holding;
+            let new_msgs = !st.buf.is_empty();
             let periodic_due = limits.periodic_flush.is_some_and(|p| now >= last_flush + p);
-            if periodic_due && !held {
+            if periodic_due && !new_msgs {
                 last_flush = now;
             }
+            // A logger waiting out its backoff does not hold up new messages for the others:
+            // new work starts a round at once; a due retry starts one too.
             let retry_at = sinks.iter().filter_map(|s| s.retry_at).min();
-            let retry_due = retry_at.is_none_or(|t| now >= t);
-            let wanted = st.closing.is_some()
-                || st.flush_wanted
-                || (periodic_due && held)
-                || retry_at.is_some();
+            let retry_due = retry_at.is_some_and(|t| now >= t);
+            let new_work =
+                st.flush_wanted || (periodic_due && new_msgs) || (st.closing.is_some() && new_msgs);
+            let closing_idle = st.closing.is_some() && retry_at.is_none();
             if st.flush_req > st.flush_done
-                || (retry_due && wanted)
+                || new_work
+                || retry_due
+                || closing_idle
                 || st.closing.is_some_and(|deadline| now >= deadline)
             {
                 break (st.flush_req, st.closing);
@@ -389,9 +391,7 @@ pub(crate) fn run(inner: Arc<Inner>, set: Arc<SinkSet>) {
         let explicit = st.flush_req > st.flush_done || closing.is_some();
         st.flush_wanted = false;
         std::mem::swap(&mut st.buf, &mut batch);
-        let mut inflight = ledger.unsettled();
-        inflight.add(batch.tally());
-        st.inflight = inflight;
+        st.inflight = batch.tally();
         drop(st);
 
         let mut round = Round::default();
@@ -440,7 +440,6 @@ pub(crate) fn run(inner: Arc<Inner>, set: Arc<SinkSet>) {
                 let rest = std::mem::take(&mut st.buf);
                 st.counters.lost.add(rest.tally());
                 finish_round(&mut st, &round, &ledger);
-                st.inflight = Tally::ZERO;
                 st.flush_done = request;
                 st.flush_result = if round.failed { -1 } else { round.bytes as i64 };
                 st.closed = true;
@@ -511,5 +510,6 @@ fn finish_round(st: &mut crate::logger::State, round: &Round, ledger: &Ledger) {
     if let Some(e) = &round.error {
         st.error = Some(PendingError::Text(e.clone()));
     }
-    st.inflight = ledger.unsettled();
+    st.inflight = Tally::ZERO;
+    st.sinks_held = ledger.unsettled();
 }

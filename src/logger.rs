@@ -61,6 +61,10 @@ pub(crate) struct State {
     pub buf: Buffer,
     /// What the worker holds: the batch being sent, or kept after a failed flush.
     pub inflight: Tally,
+    /// Messages whose copies wait in the queues of uWSGI-style loggers (`fanout.rs`): counted
+    /// as buffered, but bounded by each logger's own `drop_limit` rather than the handle's, so
+    /// one dead logger cannot make the handle drop what the others would deliver.
+    pub sinks_held: Tally,
     pub counters: Counters,
     pub error: Option<PendingError>,
     /// A log call crossed `flush_limit` (or was dropped): the worker should flush.
@@ -82,6 +86,7 @@ impl State {
     pub fn buffered(&self) -> Tally {
         let mut t = self.buf.tally();
         t.add(self.inflight);
+        t.add(self.sinks_held);
         t
     }
 }
@@ -121,6 +126,7 @@ impl Logger {
             state: Mutex::new(State {
                 buf: Buffer::with_capacity(cap),
                 inflight: Tally::ZERO,
+                sinks_held: Tally::ZERO,
                 counters: Counters::default(),
                 error: None,
                 flush_wanted: false,
@@ -166,6 +172,7 @@ impl Logger {
         }
         st.buf.clear();
         st.inflight = Tally::ZERO;
+        st.sinks_held = Tally::ZERO;
         st.counters = Counters::default();
         st.error = None;
         st.flush_wanted = false;
@@ -241,7 +248,7 @@ impl Logger {
             st.error = Some(PendingError::Text("logger is shut down".into()));
             return -1;
         }
-        if st.buf.is_empty() && st.inflight.is_zero() {
+        if st.buffered().is_zero() {
             return 0;
         }
         st.flush_req += 1;

@@ -305,6 +305,7 @@ fn flush_limit_and_periodic_flush_wake_the_sink_worker() {
     );
     lg.log(b"late"); // below flush_limit: the periodic flush delivers it
     assert_eq!(recv_n(&rx, 1), vec![b"late\n".to_vec()]);
+    lg.flush(); // waits for the round that sent it to be counted
     let s = lg.stats();
     assert_eq!((s.logged, s.sent), (3, 3));
     identity(&s);
@@ -338,4 +339,39 @@ fn the_default_logger_keys_and_logger_lines_together() {
     assert_eq!((s.logged, s.sent), (1, 1));
     identity(&s);
     lg.close(Duration::from_secs(1));
+}
+
+#[test]
+fn what_a_dead_logger_holds_does_not_count_against_the_handles_drop_limit() {
+    let live = udp();
+    let dead_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let lg = logger(&format!(
+        "logger = socket:127.0.0.1:{}\nlogger = down tcp://127.0.0.1:{dead_port}\n\
+         log-route = down .\nlog-route = up .\nlogger = up socket:127.0.0.1:{}\n\
+         flush_limit = 500\ndrop_limit = 1000\ndown.max_retry_times = 0\ndown.drop_limit = 100000",
+        live.local_addr().unwrap().port(),
+        live.local_addr().unwrap().port()
+    ));
+    for i in 0..200 {
+        assert_eq!(
+            lg.log(format!("message {i:010}").as_bytes()),
+            Logged::Buffered(18)
+        );
+        if i % 10 == 9 {
+            lg.flush();
+        }
+    }
+    assert_eq!(recv_n(&live, 200).len(), 200);
+    let s = lg.stats();
+    assert_eq!((s.logged, s.dropped, s.sent, s.buffered), (200, 0, 0, 200));
+    identity(&s);
+    let (_, down) = lg.sink_stats(1).unwrap();
+    assert_eq!(down.pending, 200);
+    assert!(!lg.close(Duration::from_millis(200)));
+    let s = lg.stats();
+    assert_eq!((s.sent, s.lost, s.buffered), (0, 200, 0));
+    identity(&s);
 }
