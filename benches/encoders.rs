@@ -147,5 +147,12 @@ fn log_call(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, encode, end_to_end, log_call);
+/// The clock read `log` adds when some encoder needs the call's time.
+fn clock(c: &mut Criterion) {
+    c.bench_function("clock/now_micros", |b| {
+        b.iter(|| black_box(rlog::logger::now_micros()))
+    });
+}
+
+criterion_group!(benches, encode, end_to_end, log_call, clock);
 criterion_main!(benches);
