@@ -51,11 +51,17 @@ def expected_copies(line, loggers, routes):
     return dest
 
 
-def run_uwsgi(encoders, loggers, routes, lines):
-    cols = [Collector() for _ in loggers]
+def target(name, c, texts):
+    """`[NAME ]socket:ADDRESS[,TEXT]`"""
+    text = texts.get(name)
+    return (f"{name} " if name else "") + f"socket:{c.address}" + (f",{text}" if text else "")
+
+
+def run_uwsgi(encoders, loggers, routes, lines, texts={}, unix=()):
+    cols = [Collector(unix=name in unix) for name in loggers]
     args = []
     for name, c in zip(loggers, cols):
-        args += ["--logger", (f"{name} " if name else "") + f"socket:127.0.0.1:{c.port}"]
+        args += ["--logger", target(name, c, texts)]
     for e in encoders:
         args += ["--log-encoder", e]
     for name, rx in routes:
@@ -79,11 +85,11 @@ def run_uwsgi(encoders, loggers, routes, lines):
     return got, windows
 
 
-def run_rlog(lib, encoders, loggers, routes, lines):
-    cols = [Collector() for _ in loggers]
+def run_rlog(lib, encoders, loggers, routes, lines, texts={}, unix=()):
+    cols = [Collector(unix=name in unix) for name in loggers]
     cfg = []
     for name, c in zip(loggers, cols):
-        cfg.append("logger = " + quote((f"{name} " if name else "") + f"socket:127.0.0.1:{c.port}"))
+        cfg.append("logger = " + quote(target(name, c, texts)))
     cfg += ["log-encoder = " + quote(e) for e in encoders]
     cfg += ["log-route = " + quote(f"{name} {rx}") for name, rx in routes]
     r = Rlog(lib, "\n".join(cfg))
@@ -122,14 +128,17 @@ def run_rlog(lib, encoders, loggers, routes, lines):
     return got, w
 
 
-def compare(lib, encoders, loggers, routes, lines):
+def compare(lib, encoders, loggers, routes, lines, texts={}, unix=()):
     """Runs both and asserts every record matches; returns rlog's records for extra checks."""
-    ugot, uwin = run_uwsgi(encoders, loggers, routes, lines)
-    rgot, rwin = run_rlog(lib, encoders, loggers, routes, lines)
+    ugot, uwin = run_uwsgi(encoders, loggers, routes, lines, texts, unix)
+    rgot, rwin = run_rlog(lib, encoders, loggers, routes, lines, texts, unix)
     assert set(ugot) == set(rgot)
     for (i, li), urecs in sorted(ugot.items()):
         chain = chain_for(encoders, loggers[li])
+        text = texts.get(loggers[li], "").encode()
         for u, r in zip(urecs, rgot[(i, li)]):
+            assert u.startswith(text) and r.startswith(text), "socket TEXT goes raw first"
+            u, r = u[len(text):], r[len(text):]
             cu, cr = canon(u, chain, uwin[i]), canon(r, chain, rwin)
             assert cu == cr, f"line {lines[i]!r} logger {loggers[li]}:\n uwsgi {u!r}\n rlog  {r!r}"
     return rgot
@@ -215,3 +224,14 @@ def test_json_escapes_every_control_character_where_uwsgi_does_not(lib):
     assert b"\\u0001" in rrec and b"\\u0000 after" in rrec
     with pytest.raises(ValueError):
         json.loads(urec)  # uWSGI: raw \x01, cut at the NUL
+
+
+def test_socket_text_and_unix_datagram_loggers(lib):
+    """`socket:HOST:PORT,TEXT` and `socket:/path,TEXT`: TEXT raw before each encoded record."""
+    loggers = [None, "ux", "plain"]
+    texts = {None: "i am gzip encoded ", "ux": "<ux> ", "plain": "T "}
+    routes = [("ux", "^UX"), ("plain", "^PL")]
+    encoders = ['format <${msg}>', "gzip:ux", "nl:plain"]
+    lines = [b"default line\n", b"UX over a unix datagram socket\n", b"PL plain"]
+    rgot = compare(lib, encoders, loggers, routes, lines, texts, unix=("ux",))
+    assert rgot[(2, 2)] == [b"T <PL plain>\n"]

@@ -46,13 +46,24 @@ def uwsgi_available():
 
 
 class Collector:
-    """A UDP socket on 127.0.0.1 that keeps every datagram it receives."""
+    """A UDP socket on 127.0.0.1 (or, with `unix=True`, a unix datagram socket in a temp dir)
+    that keeps every datagram it receives. `address` is what `socket:` takes."""
 
-    def __init__(self):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    def __init__(self, unix=False):
+        self.dir = None
+        if unix:
+            self.dir = tempfile.mkdtemp(prefix="rlog-ud-")
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            path = os.path.join(self.dir, "log.sock")
+            self.sock.bind(path)
+            self.address = path
+            self.port = None
+        else:
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self.sock.bind(("127.0.0.1", 0))
+            self.port = self.sock.getsockname()[1]
+            self.address = f"127.0.0.1:{self.port}"
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-        self.sock.bind(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
 
     def recv(self, n, timeout=5.0):
         """Exactly `n` datagrams (fails the test if they do not come within `timeout`)."""
@@ -80,6 +91,8 @@ class Collector:
 
     def close(self):
         self.sock.close()
+        if self.dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def free_port():
