@@ -74,6 +74,8 @@ struct SinkRt {
     failures: u32,
     retry_at: Option<Instant>,
     counters: SinkCounters,
+    /// The chain's buffers and encoder states.
+    scratch: Scratch,
 }
 
 /// What one round did, for the shared state.
@@ -137,6 +139,7 @@ impl SinkRt {
             failures: 0,
             retry_at: None,
             counters: SinkCounters::default(),
+            scratch: Scratch::default(),
         }
     }
 
@@ -253,13 +256,11 @@ impl SinkRt {
 }
 
 /// Routes and encodes every message of `batch` into the sinks' pending records.
-#[allow(clippy::too_many_arguments)]
 fn ingest(
     set: &SinkSet,
     sinks: &mut [SinkRt],
     batch: &Buffer,
     ledger: &mut Ledger,
-    scratch: &mut Scratch,
     dests: &mut Vec<usize>,
     frame: &mut Vec<u8>,
     round: &mut Round,
@@ -274,14 +275,20 @@ fn ingest(
         }
         for &i in dests.iter() {
             let spec = &set.sinks[i];
-            let rt = &mut sinks[i];
+            let SinkRt {
+                pending,
+                owners,
+                counters,
+                scratch,
+                ..
+            } = &mut sinks[i];
             let encoded = match spec
                 .chain
                 .encode(rec.bytes, rec.time_us.unwrap_or(0), scratch)
             {
                 Ok(e) => e,
                 Err(e) => {
-                    rt.counters.encode_errors += 1;
+                    counters.encode_errors += 1;
                     round.error = Some(format!(
                         "{}: log-encoder failed: {e}; the message is not sent",
                         spec.label()
@@ -295,7 +302,7 @@ fn ingest(
             spec.framing.frame(encoded, frame);
             if let Some(max) = max_record(&spec.target) {
                 if frame.len() > max {
-                    rt.counters.lost.add(Tally::one(frame.len()));
+                    counters.lost.add(Tally::one(frame.len()));
                     round.error = Some(format!(
                         "{}: log record of {} bytes is larger than the largest UDP datagram ({max} bytes): not sent",
                         spec.label(),
@@ -305,8 +312,8 @@ fn ingest(
                     continue;
                 }
             }
-            if rt.pending.bytes() + frame.len() > spec.limits.drop_limit {
-                rt.counters.dropped.add(Tally::one(frame.len()));
+            if pending.bytes() + frame.len() > spec.limits.drop_limit {
+                counters.dropped.add(Tally::one(frame.len()));
                 round.error = Some(format!(
                     "{}: logger buffer is full, this log message will be dropped",
                     spec.label()
@@ -314,8 +321,8 @@ fn ingest(
                 ledger.mark_lost(seq);
                 continue;
             }
-            rt.pending.push(frame, None);
-            rt.owners.push_back(seq);
+            pending.push(frame, None);
+            owners.push_back(seq);
             ledger.add_copy(seq);
         }
         ledger.seal(seq, &mut round.settled);
@@ -340,9 +347,8 @@ pub(crate) fn run(inner: Arc<Inner>, set: Arc<SinkSet>) {
     let capacity = crate::logger::initial_capacity(&inner.config);
     let mut sinks: Vec<SinkRt> = set.sinks.iter().map(|_| SinkRt::new()).collect();
     // A new worker (first start, or in a child after fork) starts from zero.
-    publish(&set, &sinks);
+    publish(&set, &sinks, &inner.state.lock());
     let mut ledger = Ledger::default();
-    let mut scratch = Scratch::default();
     let mut dests = Vec::new();
     let mut frame = Vec::new();
     let mut batch = Buffer::with_capacity(capacity);
@@ -400,7 +406,6 @@ pub(crate) fn run(inner: Arc<Inner>, set: Arc<SinkSet>) {
             &mut sinks,
             &batch,
             &mut ledger,
-            &mut scratch,
             &mut dests,
             &mut frame,
             &mut round,
@@ -436,7 +441,7 @@ pub(crate) fn run(inner: Arc<Inner>, set: Arc<SinkSet>) {
                     let n = rt.pending.len();
                     rt.settle_first(n, false, &mut ledger, &mut round);
                 }
-                publish(&set, &sinks);
+                publish(&set, &sinks, &st);
                 let rest = std::mem::take(&mut st.buf);
                 st.counters.lost.add(rest.tally());
                 finish_round(&mut st, &round, &ledger);
@@ -449,7 +454,7 @@ pub(crate) fn run(inner: Arc<Inner>, set: Arc<SinkSet>) {
                 return;
             }
         }
-        publish(&set, &sinks);
+        publish(&set, &sinks, &st);
         finish_round(&mut st, &round, &ledger);
         st.flush_done = request;
         st.flush_result = if round.failed { -1 } else { round.bytes as i64 };
@@ -464,8 +469,9 @@ pub(crate) fn run(inner: Arc<Inner>, set: Arc<SinkSet>) {
     }
 }
 
-/// Publishes every sink's counters for `Logger::sink_stats`.
-fn publish(set: &SinkSet, sinks: &[SinkRt]) {
+/// Publishes every sink's counters for `Logger::sink_stats`. Called with the state lock held
+/// (`_held`), so the `live` lock is never held across a `fork()`.
+fn publish(set: &SinkSet, sinks: &[SinkRt], _held: &crate::logger::State) {
     let mut live = set.live.lock();
     for (out, rt) in live.iter_mut().zip(sinks) {
         let c = &rt.counters;
@@ -495,8 +501,11 @@ impl crate::logger::Logger {
     /// Sink `i`'s label (`logger "NAME"`, or `logger TARGET` for an unnamed one) and its
     /// counters as of the worker's last round; `None` when there is no sink `i`.
     pub fn sink_stats(&self, i: usize) -> Option<(String, rlog_sink_stats)> {
+        self.own_process();
         let set = self.0.config.sinks.as_ref()?;
         let spec = set.sinks.get(i)?;
+        // The state lock first: `live` is only ever taken under it (see `publish`).
+        let _st = self.0.state.lock();
         let stats = set.live.lock().get(i).copied().unwrap_or_default();
         Some((spec.label(), stats))
     }

@@ -29,6 +29,7 @@ pub mod logger;
 pub mod route;
 pub mod sink;
 pub mod stats;
+mod sync;
 pub mod target;
 pub mod transport;
 pub mod worker;

@@ -49,7 +49,9 @@ pub struct SinkSet {
     pub sinks: Vec<SinkSpec>,
     pub router: Router,
     /// Each sink's counters as of the worker's last round (read by `Logger::sink_stats`).
-    pub(crate) live: parking_lot::Mutex<Vec<crate::fanout::rlog_sink_stats>>,
+    /// Taken only while the handle's state lock is held, so `fork()` (whose handler holds every
+    /// state lock) never finds it locked.
+    pub(crate) live: crate::sync::Mutex<Vec<crate::fanout::rlog_sink_stats>>,
 }
 
 impl SinkSet {
@@ -281,7 +283,7 @@ impl UwsgiKeys {
         }
         let names: Vec<Option<String>> = sinks.iter().map(|s| s.name.clone()).collect();
         let router = Router::new(&self.routes, &names)?;
-        let live = parking_lot::Mutex::new(vec![Default::default(); sinks.len()]);
+        let live = crate::sync::Mutex::new(vec![Default::default(); sinks.len()]);
         Ok(SinkSet {
             sinks,
             router,

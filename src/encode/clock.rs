@@ -2,12 +2,12 @@
 //! so `TZ` is honoured exactly as uWSGI (and every C program on the machine) honours it.
 //!
 //! [`Strftime`] is compiled once (the format as a C string, `tzset()` called) and renders a
-//! record's time on the worker thread. The text of the last second rendered is cached, so a
-//! burst of records logged within one second costs one `localtime_r` + `strftime`.
+//! record's time on the worker thread. The worker keeps a [`ClockCache`] per strftime item with
+//! the text of the last second rendered, so a burst of records logged within one second costs one
+//! `localtime_r` + `strftime`. (The cache is the worker's, not the config's: no lock, nothing a
+//! `fork()` could leave locked.)
 
 use std::ffi::CString;
-
-use parking_lot::Mutex;
 
 extern "C" {
     /// POSIX `tzset` (not bound by the `libc` crate): re-reads `TZ`.
@@ -15,20 +15,16 @@ extern "C" {
 }
 
 /// A compiled strftime format.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Strftime {
     format: CString,
-    /// The second last rendered and its text.
-    cache: Mutex<Option<(i64, Vec<u8>)>>,
 }
 
-impl Clone for Strftime {
-    fn clone(&self) -> Self {
-        Strftime {
-            format: self.format.clone(),
-            cache: Mutex::new(None),
-        }
-    }
+/// The last second one [`Strftime`] rendered, and its text (owned by the worker).
+#[derive(Debug, Default)]
+pub struct ClockCache {
+    sec: Option<i64>,
+    text: Vec<u8>,
 }
 
 impl Strftime {
@@ -44,26 +40,23 @@ impl Strftime {
         })?;
         // SAFETY: tzset has no arguments and only (re)reads TZ into libc's own state.
         unsafe { tzset() };
-        Ok(Strftime {
-            format,
-            cache: Mutex::new(None),
-        })
+        Ok(Strftime { format })
     }
 
     /// Appends the local time of `unix_secs`, formatted, to `out`. Unlike uWSGI (64 bytes, and
     /// nothing at all when the result is longer) the output is never cut short.
-    pub fn render(&self, unix_secs: i64, out: &mut Vec<u8>) {
-        let mut cache = self.cache.lock();
-        if let Some((s, text)) = cache.as_ref() {
-            if *s == unix_secs {
-                out.extend_from_slice(text);
-                return;
-            }
+    pub fn render(&self, unix_secs: i64, out: &mut Vec<u8>, cache: &mut ClockCache) {
+        out.extend_from_slice(self.text(unix_secs, cache));
+    }
+
+    /// The local time of `unix_secs`, formatted (from `cache` when it holds that second).
+    pub fn text<'c>(&self, unix_secs: i64, cache: &'c mut ClockCache) -> &'c [u8] {
+        if cache.sec != Some(unix_secs) {
+            cache.text.clear();
+            self.format_into(unix_secs, &mut cache.text);
+            cache.sec = Some(unix_secs);
         }
-        let mut text = Vec::with_capacity(64);
-        self.format_into(unix_secs, &mut text);
-        out.extend_from_slice(&text);
-        *cache = Some((unix_secs, text));
+        &cache.text
     }
 
     fn format_into(&self, unix_secs: i64, out: &mut Vec<u8>) {
@@ -114,20 +107,23 @@ mod tests {
     fn formats_long_output_whole() {
         let s = Strftime::new(&"%Y".repeat(40)).unwrap();
         let mut out = Vec::new();
-        s.render(0, &mut out);
+        s.render(0, &mut out, &mut ClockCache::default());
         assert_eq!(out.len(), 160, "{}", String::from_utf8_lossy(&out));
         let e = Strftime::new("").unwrap();
         let mut out = b"x".to_vec();
-        e.render(0, &mut out);
+        e.render(0, &mut out, &mut ClockCache::default());
         assert_eq!(out, b"x");
         assert!(Strftime::new("a\0b").is_err());
     }
 
     #[test]
     fn literal_percent() {
-        let s = Strftime::new("100%%").unwrap();
+        let s = Strftime::new("100%% %S").unwrap();
+        let mut cache = ClockCache::default();
         let mut out = Vec::new();
-        s.render(1_700_000_000, &mut out);
-        assert_eq!(out, b"100%");
+        s.render(1_700_000_000, &mut out, &mut cache);
+        s.render(1_700_000_000, &mut out, &mut cache);
+        s.render(1_700_000_001, &mut out, &mut cache);
+        assert_eq!(out, b"100% 20100% 20100% 21");
     }
 }

@@ -18,8 +18,8 @@ pub enum Encoder {
     Prefix(Vec<u8>),
     Suffix(Vec<u8>),
     Nl,
-    Gzip(zip::Deflater),
-    Compress(zip::Deflater),
+    Gzip,
+    Compress,
     Format(Template),
     Json(Template),
     Msgpack(msgpack::Msgpack),
@@ -63,8 +63,8 @@ impl Encoder {
             "prefix" => Encoder::Prefix(args.as_bytes().to_vec()),
             "suffix" => Encoder::Suffix(args.as_bytes().to_vec()),
             "nl" => no_args(Encoder::Nl)?,
-            "gzip" => no_args(Encoder::Gzip(zip::Deflater::new(false)))?,
-            "compress" => no_args(Encoder::Compress(zip::Deflater::new(true)))?,
+            "gzip" => no_args(Encoder::Gzip)?,
+            "compress" => no_args(Encoder::Compress)?,
             "format" => Encoder::Format(Template::compile(args).map_err(ctx)?),
             "json" => Encoder::Json(Template::compile(args).map_err(ctx)?),
             "msgpack" => Encoder::Msgpack(msgpack::Msgpack::compile(args).map_err(ctx)?),
@@ -97,10 +97,17 @@ impl Encoder {
         }
     }
 
-    /// Appends `input` encoded to `out`.
+    /// Appends `input` encoded to `out`; `state` is this encoder's worker-side state (deflate
+    /// stream, strftime caches), created on first use.
     ///
     /// Errors: only `gzip`/`compress` of an empty record.
-    pub fn apply(&self, input: &[u8], time_us: i64, out: &mut Vec<u8>) -> Result<(), String> {
+    pub fn apply(
+        &self,
+        input: &[u8],
+        time_us: i64,
+        out: &mut Vec<u8>,
+        state: &mut EncState,
+    ) -> Result<(), String> {
         match self {
             Encoder::Prefix(p) => {
                 out.extend_from_slice(p);
@@ -114,11 +121,11 @@ impl Encoder {
                 out.extend_from_slice(input);
                 out.push(b'\n');
             }
-            Encoder::Gzip(z) => zip::gzip(z, input, out)?,
-            Encoder::Compress(z) => zip::compress(z, input, out)?,
-            Encoder::Format(t) => t.render(Mode::Raw, input, time_us, out),
-            Encoder::Json(t) => t.render(Mode::Json, input, time_us, out),
-            Encoder::Msgpack(m) => m.render(input, time_us, out),
+            Encoder::Gzip => zip::gzip(state.deflate(false), input, out)?,
+            Encoder::Compress => zip::compress(state.deflate(true), input, out)?,
+            Encoder::Format(t) => t.render(Mode::Raw, input, time_us, out, state.clocks()),
+            Encoder::Json(t) => t.render(Mode::Json, input, time_us, out, state.clocks()),
+            Encoder::Msgpack(m) => m.render(input, time_us, out, state.clocks()),
         }
         Ok(())
     }
@@ -130,11 +137,56 @@ pub struct Chain {
     encoders: Vec<Encoder>,
 }
 
-/// Reusable buffers for [`Chain::encode`], owned by the worker.
+/// One encoder's worker-side state: kept by the worker, never shared, so encoding takes no lock
+/// (and a `fork()` cannot leave one held).
+#[derive(Default)]
+pub enum EncState {
+    #[default]
+    Empty,
+    /// The stream and whether it writes a zlib header (compress) or raw deflate (gzip).
+    Deflate(Box<flate2::Compress>, bool),
+    Clocks(Vec<clock::ClockCache>),
+}
+
+impl std::fmt::Debug for EncState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EncState::Empty => f.write_str("Empty"),
+            EncState::Deflate(_, zlib) => f.debug_tuple("Deflate").field(zlib).finish(),
+            EncState::Clocks(c) => f.debug_tuple("Clocks").field(&c.len()).finish(),
+        }
+    }
+}
+
+impl EncState {
+    fn deflate(&mut self, zlib_header: bool) -> &mut flate2::Compress {
+        if !matches!(self, EncState::Deflate(_, z) if *z == zlib_header) {
+            *self = EncState::Deflate(Box::new(zip::deflate_state(zlib_header)), zlib_header);
+        }
+        match self {
+            EncState::Deflate(z, _) => z,
+            _ => unreachable!("set above"),
+        }
+    }
+
+    fn clocks(&mut self) -> &mut Vec<clock::ClockCache> {
+        if !matches!(self, EncState::Clocks(_)) {
+            *self = EncState::Clocks(Vec::new());
+        }
+        match self {
+            EncState::Clocks(c) => c,
+            _ => unreachable!("set above"),
+        }
+    }
+}
+
+/// The worker-side state of one [`Chain`]: reusable buffers and each encoder's state. One
+/// `Scratch` serves one chain (its states follow that chain's encoders by position).
 #[derive(Debug, Default)]
 pub struct Scratch {
     a: Vec<u8>,
     b: Vec<u8>,
+    states: Vec<EncState>,
 }
 
 impl Chain {
@@ -163,7 +215,8 @@ impl Chain {
     }
 
     /// Runs the chain over `msg` (logged at `time_us`, 0 when time is not captured) and returns
-    /// the encoded record, which lives in `scratch` until the next call.
+    /// the encoded record, which lives in `scratch` until the next call. `scratch` must be this
+    /// chain's own (see [`Scratch`]).
     ///
     /// Errors: the first encoder error (see [`Encoder::apply`]).
     pub fn encode<'s>(
@@ -175,12 +228,16 @@ impl Chain {
         if self.encoders.is_empty() {
             return Ok(msg);
         }
-        let Scratch { a, b } = scratch;
+        let Scratch { a, b, states } = scratch;
+        if states.len() != self.encoders.len() {
+            states.clear();
+            states.resize_with(self.encoders.len(), EncState::default);
+        }
         a.clear();
-        self.encoders[0].apply(msg, time_us, a)?;
-        for e in &self.encoders[1..] {
+        self.encoders[0].apply(msg, time_us, a, &mut states[0])?;
+        for (e, st) in self.encoders[1..].iter().zip(&mut states[1..]) {
             b.clear();
-            e.apply(a, time_us, b)?;
+            e.apply(a, time_us, b, st)?;
             std::mem::swap(a, b);
         }
         Ok(a.as_slice())

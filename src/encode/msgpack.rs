@@ -10,7 +10,7 @@
 //! plugin skips, reads 0, or sends a truncated object); empty items (`a||b`) are skipped as the
 //! plugin skips them.
 
-use super::clock::Strftime;
+use super::clock::{ClockCache, Strftime};
 use super::template::strip_nl;
 
 #[derive(Debug, Clone)]
@@ -117,8 +117,16 @@ impl Msgpack {
             .any(|i| matches!(i, Item::Unix | Item::Micros | Item::Strftime(_)))
     }
 
-    /// Appends the encoded object(s) for `msg` logged at `time_us`.
-    pub fn render(&self, msg: &[u8], time_us: i64, out: &mut Vec<u8>) {
+    /// Appends the encoded object(s) for `msg` logged at `time_us`; `clocks` holds the worker's
+    /// cache for each strftime item (grown as needed).
+    pub fn render(
+        &self,
+        msg: &[u8],
+        time_us: i64,
+        out: &mut Vec<u8>,
+        clocks: &mut Vec<ClockCache>,
+    ) {
+        let mut k = 0;
         for item in &self.items {
             match item {
                 Item::Map(n) => len_header(out, *n, 0x80, 0xde, 0xdf),
@@ -137,9 +145,11 @@ impl Msgpack {
                 Item::Unix => put_int(out, time_us.div_euclid(1_000_000)),
                 Item::Micros => put_int(out, time_us),
                 Item::Strftime(s) => {
-                    let mut tmp = Vec::with_capacity(32);
-                    s.render(time_us.div_euclid(1_000_000), &mut tmp);
-                    put_str(out, &tmp);
+                    if clocks.len() <= k {
+                        clocks.resize_with(k + 1, ClockCache::default);
+                    }
+                    put_str(out, s.text(time_us.div_euclid(1_000_000), &mut clocks[k]));
+                    k += 1;
                 }
             }
         }
@@ -225,9 +235,12 @@ mod tests {
 
     fn enc(spec: &str, msg: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
-        Msgpack::compile(spec)
-            .unwrap()
-            .render(msg, 1_700_000_000_123_456, &mut out);
+        Msgpack::compile(spec).unwrap().render(
+            msg,
+            1_700_000_000_123_456,
+            &mut out,
+            &mut Vec::new(),
+        );
         out
     }
 

@@ -7,7 +7,7 @@
 //! plain character wherever it stands, an unknown variable or an unterminated `${` is an init
 //! error naming it, and nothing is cut short (uWSGI's strftime stops at 63 bytes).
 
-use super::clock::Strftime;
+use super::clock::{ClockCache, Strftime};
 
 /// One piece of a compiled template.
 #[derive(Debug, Clone)]
@@ -96,8 +96,17 @@ impl Template {
         })
     }
 
-    /// Appends the template rendered for `msg` logged at `time_us` to `out`.
-    pub fn render(&self, mode: Mode, msg: &[u8], time_us: i64, out: &mut Vec<u8>) {
+    /// Appends the template rendered for `msg` logged at `time_us` to `out`; `clocks` holds the
+    /// worker's cache for each strftime part (grown as needed).
+    pub fn render(
+        &self,
+        mode: Mode,
+        msg: &[u8],
+        time_us: i64,
+        out: &mut Vec<u8>,
+        clocks: &mut Vec<ClockCache>,
+    ) {
+        let mut k = 0;
         for p in &self.parts {
             match p {
                 Part::Lit(l) => out.extend_from_slice(l),
@@ -106,14 +115,17 @@ impl Template {
                 Part::Unix => push_int(out, time_us.div_euclid(1_000_000)),
                 Part::Micros => push_int(out, time_us),
                 Part::Millis => push_int(out, time_us.div_euclid(1000)),
-                Part::Strftime(s) => match mode {
-                    Mode::Raw => s.render(time_us.div_euclid(1_000_000), out),
-                    Mode::Json => {
-                        let mut tmp = Vec::with_capacity(32);
-                        s.render(time_us.div_euclid(1_000_000), &mut tmp);
-                        json_escape(&tmp, out);
+                Part::Strftime(s) => {
+                    if clocks.len() <= k {
+                        clocks.resize_with(k + 1, ClockCache::default);
                     }
-                },
+                    let secs = time_us.div_euclid(1_000_000);
+                    match mode {
+                        Mode::Raw => s.render(secs, out, &mut clocks[k]),
+                        Mode::Json => json_escape(s.text(secs, &mut clocks[k]), out),
+                    }
+                    k += 1;
+                }
             }
         }
     }
@@ -190,7 +202,7 @@ mod tests {
         let mut out = Vec::new();
         Template::compile(t)
             .unwrap()
-            .render(mode, msg, time_us, &mut out);
+            .render(mode, msg, time_us, &mut out, &mut Vec::new());
         out
     }
 
