@@ -24,7 +24,7 @@ from uwsgi_helpers import (
     uwsgi_available,
 )
 
-pytestmark = pytest.mark.skipif(not uwsgi_available(), reason="needs apt uwsgi-core uwsgi-plugin-python3")
+needs_uwsgi = pytest.mark.skipif(not uwsgi_available(), reason="needs apt uwsgi-core uwsgi-plugin-python3")
 
 # A POSIX TZ string (no tzdata needed): UTC+05:30, named XYZ. Local time must follow it.
 TZ = "XYZ-05:30"
@@ -188,6 +188,7 @@ NAMED_LINES = [
 ]
 
 
+@needs_uwsgi
 def test_every_encoder_chains_and_routes_to_named_loggers(lib):
     rgot = compare(lib, NAMED_ENCODERS, NAMED, NAMED_ROUTES, NAMED_LINES)
     # strftime honours TZ: the offset of XYZ-05:30 is +0530.
@@ -205,12 +206,14 @@ SHARED_ENCODERS = ['json {"m":"${msg}","t":${unix}}', "nl:err", "gzip", "prefix 
 SHARED_LINES = [b"hello one\n", b"an ERROR happened\n", b"CRIT and ERROR\n", b"bye"]
 
 
+@needs_uwsgi
 def test_two_unnamed_loggers_and_shared_encoders(lib):
     rgot = compare(lib, SHARED_ENCODERS, SHARED_LOGGERS, SHARED_ROUTES, SHARED_LINES)
     assert (0, 0) in rgot and (0, 1) in rgot and (0, 2) not in rgot
     assert (1, 2) in rgot and (1, 0) not in rgot
 
 
+@needs_uwsgi
 def test_json_escapes_every_control_character_where_uwsgi_does_not(lib):
     """Deliberate difference: uWSGI passes control characters raw and stops at NUL."""
     line = b"@J ctl \x01 bell \x07 nul \x00 after\n"
@@ -226,6 +229,7 @@ def test_json_escapes_every_control_character_where_uwsgi_does_not(lib):
         json.loads(urec)  # uWSGI: raw \x01, cut at the NUL
 
 
+@needs_uwsgi
 def test_socket_text_and_unix_datagram_loggers(lib):
     """`socket:HOST:PORT,TEXT` and `socket:/path,TEXT`: TEXT raw before each encoded record."""
     loggers = [None, "ux", "plain"]
@@ -235,3 +239,43 @@ def test_socket_text_and_unix_datagram_loggers(lib):
     lines = [b"default line\n", b"UX over a unix datagram socket\n", b"PL plain"]
     rgot = compare(lib, encoders, loggers, routes, lines, texts, unix=("ux",))
     assert rgot[(2, 2)] == [b"T <PL plain>\n"]
+
+
+def test_after_fork_the_child_encodes_and_routes_with_its_own_worker(lib):
+    """The child gets a working logger (its own worker, sinks and counters) and does not re-send
+    what the parent had buffered; the parent still delivers its own."""
+    main, err = Collector(), Collector()
+    r = Rlog(lib, "\n".join([
+        f"logger = socket:{main.address}",
+        f"logger = errors socket:{err.address}",
+        "log-route = errors ERROR",
+        'log-encoder = "prefix:errors E "',
+        "log-encoder = json {\"pid\":\"${msg}\"}",
+    ]))
+    try:
+        r.log(b"parent before fork")
+        pid = os.fork()
+        if pid == 0:
+            ok = False
+            try:
+                r.log(f"child {os.getpid()}".encode())
+                r.log(b"child ERROR")
+                r.flush()
+                s = r.stats()
+                ok = (s.logged, s.sent, s.lost, s.buffered) == (2, 2, 0, 0) and len(r.sinks()) == 2
+            finally:
+                os._exit(0 if ok else 1)
+        _, status = os.waitpid(pid, 0)
+        assert os.WEXITSTATUS(status) == 0
+        r.flush()
+        got_main = sorted(main.recv(2))
+        assert got_main == sorted([b'{"pid":"parent before fork"}', f'{{"pid":"child {pid}"}}'.encode()])
+        assert err.recv(1) == [b'{"pid":"E child ERROR"}']  # config order: prefix, then json
+        assert main.drain(0.2) == [] and err.drain(0.05) == []
+        s = r.stats()
+        assert (s.logged, s.sent, s.lost, s.buffered) == (1, 1, 0, 0)
+        assert_identity(s)
+    finally:
+        r.close()
+        main.close()
+        err.close()
