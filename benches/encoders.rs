@@ -147,10 +147,14 @@ fn log_call(c: &mut Criterion) {
     g.finish();
 }
 
-/// The clock read `log` adds when some encoder needs the call's time.
+/// The clock read `log` adds when some encoder needs the call's time: the precise clock when an
+/// encoder wants micros/millis, the coarse one when seconds are enough.
 fn clock(c: &mut Criterion) {
     c.bench_function("clock/now_micros", |b| {
         b.iter(|| black_box(rlog::logger::now_micros()))
+    });
+    c.bench_function("clock/coarse_now_micros", |b| {
+        b.iter(|| black_box(rlog::encode::clock::coarse_now_micros()))
     });
 }
 

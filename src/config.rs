@@ -95,6 +95,9 @@ pub struct Config {
     pub tls: Option<Arc<TlsSettings>>,
     /// Whether `log` records the call's time with each message (some encoder needs it).
     pub needs_time: bool,
+    /// Whether seconds are enough (no `${micros}`/`${millis}`/msgpack `micros`): `log` then reads
+    /// the kernel's coarse clock (a few ns, up to one tick behind) instead of the precise one.
+    pub coarse_time: bool,
     /// uWSGI-style loggers, encoders and routes (`logger`, `log-encoder`, `log-route`,
     /// `framing`, `NAME.key`): when set, the worker delivers per sink (`sink.rs`) and
     /// `endpoint` is only the first logger's address.
@@ -277,6 +280,7 @@ impl Config {
             return Ok(Config {
                 endpoint: set.display_endpoint(),
                 needs_time: set.needs_time(),
+                coarse_time: !set.needs_subsecond(),
                 limits,
                 tls: None,
                 sinks: Some(Arc::new(set)),
@@ -338,6 +342,7 @@ impl Config {
             limits,
             tls,
             needs_time: false,
+            coarse_time: false,
             sinks: None,
         })
     }

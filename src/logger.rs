@@ -205,10 +205,12 @@ impl Logger {
         self.own_process();
         let inner = &*self.0;
         let limits = &inner.config.limits;
-        let time = if inner.config.needs_time {
-            Some(now_micros())
-        } else {
+        let time = if !inner.config.needs_time {
             None
+        } else if inner.config.coarse_time {
+            Some(crate::encode::clock::coarse_now_micros())
+        } else {
+            Some(now_micros())
         };
         let mut guard = inner.state.lock();
         let st = &mut *guard;

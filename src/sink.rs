@@ -60,6 +60,12 @@ impl SinkSet {
         self.sinks.iter().any(|s| s.chain.needs_time())
     }
 
+    /// Whether some encoder needs the time below the second (`${micros}`, `${millis}`,
+    /// msgpack `micros`).
+    pub fn needs_subsecond(&self) -> bool {
+        self.sinks.iter().any(|s| s.chain.needs_subsecond())
+    }
+
     /// The first sink's address in the core's terms (for display only).
     pub fn display_endpoint(&self) -> Endpoint {
         match &self.sinks[0].target {

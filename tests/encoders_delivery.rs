@@ -375,3 +375,18 @@ fn what_a_dead_logger_holds_does_not_count_against_the_handles_drop_limit() {
     assert_eq!((s.sent, s.lost, s.buffered), (0, 200, 0));
     identity(&s);
 }
+
+#[test]
+fn the_coarse_clock_is_used_only_when_seconds_are_enough() {
+    let base = "logger = socket:127.0.0.1:9\n";
+    for (enc, coarse) in [
+        ("json {\"t\":${unix},\"d\":\"${strftime:%H}\"}", true),
+        ("format ${millis}", false),
+        ("msgpack map:1|str:t|micros", false),
+        ("msgpack map:1|str:t|unix", true),
+    ] {
+        let c = Config::parse(&format!("{base}log-encoder = {enc}")).unwrap();
+        assert!(c.needs_time);
+        assert_eq!(c.coarse_time, coarse, "{enc}");
+    }
+}

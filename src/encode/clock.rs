@@ -89,6 +89,20 @@ impl Strftime {
     }
 }
 
+/// Microseconds since the epoch from `CLOCK_REALTIME_COARSE`: a read of the vDSO data page, a
+/// few ns, at most one kernel tick (1–10 ms) behind the precise clock. Used by `log` when the
+/// encoders need only seconds.
+#[inline]
+pub fn coarse_now_micros() -> i64 {
+    // SAFETY: an all-zero timespec is valid; clock_gettime writes it and has no other effect.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: `ts` is a valid, writable timespec for the call.
+    if unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts) } != 0 {
+        return crate::logger::now_micros();
+    }
+    ts.tv_sec as i64 * 1_000_000 + ts.tv_nsec as i64 / 1000
+}
+
 /// The broken-down local time of `unix_secs` (per `TZ`).
 fn local_tm(unix_secs: i64) -> libc::tm {
     let t: libc::time_t = unix_secs as libc::time_t;
@@ -114,6 +128,13 @@ mod tests {
         e.render(0, &mut out, &mut ClockCache::default());
         assert_eq!(out, b"x");
         assert!(Strftime::new("a\0b").is_err());
+    }
+
+    #[test]
+    fn coarse_clock_is_close_to_the_precise_one() {
+        let precise = crate::logger::now_micros();
+        let coarse = coarse_now_micros();
+        assert!((coarse - precise).abs() < 100_000, "{coarse} vs {precise}");
     }
 
     #[test]

@@ -97,6 +97,15 @@ impl Encoder {
         }
     }
 
+    /// Whether this encoder needs the time below the second.
+    pub fn needs_subsecond(&self) -> bool {
+        match self {
+            Encoder::Format(t) | Encoder::Json(t) => t.needs_subsecond(),
+            Encoder::Msgpack(m) => m.needs_subsecond(),
+            _ => false,
+        }
+    }
+
     /// Appends `input` encoded to `out`; `state` is this encoder's worker-side state (deflate
     /// stream, strftime caches), created on first use.
     ///
@@ -212,6 +221,10 @@ impl Chain {
 
     pub fn needs_time(&self) -> bool {
         self.encoders.iter().any(Encoder::needs_time)
+    }
+
+    pub fn needs_subsecond(&self) -> bool {
+        self.encoders.iter().any(Encoder::needs_subsecond)
     }
 
     /// Runs the chain over `msg` (logged at `time_us`, 0 when time is not captured) and returns

@@ -117,6 +117,11 @@ impl Msgpack {
             .any(|i| matches!(i, Item::Unix | Item::Micros | Item::Strftime(_)))
     }
 
+    /// Whether some item needs the time below the second (`micros`).
+    pub fn needs_subsecond(&self) -> bool {
+        self.items.iter().any(|i| matches!(i, Item::Micros))
+    }
+
     /// Appends the encoded object(s) for `msg` logged at `time_us`; `clocks` holds the worker's
     /// cache for each strftime item (grown as needed).
     pub fn render(

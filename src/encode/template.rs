@@ -96,6 +96,13 @@ impl Template {
         })
     }
 
+    /// Whether rendering needs the time below the second (`${micros}`, `${millis}`).
+    pub fn needs_subsecond(&self) -> bool {
+        self.parts
+            .iter()
+            .any(|p| matches!(p, Part::Micros | Part::Millis))
+    }
+
     /// Appends the template rendered for `msg` logged at `time_us` to `out`; `clocks` holds the
     /// worker's cache for each strftime part (grown as needed).
     pub fn render(
