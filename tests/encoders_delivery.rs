@@ -390,3 +390,41 @@ fn the_coarse_clock_is_used_only_when_seconds_are_enough() {
         assert_eq!(c.coarse_time, coarse, "{enc}");
     }
 }
+
+#[test]
+fn a_record_too_large_for_a_unix_datagram_is_lost_and_the_rest_delivered() {
+    let dir = temp_dir("enc-emsgsize");
+    let path = dir.join("d.sock");
+    let ux = UnixDatagram::bind(&path).unwrap();
+    ux.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let lg = logger(&format!(
+        "logger = socket:{}\ndrop_limit = 4000000\nflush_limit = 3000000",
+        path.display()
+    ));
+    let big = vec![b'x'; 2_000_000]; // above any socket send buffer: EMSGSIZE
+    lg.log(b"before");
+    lg.log(&big);
+    lg.log(b"after");
+    lg.flush();
+    let mut buf = vec![0u8; 1000];
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        let n = ux.recv(&mut buf).unwrap();
+        got.push(buf[..n].to_vec());
+    }
+    assert_eq!(got, vec![b"before".to_vec(), b"after".to_vec()]);
+    let s = lg.stats();
+    assert_eq!(
+        (s.logged, s.sent, s.lost, s.lost_bytes),
+        (3, 2, 1, 2_000_000)
+    );
+    identity(&s);
+    let (_, ss) = lg.sink_stats(0).unwrap();
+    assert_eq!((ss.sent, ss.lost), (2, 1));
+    assert!(lg
+        .take_error()
+        .unwrap()
+        .as_str()
+        .contains("too large for one datagram"));
+    lg.close(Duration::from_secs(1));
+}
