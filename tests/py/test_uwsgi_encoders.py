@@ -178,6 +178,7 @@ NAMED_LINES = [
     b"@F format and json, two routes \"quoted\" \\ back\\slash\ttab\n",
     b"@J json \"q\" \\ \t tab \r cr\n",
     b"@J json nl in the middle\nsecond part\n",
+    b"@J utf-8 " + "é ü 中文 ✓".encode() + b" / slash\n",
     b"@I ints\n",
     b"@L floats\n",
     b"@M msgpack map " + "é ü 中文".encode() + b"\n",
