@@ -465,6 +465,11 @@ pub(crate) fn run(inner: Arc<Inner>, set: Arc<SinkSet>) {
         if reuse > limits.max_buffer_reuse {
             reuse = 0;
             batch = Buffer::with_capacity(capacity);
+            // Memory a logger grew while it could not deliver is released too.
+            for rt in sinks.iter_mut().filter(|rt| rt.pending.is_empty()) {
+                rt.pending = Buffer::default();
+                rt.owners = VecDeque::new();
+            }
         }
     }
 }
