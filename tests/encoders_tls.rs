@@ -100,4 +100,5 @@ fn tls_logger_with_octet_framed_gzip_records() {
     assert_eq!((s.logged, s.sent, s.connects), (20, 20, 1));
     assert_identity(&s);
     lg.close(Duration::from_secs(1));
+    let _ = std::fs::remove_dir_all(&dir);
 }
