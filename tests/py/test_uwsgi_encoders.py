@@ -231,6 +231,19 @@ def test_json_escapes_every_control_character_where_uwsgi_does_not(lib):
 
 
 @needs_uwsgi
+def test_template_dollars_are_plain_text_where_uwsgi_loses_them(lib):
+    """Deliberate difference: after a variable, uWSGI's parser drops a `$` and the byte after it;
+    a template variable uWSGI does not know it drops silently (rlog: init error)."""
+    enc = ["format $ab ${msg}$xyz-tail"]
+    ugot, _ = run_uwsgi(enc, [None], [], [b"M\n"])
+    rgot, _ = run_rlog(lib, enc, [None], [], [b"M\n"])
+    assert ugot[(0, 0)] == [b"$ab Myz-tail"]
+    assert rgot[(0, 0)] == [b"$ab M$xyz-tail"]
+    with pytest.raises(ValueError, match=r"unknown variable \"\$\{nope\}\""):
+        Rlog(lib, "logger = socket:127.0.0.1:9\nlog-encoder = format ${nope}")
+
+
+@needs_uwsgi
 def test_socket_text_and_unix_datagram_loggers(lib):
     """`socket:HOST:PORT,TEXT` and `socket:/path,TEXT`: TEXT raw before each encoded record."""
     loggers = [None, "ux", "plain"]
