@@ -57,7 +57,7 @@ def http_block(cfg: dict, lazy: bool = True, extra_locations: str = "") -> str:
     log = LOG_BY_LUA.replace("INIT", init if lazy else 'local logger = require "resty.logger.socket"')
     worker = "" if lazy else "init_worker_by_lua_block { " + init + " }"
     loc = ("location /t { content_by_lua_block { ngx.say(\"ok\") } " + log + " } "
-           + extra_locations)
+           + STATS + extra_locations)
     return worker + Nginx.server(loc)
 
 
@@ -73,6 +73,22 @@ def nginx(tmp_path, librlog):
     yield make
     for ng in started:
         ng.stop()
+
+
+STATS = ("location /stats { content_by_lua_block { local s = require('resty.rlog').stats() "
+         "ngx.say(s.logged, ' ', s.sent, ' ', s.lost, ' ', s.spooled, ' ', s.buffered, ' ', s.dropped) } }")
+
+
+def assert_stats(ng: Nginx, n: int) -> None:
+    """One worker: its counters say n logged and n sent, and the accounting identity holds."""
+    deadline = time.monotonic() + 10  # the collector may see the bytes before `sent` is counted
+    while True:
+        logged, sent, lost, spooled, buffered, dropped = map(int, ng.get("/stats")[1].split())
+        if sent == n or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
+    assert (logged, sent, lost, dropped) == (n, n, 0, 0)
+    assert logged == sent + lost + spooled + buffered
 
 
 def drive(ng: Nginx, ids) -> None:
@@ -147,6 +163,7 @@ def test_udp_one_datagram_per_message(nginx, udp_collector):
     assert udp_collector.wait_for(n_records=50, timeout=10), ng.error_log()[-2000:]
     recs = udp_collector.records()
     assert all(r.endswith(b"\n") and r.count(b"\n") == 1 for r in recs)
+    assert_stats(ng, 50)
     assert ng.quit() == 0
     assert_exactly_once(udp_collector.lines(), 50)
     assert ng.problems() == []
@@ -156,6 +173,7 @@ def test_unix_socket(nginx, unix_collector):
     ng = nginx(http_block({"path": unix_collector.path, "flush_limit": 1}))
     drive(ng, range(40))
     assert unix_collector.wait_for(n_lines=40, timeout=10), ng.error_log()[-2000:]
+    assert_stats(ng, 40)
     assert ng.quit() == 0
     assert_exactly_once(unix_collector.lines(), 40)
     assert ng.problems() == []
@@ -169,6 +187,7 @@ def test_tls_with_verification(nginx, make_collector, tls_cert):
     ng = nginx(http_block(cfg))
     drive(ng, range(30))
     assert col.wait_for(n_lines=30, timeout=10), ng.error_log()[-2000:]
+    assert_stats(ng, 30)
     assert ng.quit() == 0
     assert_exactly_once(col.lines(), 30)
     assert ng.problems() == []
