@@ -8,8 +8,9 @@ the nginx benchmark: its own prefix dir, pid file and error log, 127.0.0.1 on a 
     ng.stop()                  # always safe: quit, then kill what is left
     ng.error_log()             -> str
 
-``http_block`` is the text inside ``http { }`` (without the listen server); use ``{port}`` in it
-only through ``Nginx.server(...)``; ``main_extra`` goes before ``events``.
+``http_block`` is the text inside ``http { }``; ``Nginx.server(locations)`` makes the server block
+listening on 127.0.0.1:{port}; ``main_extra`` goes before ``events``; ``lua_path`` replaces the
+default ``lua_package_path`` (bindings/lua first).
 """
 
 from __future__ import annotations
@@ -63,13 +64,14 @@ def _pids_of_master(master: int) -> list[int]:
 class Nginx:
     def __init__(self, prefix: pathlib.Path | str, librlog: str, http_block: str,
                  workers: int = 1, main_extra: str = "", error_level: str = "info",
-                 port: int | None = None):
+                 port: int | None = None, lua_path: str | None = None):
         self.prefix = pathlib.Path(prefix)
         self.librlog = librlog
         self.workers = workers
         self.main_extra = main_extra
         self.error_level = error_level
         self.port = port or _free_port()
+        self.lua_path = lua_path or f"{LUA_DIR}/?.lua;;"
         self.proc: subprocess.Popen | None = None
         for d in ("logs", "tmp", "conf"):
             (self.prefix / d).mkdir(parents=True, exist_ok=True)
@@ -99,7 +101,7 @@ http {{
     fastcgi_temp_path {p}/tmp/fastcgi;
     uwsgi_temp_path {p}/tmp/uwsgi;
     scgi_temp_path {p}/tmp/scgi;
-    lua_package_path "{LUA_DIR}/?.lua;;";
+    lua_package_path "{self.lua_path}";
     {http_block}
 }}
 """
@@ -119,7 +121,9 @@ http {{
 
     def start(self, timeout: float = 10.0) -> "Nginx":
         env = dict(os.environ, RLOG_LIB=self.librlog)
-        subprocess.run(self._cmd("-t", "-q"), check=True, env=env, capture_output=True)
+        t = subprocess.run(self._cmd("-t", "-q"), env=env, capture_output=True, text=True)
+        if t.returncode != 0:
+            raise RuntimeError(f"nginx -t failed: {t.stderr}")
         self.proc = subprocess.Popen(self._cmd(), env=env, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE)
         deadline = time.monotonic() + timeout

@@ -10,7 +10,8 @@
 --                                           returned once; nil, "not initialized" before init)
 --   flush()    -> bytes | nil, err         (blocks until delivered or failed, bounded by the
 --                                           configured timeout and retries; 0: nothing to send)
--- Errors rlog reports are also written to the nginx error log at debug level, as resty does.
+-- Errors rlog reports are also written to the nginx error log at debug level (in nginx builds
+-- --with-debug, like Debian's), as resty does.
 --
 -- The library is found through $RLOG_LIB (nginx: declare `env RLOG_LIB;`), then package.cpath,
 -- then the system loader ("librlog.so"); requiring this module raises a clear error otherwise.
@@ -35,7 +36,8 @@ local str_format = string.format
 local getenv = os.getenv
 
 local ngx = ngx
-local ngx_log = ngx and ngx.log
+-- As lua-resty-logger-socket: its messages go to the error log at debug level, in debug builds.
+local ngx_log = ngx and ngx.config and ngx.config.debug and ngx.log
 local DEBUG = ngx and ngx.DEBUG
 
 local _M = { _VERSION = "0.1.0" }
@@ -83,7 +85,7 @@ local function load_library()
             -- it is closed (nginx closes it before a worker exits): rlog's exit handler delivers
             -- what is still buffered at that point.
             local real = (path == "rlog") and "librlog.so" or path
-            C.dlopen(real, RTLD_NOW + RTLD_NODELETE)
+            pcall(C.dlopen, real, RTLD_NOW + RTLD_NODELETE) -- best effort (glibc >= 2.34 has it in libc)
             return lib, path
         end
         tried[#tried + 1] = path .. ": " .. tostring(lib)
@@ -127,7 +129,7 @@ end
 ---------------------------------------------------------------------------------------------------
 
 -- Keys whose Lua type resty checks, with resty's wording.
-local STRING_KEYS = { host = true, path = true, sock_type = true, sni_host = true }
+local STRING_KEYS = { host = true, path = true, sock_type = true, sni_host = true, ssl_ca = true }
 local NUMBER_KEYS = {
     flush_limit = true, drop_limit = true, timeout = true, max_retry_times = true,
     retry_interval = true, pool_size = true, max_buffer_reuse = true, periodic_flush = true,
