@@ -13,7 +13,14 @@ import pytest
 
 from nginx_helpers import Nginx, nginx_missing
 
-pytestmark = pytest.mark.skipif(nginx_missing() is not None, reason=nginx_missing() or "")
+
+
+@pytest.fixture(autouse=True)
+def _nginx_installed():
+    """These tests need Debian's nginx and libnginx-mod-http-lua: missing is a failure, not a skip."""
+    why = nginx_missing()
+    if why:
+        pytest.fail(why)
 
 
 def lua_value(v) -> str:

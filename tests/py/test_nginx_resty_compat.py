@@ -9,7 +9,14 @@ import pytest
 from nginx_helpers import Nginx, nginx_missing
 from test_nginx_delivery import lua_table
 
-pytestmark = pytest.mark.skipif(nginx_missing() is not None, reason=nginx_missing() or "")
+
+
+@pytest.fixture(autouse=True)
+def _nginx_installed():
+    """These tests need Debian's nginx and libnginx-mod-http-lua: missing is a failure, not a skip."""
+    why = nginx_missing()
+    if why:
+        pytest.fail(why)
 
 REQUIRE = 'local logger = require "resty.logger.socket" '
 
