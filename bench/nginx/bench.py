@@ -119,8 +119,8 @@ def lua_path(resty_dir: str | None) -> str:
     return (f"{resty_dir}/?.lua;" if resty_dir else "") + f"{LUA_DIR}/?.lua;;"
 
 
-def http_block(variant: str, port: int, resty_dir: str | None) -> str:
-    cfg = f'{{ host = "127.0.0.1", port = {port} }}'
+def http_block(variant: str, port: int, resty_dir: str | None, extra_cfg: str = "") -> str:
+    cfg = f'{{ host = "127.0.0.1", port = {port}{", " + extra_cfg if extra_cfg else ""} }}'
     status = "location = /status { stub_status; } "
     if variant == "none":
         return Nginx.server(status + "location / { return 200 'ok\\n'; }")
@@ -165,12 +165,14 @@ def run_wrk(port: int, duration: int, conns: int) -> tuple[float, float]:
 
 def http_bench(args, resty_dir, librlog, tmp):
     variants = ["none", "build", "rlog"] + (["resty"] if resty_dir else [])
+    if args.variants:
+        variants = [v for v in variants if v in args.variants.split(",")]
     col = CountingCollector()
     res = {v: {"rps": [], "p99": [], "cpu": [], "served": 0, "lines": 0, "errors": 0} for v in variants}
     for rnd in range(args.rounds):
         order = variants if rnd % 2 == 0 else variants[::-1]
         for v in order:
-            ng = Nginx(pathlib.Path(tmp) / f"{v}{rnd}", librlog, http_block(v, col.port, resty_dir),
+            ng = Nginx(pathlib.Path(tmp) / f"{v}{rnd}", librlog, http_block(v, col.port, resty_dir, args.config),
                        workers=1, lua_path=lua_path(resty_dir))
             ng.start()
             try:
@@ -269,6 +271,9 @@ def main():
     ap.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--skip-http", action="store_true")
+    ap.add_argument("--skip-percall", action="store_true")
+    ap.add_argument("--config", default="", help='extra init() keys for rlog and resty, e.g. "flush_limit = 65536"')
+    ap.add_argument("--variants", help="comma-separated subset of none,build,rlog,resty (build is needed)")
     args = ap.parse_args()
     why = nginx_missing()
     if why:
@@ -278,8 +283,9 @@ def main():
         sys.exit(f"{librlog} missing: run `cargo build --release` first")
     resty_dir = resty_lib_dir(args.resty_dir)
     with tempfile.TemporaryDirectory(prefix="rlog-nginx-bench") as tmp:
-        print("== per-call cost inside nginx (ns per call, 1e6 calls, 200 B) ==")
-        print(percall_bench(resty_dir, librlog, tmp), flush=True)
+        if not args.skip_percall:
+            print("== per-call cost inside nginx (ns per call, 1e6 calls, 200 B) ==")
+            print(percall_bench(resty_dir, librlog, tmp), flush=True)
         if args.skip_http:
             return
         print(f"== HTTP: wrk -t1 -c{args.connections} -d{args.duration}s, 1 nginx worker, "
