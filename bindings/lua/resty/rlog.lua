@@ -59,6 +59,12 @@ if not pcall(ffi.typeof, "struct rlog_stats") then
     ]]
 end
 pcall(ffi.cdef, "void *dlopen(const char *filename, int flags);") -- may be declared already
+-- rlog_last_error returns a size_t; a 64-bit result would be boxed into a fresh cdata on every
+-- call when the code runs interpreted (log_by_lua handlers often do). The same symbol declared
+-- with an int result reads the low 32 bits of the same return register (x86-64, arm64): the
+-- length of an error message, well below 2^31. Used only for the per-call "anything pending?"
+-- check.
+pcall(ffi.cdef, 'int rlog_pending_error_len(char *buf, size_t buf_len) __asm__("rlog_last_error");')
 
 local RTLD_NOW = 0x2
 local RTLD_NODELETE = 0x1000 -- glibc
@@ -100,6 +106,7 @@ _M.library_path = lib_path
 
 local rlog_log = lib.rlog_log
 local rlog_last_error = lib.rlog_last_error
+local rlog_pending = lib.rlog_pending_error_len
 local rlog_flush = lib.rlog_flush
 
 -- One reusable buffer for every error message the library hands back.
@@ -287,7 +294,7 @@ function _M.log(msg)
         end
         return nil, take_error() or "rlog refused the message"
     end
-    if rlog_last_error(nil, 0) ~= 0 then
+    if rlog_pending(nil, 0) ~= 0 then
         return n, take_error()
     end
     return n
