@@ -29,14 +29,48 @@ pub fn generation() -> u64 {
 /// Adds a started logger to the registry (installing the fork and exit hooks the first time).
 pub(crate) fn register(inner: Arc<Inner>) {
     HOOKS.call_once(|| {
+        pin_library();
         // SAFETY: the three handlers are `extern "C" fn()` items that live as long as the
         // library; pthread_atfork and atexit only store the pointers.
         unsafe {
-            libc::pthread_atfork(Some(before_fork), Some(after_fork_parent), Some(after_fork_child));
+            libc::pthread_atfork(
+                Some(before_fork),
+                Some(after_fork_parent),
+                Some(after_fork_child),
+            );
             libc::atexit(at_exit);
         }
     });
     REGISTRY.lock().push(inner);
+}
+
+/// Marks this shared library as never to be unloaded (`RTLD_NODELETE`). Worker threads run its
+/// code until the process ends; a host that `dlclose`s it (LuaJIT does when its VM is closed at
+/// exit) must not unmap that code under them. A no-op when rlog is linked statically.
+fn pin_library() {
+    let mut info: libc::Dl_info = empty_dl_info();
+    let anchor = pin_library as *const libc::c_void;
+    // SAFETY: dladdr only reads the address and fills `info`; dli_fname, when non-NULL, points
+    // to a NUL-terminated path owned by the dynamic loader, valid while the object is loaded,
+    // which it is during this call. dlopen with RTLD_NOLOAD only looks up that already-loaded
+    // object and adds the NODELETE flag; the handle it returns is deliberately never closed.
+    unsafe {
+        if libc::dladdr(anchor, &mut info) != 0 && !info.dli_fname.is_null() {
+            libc::dlopen(
+                info.dli_fname,
+                libc::RTLD_NOW | libc::RTLD_NOLOAD | libc::RTLD_NODELETE,
+            );
+        }
+    }
+}
+
+fn empty_dl_info() -> libc::Dl_info {
+    libc::Dl_info {
+        dli_fname: std::ptr::null(),
+        dli_fbase: std::ptr::null_mut(),
+        dli_sname: std::ptr::null(),
+        dli_saddr: std::ptr::null_mut(),
+    }
 }
 
 /// Removes a logger whose worker has stopped.
@@ -81,7 +115,7 @@ extern "C" fn at_exit() {
         for lg in &loggers {
             let timeout = lg.config().limits.timeout;
             lg.begin_close(timeout);
-            deadlines.push(Instant::now() + timeout);
+            deadlines.push(Instant::now() + timeout + crate::logger::CLOSE_GRACE);
         }
         for (lg, until) in loggers.iter().zip(deadlines) {
             lg.wait_closed(until);
