@@ -18,7 +18,6 @@
 
 local ffi = require "ffi"
 
-local C = ffi.C
 local ffi_new = ffi.new
 local ffi_string = ffi.string
 local type = type
@@ -58,16 +57,12 @@ if not pcall(ffi.typeof, "struct rlog_stats") then
     const char *rlog_version(void);
     ]]
 end
-pcall(ffi.cdef, "void *dlopen(const char *filename, int flags);") -- may be declared already
 -- rlog_last_error returns a size_t; a 64-bit result would be boxed into a fresh cdata on every
 -- call when the code runs interpreted (log_by_lua handlers often do). The same symbol declared
 -- with an int result reads the low 32 bits of the same return register (x86-64, arm64): the
 -- length of an error message, well below 2^31. Used only for the per-call "anything pending?"
 -- check.
 pcall(ffi.cdef, 'int rlog_pending_error_len(char *buf, size_t buf_len) __asm__("rlog_last_error");')
-
-local RTLD_NOW = 0x2
-local RTLD_NODELETE = 0x1000 -- glibc
 
 -- Finds and loads librlog; returns the clib or raises an error naming every place tried.
 local function load_library()
@@ -87,11 +82,8 @@ local function load_library()
     for _, path in ipairs(candidates) do
         local ok, lib = pcall(ffi.load, path)
         if ok then
-            -- Keep the library mapped until the process exits, even after the Lua VM that loaded
-            -- it is closed (nginx closes it before a worker exits): rlog's exit handler delivers
-            -- what is still buffered at that point.
-            local real = (path == "rlog") and "librlog.so" or path
-            pcall(C.dlopen, real, RTLD_NOW + RTLD_NODELETE) -- best effort (glibc >= 2.34 has it in libc)
+            -- librlog pins itself (RTLD_NODELETE) once a logger starts, so closing this Lua VM
+            -- (nginx does before a worker exits) leaves its exit handler to deliver what is held.
             return lib, path
         end
         tried[#tried + 1] = path .. ": " .. tostring(lib)
