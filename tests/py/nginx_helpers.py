@@ -64,7 +64,8 @@ def _pids_of_master(master: int) -> list[int]:
 class Nginx:
     def __init__(self, prefix: pathlib.Path | str, librlog: str, http_block: str,
                  workers: int = 1, main_extra: str = "", error_level: str = "info",
-                 port: int | None = None, lua_path: str | None = None):
+                 port: int | None = None, lua_path: str | None = None,
+                 extra_env: dict | None = None):
         self.prefix = pathlib.Path(prefix)
         self.librlog = librlog
         self.workers = workers
@@ -72,6 +73,7 @@ class Nginx:
         self.error_level = error_level
         self.port = port or _free_port()
         self.lua_path = lua_path or f"{LUA_DIR}/?.lua;;"
+        self.env = dict(os.environ, RLOG_LIB=librlog, **(extra_env or {}))
         self.proc: subprocess.Popen | None = None
         for d in ("logs", "tmp", "conf"):
             (self.prefix / d).mkdir(parents=True, exist_ok=True)
@@ -120,7 +122,7 @@ http {{
                 "-e", str(self.prefix / "logs" / "error.log"), *extra]
 
     def start(self, timeout: float = 10.0) -> "Nginx":
-        env = dict(os.environ, RLOG_LIB=self.librlog)
+        env = self.env
         t = subprocess.run(self._cmd("-t", "-q"), env=env, capture_output=True, text=True)
         if t.returncode != 0:
             raise RuntimeError(f"nginx -t failed: {t.stderr}")
@@ -145,8 +147,7 @@ http {{
         return _pids_of_master(self.proc.pid) if self.proc else []
 
     def signal(self, name: str) -> None:
-        subprocess.run(self._cmd("-s", name), check=True, env=dict(os.environ, RLOG_LIB=self.librlog),
-                       capture_output=True)
+        subprocess.run(self._cmd("-s", name), check=True, env=self.env, capture_output=True)
 
     def reload(self, http_block: str | None = None, timeout: float = 15.0) -> None:
         """`nginx -s reload`; returns once all the old workers have exited and new ones run."""

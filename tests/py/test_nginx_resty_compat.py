@@ -237,7 +237,19 @@ def test_library_found_on_package_cpath(nginx, librlog, tmp_path):
     assert ng.get("/t")[1] == f"{d}/librlog.so {_version()}\n"
 
 
+def test_library_found_by_the_system_loader(nginx, librlog, tmp_path):
+    d = tmp_path / "ldpath"
+    d.mkdir()
+    (d / "librlog.so").symlink_to(librlog)
+    ng = nginx(content("local r = require 'resty.rlog' ngx.say(r.library_path, ' ', r.version())"),
+               lib="", extra_env={"LD_LIBRARY_PATH": str(d)})
+    assert ng.get("/t")[1] == f"rlog {_version()}\n"
+
+
 def test_library_missing_is_a_clear_error(nginx, tmp_path):
+    import ctypes.util
+    if ctypes.util.find_library("rlog"):
+        pytest.skip("a librlog is installed system-wide: the system loader would find it")
     lua = ("local ok, err = pcall(require, 'resty.rlog') ngx.say(tostring(ok)) ngx.say(err)")
     ng = nginx(content(lua), lib=str(tmp_path / "nope" / "librlog.so"))
     body = ng.get("/t")[1]
