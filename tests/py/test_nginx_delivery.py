@@ -15,7 +15,6 @@ import pytest
 from nginx_helpers import Nginx, nginx_missing
 
 
-
 @pytest.fixture(autouse=True)
 def _nginx_installed():
     """These tests need Debian's nginx and libnginx-mod-http-lua: missing is a failure, not a skip."""
