@@ -22,6 +22,7 @@ pub mod ffi;
 pub mod global;
 mod lifecycle;
 pub mod logger;
+pub mod rlogd;
 pub mod stats;
 pub mod transport;
 pub mod worker;
