@@ -20,6 +20,9 @@ pub enum Endpoint {
     Udp { host: String, port: u16 },
     /// A unix stream socket (`path`).
     Unix { path: String },
+    /// rlogd's acknowledged protocol (`sock_type = rlogd` with `host`/`port`; later also
+    /// `logger = rlogd://HOST:PORT`): a batch counts as sent once rlogd has stored it durably.
+    Rlogd { host: String, port: u16 },
 }
 
 impl fmt::Display for Endpoint {
@@ -28,6 +31,7 @@ impl fmt::Display for Endpoint {
             Endpoint::Tcp { host, port } => write!(f, "tcp://{host}:{port}"),
             Endpoint::Udp { host, port } => write!(f, "udp://{host}:{port}"),
             Endpoint::Unix { path } => write!(f, "unix://{path}"),
+            Endpoint::Rlogd { host, port } => write!(f, "rlogd://{host}:{port}"),
         }
     }
 }
@@ -93,8 +97,20 @@ pub struct Config {
     pub limits: Limits,
     /// TLS settings, built (roots loaded, verifier chosen) when the config was parsed.
     pub tls: Option<Arc<TlsSettings>>,
-    /// Whether `log` records the call's time with each message (some encoder needs it).
+    /// Whether `log` records the call's time with each message (some encoder needs it, and
+    /// rlogd stores it with each record).
     pub needs_time: bool,
+    /// The `rlogd://` endpoint's settings (token and record type).
+    pub rlogd: RlogdSettings,
+}
+
+/// Settings only the `rlogd` endpoint uses.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RlogdSettings {
+    /// Sent in the handshake; rlogd started with `--token-file` refuses a wrong one.
+    pub token: Vec<u8>,
+    /// The record type stored with every message (go-remote-log's DataType).
+    pub record_type: u16,
 }
 
 /// One `key = value` line of the config text.
@@ -189,6 +205,10 @@ impl Config {
         let mut ssl_verify = true;
         let mut sni_host: Option<String> = None;
         let mut ssl_ca: Option<(String, usize)> = None;
+        let mut rlogd_proto = false;
+        let mut rlogd = RlogdSettings::default();
+        // The first rlogd-only key seen, to report it when the endpoint is not rlogd.
+        let mut rlogd_key: Option<(String, usize)> = None;
 
         for e in &entries {
             let key = e.key.as_str();
@@ -206,11 +226,38 @@ impl Config {
                 "port" => port = Some(parse_port(e)?),
                 "path" => path = Some(nonempty(e, "\"path\" must be a string")?),
                 "sock_type" => {
-                    udp = match v {
-                        "tcp" => false,
-                        "udp" => true,
-                        _ => return Err(at("\"sock_type\" must be \"tcp\" or \"udp\"")),
+                    (udp, rlogd_proto) = match v {
+                        "tcp" => (false, false),
+                        "udp" => (true, false),
+                        "rlogd" => (false, true),
+                        _ => return Err(at("\"sock_type\" must be \"tcp\" or \"udp\" (or \"rlogd\")")),
                     }
+                }
+                "token" | "token_file" => {
+                    if seen.iter().filter(|k| **k == "token" || **k == "token_file").count() > 1 {
+                        return Err(at("\"token\" and \"token_file\" exclude each other"));
+                    }
+                    let token = if key == "token" {
+                        nonempty(e, "\"token\" must be a string")?.into_bytes()
+                    } else {
+                        let file = nonempty(e, "\"token_file\" must be a file name")?;
+                        let mut t = std::fs::read(&file)
+                            .map_err(|err| at(&format!("cannot read \"token_file\" {file}: {err}")))?;
+                        while t.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                            t.pop();
+                        }
+                        if t.is_empty() {
+                            return Err(at(&format!("\"token_file\" {file} is empty")));
+                        }
+                        t
+                    };
+                    rlogd.token = token;
+                    rlogd_key.get_or_insert((key.to_string(), e.line));
+                }
+                "type" => {
+                    rlogd.record_type = u16::try_from(whole(e)?)
+                        .map_err(|_| invalid(e, "a whole number from 0 to 65535"))?;
+                    rlogd_key.get_or_insert((key.to_string(), e.line));
                 }
                 "flush_limit" => limits.flush_limit = whole(e)? as usize,
                 "drop_limit" => limits.drop_limit = whole(e)? as usize,
@@ -248,6 +295,10 @@ impl Config {
         }
 
         let endpoint = match (host, port, path) {
+            (Some(host), Some(port), _) if rlogd_proto => Endpoint::Rlogd { host, port },
+            (_, _, Some(_)) if rlogd_proto => {
+                return Err("\"sock_type\" \"rlogd\" needs \"host\"/\"port\"".to_string())
+            }
             (Some(host), Some(port), _) if udp => Endpoint::Udp { host, port },
             (Some(host), Some(port), _) => Endpoint::Tcp { host, port },
             (_, _, Some(_)) if udp => {
@@ -263,6 +314,12 @@ impl Config {
             }
         };
 
+        if let Some((k, line)) = rlogd_key {
+            if !rlogd_proto {
+                return Err(format!("\"{k}\" at line {line} needs \"sock_type = rlogd\""));
+            }
+        }
+
         if limits.flush_limit >= limits.drop_limit {
             return Err("\"flush_limit\" should be < \"drop_limit\"".to_string());
         }
@@ -271,6 +328,7 @@ impl Config {
             let server_name = match (&sni_host, &endpoint) {
                 (Some(sni), _) => sni.clone(),
                 (None, Endpoint::Tcp { host, .. }) => host.clone(),
+                (None, Endpoint::Rlogd { host, .. }) => host.clone(),
                 (None, Endpoint::Udp { .. }) => String::new(),
                 (None, Endpoint::Unix { .. }) => String::new(),
             };
@@ -300,7 +358,8 @@ impl Config {
             endpoint,
             limits,
             tls,
-            needs_time: false,
+            needs_time: rlogd_proto,
+            rlogd,
         })
     }
 }
@@ -449,6 +508,20 @@ mod tests {
         assert!(err("host=h\nport=1\nsock_type=udp\nssl=true").contains("not supported"));
         assert!(err("host=h\nport=1\nssl_ca=/x").contains("needs \"ssl = true\""));
         assert!(err("host=h\nport=1\nssl=true\nssl_ca=/nonexistent/ca.pem").contains("ssl_ca"));
+    }
+
+    #[test]
+    fn rlogd_endpoint_and_keys() {
+        let c = Config::parse("host=127.0.0.1\nport=5\nsock_type=rlogd\ntoken=s3cret\ntype=7").unwrap();
+        assert_eq!(c.endpoint, Endpoint::Rlogd { host: "127.0.0.1".into(), port: 5 });
+        assert_eq!(c.rlogd.token, b"s3cret");
+        assert_eq!(c.rlogd.record_type, 7);
+        assert!(c.needs_time);
+        assert_eq!(err("host=h\nport=1\ntype=3"), "\"type\" at line 3 needs \"sock_type = rlogd\"");
+        assert!(err("host=h\nport=1\nsock_type=rlogd\ntype=70000").starts_with("invalid \"type\" at line 4"));
+        assert!(err("path=/x\nsock_type=rlogd").contains("needs \"host\"/\"port\""));
+        assert!(err("host=h\nport=1\nsock_type=rlogd\ntoken=a\ntoken_file=/x").contains("exclude each other"));
+        assert!(err("host=h\nport=1\nsock_type=rlogd\ntoken_file=/nonexistent").contains("cannot read \"token_file\""));
     }
 
     #[test]
