@@ -32,7 +32,11 @@ pub(crate) fn register(inner: Arc<Inner>) {
         // SAFETY: the three handlers are `extern "C" fn()` items that live as long as the
         // library; pthread_atfork and atexit only store the pointers.
         unsafe {
-            libc::pthread_atfork(Some(before_fork), Some(after_fork_parent), Some(after_fork_child));
+            libc::pthread_atfork(
+                Some(before_fork),
+                Some(after_fork_parent),
+                Some(after_fork_child),
+            );
             libc::atexit(at_exit);
         }
     });
@@ -81,7 +85,7 @@ extern "C" fn at_exit() {
         for lg in &loggers {
             let timeout = lg.config().limits.timeout;
             lg.begin_close(timeout);
-            deadlines.push(Instant::now() + timeout);
+            deadlines.push(Instant::now() + timeout + crate::logger::CLOSE_GRACE);
         }
         for (lg, until) in loggers.iter().zip(deadlines) {
             lg.wait_closed(until);

@@ -215,7 +215,11 @@ fn run(inner: Arc<Inner>) {
     let config = &inner.config;
     let limits = &config.limits;
     let capacity = crate::logger::initial_capacity(config);
-    let mut sink = Sink { inner: &inner, conn: None, producer: random_producer() };
+    let mut sink = Sink {
+        inner: &inner,
+        conn: None,
+        producer: random_producer(),
+    };
     // Sequence number of the next message the worker takes from the logger's buffer.
     let mut next_seq: u64 = 0;
     let mut batch = Buffer::with_capacity(capacity);
@@ -246,10 +250,14 @@ fn run(inner: Arc<Inner>) {
             {
                 break (st.flush_req, st.closing);
             }
-            let wake = [limits.periodic_flush.map(|p| last_flush + p), retry_at, st.closing]
-                .into_iter()
-                .flatten()
-                .min();
+            let wake = [
+                limits.periodic_flush.map(|p| last_flush + p),
+                retry_at,
+                st.closing,
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             match wake {
                 Some(t) => {
                     inner.work.wait_until(&mut st, t);
