@@ -86,11 +86,17 @@ impl Proc {
 
     /// The address the last `listening on SCHEME://...` line says was bound.
     pub fn bound(&self, scheme: &str) -> String {
+        self.bound_by(&format!("listening on {scheme}://"))
+    }
+
+    /// The address the last log line containing `what` says was bound.
+    pub fn bound_by(&self, what: &str) -> String {
         let text = self.log_text();
+        let scheme = what;
         let line = text
             .lines()
             .rev()
-            .find(|l| l.contains(&format!("listening on {scheme}://")) || l.contains(&format!("replication on {scheme}://")))
+            .find(|l| l.contains(what))
             .unwrap_or_else(|| panic!("no {scheme} listener in:\n{text}"));
         line.rsplit_once('(').unwrap().1.trim_end_matches(')').to_string()
     }
