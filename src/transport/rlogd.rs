@@ -65,11 +65,9 @@ pub struct Rlogd {
     body: Vec<u8>,
 }
 
+/// rlogd's refusal, worded by rlogd (kind `Other`, so resty's error string carries it).
 fn refused(body: &[u8]) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::PermissionDenied,
-        format!("rlogd refused: {}", String::from_utf8_lossy(body)),
-    )
+    io::Error::other(format!("rlogd refused: {}", String::from_utf8_lossy(body)))
 }
 
 fn protocol(msg: String) -> io::Error {
@@ -85,7 +83,7 @@ fn frame_err(e: FrameError) -> io::Error {
 
 impl Rlogd {
     /// Connects, runs TLS if configured, and says HELLO (with the token). Errors: connect or
-    /// handshake failures; rlogd's refusal (wrong token) as `PermissionDenied`.
+    /// handshake failures; rlogd's refusal (`rlogd refused: wrong token`).
     pub fn connect(config: &Config, producer: u64) -> io::Result<Rlogd> {
         let Endpoint::Rlogd { host, port } = &config.endpoint else {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "not an rlogd endpoint"));
