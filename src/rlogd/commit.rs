@@ -232,7 +232,7 @@ fn housekeeping(store: &mut Store, shared: &Shared, settings: &Settings, last_re
         }
     }
     if let Some(days) = settings.retain_days {
-        if last_retention.elapsed() >= Duration::from_secs(10) {
+        if last_retention.elapsed() >= Duration::from_secs(1) {
             *last_retention = Instant::now();
             apply_retention(store, days);
         }

@@ -56,9 +56,22 @@ pub fn serve_follower(conn: &mut Conn, pos: Position, ctx: &Ctx) -> Result<(), F
         Position::Empty => Cursor2::Next(None),
         Position::Sealed { date } => Cursor2::Next(Some(date)),
         Position::Open { date, count } => {
-            let reader = DateReader::open(root, date).map_err(|e| {
-                refused(format!("follower asks for {date}, which this master cannot read: {e}"))
-            })?;
+            let reader = match DateReader::open(root, date) {
+                Ok(r) => r,
+                Err(e) => {
+                    // Retention removed a date the follower had not finished: it can never be
+                    // completed, so the follower seals what it has and goes on.
+                    let newer = store::list_dates(root).map_err(io_err)?.into_iter().any(|d| d > date);
+                    if e.kind() != io::ErrorKind::NotFound || !newer {
+                        return Err(refused(format!("follower asks for {date}, which this master cannot read: {e}")));
+                    }
+                    log(&format!("follower asks for {date}, which is no longer here (retention): it seals its {count} records"));
+                    let mut body = date.as_u32().to_le_bytes().to_vec();
+                    body.extend_from_slice(&count.to_le_bytes());
+                    frame::write_frame(conn, frame::FINISH, &body).map_err(io_err)?;
+                    return serve_follower(conn, Position::Sealed { date }, ctx);
+                }
+            };
             let on_disk = reader.count_on_disk().map_err(io_err)?;
             if count > on_disk {
                 return Err(refused(format!(
@@ -232,7 +245,7 @@ fn session(s: &FollowSettings, store: &mut Store, stop: &AtomicBool, progressed:
             return Ok(());
         }
         if let Some(days) = s.retain_days {
-            if last_retention.elapsed() >= Duration::from_secs(10) {
+            if last_retention.elapsed() >= Duration::from_secs(1) {
                 *last_retention = Instant::now();
                 apply_retention(store, days);
             }

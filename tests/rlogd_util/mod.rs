@@ -5,11 +5,13 @@
 
 use std::fs;
 use std::io::Read;
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rlog::rlogd::format::Date;
+use rlog::rlogd::frame::{self, Hello, Role};
 use rlog::rlogd::reader::{DateReader, Record};
 use rlog::rlogd::store;
 
@@ -188,3 +190,23 @@ pub fn read_all(s: &mut impl Read) -> Vec<u8> {
 pub fn assert_identity(s: &rlog::rlog_stats) {
     assert_eq!(s.logged, s.sent + s.lost + s.spooled + s.buffered, "{s:?}");
 }
+
+/// Sends one BATCH of `msgs`, all timed at `time_us`, as producer `producer`.
+pub fn send_dated(addr: &str, producer: u64, first_seq: u64, time_us: i64, msgs: &[Vec<u8>]) {
+    let mut raw = Vec::new();
+    for m in msgs {
+        frame::batch_record(&mut raw, time_us, 2, m);
+    }
+    let mut body = Vec::new();
+    frame::batch_head(&mut body, producer, first_seq, msgs.len() as u32, frame::CODEC_NONE, raw.len() as u32);
+    body.extend_from_slice(&raw);
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let hello = Hello { version: frame::PROTOCOL, token: Vec::new(), role: Role::Producer };
+    frame::write_frame(&mut s, frame::HELLO, &hello.encode()).unwrap();
+    let mut buf = Vec::new();
+    assert_eq!(frame::read_frame(&mut s, 1 << 20, &mut buf).unwrap(), frame::WELCOME);
+    frame::write_frame(&mut s, frame::BATCH, &body).unwrap();
+    assert_eq!(frame::read_frame(&mut s, 1 << 20, &mut buf).unwrap(), frame::ACK);
+}
+
