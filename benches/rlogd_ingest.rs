@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rlog::rlogd::format::{Date, FILE_HEADER, ENTRY};
+use rlog::rlogd::format::{Date, ENTRY, FILE_HEADER};
 use rlog::rlogd::frame::{self, Hello, Role};
 use rlog::{Config, Logged, Logger};
 
@@ -50,7 +50,12 @@ fn bound(log: &Path, what: &str) -> String {
         let mut s = String::new();
         fs::File::open(log).unwrap().read_to_string(&mut s).unwrap();
         if let Some(l) = s.lines().find(|l| l.contains(what)) {
-            return l.rsplit_once('(').unwrap().1.trim_end_matches(')').to_string();
+            return l
+                .rsplit_once('(')
+                .unwrap()
+                .1
+                .trim_end_matches(')')
+                .to_string();
         }
         assert!(Instant::now() < deadline, "rlogd did not start: {s}");
         std::thread::sleep(Duration::from_millis(10));
@@ -58,7 +63,10 @@ fn bound(log: &Path, what: &str) -> String {
 }
 
 fn env_num(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn ingest(base: &Path) {
@@ -67,7 +75,16 @@ fn ingest(base: &Path) {
     let data = base.join("ingest");
     let _ = fs::remove_dir_all(&data);
     let log = base.join("ingest.log");
-    let _d = start(&["serve", "--data", data.to_str().unwrap(), "--listen", "rlogd://127.0.0.1:0"], &log);
+    let _d = start(
+        &[
+            "serve",
+            "--data",
+            data.to_str().unwrap(),
+            "--listen",
+            "rlogd://127.0.0.1:0",
+        ],
+        &log,
+    );
     let addr = bound(&log, "listening on rlogd://");
     let (host, port) = addr.rsplit_once(':').unwrap();
     let cfg = format!(
@@ -124,10 +141,17 @@ impl Probe {
     fn new(addr: &str, producer: u64) -> Probe {
         let mut s = TcpStream::connect(addr).unwrap();
         s.set_nodelay(true).unwrap();
-        let h = Hello { version: frame::PROTOCOL, token: Vec::new(), role: Role::Producer };
+        let h = Hello {
+            version: frame::PROTOCOL,
+            token: Vec::new(),
+            role: Role::Producer,
+        };
         frame::write_frame(&mut s, frame::HELLO, &h.encode()).unwrap();
         let mut buf = Vec::new();
-        assert_eq!(frame::read_frame(&mut s, 1 << 20, &mut buf).unwrap(), frame::WELCOME);
+        assert_eq!(
+            frame::read_frame(&mut s, 1 << 20, &mut buf).unwrap(),
+            frame::WELCOME
+        );
         let _ = producer;
         Probe { s, seq: 0, buf }
     }
@@ -138,16 +162,28 @@ impl Probe {
             frame::batch_record(&mut raw, rlog::rlogd::format::now_micros(), 0, &[b'p'; 200]);
         }
         let mut body = Vec::new();
-        frame::batch_head(&mut body, producer, self.seq, n as u32, frame::CODEC_NONE, raw.len() as u32);
+        frame::batch_head(
+            &mut body,
+            producer,
+            self.seq,
+            n as u32,
+            frame::CODEC_NONE,
+            raw.len() as u32,
+        );
         body.extend_from_slice(&raw);
         self.seq += n as u64;
         frame::write_frame(&mut self.s, frame::BATCH, &body).unwrap();
-        assert_eq!(frame::read_frame(&mut self.s, 1 << 20, &mut self.buf).unwrap(), frame::ACK);
+        assert_eq!(
+            frame::read_frame(&mut self.s, 1 << 20, &mut self.buf).unwrap(),
+            frame::ACK
+        );
     }
 }
 
 fn entries(index: &Path) -> u64 {
-    fs::metadata(index).map(|m| m.len().saturating_sub(FILE_HEADER as u64) / ENTRY as u64).unwrap_or(0)
+    fs::metadata(index)
+        .map(|m| m.len().saturating_sub(FILE_HEADER as u64) / ENTRY as u64)
+        .unwrap_or(0)
 }
 
 /// Follows an index file, looking for the entry of one (producer, sequence).
@@ -159,7 +195,11 @@ struct IndexWatch {
 
 impl IndexWatch {
     fn new(index: &Path) -> IndexWatch {
-        IndexWatch { f: fs::File::open(index).unwrap(), pos: FILE_HEADER as u64, buf: Vec::new() }
+        IndexWatch {
+            f: fs::File::open(index).unwrap(),
+            pos: FILE_HEADER as u64,
+            buf: Vec::new(),
+        }
     }
 
     /// Whether the entry of `producer`/`seq` has appeared (reads what is new since last time).
@@ -189,10 +229,25 @@ fn lag(base: &Path) {
     let _ = fs::remove_dir_all(&mdata);
     let _ = fs::remove_dir_all(&fdata);
     let mlog = base.join("lag-master.log");
-    let _m = start(&["serve", "--data", mdata.to_str().unwrap(), "--listen", "rlogd://127.0.0.1:0"], &mlog);
+    let _m = start(
+        &[
+            "serve",
+            "--data",
+            mdata.to_str().unwrap(),
+            "--listen",
+            "rlogd://127.0.0.1:0",
+        ],
+        &mlog,
+    );
     let addr = bound(&mlog, "listening on rlogd://");
     let _f = start(
-        &["follow", "--master", &format!("rlogd://{addr}"), "--data", fdata.to_str().unwrap()],
+        &[
+            "follow",
+            "--master",
+            &format!("rlogd://{addr}"),
+            "--data",
+            fdata.to_str().unwrap(),
+        ],
         &base.join("lag-follower.log"),
     );
     let mut probe = Probe::new(&addr, 1);
@@ -262,7 +317,9 @@ fn main() {
     }
     let base: PathBuf = std::env::var_os("RLOGD_BENCH_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| std::env::temp_dir().join(format!("rlogd-bench-{}", std::process::id())));
+        .unwrap_or_else(|| {
+            std::env::temp_dir().join(format!("rlogd-bench-{}", std::process::id()))
+        });
     fs::create_dir_all(&base).unwrap();
     ingest(&base);
     lag(&base);

@@ -234,19 +234,29 @@ impl Config {
                         "tcp" => (false, false),
                         "udp" => (true, false),
                         "rlogd" => (false, true),
-                        _ => return Err(at("\"sock_type\" must be \"tcp\" or \"udp\" (or \"rlogd\")")),
+                        _ => {
+                            return Err(at(
+                                "\"sock_type\" must be \"tcp\" or \"udp\" (or \"rlogd\")",
+                            ))
+                        }
                     }
                 }
                 "token" | "token_file" => {
-                    if seen.iter().filter(|k| **k == "token" || **k == "token_file").count() > 1 {
+                    if seen
+                        .iter()
+                        .filter(|k| **k == "token" || **k == "token_file")
+                        .count()
+                        > 1
+                    {
                         return Err(at("\"token\" and \"token_file\" exclude each other"));
                     }
                     let token = if key == "token" {
                         nonempty(e, "\"token\" must be a string")?.into_bytes()
                     } else {
                         let file = nonempty(e, "\"token_file\" must be a file name")?;
-                        let mut t = std::fs::read(&file)
-                            .map_err(|err| at(&format!("cannot read \"token_file\" {file}: {err}")))?;
+                        let mut t = std::fs::read(&file).map_err(|err| {
+                            at(&format!("cannot read \"token_file\" {file}: {err}"))
+                        })?;
                         while t.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
                             t.pop();
                         }
@@ -319,7 +329,9 @@ impl Config {
 
         if let Some((k, line)) = rlogd_key {
             if !rlogd_proto {
-                return Err(format!("\"{k}\" at line {line} needs \"sock_type = rlogd\""));
+                return Err(format!(
+                    "\"{k}\" at line {line} needs \"sock_type = rlogd\""
+                ));
             }
         }
 
@@ -542,16 +554,33 @@ mod tests {
 
     #[test]
     fn rlogd_endpoint_and_keys() {
-        let c = Config::parse("host=127.0.0.1\nport=5\nsock_type=rlogd\ntoken=s3cret\ntype=7").unwrap();
-        assert_eq!(c.endpoint, Endpoint::Rlogd { host: "127.0.0.1".into(), port: 5 });
+        let c =
+            Config::parse("host=127.0.0.1\nport=5\nsock_type=rlogd\ntoken=s3cret\ntype=7").unwrap();
+        assert_eq!(
+            c.endpoint,
+            Endpoint::Rlogd {
+                host: "127.0.0.1".into(),
+                port: 5
+            }
+        );
         assert_eq!(c.rlogd.token, b"s3cret");
         assert_eq!(c.rlogd.record_type, 7);
         assert!(c.needs_time);
-        assert_eq!(err("host=h\nport=1\ntype=3"), "\"type\" at line 3 needs \"sock_type = rlogd\"");
-        assert!(err("host=h\nport=1\nsock_type=rlogd\ntype=70000").starts_with("invalid \"type\" at line 4"));
+        assert_eq!(
+            err("host=h\nport=1\ntype=3"),
+            "\"type\" at line 3 needs \"sock_type = rlogd\""
+        );
+        assert!(err("host=h\nport=1\nsock_type=rlogd\ntype=70000")
+            .starts_with("invalid \"type\" at line 4"));
         assert!(err("path=/x\nsock_type=rlogd").contains("needs \"host\"/\"port\""));
-        assert!(err("host=h\nport=1\nsock_type=rlogd\ntoken=a\ntoken_file=/x").contains("exclude each other"));
-        assert!(err("host=h\nport=1\nsock_type=rlogd\ntoken_file=/nonexistent").contains("cannot read \"token_file\""));
+        assert!(
+            err("host=h\nport=1\nsock_type=rlogd\ntoken=a\ntoken_file=/x")
+                .contains("exclude each other")
+        );
+        assert!(
+            err("host=h\nport=1\nsock_type=rlogd\ntoken_file=/nonexistent")
+                .contains("cannot read \"token_file\"")
+        );
     }
 
     #[test]

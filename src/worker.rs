@@ -72,7 +72,9 @@ fn random_producer() -> u64 {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0);
-        id ^= t.rotate_left(17) ^ (std::process::id() as u64).rotate_left(48) ^ (&b as *const _ as u64);
+        id ^= t.rotate_left(17)
+            ^ (std::process::id() as u64).rotate_left(48)
+            ^ (&b as *const _ as u64);
     }
     id.max(1)
 }

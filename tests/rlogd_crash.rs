@@ -44,20 +44,36 @@ fn kill9_during_sustained_load_stores_every_message_exactly_once() {
     // Kill twice while the load runs, each time after some messages were acknowledged.
     let mut acked_before = Vec::new();
     for round in 1..=2u64 {
-        assert!(wait_until(Duration::from_secs(60), || lg.stats().sent >= round * N / 4), "{:?}", lg.stats());
+        assert!(
+            wait_until(Duration::from_secs(60), || lg.stats().sent >= round * N / 4),
+            "{:?}",
+            lg.stats()
+        );
         acked_before.push(lg.stats().sent);
         d.kill9();
         std::thread::sleep(Duration::from_millis(100));
-        d = Proc::serve(&data, &["--listen", &format!("rlogd://{addr}")], dir.join("log"));
+        d = Proc::serve(
+            &data,
+            &["--listen", &format!("rlogd://{addr}")],
+            dir.join("log"),
+        );
     }
     producer.join().unwrap();
     assert!(done.load(Ordering::Acquire));
-    assert!(wait_until(Duration::from_secs(60), || {
-        lg.flush();
-        lg.stats().sent == N
-    }), "{:?}", lg.stats());
+    assert!(
+        wait_until(Duration::from_secs(60), || {
+            lg.flush();
+            lg.stats().sent == N
+        }),
+        "{:?}",
+        lg.stats()
+    );
     let st = lg.stats();
-    assert_eq!((st.sent, st.lost, st.dropped, st.buffered), (N, 0, 0, 0), "{st:?}");
+    assert_eq!(
+        (st.sent, st.lost, st.dropped, st.buffered),
+        (N, 0, 0, 0),
+        "{st:?}"
+    );
     assert_identity(&st);
     assert!(lg.close(Duration::from_secs(5)));
     assert_eq!(d.term(), Some(0));
@@ -83,7 +99,14 @@ fn batch(producer: u64, first_seq: u64, msgs: &[&str]) -> Vec<u8> {
         frame::batch_record(&mut raw, 1_700_000_000_000_000, 1, m.as_bytes());
     }
     let mut body = Vec::new();
-    frame::batch_head(&mut body, producer, first_seq, msgs.len() as u32, frame::CODEC_NONE, raw.len() as u32);
+    frame::batch_head(
+        &mut body,
+        producer,
+        first_seq,
+        msgs.len() as u32,
+        frame::CODEC_NONE,
+        raw.len() as u32,
+    );
     body.extend_from_slice(&raw);
     body
 }
@@ -92,12 +115,22 @@ fn batch(producer: u64, first_seq: u64, msgs: &[&str]) -> Vec<u8> {
 fn send_batch(addr: &str, body: &[u8]) -> (u64, u64) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let hello = Hello { version: frame::PROTOCOL, token: Vec::new(), role: Role::Producer };
+    let hello = Hello {
+        version: frame::PROTOCOL,
+        token: Vec::new(),
+        role: Role::Producer,
+    };
     frame::write_frame(&mut s, frame::HELLO, &hello.encode()).unwrap();
     let mut buf = Vec::new();
-    assert_eq!(frame::read_frame(&mut s, 1 << 20, &mut buf).unwrap(), frame::WELCOME);
+    assert_eq!(
+        frame::read_frame(&mut s, 1 << 20, &mut buf).unwrap(),
+        frame::WELCOME
+    );
     frame::write_frame(&mut s, frame::BATCH, body).unwrap();
-    assert_eq!(frame::read_frame(&mut s, 1 << 20, &mut buf).unwrap(), frame::ACK);
+    assert_eq!(
+        frame::read_frame(&mut s, 1 << 20, &mut buf).unwrap(),
+        frame::ACK
+    );
     frame::decode_ack(&buf).unwrap()
 }
 
@@ -111,11 +144,21 @@ fn resend_after_kill9_and_restart_is_dropped_as_duplicate() {
     // The ack was "lost": rlogd dies, comes back, and the producer resends the batch with
     // two more messages appended.
     d.kill9();
-    let mut d = Proc::serve(&data, &["--listen", &format!("rlogd://{addr}")], dir.join("log"));
-    assert_eq!(send_batch(&addr, &batch(77, 0, &["a", "b", "c", "d", "e"])), (77, 5));
+    let mut d = Proc::serve(
+        &data,
+        &["--listen", &format!("rlogd://{addr}")],
+        dir.join("log"),
+    );
+    assert_eq!(
+        send_batch(&addr, &batch(77, 0, &["a", "b", "c", "d", "e"])),
+        (77, 5)
+    );
     // Another producer with the same sequence numbers is not a duplicate.
     assert_eq!(send_batch(&addr, &batch(78, 0, &["a"])), (78, 1));
-    let got: Vec<String> = payloads(&data).iter().map(|p| String::from_utf8_lossy(p).into_owned()).collect();
+    let got: Vec<String> = payloads(&data)
+        .iter()
+        .map(|p| String::from_utf8_lossy(p).into_owned())
+        .collect();
     assert_eq!(got, ["a", "b", "c", "d", "e", "a"]);
     assert_eq!(d.term(), Some(0));
     assert!(d.log_text().contains("duplicates=3"), "{}", d.log_text());

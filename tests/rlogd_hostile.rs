@@ -22,7 +22,11 @@ fn connect(addr: &str) -> TcpStream {
 }
 
 fn hello(s: &mut TcpStream, token: &[u8], role: Role) -> u8 {
-    let h = Hello { version: frame::PROTOCOL, token: token.to_vec(), role };
+    let h = Hello {
+        version: frame::PROTOCOL,
+        token: token.to_vec(),
+        role,
+    };
     frame::write_frame(s, frame::HELLO, &h.encode()).unwrap();
     let mut buf = Vec::new();
     frame::read_frame(s, 1 << 20, &mut buf).unwrap()
@@ -41,7 +45,13 @@ fn expect_error_and_close(s: &mut TcpStream) -> String {
 /// The daemon still stores what a well-behaved librlog sends.
 fn still_serving(addr: &str, extra: &str, data: &std::path::Path, msg: &str) {
     let (host, port) = addr.rsplit_once(':').unwrap();
-    let lg = Logger::start(Config::parse(&format!("host = {host}\nport = {port}\nsock_type = rlogd\n{extra}")).unwrap()).unwrap();
+    let lg = Logger::start(
+        Config::parse(&format!(
+            "host = {host}\nport = {port}\nsock_type = rlogd\n{extra}"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
     lg.log(msg.as_bytes());
     assert!(lg.flush() > 0, "{:?}", lg.take_error());
     assert_eq!(lg.stats().sent, 1);
@@ -52,7 +62,11 @@ fn still_serving(addr: &str, extra: &str, data: &std::path::Path, msg: &str) {
 fn bad_frames_bombs_and_bad_followers_are_refused_and_counted() {
     let dir = TempDir::new("hostile");
     let data = dir.join("data");
-    let d = Proc::serve(&data, &["--listen", "rlogd://127.0.0.1:0", "--max-frame", "1048576"], dir.join("log"));
+    let d = Proc::serve(
+        &data,
+        &["--listen", "rlogd://127.0.0.1:0", "--max-frame", "1048576"],
+        dir.join("log"),
+    );
     let addr = d.bound("rlogd");
 
     // An oversized frame header after HELLO: refused before anything is allocated.
@@ -97,7 +111,9 @@ fn bad_frames_bombs_and_bad_followers_are_refused_and_counted() {
     let mut h = Hello {
         version: frame::PROTOCOL,
         token: Vec::new(),
-        role: Role::Follower(Position::Sealed { date: rlog::rlogd::format::Date::parse("20260101").unwrap() }),
+        role: Role::Follower(Position::Sealed {
+            date: rlog::rlogd::format::Date::parse("20260101").unwrap(),
+        }),
     }
     .encode();
     let n = h.len();
@@ -106,14 +122,21 @@ fn bad_frames_bombs_and_bad_followers_are_refused_and_counted() {
     assert!(expect_error_and_close(&mut s).contains("invalid date"));
     // A follower asking for a valid date this master does not have.
     let mut s = connect(&addr);
-    let pos = Position::Open { date: rlog::rlogd::format::Date::parse("20200101").unwrap(), count: 5 };
+    let pos = Position::Open {
+        date: rlog::rlogd::format::Date::parse("20200101").unwrap(),
+        count: 5,
+    };
     assert_eq!(hello(&mut s, b"", Role::Follower(pos)), frame::WELCOME);
     assert!(expect_error_and_close(&mut s).contains("cannot read"));
     // An HTTP client on the tcp:// side is just lines; nothing to refuse there.
-    assert!(d.wait_log(|l| l.contains("refused_oversize=2")
-        && l.contains("refused_garbage=3")
-        && l.contains("refused_bomb=1")
-        && l.contains("refused_path=2")), "{}", d.log_text());
+    assert!(
+        d.wait_log(|l| l.contains("refused_oversize=2")
+            && l.contains("refused_garbage=3")
+            && l.contains("refused_bomb=1")
+            && l.contains("refused_path=2")),
+        "{}",
+        d.log_text()
+    );
     still_serving(&addr, "", &data, "after the attacks");
 }
 
@@ -130,8 +153,15 @@ fn pki(dir: &TempDir) -> Pki {
     let ca_cert = ca_params.self_signed(&ca_key).unwrap();
     let issuer = Issuer::new(ca_params, ca_key);
     let key = KeyPair::generate().unwrap();
-    let cert = CertificateParams::new(vec!["localhost".to_string()]).unwrap().signed_by(&key, &issuer).unwrap();
-    let p = Pki { ca: dir.join("ca.pem"), cert: dir.join("cert.pem"), key: dir.join("key.pem") };
+    let cert = CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let p = Pki {
+        ca: dir.join("ca.pem"),
+        cert: dir.join("cert.pem"),
+        key: dir.join("key.pem"),
+    };
     fs::write(&p.ca, ca_cert.pem()).unwrap();
     fs::write(&p.cert, cert.pem()).unwrap();
     fs::write(&p.key, key.serialize_pem()).unwrap();
@@ -148,10 +178,14 @@ fn token_and_tls_for_ingest_and_replication() {
     let d = Proc::serve(
         &mdata,
         &[
-            "--listen", "rlogd://127.0.0.1:0",
-            "--token-file", token.to_str().unwrap(),
-            "--tls-cert", p.cert.to_str().unwrap(),
-            "--tls-key", p.key.to_str().unwrap(),
+            "--listen",
+            "rlogd://127.0.0.1:0",
+            "--token-file",
+            token.to_str().unwrap(),
+            "--tls-cert",
+            p.cert.to_str().unwrap(),
+            "--tls-key",
+            p.key.to_str().unwrap(),
         ],
         dir.join("log"),
     );
@@ -164,38 +198,103 @@ fn token_and_tls_for_ingest_and_replication() {
     // handshake fails, counted.
     let other_dir = TempDir::new("other-ca");
     let other = pki(&other_dir);
-    let lg = Logger::start(Config::parse(&format!("{base}\ntoken = s3cret\nssl_ca = {}", other.ca.display())).unwrap()).unwrap();
+    let lg = Logger::start(
+        Config::parse(&format!(
+            "{base}\ntoken = s3cret\nssl_ca = {}",
+            other.ca.display()
+        ))
+        .unwrap(),
+    )
+    .unwrap();
     lg.log(b"never");
     assert_eq!(lg.flush(), -1);
     assert_eq!(lg.stats().sent, 0);
-    assert!(d.wait_log(|l| l.contains("refused_tls=1")), "{}", d.log_text());
+    assert!(
+        d.wait_log(|l| l.contains("refused_tls=1")),
+        "{}",
+        d.log_text()
+    );
     // A plaintext client on the TLS listener.
     let mut s = connect(&addr);
-    let _ = frame::write_frame(&mut s, frame::HELLO, &Hello { version: 1, token: Vec::new(), role: Role::Producer }.encode());
+    let _ = frame::write_frame(
+        &mut s,
+        frame::HELLO,
+        &Hello {
+            version: 1,
+            token: Vec::new(),
+            role: Role::Producer,
+        }
+        .encode(),
+    );
     let _ = read_all(&mut s);
-    assert!(d.wait_log(|l| l.contains("refused_tls=2")), "{}", d.log_text());
+    assert!(
+        d.wait_log(|l| l.contains("refused_tls=2")),
+        "{}",
+        d.log_text()
+    );
     // Trusted, wrong token: refused with a clear error.
-    let lg = Logger::start(Config::parse(&format!("{base}\n{ca}\ntoken = wrong")).unwrap()).unwrap();
+    let lg =
+        Logger::start(Config::parse(&format!("{base}\n{ca}\ntoken = wrong")).unwrap()).unwrap();
     lg.log(b"never");
     assert_eq!(lg.flush(), -1);
     let err = lg.take_error().unwrap();
     assert!(err.as_str().contains("wrong token"), "{}", err.as_str());
-    assert!(d.wait_log(|l| l.contains("refused_auth=1")), "{}", d.log_text());
+    assert!(
+        d.wait_log(|l| l.contains("refused_auth=1")),
+        "{}",
+        d.log_text()
+    );
     // Trusted, right token: delivered.
-    still_serving(&addr, &format!("max_retry_times = 0\nsni_host = localhost\nssl = true\n{ca}\ntoken_file = {}", token.display()), &mdata, "over tls");
+    still_serving(
+        &addr,
+        &format!(
+            "max_retry_times = 0\nsni_host = localhost\nssl = true\n{ca}\ntoken_file = {}",
+            token.display()
+        ),
+        &mdata,
+        "over tls",
+    );
     // A follower over TLS with the token copies it; without the token it is refused.
     let bad = Proc::start(
-        &["follow", "--master", &format!("rlogd://{addr}"), "--data", fdata.to_str().unwrap(), "--tls-ca", p.ca.to_str().unwrap(), "--sni-host", "localhost"],
+        &[
+            "follow",
+            "--master",
+            &format!("rlogd://{addr}"),
+            "--data",
+            fdata.to_str().unwrap(),
+            "--tls-ca",
+            p.ca.to_str().unwrap(),
+            "--sni-host",
+            "localhost",
+        ],
         dir.join("f0log"),
     );
-    assert!(wait_until(Duration::from_secs(10), || fs::read_to_string(dir.join("f0log")).unwrap_or_default().contains("wrong token")));
+    assert!(wait_until(Duration::from_secs(10), || fs::read_to_string(
+        dir.join("f0log")
+    )
+    .unwrap_or_default()
+    .contains("wrong token")));
     drop(bad);
     let _f = Proc::start(
         &[
-            "follow", "--master", &format!("rlogd://{addr}"), "--data", fdata.to_str().unwrap(),
-            "--tls-ca", p.ca.to_str().unwrap(), "--sni-host", "localhost", "--token-file", token.to_str().unwrap(),
+            "follow",
+            "--master",
+            &format!("rlogd://{addr}"),
+            "--data",
+            fdata.to_str().unwrap(),
+            "--tls-ca",
+            p.ca.to_str().unwrap(),
+            "--sni-host",
+            "localhost",
+            "--token-file",
+            token.to_str().unwrap(),
         ],
         dir.join("flog"),
     );
-    assert!(wait_until(Duration::from_secs(10), || payloads(&fdata) == vec![b"over tls".to_vec()]), "{}", fs::read_to_string(dir.join("flog")).unwrap());
+    assert!(
+        wait_until(Duration::from_secs(10), || payloads(&fdata)
+            == vec![b"over tls".to_vec()]),
+        "{}",
+        fs::read_to_string(dir.join("flog")).unwrap()
+    );
 }

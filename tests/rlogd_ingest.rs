@@ -18,7 +18,10 @@ fn librlog_over_rlogd_roundtrip_with_time_type_and_bytes() {
     let d = Proc::serve(&data, &["--listen", "rlogd://127.0.0.1:0"], dir.join("log"));
     let addr = d.bound("rlogd");
     let (host, port) = addr.rsplit_once(':').unwrap();
-    let cfg = Config::parse(&format!("host = {host}\nport = {port}\nsock_type = rlogd\ntype = 7\nflush_limit = 65536")).unwrap();
+    let cfg = Config::parse(&format!(
+        "host = {host}\nport = {port}\nsock_type = rlogd\ntype = 7\nflush_limit = 65536"
+    ))
+    .unwrap();
     let lg = Logger::start(cfg).unwrap();
     let t0 = rlog::rlogd::format::now_micros();
     let mut sent = Vec::new();
@@ -41,17 +44,36 @@ fn librlog_over_rlogd_roundtrip_with_time_type_and_bytes() {
     for ((_, r), want) in recs.iter().zip(&sent) {
         assert_eq!(&r.payload, want);
         assert_eq!(r.meta.rtype, 7);
-        assert!(r.meta.time_us >= t0 && r.meta.time_us <= t1, "time {} not in [{t0}, {t1}]", r.meta.time_us);
+        assert!(
+            r.meta.time_us >= t0 && r.meta.time_us <= t1,
+            "time {} not in [{t0}, {t1}]",
+            r.meta.time_us
+        );
         assert_ne!(r.meta.producer, 0);
     }
     // Sequence numbers are consecutive from 0 for one logger.
-    assert!(recs.iter().enumerate().all(|(i, (_, r))| r.meta.seq == i as u64));
+    assert!(recs
+        .iter()
+        .enumerate()
+        .all(|(i, (_, r))| r.meta.seq == i as u64));
     let (code, out) = verify(&data);
     assert_eq!(code, 0, "{out}");
-    let (code, out, _) = run(&["cat", "--data", data.to_str().unwrap(), "--from", "2999", "--json"]);
+    let (code, out, _) = run(&[
+        "cat",
+        "--data",
+        data.to_str().unwrap(),
+        "--from",
+        "2999",
+        "--json",
+    ]);
     assert_eq!(code, 0);
     assert!(out.starts_with("{\"date\":\""), "{out}");
-    assert!(out.contains("\"id\":2999,") && out.contains("\"type\":7,") && out.contains("message 2999\\n\\u0000\u{e9}"), "{out}");
+    assert!(
+        out.contains("\"id\":2999,")
+            && out.contains("\"type\":7,")
+            && out.contains("message 2999\\n\\u0000\u{e9}"),
+        "{out}"
+    );
     assert_eq!(out.lines().count(), 2);
     let (_, out, _) = run(&["cat", "--data", data.to_str().unwrap(), "--type", "8"]);
     assert!(out.is_empty());
@@ -65,7 +87,14 @@ fn tcp_unix_and_udp_listeners() {
     let unix_url = format!("unix://{}", sock.display());
     let d = Proc::serve(
         &data,
-        &["--listen", "tcp://127.0.0.1:0", "--listen", "udp://127.0.0.1:0", "--listen", &unix_url],
+        &[
+            "--listen",
+            "tcp://127.0.0.1:0",
+            "--listen",
+            "udp://127.0.0.1:0",
+            "--listen",
+            &unix_url,
+        ],
         dir.join("log"),
     );
     let mut t = TcpStream::connect(d.bound("tcp")).unwrap();
@@ -80,23 +109,47 @@ fn tcp_unix_and_udp_listeners() {
     let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
     udp.send_to(b"datagram one", d.bound("udp")).unwrap();
     udp.send_to(b"datagram\ntwo\n", d.bound("udp")).unwrap();
-    assert!(wait_until(Duration::from_secs(10), || payloads(&data).len() >= 7), "{:?}", payloads(&data));
-    let mut got: Vec<String> = payloads(&data).iter().map(|p| String::from_utf8_lossy(p).into_owned()).collect();
+    assert!(
+        wait_until(Duration::from_secs(10), || payloads(&data).len() >= 7),
+        "{:?}",
+        payloads(&data)
+    );
+    let mut got: Vec<String> = payloads(&data)
+        .iter()
+        .map(|p| String::from_utf8_lossy(p).into_owned())
+        .collect();
     got.sort();
-    let mut want = vec!["line one", "line two", "octet\ncount", "ed", "last", "via unix", "datagram one", "datagram\ntwo\n"];
+    let mut want = vec![
+        "line one",
+        "line two",
+        "octet\ncount",
+        "ed",
+        "last",
+        "via unix",
+        "datagram one",
+        "datagram\ntwo\n",
+    ];
     want.sort();
     // "11 octet\ncount" is 11 bytes after the space: "octet\ncount"; then "ed\n" is a line.
     assert_eq!(got, want);
-    assert!(records(&data).iter().all(|(_, r)| r.meta.rtype == 0 && r.meta.producer == 0));
+    assert!(records(&data)
+        .iter()
+        .all(|(_, r)| r.meta.rtype == 0 && r.meta.producer == 0));
     // An oversized line is refused and counted; the daemon keeps serving.
     let mut t = TcpStream::connect(d.bound("tcp")).unwrap();
     let _ = t.write_all(&vec![b'x'; (16 << 20) + 100]);
     drop(t);
-    assert!(d.wait_log(|l| l.contains("refused_oversize=1")), "{}", d.log_text());
+    assert!(
+        d.wait_log(|l| l.contains("refused_oversize=1")),
+        "{}",
+        d.log_text()
+    );
     let mut t = TcpStream::connect(d.bound("tcp")).unwrap();
     t.write_all(b"still serving\n").unwrap();
     drop(t);
-    assert!(wait_until(Duration::from_secs(10), || payloads(&data).iter().any(|p| p == b"still serving")));
+    assert!(wait_until(Duration::from_secs(10), || payloads(&data)
+        .iter()
+        .any(|p| p == b"still serving")));
 }
 
 #[test]
@@ -107,15 +160,26 @@ fn sigterm_is_graceful_and_restart_recovers() {
     let mut t = TcpStream::connect(d.bound("tcp")).unwrap();
     t.write_all(b"a\nb\n").unwrap();
     drop(t);
-    assert!(wait_until(Duration::from_secs(10), || payloads(&data).len() == 2));
+    assert!(wait_until(Duration::from_secs(10), || payloads(&data)
+        .len()
+        == 2));
     assert_eq!(d.term(), Some(0));
-    assert!(d.log_text().contains("stopped (stored=2"), "{}", d.log_text());
+    assert!(
+        d.log_text().contains("stopped (stored=2"),
+        "{}",
+        d.log_text()
+    );
     let (code, out) = verify(&data);
     assert_eq!(code, 0, "{out}");
     // Damage the tail by hand: verify says so (exit 1); a restart repairs it and reports it.
     let date = rlog::rlogd::store::list_dates(&data).unwrap()[0];
     let idx = data.join(date.to_string()).join("index");
-    std::fs::OpenOptions::new().append(true).open(&idx).unwrap().write_all(&[9; 40]).unwrap();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&idx)
+        .unwrap()
+        .write_all(&[9; 40])
+        .unwrap();
     let (code, out) = verify(&data);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("DAMAGED"), "{out}");

@@ -28,7 +28,7 @@ pub struct Incoming {
     pub records: Vec<super::frame::BatchRecord>,
     pub data: Vec<u8>,
     /// Where to say that the batch is durable (or why it is not).
-    pub reply: Option<Sender<Result<Stored, String>>>,
+    pub reply: Option<Reply>,
 }
 
 /// What became of a batch.
@@ -37,6 +37,9 @@ pub struct Stored {
     pub stored: u64,
     pub duplicates: u64,
 }
+
+/// Where a batch's outcome goes.
+pub type Reply = Sender<Result<Stored, String>>;
 
 /// Messages to the committer.
 pub enum Msg {
@@ -120,8 +123,14 @@ pub fn log(msg: &str) {
 }
 
 /// Runs the committer until a [`Msg::Stop`] (or every sender is gone).
-pub fn run(mut store: Store, rx: Receiver<Msg>, shared: Arc<Shared>, counters: Arc<Counters>, settings: Settings) {
-    let mut pending: Vec<(Option<Sender<Result<Stored, String>>>, Stored)> = Vec::new();
+pub fn run(
+    mut store: Store,
+    rx: Receiver<Msg>,
+    shared: Arc<Shared>,
+    counters: Arc<Counters>,
+    settings: Settings,
+) {
+    let mut pending: Vec<(Option<Reply>, Stored)> = Vec::new();
     let mut last_retention = Instant::now() - Duration::from_secs(3600);
     shared.publish(store.open_date(), false);
     loop {
@@ -152,12 +161,25 @@ pub fn run(mut store: Store, rx: Receiver<Msg>, shared: Arc<Shared>, counters: A
             match m {
                 Msg::Stop => stop = true,
                 Msg::Batch(b) => {
-                    let r = if failure.is_none() { append(&mut store, &b, today) } else { Ok(Stored { stored: 0, duplicates: 0 }) };
+                    let r = if failure.is_none() {
+                        append(&mut store, &b, today)
+                    } else {
+                        Ok(Stored {
+                            stored: 0,
+                            duplicates: 0,
+                        })
+                    };
                     match r {
                         Ok(s) => pending.push((b.reply, s)),
                         Err(e) => {
                             failure = Some(e.to_string());
-                            pending.push((b.reply, Stored { stored: 0, duplicates: 0 }));
+                            pending.push((
+                                b.reply,
+                                Stored {
+                                    stored: 0,
+                                    duplicates: 0,
+                                },
+                            ));
                         }
                     }
                 }
@@ -184,7 +206,9 @@ pub fn run(mut store: Store, rx: Receiver<Msg>, shared: Arc<Shared>, counters: A
             shared.publish(store.open_date(), false);
             for (reply, s) in pending.drain(..) {
                 counters.stored.fetch_add(s.stored, Ordering::Relaxed);
-                counters.duplicates.fetch_add(s.duplicates, Ordering::Relaxed);
+                counters
+                    .duplicates
+                    .fetch_add(s.duplicates, Ordering::Relaxed);
                 if let Some(r) = reply {
                     let _ = r.send(Ok(s));
                 }
@@ -200,15 +224,31 @@ pub fn run(mut store: Store, rx: Receiver<Msg>, shared: Arc<Shared>, counters: A
 
 /// Appends a batch, skipping records its producer already stored.
 fn append(store: &mut Store, b: &Incoming, today: Date) -> io::Result<Stored> {
-    let mut s = Stored { stored: 0, duplicates: 0 };
-    let last = if b.producer != 0 { store.producers.last(b.producer) } else { None };
+    let mut s = Stored {
+        stored: 0,
+        duplicates: 0,
+    };
+    let last = if b.producer != 0 {
+        store.producers.last(b.producer)
+    } else {
+        None
+    };
     for (i, r) in b.records.iter().enumerate() {
-        let seq = if b.producer != 0 { b.first_seq + i as u64 } else { 0 };
+        let seq = if b.producer != 0 {
+            b.first_seq + i as u64
+        } else {
+            0
+        };
         if last.is_some_and(|l| seq <= l) {
             s.duplicates += 1;
             continue;
         }
-        let meta = Meta { time_us: r.time_us, rtype: r.rtype, producer: b.producer, seq };
+        let meta = Meta {
+            time_us: r.time_us,
+            rtype: r.rtype,
+            producer: b.producer,
+            seq,
+        };
         let date = store.date_for(r.time_us, today);
         store.append(date, &meta, &b.data[r.start..r.start + r.len])?;
         s.stored += 1;
@@ -216,7 +256,12 @@ fn append(store: &mut Store, b: &Incoming, today: Date) -> io::Result<Stored> {
     Ok(s)
 }
 
-fn housekeeping(store: &mut Store, shared: &Shared, settings: &Settings, last_retention: &mut Instant) {
+fn housekeeping(
+    store: &mut Store,
+    shared: &Shared,
+    settings: &Settings,
+    last_retention: &mut Instant,
+) {
     if let Some((date, _)) = store.open_date() {
         if now_micros() >= date.end_micros() + settings.seal_grace.as_micros() as i64 {
             match store.seal() {

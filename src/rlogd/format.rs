@@ -41,7 +41,10 @@ pub fn index_header() -> [u8; FILE_HEADER] {
 pub fn check_header(h: &[u8], index: bool) -> Result<(), String> {
     let want = if index { index_header() } else { data_header() };
     if h.len() < FILE_HEADER {
-        return Err(format!("header is {} bytes, expected {FILE_HEADER}", h.len()));
+        return Err(format!(
+            "header is {} bytes, expected {FILE_HEADER}",
+            h.len()
+        ));
     }
     if h[..8] != want[..8] {
         return Err("bad magic".into());
@@ -166,7 +169,10 @@ impl Entry {
             seq: u64_at(e, 24),
         };
         if entry.len as usize > MAX_PAYLOAD {
-            return Err(format!("index entry length {} exceeds {MAX_PAYLOAD}", entry.len));
+            return Err(format!(
+                "index entry length {} exceeds {MAX_PAYLOAD}",
+                entry.len
+            ));
         }
         if u16_at(e, 14) != 0 {
             return Err("nonzero flags in an index entry".into());
@@ -304,8 +310,14 @@ mod tests {
     #[test]
     fn dates() {
         assert_eq!(Date::of_micros(0).to_string(), "19700101");
-        assert_eq!(Date::of_micros(1_700_000_000_000_000).to_string(), "20231114");
-        assert_eq!(Date::parse("20240229").unwrap().add_days(1).to_string(), "20240301");
+        assert_eq!(
+            Date::of_micros(1_700_000_000_000_000).to_string(),
+            "20231114"
+        );
+        assert_eq!(
+            Date::parse("20240229").unwrap().add_days(1).to_string(),
+            "20240301"
+        );
         assert!(Date::parse("20230229").is_err());
         assert!(Date::parse("../../x").is_err());
         assert!(Date::parse("2024011").is_err());
@@ -317,7 +329,12 @@ mod tests {
 
     #[test]
     fn record_roundtrip_and_crc() {
-        let meta = Meta { time_us: 5, rtype: 7, producer: 9, seq: 11 };
+        let meta = Meta {
+            time_us: 5,
+            rtype: 7,
+            producer: 9,
+            seq: 11,
+        };
         let mut out = Vec::new();
         encode_record(&mut out, &meta, b"hello");
         assert_eq!(out.len(), RECORD_HEADER + 5);
@@ -326,7 +343,14 @@ mod tests {
         assert_eq!(h.crc, record_crc(&out));
         out[RECORD_HEADER] ^= 1;
         assert_ne!(h.crc, record_crc(&out));
-        let e = Entry { file: 1, offset: 16, len: 5, rtype: 7, producer: 9, seq: 11 };
+        let e = Entry {
+            file: 1,
+            offset: 16,
+            len: 5,
+            rtype: 7,
+            producer: 9,
+            seq: 11,
+        };
         assert_eq!(Entry::decode(&e.encode()).unwrap(), e);
         assert!(e.matches(&h));
     }

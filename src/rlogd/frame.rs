@@ -102,7 +102,10 @@ impl<'a> Cursor<'a> {
     }
     pub fn bytes(&mut self, n: usize) -> Result<&'a [u8], String> {
         if self.b.len() - self.i < n {
-            return Err(format!("truncated frame: {n} more bytes announced, {} left", self.b.len() - self.i));
+            return Err(format!(
+                "truncated frame: {n} more bytes announced, {} left",
+                self.b.len() - self.i
+            ));
         }
         let s = &self.b[self.i..self.i + n];
         self.i += n;
@@ -131,7 +134,10 @@ impl<'a> Cursor<'a> {
     /// Errors unless the body was consumed exactly.
     pub fn done(&self) -> Result<(), String> {
         if self.remaining() != 0 {
-            return Err(format!("{} unexpected trailing bytes in a frame", self.remaining()));
+            return Err(format!(
+                "{} unexpected trailing bytes in a frame",
+                self.remaining()
+            ));
         }
         Ok(())
     }
@@ -203,15 +209,24 @@ impl Hello {
                 let count = c.u64()?;
                 Role::Follower(match state {
                     0 => Position::Empty,
-                    1 => Position::Open { date: Date::from_u32(date)?, count },
-                    2 => Position::Sealed { date: Date::from_u32(date)? },
+                    1 => Position::Open {
+                        date: Date::from_u32(date)?,
+                        count,
+                    },
+                    2 => Position::Sealed {
+                        date: Date::from_u32(date)?,
+                    },
                     s => return Err(format!("unknown follower state {s}")),
                 })
             }
             r => return Err(format!("unknown role {r}")),
         };
         c.done()?;
-        Ok(Hello { version, token, role })
+        Ok(Hello {
+            version,
+            token,
+            role,
+        })
     }
 }
 
@@ -240,7 +255,14 @@ pub const BATCH_HEAD: usize = 8 + 8 + 4 + 1 + 4;
 pub const BATCH_RECORD_HEAD: usize = 8 + 2 + 4;
 
 /// Encodes the fixed part of a BATCH body; the caller appends the (raw) records.
-pub fn batch_head(out: &mut Vec<u8>, producer: u64, first_seq: u64, count: u32, codec: u8, raw_len: u32) {
+pub fn batch_head(
+    out: &mut Vec<u8>,
+    producer: u64,
+    first_seq: u64,
+    count: u32,
+    codec: u8,
+    raw_len: u32,
+) {
     out.extend_from_slice(&producer.to_le_bytes());
     out.extend_from_slice(&first_seq.to_le_bytes());
     out.extend_from_slice(&count.to_le_bytes());
@@ -290,7 +312,9 @@ pub fn decode_batch(body: &[u8], max_raw: usize, max_records: usize) -> Result<B
         }
         CODEC_ZLIB => {
             if raw_len > max_raw {
-                return Err(BatchError::Bomb(format!("batch announces {raw_len} bytes uncompressed, over {max_raw}")));
+                return Err(BatchError::Bomb(format!(
+                    "batch announces {raw_len} bytes uncompressed, over {max_raw}"
+                )));
             }
             let mut out = Vec::with_capacity(raw_len.min(1 << 20));
             let dec = flate2::read::ZlibDecoder::new(c.rest());
@@ -300,7 +324,11 @@ pub fn decode_batch(body: &[u8], max_raw: usize, max_records: usize) -> Result<B
             if out.len() != raw_len {
                 return Err(BatchError::Bomb(format!(
                     "batch decompresses to {}{} bytes, announced {raw_len}",
-                    if out.len() > raw_len { "more than " } else { "" },
+                    if out.len() > raw_len {
+                        "more than "
+                    } else {
+                        ""
+                    },
                     out.len().min(raw_len)
                 )));
             }
@@ -315,14 +343,27 @@ pub fn decode_batch(body: &[u8], max_raw: usize, max_records: usize) -> Result<B
         let rtype = c.u16().map_err(g)?;
         let len = c.u32().map_err(g)? as usize;
         if len > super::format::MAX_PAYLOAD {
-            return Err(g(format!("record of {len} bytes exceeds {}", super::format::MAX_PAYLOAD)));
+            return Err(g(format!(
+                "record of {len} bytes exceeds {}",
+                super::format::MAX_PAYLOAD
+            )));
         }
         let start = c.b.len() - c.remaining();
         c.bytes(len).map_err(g)?;
-        records.push(BatchRecord { time_us, rtype, start, len });
+        records.push(BatchRecord {
+            time_us,
+            rtype,
+            start,
+            len,
+        });
     }
     c.done().map_err(g)?;
-    Ok(Batch { producer, first_seq, records, data })
+    Ok(Batch {
+        producer,
+        first_seq,
+        records,
+        data,
+    })
 }
 
 /// ACK body: producer and the sequence after the batch (`first_seq + count`).
@@ -375,7 +416,10 @@ mod tests {
         let h = Hello {
             version: PROTOCOL,
             token: b"t".to_vec(),
-            role: Role::Follower(Position::Open { date: Date::parse("20260101").unwrap(), count: 5 }),
+            role: Role::Follower(Position::Open {
+                date: Date::parse("20260101").unwrap(),
+                count: 5,
+            }),
         };
         assert_eq!(Hello::decode(&h.encode()).unwrap(), h);
         let mut b = h.encode();
@@ -405,7 +449,10 @@ mod tests {
             let mut body = Vec::new();
             batch_head(&mut body, 7, 0, 1, CODEC_ZLIB, announced);
             body.extend_from_slice(&z);
-            assert!(matches!(decode_batch(&body, 1 << 20, 10), Err(BatchError::Bomb(_))));
+            assert!(matches!(
+                decode_batch(&body, 1 << 20, 10),
+                Err(BatchError::Bomb(_))
+            ));
         }
     }
 
@@ -414,7 +461,10 @@ mod tests {
         let mut big = Vec::new();
         big.extend_from_slice(&u32::MAX.to_le_bytes());
         let mut body = Vec::new();
-        assert!(matches!(read_frame(&mut &big[..], 1024, &mut body), Err(FrameError::TooLarge(_))));
+        assert!(matches!(
+            read_frame(&mut &big[..], 1024, &mut body),
+            Err(FrameError::TooLarge(_))
+        ));
         assert!(constant_time_eq(b"abc", b"abc"));
         assert!(!constant_time_eq(b"abc", b"abd"));
         assert!(!constant_time_eq(b"abc", b"abcd"));

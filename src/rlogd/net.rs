@@ -35,9 +35,11 @@ impl std::fmt::Display for Url {
 
 /// Parses a listener URL. Errors: unknown scheme, missing port, relative unix path.
 pub fn parse_url(s: &str) -> Result<Url, String> {
-    let (scheme, rest) = s
-        .split_once("://")
-        .ok_or_else(|| format!("\"{s}\": expected rlogd://HOST:PORT, tcp://HOST:PORT, udp://HOST:PORT or unix:///path"))?;
+    let (scheme, rest) = s.split_once("://").ok_or_else(|| {
+        format!(
+            "\"{s}\": expected rlogd://HOST:PORT, tcp://HOST:PORT, udp://HOST:PORT or unix:///path"
+        )
+    })?;
     let hostport = |rest: &str| -> Result<String, String> {
         let (host, port) = rest
             .rsplit_once(':')
@@ -45,7 +47,8 @@ pub fn parse_url(s: &str) -> Result<Url, String> {
         if host.is_empty() {
             return Err(format!("\"{s}\": missing host"));
         }
-        port.parse::<u16>().map_err(|_| format!("\"{s}\": port must be 0..65535"))?;
+        port.parse::<u16>()
+            .map_err(|_| format!("\"{s}\": port must be 0..65535"))?;
         Ok(rest.to_string())
     };
     match scheme {
@@ -61,7 +64,10 @@ pub fn parse_url(s: &str) -> Result<Url, String> {
 /// Splits `HOST:PORT` (brackets around an IPv6 host removed).
 pub fn split_host_port(a: &str) -> (String, u16) {
     let (h, p) = a.rsplit_once(':').unwrap_or((a, "0"));
-    (h.trim_start_matches('[').trim_end_matches(']').to_string(), p.parse().unwrap_or(0))
+    (
+        h.trim_start_matches('[').trim_end_matches(']').to_string(),
+        p.parse().unwrap_or(0),
+    )
 }
 
 /// A connected byte stream.
@@ -99,8 +105,16 @@ impl Conn {
     pub fn peer(&self) -> String {
         match self {
             Conn::Tcp(s) => s.peer_addr().map(|a| a.to_string()).unwrap_or_default(),
-            Conn::Tls(s) => s.sock.peer_addr().map(|a| a.to_string()).unwrap_or_default(),
-            Conn::ClientTls(s) => s.sock.peer_addr().map(|a| a.to_string()).unwrap_or_default(),
+            Conn::Tls(s) => s
+                .sock
+                .peer_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_default(),
+            Conn::ClientTls(s) => s
+                .sock
+                .peer_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_default(),
             Conn::Unix(_) => "unix".into(),
         }
     }
@@ -138,23 +152,26 @@ impl Write for Conn {
 
 /// Builds the server's TLS configuration from PEM files. Errors name the file and the problem.
 pub fn server_tls(cert_file: &str, key_file: &str) -> Result<Arc<ServerConfig>, String> {
-    let pem = std::fs::read(cert_file).map_err(|e| format!("cannot read --tls-cert {cert_file}: {e}"))?;
+    let pem =
+        std::fs::read(cert_file).map_err(|e| format!("cannot read --tls-cert {cert_file}: {e}"))?;
     let certs: Vec<_> = rustls_pemfile::certs(&mut &pem[..])
         .collect::<Result<_, _>>()
         .map_err(|e| format!("bad PEM in --tls-cert {cert_file}: {e}"))?;
     if certs.is_empty() {
         return Err(format!("no certificate in --tls-cert {cert_file}"));
     }
-    let pem = std::fs::read(key_file).map_err(|e| format!("cannot read --tls-key {key_file}: {e}"))?;
+    let pem =
+        std::fs::read(key_file).map_err(|e| format!("cannot read --tls-key {key_file}: {e}"))?;
     let key = rustls_pemfile::private_key(&mut &pem[..])
         .map_err(|e| format!("bad PEM in --tls-key {key_file}: {e}"))?
         .ok_or_else(|| format!("no private key in --tls-key {key_file}"))?;
-    let cfg = ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS setup failed: {e}"))?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| format!("--tls-cert/--tls-key: {e}"))?;
+    let cfg =
+        ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS setup failed: {e}"))?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .map_err(|e| format!("--tls-cert/--tls-key: {e}"))?;
     Ok(Arc::new(cfg))
 }
 
@@ -170,14 +187,19 @@ pub fn accept_tls(sock: TcpStream, cfg: &Arc<ServerConfig>) -> io::Result<Conn> 
 }
 
 /// Connects to `HOST:PORT`, with TLS when `tls` is given (client side: followers and tests).
-pub fn connect(addr: &str, tls: Option<&crate::transport::tls::TlsSettings>, timeout: Duration) -> io::Result<Conn> {
+pub fn connect(
+    addr: &str,
+    tls: Option<&crate::transport::tls::TlsSettings>,
+    timeout: Duration,
+) -> io::Result<Conn> {
     let (host, port) = split_host_port(addr);
     let sock = crate::transport::socket::connect_tcp(&host, port, timeout)?;
     let tcp: TcpStream = sock.into();
     match tls {
         None => Ok(Conn::Tcp(tcp)),
         Some(t) => {
-            let mut conn = ClientConnection::new(t.config.clone(), t.server_name.clone()).map_err(io::Error::other)?;
+            let mut conn = ClientConnection::new(t.config.clone(), t.server_name.clone())
+                .map_err(io::Error::other)?;
             let mut tcp = tcp;
             while conn.is_handshaking() {
                 conn.complete_io(&mut tcp)?;
@@ -193,8 +215,14 @@ mod tests {
 
     #[test]
     fn urls() {
-        assert_eq!(parse_url("rlogd://127.0.0.1:5140").unwrap(), Url::Rlogd("127.0.0.1:5140".into()));
-        assert_eq!(parse_url("unix:///tmp/x").unwrap(), Url::Unix("/tmp/x".into()));
+        assert_eq!(
+            parse_url("rlogd://127.0.0.1:5140").unwrap(),
+            Url::Rlogd("127.0.0.1:5140".into())
+        );
+        assert_eq!(
+            parse_url("unix:///tmp/x").unwrap(),
+            Url::Unix("/tmp/x".into())
+        );
         assert!(parse_url("unix://tmp/x").is_err());
         assert!(parse_url("http://h:1").is_err());
         assert!(parse_url("tcp://h").is_err());

@@ -39,7 +39,12 @@ impl DateReader {
         let mut h = [0u8; FILE_HEADER];
         index.read_exact_at(&mut h, 0)?;
         format::check_header(&h, true).map_err(|e| bad(format!("{}/index: {e}", dir.display())))?;
-        Ok(DateReader { date, dir, index, data: None })
+        Ok(DateReader {
+            date,
+            dir,
+            index,
+            data: None,
+        })
     }
 
     /// Whole entries in the index file now (a writer may be appending; for the open date of a
@@ -61,7 +66,8 @@ impl DateReader {
     pub fn entry(&self, id: u64) -> io::Result<Entry> {
         let mut raw = Vec::with_capacity(ENTRY);
         self.raw_entries(id, 1, &mut raw)?;
-        Entry::decode(&raw).map_err(|e| bad(format!("{}/index: record {id}: {e}", self.dir.display())))
+        Entry::decode(&raw)
+            .map_err(|e| bad(format!("{}/index: record {id}: {e}", self.dir.display())))
     }
 
     /// Appends the raw record (header and payload) `e` points to onto `out`, checked against the
@@ -97,6 +103,10 @@ impl DateReader {
         self.raw_record(id, &e, &mut raw)?;
         let h = format::decode_record_header(&raw).map_err(bad)?;
         raw.drain(..RECORD_HEADER);
-        Ok(Record { id, meta: h.meta, payload: raw })
+        Ok(Record {
+            id,
+            meta: h.meta,
+            payload: raw,
+        })
     }
 }

@@ -31,7 +31,10 @@ pub struct FollowerError {
 }
 
 fn io_err(e: io::Error) -> FollowerError {
-    FollowerError { refused: false, msg: e.to_string() }
+    FollowerError {
+        refused: false,
+        msg: e.to_string(),
+    }
 }
 
 fn refused(msg: String) -> FollowerError {
@@ -61,9 +64,14 @@ pub fn serve_follower(conn: &mut Conn, pos: Position, ctx: &Ctx) -> Result<(), F
                 Err(e) => {
                     // Retention removed a date the follower had not finished: it can never be
                     // completed, so the follower seals what it has and goes on.
-                    let newer = store::list_dates(root).map_err(io_err)?.into_iter().any(|d| d > date);
+                    let newer = store::list_dates(root)
+                        .map_err(io_err)?
+                        .into_iter()
+                        .any(|d| d > date);
                     if e.kind() != io::ErrorKind::NotFound || !newer {
-                        return Err(refused(format!("follower asks for {date}, which this master cannot read: {e}")));
+                        return Err(refused(format!(
+                            "follower asks for {date}, which this master cannot read: {e}"
+                        )));
                     }
                     log(&format!("follower asks for {date}, which is no longer here (retention): it seals its {count} records"));
                     let mut body = date.as_u32().to_le_bytes().to_vec();
@@ -133,7 +141,9 @@ pub fn serve_follower(conn: &mut Conn, pos: Position, ctx: &Ctx) -> Result<(), F
         {
             let mut s = ctx.shared.state.lock();
             if s.version == version && !s.stopping {
-                ctx.shared.changed.wait_for(&mut s, Duration::from_millis(1000));
+                ctx.shared
+                    .changed
+                    .wait_for(&mut s, Duration::from_millis(1000));
             }
         }
         if last_sent.elapsed() >= Duration::from_millis(1000) {
@@ -144,7 +154,14 @@ pub fn serve_follower(conn: &mut Conn, pos: Position, ctx: &Ctx) -> Result<(), F
 }
 
 /// Sends records `from..avail` of `date` (at most one chunk); returns how many went.
-fn send_chunk(conn: &mut Conn, reader: &mut DateReader, date: Date, from: u64, avail: u64, out: &mut Vec<u8>) -> Result<u64, FollowerError> {
+fn send_chunk(
+    conn: &mut Conn,
+    reader: &mut DateReader,
+    date: Date,
+    from: u64,
+    avail: u64,
+    out: &mut Vec<u8>,
+) -> Result<u64, FollowerError> {
     let n = (avail - from).min(CHUNK_RECORDS as u64) as usize;
     let mut entries = Vec::with_capacity(n * ENTRY);
     reader.raw_entries(from, n, &mut entries).map_err(io_err)?;
@@ -157,7 +174,8 @@ fn send_chunk(conn: &mut Conn, reader: &mut DateReader, date: Date, from: u64, a
     let mut sent = 0u32;
     for (i, raw) in entries.chunks_exact(ENTRY).enumerate() {
         let id = from + i as u64;
-        let e = Entry::decode(raw).map_err(|m| io_err(io::Error::other(format!("{date} record {id}: {m}"))))?;
+        let e = Entry::decode(raw)
+            .map_err(|m| io_err(io::Error::other(format!("{date} record {id}: {m}"))))?;
         out.extend_from_slice(raw);
         reader.raw_record(id, &e, out).map_err(io_err)?;
         sent += 1;
@@ -197,12 +215,23 @@ pub fn position(store: &Store) -> Position {
 /// a backoff from 100 ms to 2 s) and resume from the local store. Errors: the local store
 /// cannot be opened.
 pub fn follow(settings: &FollowSettings, stop: &AtomicBool) -> io::Result<()> {
-    let mut store = super::commit::open_store(&settings.data, store::Options { file_size: settings.file_size })?;
+    let mut store = super::commit::open_store(
+        &settings.data,
+        store::Options {
+            file_size: settings.file_size,
+        },
+    )?;
     let mut backoff = Duration::from_millis(100);
     let mut last_retention = Instant::now() - Duration::from_secs(3600);
     while !stop.load(Ordering::Acquire) {
         let mut progressed = false;
-        match session(settings, &mut store, stop, &mut progressed, &mut last_retention) {
+        match session(
+            settings,
+            &mut store,
+            stop,
+            &mut progressed,
+            &mut last_retention,
+        ) {
             Ok(()) => return Ok(()),
             Err(e) => {
                 log(&format!("replication from {}: {e}", settings.master));
@@ -210,7 +239,12 @@ pub fn follow(settings: &FollowSettings, stop: &AtomicBool) -> io::Result<()> {
                 // (recover) before going on.
                 if e.starts_with("store:") {
                     drop(store);
-                    store = super::commit::open_store(&settings.data, store::Options { file_size: settings.file_size })?;
+                    store = super::commit::open_store(
+                        &settings.data,
+                        store::Options {
+                            file_size: settings.file_size,
+                        },
+                    )?;
                 }
             }
         }
@@ -226,16 +260,33 @@ pub fn follow(settings: &FollowSettings, stop: &AtomicBool) -> io::Result<()> {
     Ok(())
 }
 
-fn session(s: &FollowSettings, store: &mut Store, stop: &AtomicBool, progressed: &mut bool, last_retention: &mut Instant) -> Result<(), String> {
-    let mut conn = net::connect(&s.master, s.tls.as_ref(), Duration::from_secs(5)).map_err(|e| format!("connect: {e}"))?;
-    conn.set_timeouts(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
+fn session(
+    s: &FollowSettings,
+    store: &mut Store,
+    stop: &AtomicBool,
+    progressed: &mut bool,
+    last_retention: &mut Instant,
+) -> Result<(), String> {
+    let mut conn = net::connect(&s.master, s.tls.as_ref(), Duration::from_secs(5))
+        .map_err(|e| format!("connect: {e}"))?;
+    conn.set_timeouts(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
     let pos = position(store);
-    let hello = Hello { version: frame::PROTOCOL, token: s.token.clone(), role: Role::Follower(pos) };
+    let hello = Hello {
+        version: frame::PROTOCOL,
+        token: s.token.clone(),
+        role: Role::Follower(pos),
+    };
     frame::write_frame(&mut conn, frame::HELLO, &hello.encode()).map_err(|e| e.to_string())?;
     let mut body = Vec::new();
     match frame::read_frame(&mut conn, s.max_frame, &mut body) {
         Ok(frame::WELCOME) => {}
-        Ok(frame::ERROR) => return Err(format!("master refused: {}", String::from_utf8_lossy(&body))),
+        Ok(frame::ERROR) => {
+            return Err(format!(
+                "master refused: {}",
+                String::from_utf8_lossy(&body)
+            ))
+        }
         Ok(k) => return Err(format!("expected WELCOME, got frame kind {k}")),
         Err(e) => return Err(format!("handshake: {e}")),
     }
@@ -252,7 +303,9 @@ fn session(s: &FollowSettings, store: &mut Store, stop: &AtomicBool, progressed:
         }
         let kind = match frame::read_frame(&mut conn, s.max_frame, &mut body) {
             Ok(k) => k,
-            Err(FrameError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::TimedOut => {
+            Err(FrameError::Io(e))
+                if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::TimedOut =>
+            {
                 return Err("the master went silent (no heartbeat)".into())
             }
             Err(e) => return Err(format!("read: {e}")),
@@ -272,7 +325,10 @@ fn session(s: &FollowSettings, store: &mut Store, stop: &AtomicBool, progressed:
                     if count == 0 && store.newest().is_none_or(|n| date > n) {
                         store.begin(date).map_err(|e| format!("store: {e}"))?;
                     } else {
-                        return Err(format!("master finished {date} at {count} records, this store has {:?}", store.open_date()));
+                        return Err(format!(
+                            "master finished {date} at {count} records, this store has {:?}",
+                            store.open_date()
+                        ));
                     }
                 }
                 store.seal().map_err(|e| format!("store: {e}"))?;
@@ -293,12 +349,16 @@ fn apply_records(store: &mut Store, body: &[u8]) -> Result<(), String> {
     let first = c.u64()?;
     let count = c.u32()? as usize;
     if count > body.len() / (ENTRY + RECORD_HEADER) + 1 {
-        return Err(format!("RECORDS frame announces {count} records, more than it can hold"));
+        return Err(format!(
+            "RECORDS frame announces {count} records, more than it can hold"
+        ));
     }
     match store.open_date() {
         Some((d, n)) if d == date => {
             if first != n {
-                return Err(format!("master sent {date} from record {first}, this store has {n}"));
+                return Err(format!(
+                    "master sent {date} from record {first}, this store has {n}"
+                ));
             }
         }
         _ => {
@@ -311,7 +371,9 @@ fn apply_records(store: &mut Store, body: &[u8]) -> Result<(), String> {
     for _ in 0..count {
         let e = Entry::decode(c.bytes(ENTRY)?)?;
         let rec = c.bytes(RECORD_HEADER + e.len as usize)?;
-        store.append_replica(&e, rec).map_err(|m| format!("master sent a bad record: {m}"))?;
+        store
+            .append_replica(&e, rec)
+            .map_err(|m| format!("master sent a bad record: {m}"))?;
     }
     c.done()?;
     store.commit().map_err(|e| format!("store: {e}"))
@@ -319,7 +381,8 @@ fn apply_records(store: &mut Store, body: &[u8]) -> Result<(), String> {
 
 /// Whether `path` is a directory this process can use as a store.
 pub fn check_data_dir(path: &Path) -> Result<(), String> {
-    std::fs::create_dir_all(path).map_err(|e| format!("cannot create --data {}: {e}", path.display()))
+    std::fs::create_dir_all(path)
+        .map_err(|e| format!("cannot create --data {}: {e}", path.display()))
 }
 
 /// Shared flag type re-exported for the CLI.

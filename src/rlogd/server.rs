@@ -48,12 +48,21 @@ pub enum Roles {
 }
 
 /// A refused connection: which counter to bump, and why.
-fn refuse(ctx: &Ctx, conn: Option<&mut Conn>, peer: &str, counter: &std::sync::atomic::AtomicU64, why: &str) {
+fn refuse(
+    ctx: &Ctx,
+    conn: Option<&mut Conn>,
+    peer: &str,
+    counter: &std::sync::atomic::AtomicU64,
+    why: &str,
+) {
     counter.fetch_add(1, Ordering::Relaxed);
     if let Some(c) = conn {
         let _ = frame::write_frame(c, frame::ERROR, why.as_bytes());
     }
-    log(&format!("refused {peer}: {why} ({})", ctx.counters.summary()));
+    log(&format!(
+        "refused {peer}: {why} ({})",
+        ctx.counters.summary()
+    ));
 }
 
 /// Binds a listener and serves it on its own threads. Returns the address actually bound
@@ -64,20 +73,22 @@ pub fn listen(url: &Url, ctx: Arc<Ctx>, roles: Roles) -> io::Result<String> {
             let l = TcpListener::bind(a)?;
             let local = l.local_addr()?.to_string();
             let rlogd = matches!(url, Url::Rlogd(_));
-            std::thread::Builder::new().name(format!("accept {url}")).spawn(move || {
-                for s in l.incoming() {
-                    let Ok(s) = s else { continue };
-                    let ctx = ctx.clone();
-                    spawn_conn(ctx, move |ctx| {
-                        let _ = s.set_nodelay(true);
-                        if rlogd {
-                            serve_rlogd(s, &ctx, roles)
-                        } else {
-                            serve_lines(Conn::Tcp(s), &ctx)
-                        }
-                    });
-                }
-            })?;
+            std::thread::Builder::new()
+                .name(format!("accept {url}"))
+                .spawn(move || {
+                    for s in l.incoming() {
+                        let Ok(s) = s else { continue };
+                        let ctx = ctx.clone();
+                        spawn_conn(ctx, move |ctx| {
+                            let _ = s.set_nodelay(true);
+                            if rlogd {
+                                serve_rlogd(s, &ctx, roles)
+                            } else {
+                                serve_lines(Conn::Tcp(s), &ctx)
+                            }
+                        });
+                    }
+                })?;
             Ok(local)
         }
         Url::Unix(p) => {
@@ -88,18 +99,22 @@ pub fn listen(url: &Url, ctx: Arc<Ctx>, roles: Roles) -> io::Result<String> {
                 }
             }
             let l = UnixListener::bind(p)?;
-            std::thread::Builder::new().name(format!("accept {url}")).spawn(move || {
-                for s in l.incoming() {
-                    let Ok(s) = s else { continue };
-                    spawn_conn(ctx.clone(), move |ctx| serve_lines(Conn::Unix(s), &ctx));
-                }
-            })?;
+            std::thread::Builder::new()
+                .name(format!("accept {url}"))
+                .spawn(move || {
+                    for s in l.incoming() {
+                        let Ok(s) = s else { continue };
+                        spawn_conn(ctx.clone(), move |ctx| serve_lines(Conn::Unix(s), &ctx));
+                    }
+                })?;
             Ok(p.clone())
         }
         Url::Udp(a) => {
             let s = UdpSocket::bind(a)?;
             let local = s.local_addr()?.to_string();
-            std::thread::Builder::new().name(format!("udp {url}")).spawn(move || serve_udp(s, &ctx))?;
+            std::thread::Builder::new()
+                .name(format!("udp {url}"))
+                .spawn(move || serve_udp(s, &ctx))?;
             Ok(local)
         }
     }
@@ -113,10 +128,12 @@ fn spawn_conn(ctx: Arc<Ctx>, f: impl FnOnce(Arc<Ctx>) + Send + 'static) {
     }
     ctx.counters.connections.fetch_add(1, Ordering::Relaxed);
     let c2 = ctx.clone();
-    let r = std::thread::Builder::new().name("rlogd conn".into()).spawn(move || {
-        f(c2.clone());
-        c2.connections.fetch_sub(1, Ordering::AcqRel);
-    });
+    let r = std::thread::Builder::new()
+        .name("rlogd conn".into())
+        .spawn(move || {
+            f(c2.clone());
+            c2.connections.fetch_sub(1, Ordering::AcqRel);
+        });
     if r.is_err() {
         ctx.connections.fetch_sub(1, Ordering::AcqRel);
         log("cannot start a connection thread");
@@ -131,7 +148,15 @@ fn serve_rlogd(s: std::net::TcpStream, ctx: &Ctx, roles: Roles) {
     let mut conn = match &ctx.tls {
         Some(cfg) => match net::accept_tls(s, cfg) {
             Ok(c) => c,
-            Err(e) => return refuse(ctx, None, &peer, &ctx.counters.refused_tls, &format!("TLS handshake failed: {e}")),
+            Err(e) => {
+                return refuse(
+                    ctx,
+                    None,
+                    &peer,
+                    &ctx.counters.refused_tls,
+                    &format!("TLS handshake failed: {e}"),
+                )
+            }
         },
         None => Conn::Tcp(s),
     };
@@ -140,41 +165,105 @@ fn serve_rlogd(s: std::net::TcpStream, ctx: &Ctx, roles: Roles) {
         Ok(frame::HELLO) => match Hello::decode(&body) {
             Ok(h) => h,
             Err(e) if e.starts_with("invalid date") => {
-                return refuse(ctx, Some(&mut conn), &peer, &ctx.counters.refused_path, &format!("bad HELLO: {e}"))
+                return refuse(
+                    ctx,
+                    Some(&mut conn),
+                    &peer,
+                    &ctx.counters.refused_path,
+                    &format!("bad HELLO: {e}"),
+                )
             }
-            Err(e) => return refuse(ctx, Some(&mut conn), &peer, &ctx.counters.refused_garbage, &format!("bad HELLO: {e}")),
+            Err(e) => {
+                return refuse(
+                    ctx,
+                    Some(&mut conn),
+                    &peer,
+                    &ctx.counters.refused_garbage,
+                    &format!("bad HELLO: {e}"),
+                )
+            }
         },
-        Ok(k) => return refuse(ctx, Some(&mut conn), &peer, &ctx.counters.refused_garbage, &format!("expected HELLO, got frame kind {k}")),
+        Ok(k) => {
+            return refuse(
+                ctx,
+                Some(&mut conn),
+                &peer,
+                &ctx.counters.refused_garbage,
+                &format!("expected HELLO, got frame kind {k}"),
+            )
+        }
         Err(FrameError::TooLarge(n)) => {
-            return refuse(ctx, Some(&mut conn), &peer, &ctx.counters.refused_oversize, &format!("HELLO frame of {n} bytes is too large"))
+            return refuse(
+                ctx,
+                Some(&mut conn),
+                &peer,
+                &ctx.counters.refused_oversize,
+                &format!("HELLO frame of {n} bytes is too large"),
+            )
         }
         Err(FrameError::Io(e)) if e.kind() == io::ErrorKind::UnexpectedEof => return,
-        Err(e) => return refuse(ctx, Some(&mut conn), &peer, &ctx.counters.refused_garbage, &format!("bad HELLO: {e}")),
+        Err(e) => {
+            return refuse(
+                ctx,
+                Some(&mut conn),
+                &peer,
+                &ctx.counters.refused_garbage,
+                &format!("bad HELLO: {e}"),
+            )
+        }
     };
     if hello.version != frame::PROTOCOL {
-        return refuse(ctx, Some(&mut conn), &peer, &ctx.counters.refused_garbage, &format!("unsupported protocol version {}", hello.version));
+        return refuse(
+            ctx,
+            Some(&mut conn),
+            &peer,
+            &ctx.counters.refused_garbage,
+            &format!("unsupported protocol version {}", hello.version),
+        );
     }
     if let Some(token) = &ctx.token {
         if !frame::constant_time_eq(token, &hello.token) {
-            return refuse(ctx, Some(&mut conn), &peer, &ctx.counters.refused_auth, "wrong token");
+            return refuse(
+                ctx,
+                Some(&mut conn),
+                &peer,
+                &ctx.counters.refused_auth,
+                "wrong token",
+            );
         }
     }
     match hello.role {
         Role::Producer if roles != Roles::FollowersOnly => {
-            if frame::write_frame(&mut conn, frame::WELCOME, &frame::encode_welcome(ctx.max_frame as u32)).is_err() {
+            if frame::write_frame(
+                &mut conn,
+                frame::WELCOME,
+                &frame::encode_welcome(ctx.max_frame as u32),
+            )
+            .is_err()
+            {
                 return;
             }
             let _ = conn.set_timeouts(Some(Duration::from_secs(600)));
             serve_producer(conn, ctx, &peer);
         }
         Role::Follower(pos) if roles != Roles::ProducersOnly => {
-            if frame::write_frame(&mut conn, frame::WELCOME, &frame::encode_welcome(ctx.max_frame as u32)).is_err() {
+            if frame::write_frame(
+                &mut conn,
+                frame::WELCOME,
+                &frame::encode_welcome(ctx.max_frame as u32),
+            )
+            .is_err()
+            {
                 return;
             }
             let _ = conn.set_timeouts(Some(Duration::from_secs(30)));
             log(&format!("follower {peer} connected at {pos:?}"));
             if let Err(e) = replication::serve_follower(&mut conn, pos, ctx) {
-                let counter = if e.refused { &ctx.counters.refused_path } else { &ctx.counters.refused_garbage };
+                let counter = if e.refused {
+                    &ctx.counters.refused_path
+                } else {
+                    &ctx.counters.refused_garbage
+                };
                 if e.refused {
                     refuse(ctx, Some(&mut conn), &peer, counter, &e.msg);
                 } else {
@@ -182,7 +271,13 @@ fn serve_rlogd(s: std::net::TcpStream, ctx: &Ctx, roles: Roles) {
                 }
             }
         }
-        _ => refuse(ctx, Some(&mut conn), &peer, &ctx.counters.refused_garbage, "this listener does not serve that role"),
+        _ => refuse(
+            ctx,
+            Some(&mut conn),
+            &peer,
+            &ctx.counters.refused_garbage,
+            "this listener does not serve that role",
+        ),
     }
 }
 
@@ -207,7 +302,11 @@ fn serve_producer(conn: Conn, ctx: &Ctx, peer: &str) {
         loop {
             let kind = match frame::read_frame(&mut r, ctx.max_frame, &mut body) {
                 Ok(k) => k,
-                Err(FrameError::Io(e)) if waiting.is_empty() && e.kind() == io::ErrorKind::UnexpectedEof => return,
+                Err(FrameError::Io(e))
+                    if waiting.is_empty() && e.kind() == io::ErrorKind::UnexpectedEof =>
+                {
+                    return
+                }
                 Err(FrameError::Io(e)) => {
                     if waiting.is_empty() {
                         log(&format!("producer {peer}: {e}"));
@@ -216,20 +315,56 @@ fn serve_producer(conn: Conn, ctx: &Ctx, peer: &str) {
                     break;
                 }
                 Err(FrameError::TooLarge(n)) => {
-                    return refuse(ctx, Some(r.get_mut()), peer, &ctx.counters.refused_oversize, &format!("frame of {n} bytes exceeds the limit of {}", ctx.max_frame))
+                    return refuse(
+                        ctx,
+                        Some(r.get_mut()),
+                        peer,
+                        &ctx.counters.refused_oversize,
+                        &format!("frame of {n} bytes exceeds the limit of {}", ctx.max_frame),
+                    )
                 }
-                Err(e) => return refuse(ctx, Some(r.get_mut()), peer, &ctx.counters.refused_garbage, &e.to_string()),
+                Err(e) => {
+                    return refuse(
+                        ctx,
+                        Some(r.get_mut()),
+                        peer,
+                        &ctx.counters.refused_garbage,
+                        &e.to_string(),
+                    )
+                }
             };
             if kind != frame::BATCH {
-                return refuse(ctx, Some(r.get_mut()), peer, &ctx.counters.refused_garbage, &format!("unexpected frame kind {kind}"));
+                return refuse(
+                    ctx,
+                    Some(r.get_mut()),
+                    peer,
+                    &ctx.counters.refused_garbage,
+                    &format!("unexpected frame kind {kind}"),
+                );
             }
             let batch = match frame::decode_batch(&body, ctx.max_frame, max_records) {
                 Ok(b) => b,
-                Err(BatchError::Garbage(e)) => return refuse(ctx, Some(r.get_mut()), peer, &ctx.counters.refused_garbage, &e),
-                Err(BatchError::Bomb(e)) => return refuse(ctx, Some(r.get_mut()), peer, &ctx.counters.refused_bomb, &e),
+                Err(BatchError::Garbage(e)) => {
+                    return refuse(
+                        ctx,
+                        Some(r.get_mut()),
+                        peer,
+                        &ctx.counters.refused_garbage,
+                        &e,
+                    )
+                }
+                Err(BatchError::Bomb(e)) => {
+                    return refuse(ctx, Some(r.get_mut()), peer, &ctx.counters.refused_bomb, &e)
+                }
             };
             if batch.producer == 0 {
-                return refuse(ctx, Some(r.get_mut()), peer, &ctx.counters.refused_garbage, "producer id 0 is reserved");
+                return refuse(
+                    ctx,
+                    Some(r.get_mut()),
+                    peer,
+                    &ctx.counters.refused_garbage,
+                    "producer id 0 is reserved",
+                );
             }
             let (tx, rx) = crossbeam_channel::bounded(1);
             let next = batch.first_seq + batch.records.len() as u64;
@@ -300,7 +435,13 @@ pub enum Next {
 
 impl Framer {
     pub fn new(max: usize) -> Framer {
-        Framer { buf: vec![0; 64 << 10], start: 0, end: 0, eof: false, max }
+        Framer {
+            buf: vec![0; 64 << 10],
+            start: 0,
+            end: 0,
+            eof: false,
+            max,
+        }
     }
 
     pub fn bytes(&self) -> &[u8] {
@@ -308,17 +449,27 @@ impl Framer {
     }
 
     /// The next record. Errors: a record longer than the limit.
-    pub fn next(&mut self) -> Result<Next, String> {
+    pub fn next_record(&mut self) -> Result<Next, String> {
         let avail = &self.buf[self.start..self.end];
         if avail.is_empty() {
             return Ok(if self.eof { Next::End } else { Next::NeedMore });
         }
         if avail[0].is_ascii_digit() && avail[0] != b'0' {
-            let digits = avail.iter().take(11).take_while(|b| b.is_ascii_digit()).count();
+            let digits = avail
+                .iter()
+                .take(11)
+                .take_while(|b| b.is_ascii_digit())
+                .count();
             if digits < avail.len() && digits <= 10 && avail[digits] == b' ' {
-                let len: u64 = std::str::from_utf8(&avail[..digits]).unwrap().parse().unwrap();
+                let len: u64 = std::str::from_utf8(&avail[..digits])
+                    .unwrap()
+                    .parse()
+                    .unwrap();
                 if len > self.max as u64 {
-                    return Err(format!("octet-counted record of {len} bytes exceeds {}", self.max));
+                    return Err(format!(
+                        "octet-counted record of {len} bytes exceeds {}",
+                        self.max
+                    ));
                 }
                 let total = digits + 1 + len as usize;
                 if avail.len() >= total {
@@ -361,7 +512,10 @@ impl Framer {
         if self.end == self.buf.len() {
             let grown = (self.buf.len() * 2).min(self.max + 16);
             if grown <= self.buf.len() {
-                return Err(io::Error::new(io::ErrorKind::InvalidData, "record too long"));
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "record too long",
+                ));
             }
             self.buf.resize(grown, 0);
         }
@@ -401,11 +555,16 @@ fn serve_lines(mut conn: Conn, ctx: &Ctx) {
     let mut records = Vec::new();
     let mut data = Vec::new();
     loop {
-        match f.next() {
+        match f.next_record() {
             Ok(Next::Record(s, e)) => {
                 let start = data.len();
                 data.extend_from_slice(&f.bytes()[s..e]);
-                records.push(frame::BatchRecord { time_us: now_micros(), rtype: 0, start, len: e - s });
+                records.push(frame::BatchRecord {
+                    time_us: now_micros(),
+                    rtype: 0,
+                    start,
+                    len: e - s,
+                });
                 if data.len() >= 1 << 20 && !submit_plain(ctx, &mut records, &mut data) {
                     return;
                 }
@@ -443,12 +602,19 @@ fn serve_udp(s: UdpSocket, ctx: &Ctx) {
             Ok(n) => {
                 let start = data.len();
                 data.extend_from_slice(&buf[..n]);
-                records.push(frame::BatchRecord { time_us: now_micros(), rtype: 0, start, len: n });
+                records.push(frame::BatchRecord {
+                    time_us: now_micros(),
+                    rtype: 0,
+                    start,
+                    len: n,
+                });
                 if records.len() < 4096 {
                     continue;
                 }
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e)
+                if e.kind() == io::ErrorKind::WouldBlock
+                    || e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => {
                 log(&format!("udp: {e}"));
                 std::thread::sleep(Duration::from_millis(10));
@@ -482,7 +648,7 @@ mod tests {
         let mut r = input;
         let mut out = Vec::new();
         loop {
-            match f.next()? {
+            match f.next_record()? {
                 Next::Record(s, e) => out.push(f.bytes()[s..e].to_vec()),
                 Next::NeedMore => f.fill(&mut r).map_err(|e| e.to_string())?,
                 Next::End => return Ok(out),
@@ -492,8 +658,14 @@ mod tests {
 
     #[test]
     fn framing() {
-        assert_eq!(split(b"a\nbb\n", 100).unwrap(), vec![b"a".to_vec(), b"bb".to_vec()]);
-        assert_eq!(split(b"5 hello3 a\nb", 100).unwrap(), vec![b"hello".to_vec(), b"a\nb".to_vec()]);
+        assert_eq!(
+            split(b"a\nbb\n", 100).unwrap(),
+            vec![b"a".to_vec(), b"bb".to_vec()]
+        );
+        assert_eq!(
+            split(b"5 hello3 a\nb", 100).unwrap(),
+            vec![b"hello".to_vec(), b"a\nb".to_vec()]
+        );
         // Digits and a space start an octet-counted record (RFC 6587), even mid-sentence.
         assert!(split(b"123 not counted\n", 100).is_err());
         assert_eq!(split(b"tail", 100).unwrap(), vec![b"tail".to_vec()]);

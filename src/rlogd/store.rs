@@ -23,7 +23,9 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { file_size: 64 << 20 }
+        Options {
+            file_size: 64 << 20,
+        }
     }
 }
 
@@ -86,7 +88,11 @@ struct DataCursor {
 /// Errors: I/O errors, and damage that recovery must not repair by itself (a bad index header,
 /// an index missing while data exists).
 pub fn scan_date(dir: &Path, crc_from: u32) -> io::Result<Scan> {
-    let mut scan = Scan { file: 0, end: FILE_HEADER as u64, ..Scan::default() };
+    let mut scan = Scan {
+        file: 0,
+        end: FILE_HEADER as u64,
+        ..Scan::default()
+    };
     let index_path = dir.join("index");
     let mut index = match File::open(&index_path) {
         Ok(f) => BufReader::with_capacity(1 << 20, f),
@@ -94,9 +100,13 @@ pub fn scan_date(dir: &Path, crc_from: u32) -> io::Result<Scan> {
             let d0 = dir.join(format::data_name(0));
             let d0_len = fs::metadata(&d0).map(|m| m.len()).unwrap_or(0);
             if d0_len > FILE_HEADER as u64 {
-                return Err(bad(format!("{}: missing while data exists", index_path.display())));
+                return Err(bad(format!(
+                    "{}: missing while data exists",
+                    index_path.display()
+                )));
             }
-            scan.problems.push(format!("{}: missing", index_path.display()));
+            scan.problems
+                .push(format!("{}: missing", index_path.display()));
             return Ok(scan);
         }
         Err(e) => return Err(e),
@@ -110,7 +120,10 @@ pub fn scan_date(dir: &Path, crc_from: u32) -> io::Result<Scan> {
                 return Err(bad(format!("{}: bad header", index_path.display())));
             }
         }
-        scan.problems.push(format!("{}: torn header ({index_len} bytes)", index_path.display()));
+        scan.problems.push(format!(
+            "{}: torn header ({index_len} bytes)",
+            index_path.display()
+        ));
         return Ok(scan);
     }
     index.read_exact(&mut head)?;
@@ -158,7 +171,8 @@ pub fn scan_date(dir: &Path, crc_from: u32) -> io::Result<Scan> {
         }
         match size_of(e.file)? {
             None => {
-                scan.problems.push(at(format!("{} is missing", format::data_name(e.file))));
+                scan.problems
+                    .push(at(format!("{} is missing", format::data_name(e.file))));
                 break;
             }
             Some(size) if size < e.end() => {
@@ -173,17 +187,25 @@ pub fn scan_date(dir: &Path, crc_from: u32) -> io::Result<Scan> {
         }
         if e.file >= crc_from {
             if cursor.as_ref().is_none_or(|c| c.file != e.file) {
-                let mut f = BufReader::with_capacity(1 << 20, File::open(dir.join(format::data_name(e.file)))?);
+                let mut f = BufReader::with_capacity(
+                    1 << 20,
+                    File::open(dir.join(format::data_name(e.file)))?,
+                );
                 let mut h = [0u8; FILE_HEADER];
                 f.read_exact(&mut h)?;
                 if let Err(msg) = format::check_header(&h, false) {
-                    scan.problems.push(at(format!("{}: {msg}", format::data_name(e.file))));
+                    scan.problems
+                        .push(at(format!("{}: {msg}", format::data_name(e.file))));
                     break;
                 }
                 if e.offset as usize != FILE_HEADER {
                     f.seek(SeekFrom::Start(e.offset as u64))?;
                 }
-                cursor = Some(DataCursor { file: e.file, reader: f, pos: e.offset as u64 });
+                cursor = Some(DataCursor {
+                    file: e.file,
+                    reader: f,
+                    pos: e.offset as u64,
+                });
             }
             let c = cursor.as_mut().expect("opened above");
             debug_assert_eq!(c.pos, e.offset as u64);
@@ -192,7 +214,9 @@ pub fn scan_date(dir: &Path, crc_from: u32) -> io::Result<Scan> {
             c.pos = e.end();
             let problem = match format::decode_record_header(&rec) {
                 Err(msg) => Some(msg),
-                Ok(h) if !e.matches(&h) => Some("record header does not match its index entry".into()),
+                Ok(h) if !e.matches(&h) => {
+                    Some("record header does not match its index entry".into())
+                }
                 Ok(h) if h.crc != format::record_crc(&rec) => Some("CRC mismatch".into()),
                 Ok(_) => None,
             };
@@ -284,7 +308,10 @@ fn open_append(path: &Path) -> io::Result<File> {
 }
 
 fn create_with(path: &Path, header: &[u8]) -> io::Result<File> {
-    let mut f = OpenOptions::new().append(true).create_new(true).open(path)?;
+    let mut f = OpenOptions::new()
+        .append(true)
+        .create_new(true)
+        .open(path)?;
     f.write_all(header)?;
     Ok(f)
 }
@@ -382,7 +409,10 @@ impl DateWriter {
         self.write_pending_data()?;
         self.data.sync_data()?;
         let next = self.file + 1;
-        self.data = create_with(&self.dir.join(format::data_name(next)), &format::data_header())?;
+        self.data = create_with(
+            &self.dir.join(format::data_name(next)),
+            &format::data_header(),
+        )?;
         self.file = next;
         self.end = FILE_HEADER as u64;
         self.dir_dirty = true;
@@ -443,7 +473,8 @@ impl DateWriter {
         if next {
             self.rotate().map_err(|e| e.to_string())?;
         }
-        self.push(entry, |buf| buf.extend_from_slice(record)).map_err(|e| e.to_string())
+        self.push(entry, |buf| buf.extend_from_slice(record))
+            .map_err(|e| e.to_string())
     }
 
     /// Makes everything appended so far durable: writes the pending bytes, `fsync`s the data
@@ -548,7 +579,10 @@ impl Store {
             if newest {
                 store.open = Some(w);
             } else {
-                report.repairs.push(format!("sealed {d}, an unsealed date older than {}", dates[dates.len() - 1]));
+                report.repairs.push(format!(
+                    "sealed {d}, an unsealed date older than {}",
+                    dates[dates.len() - 1]
+                ));
                 w.seal()?;
             }
         }
@@ -592,7 +626,9 @@ impl Store {
     /// newer than every existing date. Errors: I/O, or `date` not newer.
     pub fn begin(&mut self, date: Date) -> io::Result<()> {
         if self.newest.is_some_and(|n| date <= n) {
-            return Err(bad(format!("date {date} is not newer than the newest date in the store")));
+            return Err(bad(format!(
+                "date {date} is not newer than the newest date in the store"
+            )));
         }
         self.seal()?;
         self.open = Some(DateWriter::create(&self.root, date)?);
@@ -647,7 +683,10 @@ impl Store {
     pub fn retain(&mut self, keep_from: Date) -> io::Result<Vec<Date>> {
         let mut gone = Vec::new();
         for d in list_dates(&self.root)? {
-            if d >= keep_from || self.open.as_ref().is_some_and(|w| w.date == d) || Some(d) == self.newest {
+            if d >= keep_from
+                || self.open.as_ref().is_some_and(|w| w.date == d)
+                || Some(d) == self.newest
+            {
                 continue;
             }
             if is_sealed(&self.root, d) {
@@ -673,13 +712,20 @@ mod tests {
     }
 
     fn meta(t: i64, seq: u64) -> Meta {
-        Meta { time_us: t, rtype: 3, producer: 42, seq }
+        Meta {
+            time_us: t,
+            rtype: 3,
+            producer: 42,
+            seq,
+        }
     }
 
     #[test]
     fn append_commit_rotate_recover() {
         let root = tmp("rot");
-        let opts = Options { file_size: MIN_FILE_SIZE };
+        let opts = Options {
+            file_size: MIN_FILE_SIZE,
+        };
         let (mut s, rep) = Store::open(&root, opts).unwrap();
         assert!(rep.repairs.is_empty());
         let d = Date::parse("20260101").unwrap();
@@ -696,9 +742,15 @@ mod tests {
         assert_eq!(scan.entries, 5);
         assert!(scan.problems.is_empty(), "{:?}", scan.problems);
         // Tear the tail: garbage after the data, a half entry in the index.
-        let mut f = OpenOptions::new().append(true).open(dir.join("data000004")).unwrap();
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(dir.join("data000004"))
+            .unwrap();
         f.write_all(b"garbage").unwrap();
-        let mut f = OpenOptions::new().append(true).open(dir.join("index")).unwrap();
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(dir.join("index"))
+            .unwrap();
         f.write_all(&[1, 2, 3]).unwrap();
         let (s, rep) = Store::open(&root, opts).unwrap();
         assert_eq!(rep.repairs.len(), 2, "{:?}", rep.repairs);
@@ -735,7 +787,10 @@ mod tests {
         s.seal().unwrap();
         assert_eq!(s.date_for(t("20260101"), today).to_string(), "20260104");
         s.commit().unwrap();
-        assert_eq!(s.retain(Date::parse("20260103").unwrap()).unwrap(), vec![d1]);
+        assert_eq!(
+            s.retain(Date::parse("20260103").unwrap()).unwrap(),
+            vec![d1]
+        );
         fs::remove_dir_all(&root).unwrap();
     }
 }

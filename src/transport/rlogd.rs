@@ -86,7 +86,10 @@ impl Rlogd {
     /// handshake failures; rlogd's refusal (`rlogd refused: wrong token`).
     pub fn connect(config: &Config, producer: u64) -> io::Result<Rlogd> {
         let Endpoint::Rlogd { host, port } = &config.endpoint else {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "not an rlogd endpoint"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not an rlogd endpoint",
+            ));
         };
         let timeout = config.limits.timeout;
         let sock = connect_tcp(host, *port, timeout)?;
@@ -118,18 +121,29 @@ impl Rlogd {
             out: Vec::new(),
             body: Vec::new(),
         };
-        let hello = Hello { version: frame::PROTOCOL, token: config.rlogd.token.clone(), role: Role::Producer };
+        let hello = Hello {
+            version: frame::PROTOCOL,
+            token: config.rlogd.token.clone(),
+            role: Role::Producer,
+        };
         frame::write_frame(&mut r.stream, frame::HELLO, &hello.encode())?;
-        match frame::read_frame(&mut r.stream, frame::DEFAULT_MAX_FRAME, &mut r.body).map_err(frame_err)? {
+        match frame::read_frame(&mut r.stream, frame::DEFAULT_MAX_FRAME, &mut r.body)
+            .map_err(frame_err)?
+        {
             frame::WELCOME => {
                 let (_, max) = frame::decode_welcome(&r.body).map_err(protocol)?;
                 r.max_frame = (max as usize).clamp(4096, frame::DEFAULT_MAX_FRAME);
             }
             frame::ERROR => return Err(refused(&r.body)),
-            k => return Err(protocol(format!("expected WELCOME from rlogd, got frame kind {k}"))),
+            k => {
+                return Err(protocol(format!(
+                    "expected WELCOME from rlogd, got frame kind {k}"
+                )))
+            }
         }
         // An acknowledgement waits for an fsync: give it more than a plain send.
-        r.probe.set_read_timeout(Some(timeout.max(Duration::from_secs(5))))?;
+        r.probe
+            .set_read_timeout(Some(timeout.max(Duration::from_secs(5))))?;
         Ok(r)
     }
 
@@ -152,13 +166,23 @@ impl Rlogd {
             if end > from && self.out.len() + size > limit {
                 break;
             }
-            if self.out.len() + size > self.max_frame - 16 || r.bytes.len() > crate::rlogd::format::MAX_PAYLOAD {
+            if self.out.len() + size > self.max_frame - 16
+                || r.bytes.len() > crate::rlogd::format::MAX_PAYLOAD
+            {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidInput,
-                    format!("a message of {} bytes exceeds rlogd's frame limit", r.bytes.len()),
+                    format!(
+                        "a message of {} bytes exceeds rlogd's frame limit",
+                        r.bytes.len()
+                    ),
                 ));
             }
-            frame::batch_record(&mut self.out, r.time_us.unwrap_or(now), self.record_type, r.bytes);
+            frame::batch_record(
+                &mut self.out,
+                r.time_us.unwrap_or(now),
+                self.record_type,
+                r.bytes,
+            );
             end += 1;
         }
         let raw_len = (self.out.len() - head - frame::BATCH_HEAD) as u32;
@@ -193,7 +217,9 @@ impl Rlogd {
                 "rlogd: {}",
                 String::from_utf8_lossy(&self.body)
             ))),
-            k => Err(protocol(format!("expected ACK from rlogd, got frame kind {k}"))),
+            k => Err(protocol(format!(
+                "expected ACK from rlogd, got frame kind {k}"
+            ))),
         }
     }
 }
@@ -204,11 +230,16 @@ impl Transport for Rlogd {
         let mut window: VecDeque<(usize, u64)> = VecDeque::new();
         let mut acked = 0usize;
         let mut sent = 0usize;
-        let fail = |acked: usize, error: io::Error| SendError { delivered: acked, error };
+        let fail = |acked: usize, error: io::Error| SendError {
+            delivered: acked,
+            error,
+        };
         while sent < batch.len() || !window.is_empty() {
             if sent < batch.len() && window.len() < WINDOW {
                 let end = self.encode(batch, sent).map_err(|e| fail(acked, e))?;
-                self.stream.write_all(&self.out).map_err(|e| fail(acked, e))?;
+                self.stream
+                    .write_all(&self.out)
+                    .map_err(|e| fail(acked, e))?;
                 window.push_back((end, batch.first_seq + end as u64));
                 sent = end;
                 continue;
@@ -235,7 +266,9 @@ impl Transport for Rlogd {
                             Ok(_) => {}
                         }
                         match s.conn.process_new_packets() {
-                            Ok(st) if st.peer_has_closed() || st.plaintext_bytes_to_read() > 0 => return false,
+                            Ok(st) if st.peer_has_closed() || st.plaintext_bytes_to_read() > 0 => {
+                                return false
+                            }
                             Ok(_) => {}
                             Err(_) => return false,
                         }

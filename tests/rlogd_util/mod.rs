@@ -52,7 +52,11 @@ pub struct Proc {
 impl Proc {
     /// Starts `rlogd ARGS...` with stderr going to `log`.
     pub fn start(args: &[&str], log: PathBuf) -> Proc {
-        let err = fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
+        let err = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
         let child = Command::new(BIN)
             .args(args)
             .stdin(Stdio::null())
@@ -60,7 +64,10 @@ impl Proc {
             .stderr(err)
             .spawn()
             .expect("start rlogd");
-        Proc { child: Some(child), log }
+        Proc {
+            child: Some(child),
+            log,
+        }
     }
 
     /// Starts `rlogd serve --data DATA ARGS...` and waits until it serves.
@@ -100,7 +107,11 @@ impl Proc {
             .rev()
             .find(|l| l.contains(what))
             .unwrap_or_else(|| panic!("no {scheme} listener in:\n{text}"));
-        line.rsplit_once('(').unwrap().1.trim_end_matches(')').to_string()
+        line.rsplit_once('(')
+            .unwrap()
+            .1
+            .trim_end_matches(')')
+            .to_string()
     }
 
     pub fn kill9(&mut self) {
@@ -198,15 +209,31 @@ pub fn send_dated(addr: &str, producer: u64, first_seq: u64, time_us: i64, msgs:
         frame::batch_record(&mut raw, time_us, 2, m);
     }
     let mut body = Vec::new();
-    frame::batch_head(&mut body, producer, first_seq, msgs.len() as u32, frame::CODEC_NONE, raw.len() as u32);
+    frame::batch_head(
+        &mut body,
+        producer,
+        first_seq,
+        msgs.len() as u32,
+        frame::CODEC_NONE,
+        raw.len() as u32,
+    );
     body.extend_from_slice(&raw);
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let hello = Hello { version: frame::PROTOCOL, token: Vec::new(), role: Role::Producer };
+    let hello = Hello {
+        version: frame::PROTOCOL,
+        token: Vec::new(),
+        role: Role::Producer,
+    };
     frame::write_frame(&mut s, frame::HELLO, &hello.encode()).unwrap();
     let mut buf = Vec::new();
-    assert_eq!(frame::read_frame(&mut s, 1 << 20, &mut buf).unwrap(), frame::WELCOME);
+    assert_eq!(
+        frame::read_frame(&mut s, 1 << 20, &mut buf).unwrap(),
+        frame::WELCOME
+    );
     frame::write_frame(&mut s, frame::BATCH, &body).unwrap();
-    assert_eq!(frame::read_frame(&mut s, 1 << 20, &mut buf).unwrap(), frame::ACK);
+    assert_eq!(
+        frame::read_frame(&mut s, 1 << 20, &mut buf).unwrap(),
+        frame::ACK
+    );
 }
-
