@@ -240,7 +240,8 @@ fn serve(args: &[String]) -> Result<ExitCode, String> {
         },
     )
     .map_err(|e| format!("cannot open the store in {}: {e}", data.display()))?;
-    let (tx, rx) = crossbeam_channel::bounded(1024);
+    // Bounded in batches: with the frame limit, it bounds the memory of what waits to be committed.
+    let (tx, rx) = crossbeam_channel::bounded(64);
     let shared = Arc::new(Shared::default());
     let counters = Arc::new(Counters::default());
     let committer = {

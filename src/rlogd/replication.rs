@@ -176,12 +176,13 @@ fn send_chunk(
         let id = from + i as u64;
         let e = Entry::decode(raw)
             .map_err(|m| io_err(io::Error::other(format!("{date} record {id}: {m}"))))?;
+        // Keep a frame within the follower's limit: a large record goes in a frame of its own.
+        if sent > 0 && out.len() + ENTRY + RECORD_HEADER + e.len as usize > CHUNK_BYTES {
+            break;
+        }
         out.extend_from_slice(raw);
         reader.raw_record(id, &e, out).map_err(io_err)?;
         sent += 1;
-        if out.len() >= CHUNK_BYTES {
-            break;
-        }
     }
     out[count_at..count_at + 4].copy_from_slice(&sent.to_le_bytes());
     frame::end_frame(out, at);

@@ -281,6 +281,10 @@ fn serve_rlogd(s: std::net::TcpStream, ctx: &Ctx, roles: Roles) {
     }
 }
 
+/// Batches of one connection handed to the committer before their acks are written: bounds a
+/// connection's memory to this many frames.
+const MAX_PIPELINED: usize = 8;
+
 /// Whether `buf` starts with a whole frame that is within the limit.
 fn whole_frame(buf: &[u8], max: usize) -> bool {
     if buf.len() < 4 {
@@ -382,7 +386,7 @@ fn serve_producer(conn: Conn, ctx: &Ctx, peer: &str) {
                 break;
             }
             waiting.push((producer, next, rx));
-            if waiting.len() >= 64 || !whole_frame(r.buffer(), ctx.max_frame) {
+            if waiting.len() >= MAX_PIPELINED || !whole_frame(r.buffer(), ctx.max_frame) {
                 break;
             }
         }
