@@ -22,6 +22,8 @@ pub mod ffi;
 pub mod global;
 mod lifecycle;
 pub mod logger;
+/// The rlogd collector's library modules (not part of the C ABI).
+/// cbindgen:ignore
 pub mod rlogd;
 pub mod stats;
 pub mod transport;
