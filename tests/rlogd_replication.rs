@@ -219,3 +219,39 @@ fn replication_listener_is_separate_and_live_lag_is_pushed() {
     assert!(wait_until(Duration::from_secs(10), || payloads(&fdata)
         == vec![b"pushed".to_vec()]));
 }
+
+#[test]
+fn a_past_date_is_sealed_by_the_clock_and_finish_reaches_the_follower() {
+    let dir = TempDir::new("seal");
+    let (mdata, fdata) = (dir.join("master"), dir.join("follower"));
+    let m = Proc::serve(
+        &mdata,
+        &["--listen", "rlogd://127.0.0.1:0", "--seal-grace", "0"],
+        dir.join("mlog"),
+    );
+    let addr = m.bound("rlogd");
+    let _f = Proc::start(
+        &[
+            "follow",
+            "--master",
+            &format!("rlogd://{addr}"),
+            "--data",
+            fdata.to_str().unwrap(),
+        ],
+        dir.join("flog"),
+    );
+    let yesterday = Date::today().add_days(-1);
+    send_dated(&addr, 4, 0, yesterday.end_micros() - 1, &[b"late".to_vec()]);
+    // Nothing else arrives: the master's clock alone seals the date, and the follower follows.
+    assert!(wait_until(Duration::from_secs(20), || store::is_sealed(
+        &mdata, yesterday
+    )));
+    assert!(wait_until(Duration::from_secs(20), || store::is_sealed(
+        &fdata, yesterday
+    )));
+    assert_eq!(
+        files(&mdata.join(yesterday.to_string())),
+        files(&fdata.join(yesterday.to_string()))
+    );
+    assert!(m.log_text().contains(&format!("sealed {yesterday}")));
+}

@@ -170,7 +170,15 @@ pub fn run(
                         })
                     };
                     match r {
-                        Ok(s) => pending.push((b.reply, s)),
+                        Ok(s) => {
+                            if s.duplicates > 0 {
+                                log(&format!(
+                                    "producer {:016x}: dropped {} records it resent (already stored)",
+                                    b.producer, s.duplicates
+                                ));
+                            }
+                            pending.push((b.reply, s))
+                        }
                         Err(e) => {
                             failure = Some(e.to_string());
                             pending.push((
