@@ -189,7 +189,7 @@ impl<'a> Sink<'a> {
 
     /// Counts as lost, and removes, the records the transport can never carry.
     fn drop_unsendable(&self, batch: &mut Buffer, out: &mut Outcome) {
-        let Some(max) = transport::max_record(&self.config().endpoint) else {
+        let Some((max, what)) = transport::max_record(&self.config().endpoint) else {
             return;
         };
         if batch.records().all(|r| r.bytes.len() <= max) {
@@ -201,7 +201,7 @@ impl<'a> Sink<'a> {
             if r.bytes.len() > max {
                 out.lost.add(Tally::one(r.bytes.len()));
                 out.error = Some(format!(
-                    "log message of {} bytes is larger than the largest UDP datagram ({max} bytes): not sent",
+                    "log message of {} bytes is larger than {what} ({max} bytes): not sent",
                     r.bytes.len()
                 ));
             } else {

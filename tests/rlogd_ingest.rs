@@ -189,3 +189,30 @@ fn sigterm_is_graceful_and_restart_recovers() {
     assert_eq!(code, 0, "{out}");
     assert_eq!(payloads(&data), vec![b"a".to_vec(), b"b".to_vec()]);
 }
+
+#[test]
+fn a_message_over_the_record_limit_is_lost_and_counted_not_wedged() {
+    let dir = TempDir::new("big");
+    let data = dir.join("data");
+    let d = Proc::serve(&data, &["--listen", "rlogd://127.0.0.1:0"], dir.join("log"));
+    let addr = d.bound("rlogd");
+    let (host, port) = addr.rsplit_once(':').unwrap();
+    let cfg = Config::parse(&format!(
+        "host = {host}\nport = {port}\nsock_type = rlogd\ndrop_limit = 67108864"
+    ))
+    .unwrap();
+    let lg = Logger::start(cfg).unwrap();
+    lg.log(b"before");
+    lg.log(&vec![b'z'; (16 << 20) + 1]);
+    lg.log(b"after");
+    lg.flush();
+    let st = lg.stats();
+    assert_eq!((st.sent, st.lost), (2, 1), "{st:?}");
+    assert_identity(&st);
+    assert!(lg
+        .take_error()
+        .unwrap()
+        .as_str()
+        .contains("larger than the largest rlogd record"));
+    assert_eq!(payloads(&data), vec![b"before".to_vec(), b"after".to_vec()]);
+}

@@ -317,16 +317,23 @@ fn create_with(path: &Path, header: &[u8]) -> io::Result<File> {
 }
 
 impl DateWriter {
-    /// Creates a new date folder with an empty index and `data000000`, synced.
+    /// Creates a new date folder with an empty index and `data000000`, synced. The folder is
+    /// built under a temporary name and renamed into place, so a reader never sees a date
+    /// folder without its files.
     fn create(root: &Path, date: Date) -> io::Result<DateWriter> {
         let dir = root.join(date.to_string());
-        fs::create_dir(&dir)?;
-        let index = create_with(&dir.join("index"), &format::index_header())?;
-        let data = create_with(&dir.join(format::data_name(0)), &format::data_header())?;
-        index.sync_all()?;
-        data.sync_all()?;
-        sync_dir(&dir)?;
+        let tmp = root.join(format!(".{date}.new"));
+        if tmp.exists() {
+            fs::remove_dir_all(&tmp)?; // left by a crash during a previous attempt
+        }
+        fs::create_dir(&tmp)?;
+        create_with(&tmp.join("index"), &format::index_header())?.sync_all()?;
+        create_with(&tmp.join(format::data_name(0)), &format::data_header())?.sync_all()?;
+        sync_dir(&tmp)?;
+        fs::rename(&tmp, &dir)?;
         sync_dir(root)?;
+        let index = open_append(&dir.join("index"))?;
+        let data = open_append(&dir.join(format::data_name(0)))?;
         Ok(DateWriter {
             date,
             dir,

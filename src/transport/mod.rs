@@ -34,10 +34,15 @@ pub trait Transport: Send {
     fn is_alive(&mut self) -> bool;
 }
 
-/// The largest record the endpoint can carry, if it has a limit (UDP: 65507 bytes).
-pub fn max_record(endpoint: &Endpoint) -> Option<usize> {
+/// The largest record the endpoint can carry, if it has a limit, and how to name that limit in
+/// the error (UDP: 65507 bytes, "the largest UDP datagram"; rlogd: 16 MiB per record).
+pub fn max_record(endpoint: &Endpoint) -> Option<(usize, &'static str)> {
     match endpoint {
-        Endpoint::Udp { .. } => Some(udp::MAX_DATAGRAM),
+        Endpoint::Udp { .. } => Some((udp::MAX_DATAGRAM, "the largest UDP datagram")),
+        Endpoint::Rlogd { .. } => Some((
+            crate::rlogd::format::MAX_PAYLOAD,
+            "the largest rlogd record",
+        )),
         _ => None,
     }
 }

@@ -158,11 +158,14 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     f()
 }
 
-/// Every record of the store, date by date.
+/// Every record of the store, date by date. A running daemon may be creating a date folder
+/// right now: one without its index yet is skipped (the caller polls again).
 pub fn records(data: &Path) -> Vec<(Date, Record)> {
     let mut out = Vec::new();
-    for d in store::list_dates(data).unwrap() {
-        let mut r = DateReader::open(data, d).unwrap();
+    for d in store::list_dates(data).unwrap_or_default() {
+        let Ok(mut r) = DateReader::open(data, d) else {
+            continue;
+        };
         for id in 0..r.count_on_disk().unwrap() {
             out.push((d, r.record(id).unwrap()));
         }
