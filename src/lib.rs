@@ -26,6 +26,7 @@ pub mod logger;
 /// cbindgen:ignore
 pub mod rlogd;
 pub mod stats;
+mod sync;
 pub mod transport;
 pub mod worker;
 

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use parking_lot::{Condvar, Mutex};
+use crate::sync::{Condvar, Mutex};
 
 use crate::buffer::Buffer;
 use crate::config::Config;
@@ -203,7 +203,8 @@ impl Logger {
         } else {
             None
         };
-        let mut st = inner.state.lock();
+        let mut guard = inner.state.lock();
+        let st = &mut *guard;
         if st.closing.is_some() {
             return Logged::Closed;
         }
@@ -211,13 +212,13 @@ impl Logger {
         if held > limits.drop_limit {
             st.counters.dropped.add(Tally::one(msg.len()));
             st.error = Some(PendingError::BufferFull);
-            self.want_flush(&mut st);
+            self.want_flush(st);
             return Logged::Dropped;
         }
         st.buf.push(msg, time);
         st.counters.logged.add(Tally::one(msg.len()));
         if held >= limits.flush_limit {
-            self.want_flush(&mut st);
+            self.want_flush(st);
         }
         Logged::Buffered(msg.len())
     }

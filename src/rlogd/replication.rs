@@ -143,7 +143,7 @@ pub fn serve_follower(conn: &mut Conn, pos: Position, ctx: &Ctx) -> Result<(), F
             if s.version == version && !s.stopping {
                 ctx.shared
                     .changed
-                    .wait_for(&mut s, Duration::from_millis(1000));
+                    .wait_until(&mut s, Instant::now() + Duration::from_millis(1000));
             }
         }
         if last_sent.elapsed() >= Duration::from_millis(1000) {

@@ -26,4 +26,7 @@ rc=0; build/example-installed >/dev/null 2>&1 || rc=$?
 test "$rc" -eq 2 || { echo "installed example did not run (exit $rc)"; exit 1; }
 echo "make install + pkg-config: ok"
 
+${CC:-cc} -std=c99 -Wall -Werror -o build/test_dlclose tests/c/test_dlclose.c -ldl
+build/test_dlclose "$PWD/target/release/librlog.so"
+
 exec build/test_abi

@@ -324,6 +324,52 @@ static void test_fork(struct collector *c)
     CHECK(rlog_shutdown(1000) == 0, "shutdown");
 }
 
+/*
+ * nginx's shape: the logger is initialised in a parent whose worker thread is idle (parked on its
+ * condition variable), then children are forked that log and simply exit. Each child must wake its
+ * own worker (not a ghost of the parent's) and deliver at exit; nothing may be sent twice.
+ */
+static void test_fork_children_exit(struct collector *c)
+{
+    char cfg[256], err[256];
+    config_for(cfg, sizeof cfg, c->port, "flush_limit = 100000\ndrop_limit = 200000\ntimeout = 2000");
+    CHECK(rlog_init(cfg, err, sizeof err) == 0, "init: %s", err);
+    size_t held_before = count_substr(c, "parent-held\n");
+    size_t kid_before = count_substr(c, "kid-0-line\n");
+    rlog_log("parent-held\n", 12);
+    usleep(50000); /* let the parent's worker park */
+    size_t base = collector_len(c);
+    pid_t kids[3];
+    for (int k = 0; k < 3; k++) {
+        kids[k] = fork();
+        if (kids[k] == 0) {
+            char line[64];
+            for (int i = 0; i < 40; i++) {
+                int n = snprintf(line, sizeof line, "kid-%d-line\n", k);
+                rlog_log(line, (size_t)n);
+            }
+            if (k == 0)
+                rlog_flush(); /* wakes the child's worker through the inherited condvar */
+            exit(0);           /* the others deliver from the exit handler */
+        }
+    }
+    for (int k = 0; k < 3; k++) {
+        int status = 0;
+        waitpid(kids[k], &status, 0);
+        CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child %d exited normally", k);
+    }
+    collector_wait(c, base + 3 * 40 * 11);
+    CHECK(count_substr(c, "kid-0-line\n") == kid_before + 40 &&
+              count_substr(c, "kid-1-line\n") == kid_before + 40 &&
+              count_substr(c, "kid-2-line\n") == kid_before + 40,
+          "every child's lines exactly once: %zu %zu %zu", count_substr(c, "kid-0-line\n"),
+          count_substr(c, "kid-1-line\n"), count_substr(c, "kid-2-line\n"));
+    CHECK(count_substr(c, "parent-held\n") == held_before, "no child re-sent the parent's buffer");
+    CHECK(rlog_shutdown(1000) == 0, "parent shutdown");
+    collector_wait(c, base + 3 * 40 * 11 + 12);
+    CHECK(count_substr(c, "parent-held\n") == held_before + 1, "the parent sent its own line once");
+}
+
 static void test_flush_at_exit(struct collector *c)
 {
     size_t base = collector_len(c);
@@ -383,6 +429,8 @@ int main(void)
     test_handles(c);
     test_no_sigpipe();
     test_fork(c);
+    for (int round = 0; round < 5; round++)
+        test_fork_children_exit(c);
     test_flush_at_exit(c);
     test_threads(c);
     printf("%d passed, %d failed\n", passed, failed);

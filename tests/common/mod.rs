@@ -74,39 +74,12 @@ impl Collector {
     fn tcp_on(l: TcpListener) -> Collector {
         let addr = l.local_addr().unwrap();
         l.set_nonblocking(true).unwrap();
-        let got: Shared = Arc::default();
-        let stop = Arc::new(AtomicBool::new(false));
-        let (g, st) = (got.clone(), stop.clone());
-        let thread = thread::spawn(move || {
-            let mut readers = Vec::new();
-            while !st.load(Ordering::SeqCst) {
-                match l.accept() {
-                    Ok((s, _)) => {
-                        s.set_nonblocking(false).unwrap();
-                        s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
-                        let idx = {
-                            let mut r = g.lock().unwrap();
-                            r.conns.push(Vec::new());
-                            r.conns.len() - 1
-                        };
-                        let (g2, st2) = (g.clone(), st.clone());
-                        readers.push(thread::spawn(move || read_conn(s, g2, idx, st2)));
-                    }
-                    Err(_) => thread::sleep(Duration::from_millis(2)),
-                }
-            }
-            drop(l);
-            for r in readers {
-                let _ = r.join();
-            }
-        });
-        Collector {
-            addr: Some(addr),
-            path: None,
-            got,
-            stop,
-            thread: Some(thread),
-        }
+        Self::serve(Some(addr), None, move || {
+            let (s, _) = l.accept()?;
+            s.set_nonblocking(false)?;
+            s.set_read_timeout(Some(Duration::from_millis(50)))?;
+            Ok(Box::new(s) as Box<dyn Read + Send>)
+        })
     }
 
     /// A unix stream collector at a fresh path.
@@ -115,16 +88,28 @@ impl Collector {
         let _ = std::fs::remove_file(&path);
         let l = UnixListener::bind(&path).unwrap();
         l.set_nonblocking(true).unwrap();
+        Self::serve(None, Some(path), move || {
+            let (s, _) = l.accept()?;
+            s.set_nonblocking(false)?;
+            s.set_read_timeout(Some(Duration::from_millis(50)))?;
+            Ok(Box::new(s) as Box<dyn Read + Send>)
+        })
+    }
+
+    /// Runs `accept` (non-blocking) until stopped, reading each connection on its own thread.
+    fn serve(
+        addr: Option<SocketAddr>,
+        path: Option<PathBuf>,
+        mut accept: impl FnMut() -> std::io::Result<Box<dyn Read + Send>> + Send + 'static,
+    ) -> Collector {
         let got: Shared = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
         let (g, st) = (got.clone(), stop.clone());
         let thread = thread::spawn(move || {
             let mut readers = Vec::new();
             while !st.load(Ordering::SeqCst) {
-                match l.accept() {
-                    Ok((s, _)) => {
-                        s.set_nonblocking(false).unwrap();
-                        s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+                match accept() {
+                    Ok(s) => {
                         let idx = {
                             let mut r = g.lock().unwrap();
                             r.conns.push(Vec::new());
@@ -136,13 +121,14 @@ impl Collector {
                     Err(_) => thread::sleep(Duration::from_millis(2)),
                 }
             }
+            drop(accept);
             for r in readers {
                 let _ = r.join();
             }
         });
         Collector {
-            addr: None,
-            path: Some(path),
+            addr,
+            path,
             got,
             stop,
             thread: Some(thread),
