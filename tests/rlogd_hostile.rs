@@ -298,3 +298,100 @@ fn token_and_tls_for_ingest_and_replication() {
         fs::read_to_string(dir.join("flog")).unwrap()
     );
 }
+
+#[test]
+fn follower_validates_everything_the_master_sends() {
+    use rlog::rlogd::format::{self, Entry, Meta};
+    let dir = TempDir::new("badmaster");
+    let fdata = dir.join("follower");
+    // A fake master on 127.0.0.1: each connection gets one hostile frame after the handshake.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let date = 20260101u32;
+    let mut record = Vec::new();
+    format::encode_record(
+        &mut record,
+        &Meta {
+            time_us: 1,
+            rtype: 0,
+            producer: 0,
+            seq: 0,
+        },
+        b"hello",
+    );
+    let entry = Entry {
+        file: 0,
+        offset: 16,
+        len: 5,
+        rtype: 0,
+        producer: 0,
+        seq: 0,
+    }
+    .encode();
+    let records_frame = |date: u32, count: u32, corrupt: bool| {
+        let mut b = date.to_le_bytes().to_vec();
+        b.extend_from_slice(&0u64.to_le_bytes());
+        b.extend_from_slice(&count.to_le_bytes());
+        b.extend_from_slice(&entry);
+        let mut r = record.clone();
+        if corrupt {
+            r[format::RECORD_HEADER] ^= 1;
+        }
+        b.extend_from_slice(&r);
+        (frame::RECORDS, b)
+    };
+    let mut finish = date.to_le_bytes().to_vec();
+    finish.extend_from_slice(&7u64.to_le_bytes());
+    let attacks: Vec<(u8, Vec<u8>)> = vec![
+        records_frame(0x2e2e_2f2e, 1, false),  // "../." as a date
+        records_frame(date, 1, true),          // CRC mismatch
+        records_frame(date, 1_000_000, false), // count larger than the frame
+        (frame::FINISH, finish),               // finish of a date it does not have
+        (0, Vec::new()),                       // an oversized frame header
+    ];
+    let n = attacks.len();
+    let server = std::thread::spawn(move || {
+        for (kind, body) in attacks {
+            let (mut s, _) = l.accept().unwrap();
+            let mut buf = Vec::new();
+            assert_eq!(
+                frame::read_frame(&mut s, 1 << 20, &mut buf).unwrap(),
+                frame::HELLO
+            );
+            frame::write_frame(&mut s, frame::WELCOME, &frame::encode_welcome(1 << 20)).unwrap();
+            if kind == 0 {
+                s.write_all(&u32::MAX.to_le_bytes()).unwrap();
+            } else {
+                frame::write_frame(&mut s, kind, &body).unwrap();
+            }
+            let _ = read_all(&mut s);
+        }
+    });
+    let f = Proc::start(
+        &[
+            "follow",
+            "--master",
+            &format!("rlogd://{addr}"),
+            "--data",
+            fdata.to_str().unwrap(),
+        ],
+        dir.join("flog"),
+    );
+    server.join().unwrap();
+    let log = f.log_text();
+    for what in [
+        "invalid date",
+        "bad record",
+        "more than it can hold",
+        "master finished",
+        "exceeds the limit",
+    ] {
+        assert!(
+            wait_until(Duration::from_secs(10), || f.log_text().contains(what)),
+            "{what}:\n{log}"
+        );
+    }
+    assert!(f.log_text().matches("replication from").count() >= n);
+    // Nothing the fake master sent was written.
+    assert!(rlog::rlogd::store::list_dates(&fdata).unwrap().is_empty());
+}

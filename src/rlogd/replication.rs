@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::commit::{apply_retention, log};
-use super::format::{Date, Entry, ENTRY, RECORD_HEADER};
+use super::format::{self, Date, Entry, ENTRY, RECORD_HEADER};
 use super::frame::{self, Cursor, FrameError, Hello, Position, Role};
 use super::net::{self, Conn};
 use super::reader::DateReader;
@@ -236,17 +236,16 @@ pub fn follow(settings: &FollowSettings, stop: &AtomicBool) -> io::Result<()> {
             Ok(()) => return Ok(()),
             Err(e) => {
                 log(&format!("replication from {}: {e}", settings.master));
-                // A store write that failed leaves the files in an unknown state: reopen
-                // (recover) before going on.
-                if e.starts_with("store:") {
-                    drop(store);
-                    store = super::commit::open_store(
-                        &settings.data,
-                        store::Options {
-                            file_size: settings.file_size,
-                        },
-                    )?;
-                }
+                // Records appended but not committed (a frame that failed half way, a write
+                // that failed) must not survive: reopen the store, which recovers it to what
+                // was committed.
+                drop(store);
+                store = super::commit::open_store(
+                    &settings.data,
+                    store::Options {
+                        file_size: settings.file_size,
+                    },
+                )?;
             }
         }
         if progressed {
@@ -343,7 +342,9 @@ fn session(
     }
 }
 
-/// Checks and writes one RECORDS frame, then commits it.
+/// Checks and writes one RECORDS frame, then commits it. Everything the master sent is
+/// checked (date, first id, count, each entry and record with its CRC) before anything is
+/// written; the placement of each record is checked as it is appended.
 fn apply_records(store: &mut Store, body: &[u8]) -> Result<(), String> {
     let mut c = Cursor::new(body);
     let date = Date::from_u32(c.u32()?).map_err(|e| format!("master sent {e}"))?;
@@ -354,6 +355,20 @@ fn apply_records(store: &mut Store, body: &[u8]) -> Result<(), String> {
             "RECORDS frame announces {count} records, more than it can hold"
         ));
     }
+    let mut records = Vec::with_capacity(count);
+    for i in 0..count {
+        let e = Entry::decode(c.bytes(ENTRY)?)?;
+        let rec = c.bytes(RECORD_HEADER + e.len as usize)?;
+        let h = format::decode_record_header(rec)?;
+        if !e.matches(&h) || h.crc != format::record_crc(rec) {
+            return Err(format!(
+                "master sent a bad record ({date} record {}): CRC or header mismatch",
+                first + i as u64
+            ));
+        }
+        records.push((e, rec));
+    }
+    c.done()?;
     match store.open_date() {
         Some((d, n)) if d == date => {
             if first != n {
@@ -364,19 +379,19 @@ fn apply_records(store: &mut Store, body: &[u8]) -> Result<(), String> {
         }
         _ => {
             if first != 0 || store.newest().is_some_and(|n| date <= n) {
-                return Err(format!("master sent {date} from record {first}, which does not follow this store ({:?})", position(store)));
+                return Err(format!(
+                    "master sent {date} from record {first}, which does not follow this store ({:?})",
+                    position(store)
+                ));
             }
             store.begin(date).map_err(|e| format!("store: {e}"))?;
         }
     }
-    for _ in 0..count {
-        let e = Entry::decode(c.bytes(ENTRY)?)?;
-        let rec = c.bytes(RECORD_HEADER + e.len as usize)?;
+    for (e, rec) in records {
         store
             .append_replica(&e, rec)
             .map_err(|m| format!("master sent a bad record: {m}"))?;
     }
-    c.done()?;
     store.commit().map_err(|e| format!("store: {e}"))
 }
 
