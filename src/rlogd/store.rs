@@ -574,6 +574,8 @@ impl Store {
             newest: dates.last().copied(),
             producers: Producers::default(),
         };
+        // The recovery scan of the open date already read its index: keep its producers.
+        let mut open_producers = None;
         for (i, &d) in dates.iter().enumerate() {
             let newest = i + 1 == dates.len();
             if is_sealed(root, d) {
@@ -585,6 +587,7 @@ impl Store {
             }
             if newest {
                 store.open = Some(w);
+                open_producers = Some(scan.producers);
             } else {
                 report.repairs.push(format!(
                     "sealed {d}, an unsealed date older than {}",
@@ -599,8 +602,14 @@ impl Store {
             if i + 1 == tail.len() && tail.len() == 2 {
                 store.producers.roll();
             }
-            let scan = scan_date(&root.join(d.to_string()), u32::MAX)?;
-            for (p, s) in scan.producers {
+            let producers = match open_producers.take() {
+                Some(p) if i + 1 == tail.len() => p,
+                other => {
+                    open_producers = other;
+                    scan_date(&root.join(d.to_string()), u32::MAX)?.producers
+                }
+            };
+            for (p, s) in producers {
                 store.producers.record(p, s);
             }
         }
