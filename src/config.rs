@@ -111,6 +111,8 @@ pub struct RlogdSettings {
     pub token: Vec<u8>,
     /// The record type stored with every message (go-remote-log's DataType).
     pub record_type: u16,
+    /// `compression = zlib`: batches travel zlib-compressed (rlogd stores them uncompressed).
+    pub compress: bool,
 }
 
 /// One `key = value` line of the config text.
@@ -271,6 +273,14 @@ impl Config {
                 "type" => {
                     rlogd.record_type = u16::try_from(whole(e)?)
                         .map_err(|_| invalid(e, "a whole number from 0 to 65535"))?;
+                    rlogd_key.get_or_insert((key.to_string(), e.line));
+                }
+                "compression" => {
+                    rlogd.compress = match v {
+                        "zlib" => true,
+                        "none" => false,
+                        _ => return Err(invalid(e, "\"zlib\" or \"none\"")),
+                    };
                     rlogd_key.get_or_insert((key.to_string(), e.line));
                 }
                 "flush_limit" => limits.flush_limit = whole(e)? as usize,
@@ -565,6 +575,15 @@ mod tests {
         );
         assert_eq!(c.rlogd.token, b"s3cret");
         assert_eq!(c.rlogd.record_type, 7);
+        assert!(!c.rlogd.compress);
+        assert!(
+            Config::parse("host=h\nport=1\nsock_type=rlogd\ncompression=zlib")
+                .unwrap()
+                .rlogd
+                .compress
+        );
+        assert!(err("host=h\nport=1\nsock_type=rlogd\ncompression=lz4")
+            .starts_with("invalid \"compression\" at line 4"));
         assert!(c.needs_time);
         assert_eq!(
             err("host=h\nport=1\ntype=3"),

@@ -216,3 +216,29 @@ fn a_message_over_the_record_limit_is_lost_and_counted_not_wedged() {
         .contains("larger than the largest rlogd record"));
     assert_eq!(payloads(&data), vec![b"before".to_vec(), b"after".to_vec()]);
 }
+
+#[test]
+fn compressed_batches_are_stored_uncompressed() {
+    let dir = TempDir::new("zlib");
+    let data = dir.join("data");
+    let d = Proc::serve(&data, &["--listen", "rlogd://127.0.0.1:0"], dir.join("log"));
+    let addr = d.bound("rlogd");
+    let (host, port) = addr.rsplit_once(':').unwrap();
+    let cfg = Config::parse(&format!(
+        "host = {host}\nport = {port}\nsock_type = rlogd\ncompression = zlib\nflush_limit = 500000\ndrop_limit = 4000000"
+    ))
+    .unwrap();
+    let lg = Logger::start(cfg).unwrap();
+    let msgs: Vec<Vec<u8>> = (0..20_000)
+        .map(|i| format!("GET /index.html 200 {i} {}", "a".repeat(100)).into_bytes())
+        .collect();
+    for m in &msgs {
+        lg.log(m);
+    }
+    lg.flush();
+    assert!(wait_until(Duration::from_secs(20), || {
+        lg.flush();
+        lg.stats().sent == msgs.len() as u64
+    }));
+    assert_eq!(payloads(&data), msgs);
+}

@@ -59,6 +59,7 @@ pub struct Rlogd {
     probe: Socket,
     producer: u64,
     record_type: u16,
+    compress: bool,
     /// Largest frame the server accepts.
     max_frame: usize,
     out: Vec<u8>,
@@ -117,6 +118,7 @@ impl Rlogd {
             probe,
             producer,
             record_type: config.rlogd.record_type,
+            compress: config.rlogd.compress,
             max_frame: frame::DEFAULT_MAX_FRAME,
             out: Vec::new(),
             body: Vec::new(),
@@ -185,17 +187,33 @@ impl Rlogd {
             );
             end += 1;
         }
-        let raw_len = (self.out.len() - head - frame::BATCH_HEAD) as u32;
+        let records_at = head + frame::BATCH_HEAD;
+        let raw_len = (self.out.len() - records_at) as u32;
+        let mut codec = frame::CODEC_NONE;
+        if self.compress {
+            let mut z = flate2::write::ZlibEncoder::new(
+                Vec::with_capacity(raw_len as usize / 2),
+                flate2::Compression::fast(),
+            );
+            z.write_all(&self.out[records_at..])?;
+            let z = z.finish()?;
+            // Only when it helps (and the frame stays within the limit, which it then does).
+            if z.len() < raw_len as usize {
+                self.out.truncate(records_at);
+                self.out.extend_from_slice(&z);
+                codec = frame::CODEC_ZLIB;
+            }
+        }
         let mut h = Vec::with_capacity(frame::BATCH_HEAD);
         frame::batch_head(
             &mut h,
             self.producer,
             batch.first_seq + from as u64,
             (end - from) as u32,
-            frame::CODEC_NONE,
+            codec,
             raw_len,
         );
-        self.out[head..head + frame::BATCH_HEAD].copy_from_slice(&h);
+        self.out[head..records_at].copy_from_slice(&h);
         frame::end_frame(&mut self.out, at);
         Ok(end)
     }
