@@ -15,7 +15,19 @@ use rlogd_util::*;
 
 #[test]
 fn kill9_during_sustained_load_stores_every_message_exactly_once() {
-    let dir = TempDir::new("kill9");
+    stop_twice_under_load("kill9", |d| d.kill9());
+}
+
+#[test]
+fn sigterm_during_sustained_load_acks_what_it_stored_and_exits_cleanly() {
+    stop_twice_under_load("term", |d| assert_eq!(d.term(), Some(0)));
+}
+
+/// Runs a sustained load from librlog over `rlogd://`, stops rlogd twice with `stop` while it
+/// runs (restarting it on the same address), and checks that every message is stored exactly
+/// once and the store verifies.
+fn stop_twice_under_load(name: &str, stop: fn(&mut Proc)) {
+    let dir = TempDir::new(name);
     let data = dir.join("data");
     let mut d = Proc::serve(&data, &["--listen", "rlogd://127.0.0.1:0"], dir.join("log"));
     let addr = d.bound("rlogd");
@@ -56,7 +68,7 @@ fn kill9_during_sustained_load_stores_every_message_exactly_once() {
             "the load ended before kill {round}"
         );
         acked_before.push(lg.stats().sent);
-        d.kill9();
+        stop(&mut d);
         std::thread::sleep(Duration::from_millis(100));
         d = Proc::serve(
             &data,
