@@ -303,6 +303,7 @@ fn serve_producer(conn: Conn, ctx: &Ctx, peer: &str) {
     let max_records = ctx.max_frame / frame::BATCH_RECORD_HEAD;
     loop {
         let mut waiting = Vec::new();
+        let mut closing = false;
         loop {
             let kind = match frame::read_frame(&mut r, ctx.max_frame, &mut body) {
                 Ok(k) => k,
@@ -382,7 +383,9 @@ fn serve_producer(conn: Conn, ctx: &Ctx, peer: &str) {
                 reply: Some(tx),
             }));
             if sent.is_err() {
+                // The committer has stopped (shutdown): this batch is not stored.
                 ctx.inflight.fetch_sub(1, Ordering::AcqRel);
+                closing = true;
                 break;
             }
             waiting.push((producer, next, rx));
@@ -407,6 +410,9 @@ fn serve_producer(conn: Conn, ctx: &Ctx, peer: &str) {
         }
         let w = r.get_mut().write_all(&out);
         ctx.inflight.fetch_sub(batches, Ordering::AcqRel);
+        if closing && failed.is_none() {
+            failed = Some("rlogd is shutting down".to_string());
+        }
         if let Some(e) = failed {
             let _ = frame::write_frame(r.get_mut(), frame::ERROR, e.as_bytes());
             return;
