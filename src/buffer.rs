@@ -14,6 +14,10 @@ pub struct Buffer {
     ends: Vec<usize>,
     /// Microseconds since the epoch, one per message, when time is captured.
     times: Vec<i64>,
+    /// Sequence number of the first message: the worker numbers the messages it takes
+    /// consecutively, so a batch that is resent carries the same numbers and a collector that
+    /// deduplicates (rlogd) stores each message once. `consume`/`clear` advance it.
+    pub first_seq: u64,
 }
 
 /// One buffered message.
@@ -31,6 +35,7 @@ impl Buffer {
             data: Vec::with_capacity(bytes),
             ends: Vec::with_capacity(bytes / 16 + 16),
             times: Vec::new(),
+            first_seq: 0,
         }
     }
 
@@ -61,6 +66,7 @@ impl Buffer {
             self.clear();
             return;
         }
+        self.first_seq += n as u64;
         let cut = self.ends[n - 1];
         self.data.drain(..cut);
         self.ends.drain(..n);
@@ -72,7 +78,9 @@ impl Buffer {
         }
     }
 
+    /// Forgets every message (the sequence moves past them).
     pub fn clear(&mut self) {
+        self.first_seq += self.ends.len() as u64;
         self.data.clear();
         self.ends.clear();
         self.times.clear();
@@ -152,7 +160,9 @@ mod tests {
         assert_eq!(b.whole_records_within(5), 2);
         assert_eq!(b.whole_records_within(7), 3);
         assert_eq!(b.tally_of_first(2), Tally { msgs: 2, bytes: 3 });
+        b.first_seq = 10;
         b.consume(1);
+        assert_eq!(b.first_seq, 11);
         assert_eq!(b.data(), b"defg");
         assert_eq!(b.ends(), &[0, 4]);
         let mut c = Buffer::default();

@@ -20,6 +20,9 @@ pub enum Endpoint {
     Udp { host: String, port: u16 },
     /// A unix stream socket (`path`).
     Unix { path: String },
+    /// rlogd's acknowledged protocol (`sock_type = rlogd` with `host`/`port`; later also
+    /// `logger = rlogd://HOST:PORT`): a batch counts as sent once rlogd has stored it durably.
+    Rlogd { host: String, port: u16 },
 }
 
 impl fmt::Display for Endpoint {
@@ -28,6 +31,7 @@ impl fmt::Display for Endpoint {
             Endpoint::Tcp { host, port } => write!(f, "tcp://{host}:{port}"),
             Endpoint::Udp { host, port } => write!(f, "udp://{host}:{port}"),
             Endpoint::Unix { path } => write!(f, "unix://{path}"),
+            Endpoint::Rlogd { host, port } => write!(f, "rlogd://{host}:{port}"),
         }
     }
 }
@@ -93,7 +97,8 @@ pub struct Config {
     pub limits: Limits,
     /// TLS settings, built (roots loaded, verifier chosen) when the config was parsed.
     pub tls: Option<Arc<TlsSettings>>,
-    /// Whether `log` records the call's time with each message (some encoder needs it).
+    /// Whether `log` records the call's time with each message (some encoder needs it, and
+    /// rlogd stores it with each record).
     pub needs_time: bool,
     /// Whether seconds are enough (no `${micros}`/`${millis}`/msgpack `micros`): `log` then reads
     /// the kernel's coarse clock (a few ns, up to one tick behind) instead of the precise one.
@@ -102,6 +107,19 @@ pub struct Config {
     /// `framing`, `NAME.key`): when set, the worker delivers per sink (`sink.rs`) and
     /// `endpoint` is only the first logger's address.
     pub sinks: Option<Arc<crate::sink::SinkSet>>,
+    /// The `rlogd://` endpoint's settings (token and record type).
+    pub rlogd: RlogdSettings,
+}
+
+/// Settings only the `rlogd` endpoint uses.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RlogdSettings {
+    /// Sent in the handshake; rlogd started with `--token-file` refuses a wrong one.
+    pub token: Vec<u8>,
+    /// The record type stored with every message (go-remote-log's DataType).
+    pub record_type: u16,
+    /// `compression = zlib`: batches travel zlib-compressed (rlogd stores them uncompressed).
+    pub compress: bool,
 }
 
 /// One `key = value` line of the config text.
@@ -198,6 +216,10 @@ impl Config {
         let mut sni_host: Option<String> = None;
         let mut ssl_ca: Option<(String, usize)> = None;
         let mut uwsgi = crate::sink::UwsgiKeys::default();
+        let mut rlogd_proto = false;
+        let mut rlogd = RlogdSettings::default();
+        // The first rlogd-only key seen, to report it when the endpoint is not rlogd.
+        let mut rlogd_key: Option<(String, usize)> = None;
 
         for e in &entries {
             let key = e.key.as_str();
@@ -215,11 +237,56 @@ impl Config {
                 "port" => port = Some(parse_port(e)?),
                 "path" => path = Some(nonempty(e, "\"path\" must be a string")?),
                 "sock_type" => {
-                    udp = match v {
-                        "tcp" => false,
-                        "udp" => true,
-                        _ => return Err(at("\"sock_type\" must be \"tcp\" or \"udp\"")),
+                    (udp, rlogd_proto) = match v {
+                        "tcp" => (false, false),
+                        "udp" => (true, false),
+                        "rlogd" => (false, true),
+                        _ => {
+                            return Err(at(
+                                "\"sock_type\" must be \"tcp\" or \"udp\" (or \"rlogd\")",
+                            ))
+                        }
                     }
+                }
+                "token" | "token_file" => {
+                    if seen
+                        .iter()
+                        .filter(|k| **k == "token" || **k == "token_file")
+                        .count()
+                        > 1
+                    {
+                        return Err(at("\"token\" and \"token_file\" exclude each other"));
+                    }
+                    let token = if key == "token" {
+                        nonempty(e, "\"token\" must be a string")?.into_bytes()
+                    } else {
+                        let file = nonempty(e, "\"token_file\" must be a file name")?;
+                        let mut t = std::fs::read(&file).map_err(|err| {
+                            at(&format!("cannot read \"token_file\" {file}: {err}"))
+                        })?;
+                        while t.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                            t.pop();
+                        }
+                        if t.is_empty() {
+                            return Err(at(&format!("\"token_file\" {file} is empty")));
+                        }
+                        t
+                    };
+                    rlogd.token = token;
+                    rlogd_key.get_or_insert((key.to_string(), e.line));
+                }
+                "type" => {
+                    rlogd.record_type = u16::try_from(whole(e)?)
+                        .map_err(|_| invalid(e, "a whole number from 0 to 65535"))?;
+                    rlogd_key.get_or_insert((key.to_string(), e.line));
+                }
+                "compression" => {
+                    rlogd.compress = match v {
+                        "zlib" => true,
+                        "none" => false,
+                        _ => return Err(invalid(e, "\"zlib\" or \"none\"")),
+                    };
+                    rlogd_key.get_or_insert((key.to_string(), e.line));
                 }
                 "flush_limit" => limits.flush_limit = whole(e)? as usize,
                 "drop_limit" => limits.drop_limit = whole(e)? as usize,
@@ -252,6 +319,9 @@ impl Config {
 
         let has_base = (host.is_some() && port.is_some()) || path.is_some();
         if uwsgi.is_used() && (has_base || uwsgi.has_loggers()) {
+            if rlogd_proto {
+                return Err("\"sock_type\" \"rlogd\" cannot be combined with \"logger\", \"log-encoder\" or \"log-route\" lines in this version: use a separate logger for rlogd".to_string());
+            }
             let base = if has_base {
                 let ep = match (host, port, path) {
                     (Some(host), Some(port), _) if udp => Endpoint::Udp { host, port },
@@ -284,10 +354,15 @@ impl Config {
                 limits,
                 tls: None,
                 sinks: Some(Arc::new(set)),
+                rlogd: RlogdSettings::default(),
             });
         }
 
         let endpoint = match (host, port, path) {
+            (Some(host), Some(port), _) if rlogd_proto => Endpoint::Rlogd { host, port },
+            (_, _, Some(_)) if rlogd_proto => {
+                return Err("\"sock_type\" \"rlogd\" needs \"host\"/\"port\"".to_string())
+            }
             (Some(host), Some(port), _) if udp => Endpoint::Udp { host, port },
             (Some(host), Some(port), _) => Endpoint::Tcp { host, port },
             (_, _, Some(_)) if udp => return Err(
@@ -303,6 +378,14 @@ impl Config {
             }
         };
 
+        if let Some((k, line)) = rlogd_key {
+            if !rlogd_proto {
+                return Err(format!(
+                    "\"{k}\" at line {line} needs \"sock_type = rlogd\""
+                ));
+            }
+        }
+
         if limits.flush_limit >= limits.drop_limit {
             return Err("\"flush_limit\" should be < \"drop_limit\"".to_string());
         }
@@ -311,6 +394,7 @@ impl Config {
             let server_name = match (&sni_host, &endpoint) {
                 (Some(sni), _) => sni.clone(),
                 (None, Endpoint::Tcp { host, .. }) => host.clone(),
+                (None, Endpoint::Rlogd { host, .. }) => host.clone(),
                 (None, Endpoint::Udp { .. }) => String::new(),
                 (None, Endpoint::Unix { .. }) => String::new(),
             };
@@ -341,9 +425,10 @@ impl Config {
             endpoint,
             limits,
             tls,
-            needs_time: false,
+            needs_time: rlogd_proto,
             coarse_time: false,
             sinks: None,
+            rlogd,
         })
     }
 }
@@ -517,6 +602,46 @@ mod tests {
         assert!(err("host=h\nport=1\nsock_type=udp\nssl=true").contains("not supported"));
         assert!(err("host=h\nport=1\nssl_ca=/x").contains("needs \"ssl = true\""));
         assert!(err("host=h\nport=1\nssl=true\nssl_ca=/nonexistent/ca.pem").contains("ssl_ca"));
+    }
+
+    #[test]
+    fn rlogd_endpoint_and_keys() {
+        let c =
+            Config::parse("host=127.0.0.1\nport=5\nsock_type=rlogd\ntoken=s3cret\ntype=7").unwrap();
+        assert_eq!(
+            c.endpoint,
+            Endpoint::Rlogd {
+                host: "127.0.0.1".into(),
+                port: 5
+            }
+        );
+        assert_eq!(c.rlogd.token, b"s3cret");
+        assert_eq!(c.rlogd.record_type, 7);
+        assert!(!c.rlogd.compress);
+        assert!(
+            Config::parse("host=h\nport=1\nsock_type=rlogd\ncompression=zlib")
+                .unwrap()
+                .rlogd
+                .compress
+        );
+        assert!(err("host=h\nport=1\nsock_type=rlogd\ncompression=lz4")
+            .starts_with("invalid \"compression\" at line 4"));
+        assert!(c.needs_time);
+        assert_eq!(
+            err("host=h\nport=1\ntype=3"),
+            "\"type\" at line 3 needs \"sock_type = rlogd\""
+        );
+        assert!(err("host=h\nport=1\nsock_type=rlogd\ntype=70000")
+            .starts_with("invalid \"type\" at line 4"));
+        assert!(err("path=/x\nsock_type=rlogd").contains("needs \"host\"/\"port\""));
+        assert!(
+            err("host=h\nport=1\nsock_type=rlogd\ntoken=a\ntoken_file=/x")
+                .contains("exclude each other")
+        );
+        assert!(
+            err("host=h\nport=1\nsock_type=rlogd\ntoken_file=/nonexistent")
+                .contains("cannot read \"token_file\"")
+        );
     }
 
     #[test]

@@ -26,6 +26,9 @@ pub mod global;
 mod ledger;
 mod lifecycle;
 pub mod logger;
+/// The rlogd collector's library modules (not part of the C ABI).
+/// cbindgen:ignore
+pub mod rlogd;
 pub mod route;
 pub mod sink;
 pub mod stats;

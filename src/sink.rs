@@ -194,6 +194,9 @@ impl UwsgiKeys {
                     };
                     (Target::UnixStream { path }, tls)
                 }
+                Endpoint::Rlogd { .. } => {
+                    unreachable!("config.rs refuses sock_type = rlogd with uWSGI-style keys")
+                }
             };
             sinks.push(SinkSpec {
                 name: None,

@@ -58,6 +58,29 @@ struct Outcome {
 struct Sink<'a> {
     inner: &'a Inner,
     conn: Option<Box<dyn Transport>>,
+    /// This worker's random producer id: with each message's sequence number it lets a
+    /// deduplicating collector (rlogd) drop what a resend repeats. A new worker (a new logger,
+    /// or a child after fork) gets a new id.
+    producer: u64,
+}
+
+/// A random, nonzero producer id.
+fn random_producer() -> u64 {
+    let mut b = [0u8; 8];
+    // SAFETY: getrandom writes at most `b.len()` bytes into the buffer we own.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    let mut id = u64::from_le_bytes(b);
+    if n != 8 {
+        // No getrandom: mix the time, the pid and an address.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        id ^= t.rotate_left(17)
+            ^ (std::process::id() as u64).rotate_left(48)
+            ^ (&b as *const _ as u64);
+    }
+    id.max(1)
 }
 
 impl<'a> Sink<'a> {
@@ -99,7 +122,7 @@ impl<'a> Sink<'a> {
         let limits = &self.config().limits;
         let mut tries = 0;
         loop {
-            match transport::connect(self.config()) {
+            match transport::connect(self.config(), self.producer) {
                 Ok(c) => {
                     out.connects += 1;
                     self.conn = Some(c);
@@ -170,18 +193,19 @@ impl<'a> Sink<'a> {
 
     /// Counts as lost, and removes, the records the transport can never carry.
     fn drop_unsendable(&self, batch: &mut Buffer, out: &mut Outcome) {
-        let Some(max) = transport::max_record(&self.config().endpoint) else {
+        let Some((max, what)) = transport::max_record(&self.config().endpoint) else {
             return;
         };
         if batch.records().all(|r| r.bytes.len() <= max) {
             return;
         }
         let mut kept = Buffer::with_capacity(batch.bytes());
+        kept.first_seq = batch.first_seq;
         for r in batch.records() {
             if r.bytes.len() > max {
                 out.lost.add(Tally::one(r.bytes.len()));
                 out.error = Some(format!(
-                    "log message of {} bytes is larger than the largest UDP datagram ({max} bytes): not sent",
+                    "log message of {} bytes is larger than {what} ({max} bytes): not sent",
                     r.bytes.len()
                 ));
             } else {
@@ -200,7 +224,10 @@ fn run(inner: Arc<Inner>) {
     let mut sink = Sink {
         inner: &inner,
         conn: None,
+        producer: random_producer(),
     };
+    // Sequence number of the next message the worker takes from the logger's buffer.
+    let mut next_seq: u64 = 0;
     let mut batch = Buffer::with_capacity(capacity);
     let mut reuse = 0u64;
     let mut last_flush = Instant::now();
@@ -247,10 +274,12 @@ fn run(inner: Arc<Inner>) {
         st.flush_wanted = false;
         if batch.is_empty() {
             std::mem::swap(&mut st.buf, &mut batch);
+            batch.first_seq = next_seq;
         } else {
             batch.append(&st.buf);
             st.buf.clear();
         }
+        next_seq = batch.first_seq + batch.len() as u64;
         st.inflight = batch.tally();
         drop(st);
 

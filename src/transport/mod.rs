@@ -5,6 +5,7 @@
 //! [`Buffer`] in order and, when it fails part way, says how many leading records got through so
 //! the worker can resend only the rest.
 
+pub mod rlogd;
 pub mod socket;
 pub mod stream;
 pub mod tls;
@@ -34,20 +35,27 @@ pub trait Transport: Send {
     fn is_alive(&mut self) -> bool;
 }
 
-/// The largest record the endpoint can carry, if it has a limit (UDP: 65507 bytes).
-pub fn max_record(endpoint: &Endpoint) -> Option<usize> {
+/// The largest record the endpoint can carry, if it has a limit, and how to name that limit in
+/// the error (UDP: 65507 bytes, "the largest UDP datagram"; rlogd: 16 MiB per record).
+pub fn max_record(endpoint: &Endpoint) -> Option<(usize, &'static str)> {
     match endpoint {
-        Endpoint::Udp { .. } => Some(udp::MAX_DATAGRAM),
+        Endpoint::Udp { .. } => Some((udp::MAX_DATAGRAM, "the largest UDP datagram")),
+        Endpoint::Rlogd { .. } => Some((
+            crate::rlogd::format::MAX_PAYLOAD,
+            "the largest rlogd record",
+        )),
         _ => None,
     }
 }
 
 /// Opens a connection to the configured endpoint (TLS handshake included), bounded by
-/// `timeout`.
-pub fn connect(config: &Config) -> io::Result<Box<dyn Transport>> {
+/// `timeout`. `producer` identifies the sending worker to collectors that deduplicate resent
+/// messages (rlogd).
+pub fn connect(config: &Config, producer: u64) -> io::Result<Box<dyn Transport>> {
     let timeout = config.limits.timeout;
     let sock = match &config.endpoint {
         Endpoint::Udp { host, port } => return Ok(Box::new(udp::Udp::connect(host, *port)?)),
+        Endpoint::Rlogd { .. } => return Ok(Box::new(rlogd::Rlogd::connect(config, producer)?)),
         Endpoint::Tcp { host, port } => socket::connect_tcp(host, *port, timeout)?,
         Endpoint::Unix { path } => socket::connect_unix(path, timeout)?,
     };

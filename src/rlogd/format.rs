@@ -1,0 +1,357 @@
+//! The on-disk format of an rlogd store: file headers, records, index entries, dates.
+//!
+//! Everything is little-endian with fixed sizes (see docs/STORAGE.md). This module only encodes
+//! and decodes; it never touches files.
+
+use std::fmt;
+
+/// First bytes of every data file.
+pub const DATA_MAGIC: &[u8; 8] = b"RLOGDATA";
+/// First bytes of every index file.
+pub const INDEX_MAGIC: &[u8; 8] = b"RLOGINDX";
+/// Format version written in both headers.
+pub const VERSION: u32 = 1;
+/// Size of the data and index file headers.
+pub const FILE_HEADER: usize = 16;
+/// Size of a record header in a data file.
+pub const RECORD_HEADER: usize = 40;
+/// Size of one index entry.
+pub const ENTRY: usize = 32;
+/// The largest payload one record may carry (16 MiB).
+pub const MAX_PAYLOAD: usize = 16 << 20;
+
+/// The 16-byte header of a data file.
+pub fn data_header() -> [u8; FILE_HEADER] {
+    let mut h = [0u8; FILE_HEADER];
+    h[..8].copy_from_slice(DATA_MAGIC);
+    h[8..12].copy_from_slice(&VERSION.to_le_bytes());
+    h
+}
+
+/// The 16-byte header of an index file (the last field is the entry size).
+pub fn index_header() -> [u8; FILE_HEADER] {
+    let mut h = [0u8; FILE_HEADER];
+    h[..8].copy_from_slice(INDEX_MAGIC);
+    h[8..12].copy_from_slice(&VERSION.to_le_bytes());
+    h[12..16].copy_from_slice(&(ENTRY as u32).to_le_bytes());
+    h
+}
+
+/// Checks a file header. Errors: what is wrong with it.
+pub fn check_header(h: &[u8], index: bool) -> Result<(), String> {
+    let want = if index { index_header() } else { data_header() };
+    if h.len() < FILE_HEADER {
+        return Err(format!(
+            "header is {} bytes, expected {FILE_HEADER}",
+            h.len()
+        ));
+    }
+    if h[..8] != want[..8] {
+        return Err("bad magic".into());
+    }
+    if h[8..16] != want[8..16] {
+        return Err(format!(
+            "unsupported version {} (this rlogd reads version {VERSION})",
+            u32::from_le_bytes(h[8..12].try_into().unwrap())
+        ));
+    }
+    Ok(())
+}
+
+/// What a record says about itself, besides its payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Meta {
+    /// Microseconds since the Unix epoch.
+    pub time_us: i64,
+    /// The record type (go-remote-log's DataType).
+    pub rtype: u16,
+    /// Who sent it (0: a sender without acknowledgements) and its sequence number.
+    pub producer: u64,
+    pub seq: u64,
+}
+
+/// Encodes a record (header then payload) onto `out`.
+pub fn encode_record(out: &mut Vec<u8>, meta: &Meta, payload: &[u8]) {
+    let start = out.len();
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&[0u8; 4]);
+    out.extend_from_slice(&meta.time_us.to_le_bytes());
+    out.extend_from_slice(&meta.rtype.to_le_bytes());
+    out.extend_from_slice(&0u16.to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(&meta.producer.to_le_bytes());
+    out.extend_from_slice(&meta.seq.to_le_bytes());
+    out.extend_from_slice(payload);
+    let crc = record_crc(&out[start..]);
+    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// The CRC32C of a record: over its length field, the header after the CRC, and the payload.
+pub fn record_crc(record: &[u8]) -> u32 {
+    let c = crc32c::crc32c(&record[0..4]);
+    crc32c::crc32c_append(c, &record[8..])
+}
+
+/// A decoded record header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordHeader {
+    pub len: u32,
+    pub crc: u32,
+    pub meta: Meta,
+}
+
+fn u16_at(b: &[u8], i: usize) -> u16 {
+    u16::from_le_bytes(b[i..i + 2].try_into().unwrap())
+}
+fn u32_at(b: &[u8], i: usize) -> u32 {
+    u32::from_le_bytes(b[i..i + 4].try_into().unwrap())
+}
+fn u64_at(b: &[u8], i: usize) -> u64 {
+    u64::from_le_bytes(b[i..i + 8].try_into().unwrap())
+}
+
+/// Decodes a record header (`h` holds at least [`RECORD_HEADER`] bytes). Errors: a length over
+/// [`MAX_PAYLOAD`] or nonzero reserved fields.
+pub fn decode_record_header(h: &[u8]) -> Result<RecordHeader, String> {
+    let len = u32_at(h, 0);
+    if len as usize > MAX_PAYLOAD {
+        return Err(format!("record length {len} exceeds {MAX_PAYLOAD}"));
+    }
+    if u16_at(h, 18) != 0 || u32_at(h, 20) != 0 {
+        return Err("nonzero reserved bytes in a record header".into());
+    }
+    Ok(RecordHeader {
+        len,
+        crc: u32_at(h, 4),
+        meta: Meta {
+            time_us: u64_at(h, 8) as i64,
+            rtype: u16_at(h, 16),
+            producer: u64_at(h, 24),
+            seq: u64_at(h, 32),
+        },
+    })
+}
+
+/// One index entry: where record `id` of a date lies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entry {
+    /// Data file number (`data000007` is 7).
+    pub file: u32,
+    /// Offset of the record header in that file.
+    pub offset: u32,
+    /// Payload length.
+    pub len: u32,
+    pub rtype: u16,
+    pub producer: u64,
+    pub seq: u64,
+}
+
+impl Entry {
+    pub fn encode(&self) -> [u8; ENTRY] {
+        let mut e = [0u8; ENTRY];
+        e[0..4].copy_from_slice(&self.file.to_le_bytes());
+        e[4..8].copy_from_slice(&self.offset.to_le_bytes());
+        e[8..12].copy_from_slice(&self.len.to_le_bytes());
+        e[12..14].copy_from_slice(&self.rtype.to_le_bytes());
+        e[16..24].copy_from_slice(&self.producer.to_le_bytes());
+        e[24..32].copy_from_slice(&self.seq.to_le_bytes());
+        e
+    }
+
+    /// Decodes an entry. Errors: a length over [`MAX_PAYLOAD`], nonzero flags.
+    pub fn decode(e: &[u8]) -> Result<Entry, String> {
+        let entry = Entry {
+            file: u32_at(e, 0),
+            offset: u32_at(e, 4),
+            len: u32_at(e, 8),
+            rtype: u16_at(e, 12),
+            producer: u64_at(e, 16),
+            seq: u64_at(e, 24),
+        };
+        if entry.len as usize > MAX_PAYLOAD {
+            return Err(format!(
+                "index entry length {} exceeds {MAX_PAYLOAD}",
+                entry.len
+            ));
+        }
+        if u16_at(e, 14) != 0 {
+            return Err("nonzero flags in an index entry".into());
+        }
+        Ok(entry)
+    }
+
+    /// Offset just past this record in its data file.
+    pub fn end(&self) -> u64 {
+        self.offset as u64 + RECORD_HEADER as u64 + self.len as u64
+    }
+
+    /// Whether the record header `h` is the one this entry describes.
+    pub fn matches(&self, h: &RecordHeader) -> bool {
+        h.len == self.len
+            && h.meta.rtype == self.rtype
+            && h.meta.producer == self.producer
+            && h.meta.seq == self.seq
+    }
+}
+
+/// The name of data file `n`.
+pub fn data_name(n: u32) -> String {
+    format!("data{n:06}")
+}
+
+/// A UTC calendar date, `YYYYMMDD` as a number (20261123).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Date(u32);
+
+impl fmt::Display for Date {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:08}", self.0)
+    }
+}
+
+/// Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let mp = (m as i64 + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146097 + doe - 719468
+}
+
+/// The civil date of a day number.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719468;
+    let era = if z >= 0 { z } else { z - 146096 } / 146097;
+    let doe = z - era * 146097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+const MIN_DAY: i64 = 0; // 1970-01-01
+const MAX_DAY: i64 = 2932896; // 9999-12-31
+
+impl Date {
+    /// A date from its number. Errors: not a real date between 19700101 and 99991231.
+    pub fn from_u32(n: u32) -> Result<Date, String> {
+        let (y, m, d) = (n / 10000, n / 100 % 100, n % 100);
+        if !(1970..=9999).contains(&y) || !(1..=12).contains(&m) || d == 0 {
+            return Err(format!("invalid date {n:08}"));
+        }
+        let days = days_from_civil(y as i64, m, d);
+        if civil_from_days(days) != (y as i64, m, d) {
+            return Err(format!("invalid date {n:08}"));
+        }
+        Ok(Date(n))
+    }
+
+    /// Parses exactly eight digits `YYYYMMDD`. Errors: anything else (a path, `../x`, a
+    /// nonexistent day).
+    pub fn parse(s: &str) -> Result<Date, String> {
+        if s.len() != 8 || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!("invalid date \"{s}\": expected YYYYMMDD"));
+        }
+        Date::from_u32(s.parse().unwrap())
+    }
+
+    pub fn as_u32(self) -> u32 {
+        self.0
+    }
+
+    fn days(self) -> i64 {
+        days_from_civil((self.0 / 10000) as i64, self.0 / 100 % 100, self.0 % 100)
+    }
+
+    fn from_days(days: i64) -> Date {
+        let days = days.clamp(MIN_DAY, MAX_DAY);
+        let (y, m, d) = civil_from_days(days);
+        Date(y as u32 * 10000 + m * 100 + d)
+    }
+
+    /// The UTC date of a time in microseconds since the epoch (clamped to 1970..9999).
+    pub fn of_micros(us: i64) -> Date {
+        Date::from_days(us.div_euclid(86_400_000_000))
+    }
+
+    /// Today's UTC date by this machine's clock.
+    pub fn today() -> Date {
+        Date::of_micros(now_micros())
+    }
+
+    /// `n` days later (negative: earlier), clamped to the valid range.
+    pub fn add_days(self, n: i64) -> Date {
+        Date::from_days(self.days() + n)
+    }
+
+    /// Microseconds since the epoch at the start of the next day.
+    pub fn end_micros(self) -> i64 {
+        (self.days() + 1) * 86_400_000_000
+    }
+}
+
+/// Microseconds since the Unix epoch now.
+pub fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        assert_eq!(Date::of_micros(0).to_string(), "19700101");
+        assert_eq!(
+            Date::of_micros(1_700_000_000_000_000).to_string(),
+            "20231114"
+        );
+        assert_eq!(
+            Date::parse("20240229").unwrap().add_days(1).to_string(),
+            "20240301"
+        );
+        assert!(Date::parse("20230229").is_err());
+        assert!(Date::parse("../../x").is_err());
+        assert!(Date::parse("2024011").is_err());
+        assert!(Date::from_u32(0).is_err());
+        let d = Date::parse("20261123").unwrap();
+        assert_eq!(Date::of_micros(d.end_micros() - 1), d);
+        assert_eq!(Date::of_micros(d.end_micros()), d.add_days(1));
+    }
+
+    #[test]
+    fn record_roundtrip_and_crc() {
+        let meta = Meta {
+            time_us: 5,
+            rtype: 7,
+            producer: 9,
+            seq: 11,
+        };
+        let mut out = Vec::new();
+        encode_record(&mut out, &meta, b"hello");
+        assert_eq!(out.len(), RECORD_HEADER + 5);
+        let h = decode_record_header(&out).unwrap();
+        assert_eq!(h.meta, meta);
+        assert_eq!(h.crc, record_crc(&out));
+        out[RECORD_HEADER] ^= 1;
+        assert_ne!(h.crc, record_crc(&out));
+        let e = Entry {
+            file: 1,
+            offset: 16,
+            len: 5,
+            rtype: 7,
+            producer: 9,
+            seq: 11,
+        };
+        assert_eq!(Entry::decode(&e.encode()).unwrap(), e);
+        assert!(e.matches(&h));
+    }
+}

@@ -1,0 +1,112 @@
+//! The reading side of a store: index entries and records of a date, by record id. Used by
+//! `rlogd cat`/`tail`, and by the master to stream a date to its followers.
+//!
+//! Every record read is checked against its index entry and its CRC; damage is an error, never
+//! a panic or a wrong record.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use super::format::{self, Date, Entry, Meta, ENTRY, FILE_HEADER, RECORD_HEADER};
+
+fn bad(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg)
+}
+
+/// An open date folder.
+pub struct DateReader {
+    pub date: Date,
+    dir: std::path::PathBuf,
+    index: File,
+    data: Option<(u32, File)>,
+}
+
+/// One record read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub id: u64,
+    pub meta: Meta,
+    pub payload: Vec<u8>,
+}
+
+impl DateReader {
+    /// Opens the date folder `date` under `root`. Errors: missing folder or index, bad header.
+    pub fn open(root: &Path, date: Date) -> io::Result<DateReader> {
+        let dir = root.join(date.to_string());
+        let index = File::open(dir.join("index"))?;
+        let mut h = [0u8; FILE_HEADER];
+        index.read_exact_at(&mut h, 0)?;
+        format::check_header(&h, true).map_err(|e| bad(format!("{}/index: {e}", dir.display())))?;
+        Ok(DateReader {
+            date,
+            dir,
+            index,
+            data: None,
+        })
+    }
+
+    /// Whole entries in the index file now (a writer may be appending; for the open date of a
+    /// running collector only the committed count it publishes is safe to read up to).
+    pub fn count_on_disk(&self) -> io::Result<u64> {
+        let len = self.index.metadata()?.len();
+        Ok(len.saturating_sub(FILE_HEADER as u64) / ENTRY as u64)
+    }
+
+    /// Reads the raw bytes of entries `from..from+n` into `out`.
+    pub fn raw_entries(&self, from: u64, n: usize, out: &mut Vec<u8>) -> io::Result<()> {
+        let start = out.len();
+        out.resize(start + n * ENTRY, 0);
+        self.index
+            .read_exact_at(&mut out[start..], FILE_HEADER as u64 + from * ENTRY as u64)
+    }
+
+    /// Entry `id`.
+    pub fn entry(&self, id: u64) -> io::Result<Entry> {
+        let mut raw = Vec::with_capacity(ENTRY);
+        self.raw_entries(id, 1, &mut raw)?;
+        Entry::decode(&raw)
+            .map_err(|e| bad(format!("{}/index: record {id}: {e}", self.dir.display())))
+    }
+
+    /// Appends the raw record (header and payload) `e` points to onto `out`, checked against the
+    /// entry and its CRC. Errors: I/O, damage.
+    pub fn raw_record(&mut self, id: u64, e: &Entry, out: &mut Vec<u8>) -> io::Result<()> {
+        if self.data.as_ref().is_none_or(|(n, _)| *n != e.file) {
+            let f = File::open(self.dir.join(format::data_name(e.file)))?;
+            self.data = Some((e.file, f));
+        }
+        let (_, f) = self.data.as_ref().expect("opened above");
+        let start = out.len();
+        out.resize(start + RECORD_HEADER + e.len as usize, 0);
+        f.read_exact_at(&mut out[start..], e.offset as u64)?;
+        let rec = &out[start..];
+        let h = format::decode_record_header(rec).map_err(|m| self.damage(id, m))?;
+        if !e.matches(&h) {
+            return Err(self.damage(id, "record header does not match its index entry".into()));
+        }
+        if h.crc != format::record_crc(rec) {
+            return Err(self.damage(id, "CRC mismatch".into()));
+        }
+        Ok(())
+    }
+
+    fn damage(&self, id: u64, msg: String) -> io::Error {
+        bad(format!("{}: record {id}: {msg}", self.dir.display()))
+    }
+
+    /// Record `id`, checked.
+    pub fn record(&mut self, id: u64) -> io::Result<Record> {
+        let e = self.entry(id)?;
+        let mut raw = Vec::with_capacity(RECORD_HEADER + e.len as usize);
+        self.raw_record(id, &e, &mut raw)?;
+        let h = format::decode_record_header(&raw).map_err(bad)?;
+        raw.drain(..RECORD_HEADER);
+        Ok(Record {
+            id,
+            meta: h.meta,
+            payload: raw,
+        })
+    }
+}

@@ -1,0 +1,405 @@
+//! Replication: the master streams its store to a follower, and the follower writes an exact
+//! copy.
+//!
+//! The follower says where its store ends ([`Position`]); the master sends the records after
+//! that point, date by date (`RECORDS` frames carrying each record's index entry and its bytes
+//! as stored), then `FINISH` when a date is sealed, then waits for new commits (it is woken by
+//! the committer, so live records go out as soon as they are durable) with a `HEARTBEAT` every
+//! second of silence. Dates are taken from the master's store, never from either clock. The
+//! follower checks every date, position, size and CRC before writing, commits after every
+//! frame, and on any error reconnects and resumes from its own store.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::commit::{apply_retention, log};
+use super::format::{self, Date, Entry, ENTRY, RECORD_HEADER};
+use super::frame::{self, Cursor, FrameError, Hello, Position, Role};
+use super::net::{self, Conn};
+use super::reader::DateReader;
+use super::server::Ctx;
+use super::store::{self, Store};
+
+/// Why the master stopped serving a follower.
+pub struct FollowerError {
+    /// The follower asked for something invalid (counted as refused), rather than a network error.
+    pub refused: bool,
+    pub msg: String,
+}
+
+fn io_err(e: io::Error) -> FollowerError {
+    FollowerError {
+        refused: false,
+        msg: e.to_string(),
+    }
+}
+
+fn refused(msg: String) -> FollowerError {
+    FollowerError { refused: true, msg }
+}
+
+/// Records per RECORDS frame, and bytes after which a frame is sent.
+const CHUNK_RECORDS: usize = 8192;
+const CHUNK_BYTES: usize = 1 << 20;
+
+enum Cursor2 {
+    /// Waiting for a date newer than this one (or any date).
+    Next(Option<Date>),
+    /// Streaming `date` from record `have`.
+    At(Date, u64, DateReader),
+}
+
+/// Serves one follower until it disconnects or the daemon stops.
+pub fn serve_follower(conn: &mut Conn, pos: Position, ctx: &Ctx) -> Result<(), FollowerError> {
+    let root = ctx.root.as_path();
+    let mut cur = match pos {
+        Position::Empty => Cursor2::Next(None),
+        Position::Sealed { date } => Cursor2::Next(Some(date)),
+        Position::Open { date, count } => {
+            let reader = match DateReader::open(root, date) {
+                Ok(r) => r,
+                Err(e) => {
+                    // Retention removed a date the follower had not finished: it can never be
+                    // completed, so the follower seals what it has and goes on.
+                    let newer = store::list_dates(root)
+                        .map_err(io_err)?
+                        .into_iter()
+                        .any(|d| d > date);
+                    if e.kind() != io::ErrorKind::NotFound || !newer {
+                        return Err(refused(format!(
+                            "follower asks for {date}, which this master cannot read: {e}"
+                        )));
+                    }
+                    log(&format!("follower asks for {date}, which is no longer here (retention): it seals its {count} records"));
+                    let mut body = date.as_u32().to_le_bytes().to_vec();
+                    body.extend_from_slice(&count.to_le_bytes());
+                    frame::write_frame(conn, frame::FINISH, &body).map_err(io_err)?;
+                    return serve_follower(conn, Position::Sealed { date }, ctx);
+                }
+            };
+            let on_disk = reader.count_on_disk().map_err(io_err)?;
+            if count > on_disk {
+                return Err(refused(format!(
+                    "follower has {count} records of {date}, this master only {on_disk}: the stores diverged"
+                )));
+            }
+            Cursor2::At(date, count, reader)
+        }
+    };
+    let mut out = Vec::new();
+    let mut last_sent = Instant::now();
+    loop {
+        let (snapshot, version) = {
+            let s = ctx.shared.state.lock();
+            (s.open, s.version)
+        };
+        if ctx.stopping.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let mut progressed = false;
+        match &mut cur {
+            Cursor2::Next(after) => {
+                let dates = store::list_dates(root).map_err(io_err)?;
+                if let Some(d) = dates.into_iter().find(|d| after.is_none_or(|a| *d > a)) {
+                    let reader = DateReader::open(root, d).map_err(io_err)?;
+                    cur = Cursor2::At(d, 0, reader);
+                    progressed = true;
+                }
+            }
+            Cursor2::At(date, have, reader) => {
+                let sealed = store::is_sealed(root, *date);
+                let avail = if sealed {
+                    reader.count_on_disk().map_err(io_err)?
+                } else {
+                    match snapshot {
+                        Some((d, n)) if d == *date => n,
+                        _ => 0,
+                    }
+                };
+                if *have < avail {
+                    let n = send_chunk(conn, reader, *date, *have, avail, &mut out)?;
+                    *have += n;
+                    progressed = true;
+                    last_sent = Instant::now();
+                } else if sealed {
+                    let mut body = date.as_u32().to_le_bytes().to_vec();
+                    body.extend_from_slice(&have.to_le_bytes());
+                    frame::write_frame(conn, frame::FINISH, &body).map_err(io_err)?;
+                    last_sent = Instant::now();
+                    cur = Cursor2::Next(Some(*date));
+                    progressed = true;
+                }
+            }
+        }
+        if progressed {
+            continue;
+        }
+        // Nothing to send: wait for the next commit, with a heartbeat every second.
+        {
+            let mut s = ctx.shared.state.lock();
+            if s.version == version && !s.stopping {
+                ctx.shared
+                    .changed
+                    .wait_until(&mut s, Instant::now() + Duration::from_millis(1000));
+            }
+        }
+        if last_sent.elapsed() >= Duration::from_millis(1000) {
+            frame::write_frame(conn, frame::HEARTBEAT, &[]).map_err(io_err)?;
+            last_sent = Instant::now();
+        }
+    }
+}
+
+/// Sends records `from..avail` of `date` (at most one chunk); returns how many went.
+fn send_chunk(
+    conn: &mut Conn,
+    reader: &mut DateReader,
+    date: Date,
+    from: u64,
+    avail: u64,
+    out: &mut Vec<u8>,
+) -> Result<u64, FollowerError> {
+    let n = (avail - from).min(CHUNK_RECORDS as u64) as usize;
+    let mut entries = Vec::with_capacity(n * ENTRY);
+    reader.raw_entries(from, n, &mut entries).map_err(io_err)?;
+    out.clear();
+    let at = frame::begin_frame(out, frame::RECORDS);
+    out.extend_from_slice(&date.as_u32().to_le_bytes());
+    out.extend_from_slice(&from.to_le_bytes());
+    let count_at = out.len();
+    out.extend_from_slice(&0u32.to_le_bytes());
+    let mut sent = 0u32;
+    for (i, raw) in entries.chunks_exact(ENTRY).enumerate() {
+        let id = from + i as u64;
+        let e = Entry::decode(raw)
+            .map_err(|m| io_err(io::Error::other(format!("{date} record {id}: {m}"))))?;
+        // Keep a frame within the follower's limit: a large record goes in a frame of its own.
+        if sent > 0 && out.len() + ENTRY + RECORD_HEADER + e.len as usize > CHUNK_BYTES {
+            break;
+        }
+        out.extend_from_slice(raw);
+        reader.raw_record(id, &e, out).map_err(io_err)?;
+        sent += 1;
+    }
+    out[count_at..count_at + 4].copy_from_slice(&sent.to_le_bytes());
+    frame::end_frame(out, at);
+    use std::io::Write;
+    conn.write_all(out).map_err(io_err)?;
+    Ok(sent as u64)
+}
+
+/// Settings of `rlogd follow`.
+pub struct FollowSettings {
+    /// `HOST:PORT` of the master's `rlogd://` (or `--replication`) listener.
+    pub master: String,
+    pub data: PathBuf,
+    pub token: Vec<u8>,
+    pub tls: Option<crate::transport::tls::TlsSettings>,
+    pub retain_days: Option<u32>,
+    pub max_frame: usize,
+    pub file_size: u64,
+}
+
+/// Where the follower's store ends.
+pub fn position(store: &Store) -> Position {
+    match (store.open_date(), store.newest()) {
+        (Some((date, count)), _) => Position::Open { date, count },
+        (None, Some(date)) => Position::Sealed { date },
+        (None, None) => Position::Empty,
+    }
+}
+
+/// Runs the follower until `stop` is set: connect, replicate, and on any error reconnect (with
+/// a backoff from 100 ms to 2 s) and resume from the local store. Errors: the local store
+/// cannot be opened.
+pub fn follow(settings: &FollowSettings, stop: &AtomicBool) -> io::Result<()> {
+    let mut store = super::commit::open_store(
+        &settings.data,
+        store::Options {
+            file_size: settings.file_size,
+        },
+    )?;
+    let mut backoff = Duration::from_millis(100);
+    let mut last_retention = Instant::now() - Duration::from_secs(3600);
+    while !stop.load(Ordering::Acquire) {
+        let mut progressed = false;
+        match session(
+            settings,
+            &mut store,
+            stop,
+            &mut progressed,
+            &mut last_retention,
+        ) {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                log(&format!("replication from {}: {e}", settings.master));
+                // Records appended but not committed (a frame that failed half way, a write
+                // that failed) must not survive: reopen the store, which recovers it to what
+                // was committed.
+                drop(store);
+                store = super::commit::open_store(
+                    &settings.data,
+                    store::Options {
+                        file_size: settings.file_size,
+                    },
+                )?;
+            }
+        }
+        if progressed {
+            backoff = Duration::from_millis(100);
+        }
+        let until = Instant::now() + backoff;
+        while Instant::now() < until && !stop.load(Ordering::Acquire) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+    Ok(())
+}
+
+fn session(
+    s: &FollowSettings,
+    store: &mut Store,
+    stop: &AtomicBool,
+    progressed: &mut bool,
+    last_retention: &mut Instant,
+) -> Result<(), String> {
+    let mut conn = net::connect(&s.master, s.tls.as_ref(), Duration::from_secs(5))
+        .map_err(|e| format!("connect: {e}"))?;
+    conn.set_timeouts(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    let pos = position(store);
+    let hello = Hello {
+        version: frame::PROTOCOL,
+        token: s.token.clone(),
+        role: Role::Follower(pos),
+    };
+    frame::write_frame(&mut conn, frame::HELLO, &hello.encode()).map_err(|e| e.to_string())?;
+    let mut body = Vec::new();
+    match frame::read_frame(&mut conn, s.max_frame, &mut body) {
+        Ok(frame::WELCOME) => {}
+        Ok(frame::ERROR) => {
+            return Err(format!(
+                "master refused: {}",
+                String::from_utf8_lossy(&body)
+            ))
+        }
+        Ok(k) => return Err(format!("expected WELCOME, got frame kind {k}")),
+        Err(e) => return Err(format!("handshake: {e}")),
+    }
+    log(&format!("replicating from {} at {pos:?}", s.master));
+    loop {
+        if stop.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        if let Some(days) = s.retain_days {
+            if last_retention.elapsed() >= Duration::from_secs(1) {
+                *last_retention = Instant::now();
+                apply_retention(store, days);
+            }
+        }
+        let kind = match frame::read_frame(&mut conn, s.max_frame, &mut body) {
+            Ok(k) => k,
+            Err(FrameError::Io(e))
+                if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::TimedOut =>
+            {
+                return Err("the master went silent (no heartbeat)".into())
+            }
+            Err(e) => return Err(format!("read: {e}")),
+        };
+        match kind {
+            frame::RECORDS => {
+                apply_records(store, &body)?;
+                *progressed = true;
+            }
+            frame::FINISH => {
+                let mut c = Cursor::new(&body);
+                let date = Date::from_u32(c.u32()?)?;
+                let count = c.u64()?;
+                c.done()?;
+                if store.open_date() != Some((date, count)) {
+                    // A date with no records on the master: create it empty, then seal.
+                    if count == 0 && store.newest().is_none_or(|n| date > n) {
+                        store.begin(date).map_err(|e| format!("store: {e}"))?;
+                    } else {
+                        return Err(format!(
+                            "master finished {date} at {count} records, this store has {:?}",
+                            store.open_date()
+                        ));
+                    }
+                }
+                store.seal().map_err(|e| format!("store: {e}"))?;
+                log(&format!("{date} finished ({count} records)"));
+                *progressed = true;
+            }
+            frame::HEARTBEAT => {}
+            frame::ERROR => return Err(format!("master: {}", String::from_utf8_lossy(&body))),
+            k => return Err(format!("unexpected frame kind {k}")),
+        }
+    }
+}
+
+/// Checks and writes one RECORDS frame, then commits it. Everything the master sent is
+/// checked (date, first id, count, each entry and record with its CRC) before anything is
+/// written; the placement of each record is checked as it is appended.
+fn apply_records(store: &mut Store, body: &[u8]) -> Result<(), String> {
+    let mut c = Cursor::new(body);
+    let date = Date::from_u32(c.u32()?).map_err(|e| format!("master sent {e}"))?;
+    let first = c.u64()?;
+    let count = c.u32()? as usize;
+    if count > body.len() / (ENTRY + RECORD_HEADER) + 1 {
+        return Err(format!(
+            "RECORDS frame announces {count} records, more than it can hold"
+        ));
+    }
+    let mut records = Vec::with_capacity(count);
+    for i in 0..count {
+        let e = Entry::decode(c.bytes(ENTRY)?)?;
+        let rec = c.bytes(RECORD_HEADER + e.len as usize)?;
+        let h = format::decode_record_header(rec)?;
+        if !e.matches(&h) || h.crc != format::record_crc(rec) {
+            return Err(format!(
+                "master sent a bad record ({date} record {}): CRC or header mismatch",
+                first + i as u64
+            ));
+        }
+        records.push((e, rec));
+    }
+    c.done()?;
+    match store.open_date() {
+        Some((d, n)) if d == date => {
+            if first != n {
+                return Err(format!(
+                    "master sent {date} from record {first}, this store has {n}"
+                ));
+            }
+        }
+        _ => {
+            if first != 0 || store.newest().is_some_and(|n| date <= n) {
+                return Err(format!(
+                    "master sent {date} from record {first}, which does not follow this store ({:?})",
+                    position(store)
+                ));
+            }
+            store.begin(date).map_err(|e| format!("store: {e}"))?;
+        }
+    }
+    for (e, rec) in records {
+        store
+            .append_replica(&e, rec)
+            .map_err(|m| format!("master sent a bad record: {m}"))?;
+    }
+    store.commit().map_err(|e| format!("store: {e}"))
+}
+
+/// Whether `path` is a directory this process can use as a store.
+pub fn check_data_dir(path: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(path)
+        .map_err(|e| format!("cannot create --data {}: {e}", path.display()))
+}
+
+/// Shared flag type re-exported for the CLI.
+pub type Stop = Arc<AtomicBool>;

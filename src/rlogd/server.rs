@@ -1,0 +1,685 @@
+//! The collector's listeners and connection handlers: `rlogd://` (producers with acks, and
+//! followers), `tcp://` and `unix://` (newline-delimited or RFC 6587 octet-counted records),
+//! `udp://` (one datagram, one record).
+//!
+//! One thread per connection; every connection's failures (bad frames, wrong token, a failed
+//! TLS handshake, oversized input) are counted, logged, and end only that connection.
+
+use std::io::{self, BufReader, Read, Write};
+use std::net::{TcpListener, UdpSocket};
+use std::os::unix::net::UnixListener;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::Sender;
+use rustls::ServerConfig;
+
+use super::commit::{log, Counters, Incoming, Msg, Shared};
+use super::format::{now_micros, MAX_PAYLOAD};
+use super::frame::{self, BatchError, FrameError, Hello, Role};
+use super::net::{self, Conn, Url};
+use super::replication;
+
+/// Everything a connection handler needs.
+pub struct Ctx {
+    pub tx: Sender<Msg>,
+    pub shared: Arc<Shared>,
+    pub counters: Arc<Counters>,
+    pub token: Option<Vec<u8>>,
+    pub tls: Option<Arc<ServerConfig>>,
+    pub max_frame: usize,
+    pub root: PathBuf,
+    pub stopping: AtomicBool,
+    /// Batches handed to the committer whose ack is not yet written.
+    pub inflight: AtomicUsize,
+    /// Open connections, bounded by `max_connections`.
+    pub connections: AtomicUsize,
+    pub max_connections: usize,
+}
+
+/// What an `rlogd://` listener accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Roles {
+    Both,
+    ProducersOnly,
+    FollowersOnly,
+}
+
+/// A refused connection: which counter to bump, and why.
+fn refuse(
+    ctx: &Ctx,
+    conn: Option<&mut Conn>,
+    peer: &str,
+    counter: &std::sync::atomic::AtomicU64,
+    why: &str,
+) {
+    counter.fetch_add(1, Ordering::Relaxed);
+    if let Some(c) = conn {
+        let _ = frame::write_frame(c, frame::ERROR, why.as_bytes());
+    }
+    log(&format!(
+        "refused {peer}: {why} ({})",
+        ctx.counters.summary()
+    ));
+}
+
+/// Binds a listener and serves it on its own threads. Returns the address actually bound
+/// (printed by the caller, so a port 0 can be found). Errors: the bind failed.
+pub fn listen(url: &Url, ctx: Arc<Ctx>, roles: Roles) -> io::Result<String> {
+    match url {
+        Url::Rlogd(a) | Url::Tcp(a) => {
+            let l = TcpListener::bind(a)?;
+            let local = l.local_addr()?.to_string();
+            let rlogd = matches!(url, Url::Rlogd(_));
+            std::thread::Builder::new()
+                .name(format!("accept {url}"))
+                .spawn(move || {
+                    for s in l.incoming() {
+                        let Ok(s) = s else { continue };
+                        let ctx = ctx.clone();
+                        spawn_conn(ctx, move |ctx| {
+                            let _ = s.set_nodelay(true);
+                            if rlogd {
+                                serve_rlogd(s, &ctx, roles)
+                            } else {
+                                serve_lines(Conn::Tcp(s), &ctx)
+                            }
+                        });
+                    }
+                })?;
+            Ok(local)
+        }
+        Url::Unix(p) => {
+            if let Ok(m) = std::fs::symlink_metadata(p) {
+                use std::os::unix::fs::FileTypeExt;
+                if m.file_type().is_socket() {
+                    std::fs::remove_file(p)?;
+                }
+            }
+            let l = UnixListener::bind(p)?;
+            std::thread::Builder::new()
+                .name(format!("accept {url}"))
+                .spawn(move || {
+                    for s in l.incoming() {
+                        let Ok(s) = s else { continue };
+                        spawn_conn(ctx.clone(), move |ctx| serve_lines(Conn::Unix(s), &ctx));
+                    }
+                })?;
+            Ok(p.clone())
+        }
+        Url::Udp(a) => {
+            let s = UdpSocket::bind(a)?;
+            let local = s.local_addr()?.to_string();
+            std::thread::Builder::new()
+                .name(format!("udp {url}"))
+                .spawn(move || serve_udp(s, &ctx))?;
+            Ok(local)
+        }
+    }
+}
+
+fn spawn_conn(ctx: Arc<Ctx>, f: impl FnOnce(Arc<Ctx>) + Send + 'static) {
+    if ctx.connections.fetch_add(1, Ordering::AcqRel) >= ctx.max_connections {
+        ctx.connections.fetch_sub(1, Ordering::AcqRel);
+        log("refused a connection: too many connections");
+        return;
+    }
+    ctx.counters.connections.fetch_add(1, Ordering::Relaxed);
+    let c2 = ctx.clone();
+    let r = std::thread::Builder::new()
+        .name("rlogd conn".into())
+        .spawn(move || {
+            f(c2.clone());
+            c2.connections.fetch_sub(1, Ordering::AcqRel);
+        });
+    if r.is_err() {
+        ctx.connections.fetch_sub(1, Ordering::AcqRel);
+        log("cannot start a connection thread");
+    }
+}
+
+/// An `rlogd://` connection: TLS (if configured), HELLO with the token, then the role.
+fn serve_rlogd(s: std::net::TcpStream, ctx: &Ctx, roles: Roles) {
+    let peer = s.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+    let _ = s.set_write_timeout(Some(Duration::from_secs(10)));
+    let mut conn = match &ctx.tls {
+        Some(cfg) => match net::accept_tls(s, cfg) {
+            Ok(c) => c,
+            Err(e) => {
+                return refuse(
+                    ctx,
+                    None,
+                    &peer,
+                    &ctx.counters.refused_tls,
+                    &format!("TLS handshake failed: {e}"),
+                )
+            }
+        },
+        None => Conn::Tcp(s),
+    };
+    let mut body = Vec::new();
+    let hello = match frame::read_frame(&mut conn, frame::MAX_TOKEN + 64, &mut body) {
+        Ok(frame::HELLO) => match Hello::decode(&body) {
+            Ok(h) => h,
+            Err(e) if e.starts_with("invalid date") => {
+                return refuse(
+                    ctx,
+                    Some(&mut conn),
+                    &peer,
+                    &ctx.counters.refused_path,
+                    &format!("bad HELLO: {e}"),
+                )
+            }
+            Err(e) => {
+                return refuse(
+                    ctx,
+                    Some(&mut conn),
+                    &peer,
+                    &ctx.counters.refused_garbage,
+                    &format!("bad HELLO: {e}"),
+                )
+            }
+        },
+        Ok(k) => {
+            return refuse(
+                ctx,
+                Some(&mut conn),
+                &peer,
+                &ctx.counters.refused_garbage,
+                &format!("expected HELLO, got frame kind {k}"),
+            )
+        }
+        Err(FrameError::TooLarge(n)) => {
+            return refuse(
+                ctx,
+                Some(&mut conn),
+                &peer,
+                &ctx.counters.refused_oversize,
+                &format!("HELLO frame of {n} bytes is too large"),
+            )
+        }
+        Err(FrameError::Io(e)) if e.kind() == io::ErrorKind::UnexpectedEof => return,
+        Err(e) => {
+            return refuse(
+                ctx,
+                Some(&mut conn),
+                &peer,
+                &ctx.counters.refused_garbage,
+                &format!("bad HELLO: {e}"),
+            )
+        }
+    };
+    if hello.version != frame::PROTOCOL {
+        return refuse(
+            ctx,
+            Some(&mut conn),
+            &peer,
+            &ctx.counters.refused_garbage,
+            &format!("unsupported protocol version {}", hello.version),
+        );
+    }
+    if let Some(token) = &ctx.token {
+        if !frame::constant_time_eq(token, &hello.token) {
+            return refuse(
+                ctx,
+                Some(&mut conn),
+                &peer,
+                &ctx.counters.refused_auth,
+                "wrong token",
+            );
+        }
+    }
+    match hello.role {
+        Role::Producer if roles != Roles::FollowersOnly => {
+            if frame::write_frame(
+                &mut conn,
+                frame::WELCOME,
+                &frame::encode_welcome(ctx.max_frame as u32),
+            )
+            .is_err()
+            {
+                return;
+            }
+            let _ = conn.set_timeouts(Some(Duration::from_secs(600)));
+            serve_producer(conn, ctx, &peer);
+        }
+        Role::Follower(pos) if roles != Roles::ProducersOnly => {
+            if frame::write_frame(
+                &mut conn,
+                frame::WELCOME,
+                &frame::encode_welcome(ctx.max_frame as u32),
+            )
+            .is_err()
+            {
+                return;
+            }
+            let _ = conn.set_timeouts(Some(Duration::from_secs(30)));
+            log(&format!("follower {peer} connected at {pos:?}"));
+            if let Err(e) = replication::serve_follower(&mut conn, pos, ctx) {
+                let counter = if e.refused {
+                    &ctx.counters.refused_path
+                } else {
+                    &ctx.counters.refused_garbage
+                };
+                if e.refused {
+                    refuse(ctx, Some(&mut conn), &peer, counter, &e.msg);
+                } else {
+                    log(&format!("follower {peer}: {}", e.msg));
+                }
+            }
+        }
+        _ => refuse(
+            ctx,
+            Some(&mut conn),
+            &peer,
+            &ctx.counters.refused_garbage,
+            "this listener does not serve that role",
+        ),
+    }
+}
+
+/// Batches of one connection handed to the committer before their acks are written: bounds a
+/// connection's memory to this many frames.
+const MAX_PIPELINED: usize = 8;
+
+/// Whether `buf` starts with a whole frame that is within the limit.
+fn whole_frame(buf: &[u8], max: usize) -> bool {
+    if buf.len() < 4 {
+        return false;
+    }
+    let len = u32::from_le_bytes(buf[..4].try_into().unwrap()) as usize;
+    len <= max && buf.len() >= 4 + len
+}
+
+/// A producer: BATCH frames in, ACK frames out, each ACK only after the batch is durable.
+/// Frames already received together are committed together.
+fn serve_producer(conn: Conn, ctx: &Ctx, peer: &str) {
+    let mut r = BufReader::with_capacity(256 << 10, conn);
+    let mut body = Vec::new();
+    let mut out = Vec::new();
+    let max_records = ctx.max_frame / frame::BATCH_RECORD_HEAD;
+    loop {
+        let mut waiting = Vec::new();
+        let mut closing = false;
+        loop {
+            let kind = match frame::read_frame(&mut r, ctx.max_frame, &mut body) {
+                Ok(k) => k,
+                Err(FrameError::Io(e))
+                    if waiting.is_empty() && e.kind() == io::ErrorKind::UnexpectedEof =>
+                {
+                    return
+                }
+                Err(FrameError::Io(e)) => {
+                    if waiting.is_empty() {
+                        log(&format!("producer {peer}: {e}"));
+                        return;
+                    }
+                    break;
+                }
+                Err(FrameError::TooLarge(n)) => {
+                    return refuse(
+                        ctx,
+                        Some(r.get_mut()),
+                        peer,
+                        &ctx.counters.refused_oversize,
+                        &format!("frame of {n} bytes exceeds the limit of {}", ctx.max_frame),
+                    )
+                }
+                Err(e) => {
+                    return refuse(
+                        ctx,
+                        Some(r.get_mut()),
+                        peer,
+                        &ctx.counters.refused_garbage,
+                        &e.to_string(),
+                    )
+                }
+            };
+            if kind != frame::BATCH {
+                return refuse(
+                    ctx,
+                    Some(r.get_mut()),
+                    peer,
+                    &ctx.counters.refused_garbage,
+                    &format!("unexpected frame kind {kind}"),
+                );
+            }
+            let batch = match frame::decode_batch(&body, ctx.max_frame, max_records) {
+                Ok(b) => b,
+                Err(BatchError::Garbage(e)) => {
+                    return refuse(
+                        ctx,
+                        Some(r.get_mut()),
+                        peer,
+                        &ctx.counters.refused_garbage,
+                        &e,
+                    )
+                }
+                Err(BatchError::Bomb(e)) => {
+                    return refuse(ctx, Some(r.get_mut()), peer, &ctx.counters.refused_bomb, &e)
+                }
+            };
+            if batch.producer == 0 {
+                return refuse(
+                    ctx,
+                    Some(r.get_mut()),
+                    peer,
+                    &ctx.counters.refused_garbage,
+                    "producer id 0 is reserved",
+                );
+            }
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            let next = batch.first_seq + batch.records.len() as u64;
+            let producer = batch.producer;
+            ctx.inflight.fetch_add(1, Ordering::AcqRel);
+            let sent = ctx.tx.send(Msg::Batch(Incoming {
+                producer,
+                first_seq: batch.first_seq,
+                records: batch.records,
+                data: batch.data,
+                reply: Some(tx),
+            }));
+            if sent.is_err() {
+                // The committer has stopped (shutdown): this batch is not stored.
+                ctx.inflight.fetch_sub(1, Ordering::AcqRel);
+                closing = true;
+                break;
+            }
+            waiting.push((producer, next, rx));
+            if waiting.len() >= MAX_PIPELINED || !whole_frame(r.buffer(), ctx.max_frame) {
+                break;
+            }
+        }
+        out.clear();
+        let mut failed = None;
+        let batches = waiting.len();
+        for (producer, next, rx) in waiting.drain(..) {
+            match rx.recv() {
+                Ok(Ok(_)) if failed.is_none() => {
+                    let at = frame::begin_frame(&mut out, frame::ACK);
+                    out.extend_from_slice(&frame::encode_ack(producer, next));
+                    frame::end_frame(&mut out, at);
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => failed = Some(e),
+                Err(_) => failed = Some("rlogd is shutting down".to_string()),
+            }
+        }
+        let w = r.get_mut().write_all(&out);
+        ctx.inflight.fetch_sub(batches, Ordering::AcqRel);
+        if closing && failed.is_none() {
+            failed = Some("rlogd is shutting down".to_string());
+        }
+        if let Some(e) = failed {
+            let _ = frame::write_frame(r.get_mut(), frame::ERROR, e.as_bytes());
+            return;
+        }
+        if w.is_err() || ctx.stopping.load(Ordering::Acquire) {
+            return;
+        }
+    }
+}
+
+/// Splits a byte stream into records: RFC 6587 octet counting (`LEN SP MSG`) when a record
+/// starts with a digit followed by digits and a space, else newline-delimited.
+pub struct Framer {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    eof: bool,
+    max: usize,
+}
+
+/// What the framer has next.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Next {
+    /// A record at this range of [`Framer::bytes`].
+    Record(usize, usize),
+    /// Call [`Framer::fill`].
+    NeedMore,
+    End,
+}
+
+impl Framer {
+    pub fn new(max: usize) -> Framer {
+        Framer {
+            buf: vec![0; 64 << 10],
+            start: 0,
+            end: 0,
+            eof: false,
+            max,
+        }
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// The next record. Errors: a record longer than the limit.
+    pub fn next_record(&mut self) -> Result<Next, String> {
+        let avail = &self.buf[self.start..self.end];
+        if avail.is_empty() {
+            return Ok(if self.eof { Next::End } else { Next::NeedMore });
+        }
+        if avail[0].is_ascii_digit() && avail[0] != b'0' {
+            let digits = avail
+                .iter()
+                .take(11)
+                .take_while(|b| b.is_ascii_digit())
+                .count();
+            if digits < avail.len() && digits <= 10 && avail[digits] == b' ' {
+                let len: u64 = std::str::from_utf8(&avail[..digits])
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                if len > self.max as u64 {
+                    return Err(format!(
+                        "octet-counted record of {len} bytes exceeds {}",
+                        self.max
+                    ));
+                }
+                let total = digits + 1 + len as usize;
+                if avail.len() >= total {
+                    let s = self.start + digits + 1;
+                    self.start += total;
+                    return Ok(Next::Record(s, s + len as usize));
+                }
+                if self.eof {
+                    return Err("connection closed inside an octet-counted record".into());
+                }
+                return Ok(Next::NeedMore);
+            }
+            if digits == avail.len() && digits <= 10 && !self.eof {
+                return Ok(Next::NeedMore);
+            }
+        }
+        match avail.iter().position(|&b| b == b'\n') {
+            Some(j) => {
+                let s = self.start;
+                self.start += j + 1;
+                Ok(Next::Record(s, s + j))
+            }
+            None if avail.len() > self.max => Err(format!("line longer than {} bytes", self.max)),
+            None if self.eof => {
+                let s = self.start;
+                self.start = self.end;
+                Ok(Next::Record(s, self.end))
+            }
+            None => Ok(Next::NeedMore),
+        }
+    }
+
+    /// Reads more input (blocking). Errors: I/O.
+    pub fn fill(&mut self, r: &mut impl Read) -> io::Result<()> {
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.end == self.buf.len() {
+            let grown = (self.buf.len() * 2).min(self.max + 16);
+            if grown <= self.buf.len() {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "record too long",
+                ));
+            }
+            self.buf.resize(grown, 0);
+        }
+        let n = loop {
+            match r.read(&mut self.buf[self.end..]) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                r => break r?,
+            }
+        };
+        if n == 0 {
+            self.eof = true;
+        }
+        self.end += n;
+        Ok(())
+    }
+}
+
+/// Submits records received without acknowledgement (tcp/udp/unix).
+fn submit_plain(ctx: &Ctx, records: &mut Vec<frame::BatchRecord>, data: &mut Vec<u8>) -> bool {
+    if records.is_empty() {
+        return true;
+    }
+    let m = Msg::Batch(Incoming {
+        producer: 0,
+        first_seq: 0,
+        records: std::mem::take(records),
+        data: std::mem::take(data),
+        reply: None,
+    });
+    ctx.tx.send(m).is_ok()
+}
+
+fn serve_lines(mut conn: Conn, ctx: &Ctx) {
+    let peer = conn.peer();
+    let _ = conn.set_timeouts(Some(Duration::from_secs(600)));
+    let mut f = Framer::new(MAX_PAYLOAD);
+    let mut records = Vec::new();
+    let mut data = Vec::new();
+    loop {
+        match f.next_record() {
+            Ok(Next::Record(s, e)) => {
+                let start = data.len();
+                data.extend_from_slice(&f.bytes()[s..e]);
+                records.push(frame::BatchRecord {
+                    time_us: now_micros(),
+                    rtype: 0,
+                    start,
+                    len: e - s,
+                });
+                if data.len() >= 1 << 20 && !submit_plain(ctx, &mut records, &mut data) {
+                    return;
+                }
+            }
+            Ok(Next::NeedMore) => {
+                if !submit_plain(ctx, &mut records, &mut data) {
+                    return;
+                }
+                if let Err(e) = f.fill(&mut conn) {
+                    if e.kind() != io::ErrorKind::UnexpectedEof {
+                        log(&format!("{peer}: {e}"));
+                    }
+                    return;
+                }
+            }
+            Ok(Next::End) => {
+                submit_plain(ctx, &mut records, &mut data);
+                return;
+            }
+            Err(e) => {
+                submit_plain(ctx, &mut records, &mut data);
+                return refuse(ctx, None, &peer, &ctx.counters.refused_oversize, &e);
+            }
+        }
+    }
+}
+
+fn serve_udp(s: UdpSocket, ctx: &Ctx) {
+    let mut buf = vec![0u8; 65536];
+    let mut records = Vec::new();
+    let mut data = Vec::new();
+    loop {
+        let _ = s.set_nonblocking(!records.is_empty());
+        match s.recv(&mut buf) {
+            Ok(n) => {
+                let start = data.len();
+                data.extend_from_slice(&buf[..n]);
+                records.push(frame::BatchRecord {
+                    time_us: now_micros(),
+                    rtype: 0,
+                    start,
+                    len: n,
+                });
+                if records.len() < 4096 {
+                    continue;
+                }
+            }
+            Err(e)
+                if e.kind() == io::ErrorKind::WouldBlock
+                    || e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                log(&format!("udp: {e}"));
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        if !submit_plain(ctx, &mut records, &mut data) {
+            return;
+        }
+    }
+}
+
+/// Reads the token file: its content with one trailing newline removed. Errors: unreadable or
+/// empty file.
+pub fn read_token(path: &str) -> Result<Vec<u8>, String> {
+    let mut t = std::fs::read(path).map_err(|e| format!("cannot read token file {path}: {e}"))?;
+    while t.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+        t.pop();
+    }
+    if t.is_empty() {
+        return Err(format!("token file {path} is empty"));
+    }
+    Ok(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(input: &[u8], max: usize) -> Result<Vec<Vec<u8>>, String> {
+        let mut f = Framer::new(max);
+        let mut r = input;
+        let mut out = Vec::new();
+        loop {
+            match f.next_record()? {
+                Next::Record(s, e) => out.push(f.bytes()[s..e].to_vec()),
+                Next::NeedMore => f.fill(&mut r).map_err(|e| e.to_string())?,
+                Next::End => return Ok(out),
+            }
+        }
+    }
+
+    #[test]
+    fn framing() {
+        assert_eq!(
+            split(b"a\nbb\n", 100).unwrap(),
+            vec![b"a".to_vec(), b"bb".to_vec()]
+        );
+        assert_eq!(
+            split(b"5 hello3 a\nb", 100).unwrap(),
+            vec![b"hello".to_vec(), b"a\nb".to_vec()]
+        );
+        // Digits and a space start an octet-counted record (RFC 6587), even mid-sentence.
+        assert!(split(b"123 not counted\n", 100).is_err());
+        assert_eq!(split(b"tail", 100).unwrap(), vec![b"tail".to_vec()]);
+        assert!(split(b"99999 x", 100).is_err());
+        assert!(split(&[b'x'; 200], 100).is_err());
+    }
+}
