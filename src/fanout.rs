@@ -444,7 +444,7 @@ pub(crate) fn run(inner: Arc<Inner>, set: Arc<SinkSet>) {
                 publish(&set, &sinks, &st);
                 let rest = std::mem::take(&mut st.buf);
                 st.counters.lost.add(rest.tally());
-                finish_round(&mut st, &round, &ledger);
+                finish_round(&inner, &mut st, &round, &ledger);
                 st.flush_done = request;
                 st.flush_result = if round.failed { -1 } else { round.bytes as i64 };
                 st.closed = true;
@@ -455,7 +455,7 @@ pub(crate) fn run(inner: Arc<Inner>, set: Arc<SinkSet>) {
             }
         }
         publish(&set, &sinks, &st);
-        finish_round(&mut st, &round, &ledger);
+        finish_round(&inner, &mut st, &round, &ledger);
         st.flush_done = request;
         st.flush_result = if round.failed { -1 } else { round.bytes as i64 };
         inner.done.notify_all();
@@ -516,13 +516,13 @@ impl crate::logger::Logger {
     }
 }
 
-fn finish_round(st: &mut crate::logger::State, round: &Round, ledger: &Ledger) {
+fn finish_round(inner: &Inner, st: &mut crate::logger::State, round: &Round, ledger: &Ledger) {
     st.counters.sent.add(round.settled.sent);
     st.counters.lost.add(round.settled.lost);
     st.counters.retries += round.retries;
     st.counters.connects += round.connects;
     if let Some(e) = &round.error {
-        st.error = Some(PendingError::Text(e.clone()));
+        inner.post_error(st, PendingError::Text(e.clone()));
     }
     st.inflight = Tally::ZERO;
     st.sinks_held = ledger.unsettled();

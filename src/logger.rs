@@ -6,7 +6,7 @@
 //! buffers under the lock and sends outside it). Everything that talks to the network runs on the
 //! worker (`worker.rs`).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -102,6 +102,23 @@ pub struct Inner {
     pub(crate) done: Condvar,
     /// The fork generation this logger's worker belongs to (see `lifecycle`).
     generation: AtomicU64,
+    /// Mirrors `State.error.is_some()`, so "is an error pending?" — asked after every `log`
+    /// by the Lua binding — is one atomic load instead of a lock.
+    error_pending: AtomicBool,
+}
+
+impl Inner {
+    /// Makes `e` the pending error (the caller holds the state lock).
+    pub(crate) fn post_error(&self, st: &mut State, e: PendingError) {
+        st.error = Some(e);
+        self.error_pending.store(true, Ordering::Release);
+    }
+
+    /// Takes the pending error (the caller holds the state lock).
+    pub(crate) fn take_error_locked(&self, st: &mut State) -> Option<PendingError> {
+        self.error_pending.store(false, Ordering::Release);
+        st.error.take()
+    }
 }
 
 /// A cheap, clonable reference to one logger.
@@ -140,6 +157,7 @@ impl Logger {
             work: Condvar::new(),
             done: Condvar::new(),
             generation: AtomicU64::new(lifecycle::generation()),
+            error_pending: AtomicBool::new(false),
         });
         let handle = worker::spawn(inner.clone())
             .map_err(|e| format!("cannot start the rlog worker thread: {e}"))?;
@@ -174,7 +192,7 @@ impl Logger {
         st.inflight = Tally::ZERO;
         st.sinks_held = Tally::ZERO;
         st.counters = Counters::default();
-        st.error = None;
+        inner.take_error_locked(&mut st);
         st.flush_wanted = false;
         st.flush_req = 0;
         st.flush_done = 0;
@@ -187,9 +205,12 @@ impl Logger {
                 Err(e) => {
                     st.closed = true;
                     st.closing = Some(Instant::now());
-                    st.error = Some(PendingError::Text(format!(
-                        "cannot start the rlog worker thread after fork: {e}"
-                    )));
+                    inner.post_error(
+                        &mut st,
+                        PendingError::Text(format!(
+                            "cannot start the rlog worker thread after fork: {e}"
+                        )),
+                    );
                 }
             }
         }
@@ -220,7 +241,7 @@ impl Logger {
         let held = st.buf.bytes() + st.inflight.bytes as usize + msg.len();
         if held > limits.drop_limit {
             st.counters.dropped.add(Tally::one(msg.len()));
-            st.error = Some(PendingError::BufferFull);
+            inner.post_error(st, PendingError::BufferFull);
             self.want_flush(st);
             return Logged::Dropped;
         }
@@ -248,7 +269,7 @@ impl Logger {
         let inner = &*self.0;
         let mut st = inner.state.lock();
         if st.closing.is_some() {
-            st.error = Some(PendingError::Text("logger is shut down".into()));
+            inner.post_error(&mut st, PendingError::Text("logger is shut down".into()));
             return -1;
         }
         if st.buffered().is_zero() {
@@ -260,9 +281,12 @@ impl Logger {
         let give_up = Instant::now() + worker::longest_delivery(&inner.config.limits) * 2;
         while st.flush_done < mine {
             if inner.done.wait_until(&mut st, give_up).timed_out() && st.flush_done < mine {
-                st.error = Some(PendingError::Text(
-                    "flush did not complete in time; the messages stay buffered".into(),
-                ));
+                inner.post_error(
+                    &mut st,
+                    PendingError::Text(
+                        "flush did not complete in time; the messages stay buffered".into(),
+                    ),
+                );
                 return -1;
             }
         }
@@ -272,17 +296,25 @@ impl Logger {
     /// Takes the pending error, if any: each error is returned once.
     pub fn take_error(&self) -> Option<PendingError> {
         self.own_process();
-        self.0.state.lock().error.take()
+        if !self.0.error_pending.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut st = self.0.state.lock();
+        self.0.take_error_locked(&mut st)
     }
 
     /// Makes `msg` the pending error (for argument errors found at the FFI edge).
     pub fn set_error(&self, msg: String) {
-        self.0.state.lock().error = Some(PendingError::Text(msg));
+        let mut st = self.0.state.lock();
+        self.0.post_error(&mut st, PendingError::Text(msg));
     }
 
     /// Looks at the pending error without taking it.
     pub fn peek_error_len(&self) -> usize {
         self.own_process();
+        if !self.0.error_pending.load(Ordering::Acquire) {
+            return 0;
+        }
         self.0
             .state
             .lock()

@@ -296,7 +296,7 @@ fn run(inner: Arc<Inner>) {
         st.counters.retries += out.retries;
         st.counters.connects += out.connects;
         if let Some(e) = out.error {
-            st.error = Some(PendingError::Text(e));
+            inner.post_error(&mut st, PendingError::Text(e));
         }
         if batch.is_empty() {
             failures = 0;
