@@ -3,6 +3,7 @@ lookup, against real loopback collectors (pyhelpers)."""
 
 import os
 import re
+import signal
 import shutil
 import subprocess
 import sys
@@ -15,6 +16,8 @@ import pyhelpers
 from pyhelpers import TcpCollector, UdpCollector, closed_port
 
 import rlog  # noqa: E402  (pyhelpers put bindings/python on sys.path)
+
+CHILD_DEADLINE = 15  # seconds
 
 
 def tcp_config(port, **extra):
@@ -284,6 +287,7 @@ def test_fork_child_gets_a_fresh_working_logger_and_no_duplicates():
         if pid == 0:  # child: report through the pipe, never return into pytest
             code = 1
             try:
+                signal.alarm(CHILD_DEADLINE)  # a hung child dies of SIGALRM: the test fails, never hangs
                 os.close(r)
                 st0 = lg.stats()
                 for i in range(4):
@@ -304,6 +308,7 @@ def test_fork_child_gets_a_fresh_working_logger_and_no_duplicates():
             report += chunk
         os.close(r)
         _, status = os.waitpid(pid, 0)
+        assert not os.WIFSIGNALED(status), f"the child hung in rlog after fork (killed by signal {os.WTERMSIG(status)})"
         assert os.WEXITSTATUS(status) == 0, report.decode()
         lg.log("parent after fork\n")
         lg.flush()
