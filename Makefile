@@ -14,7 +14,7 @@ TARGET  := target/release
 LIB     := $(TARGET)/librlog.so
 BUILD   := build
 
-.PHONY: all build header demo test test-rust test-c test-py lint install clean bench
+.PHONY: all build deps header demo test test-rust test-c test-py lint install clean bench
 
 all: build
 
@@ -32,7 +32,12 @@ $(BUILD)/example: bindings/c/example.c include/rlog.h build
 demo: build $(BUILD)/example
 	$(PYTHON) demo/demo.py
 
-test: build test-rust test-c test-py
+test: deps build test-rust test-c test-py
+	@echo "make test: all suites passed"
+
+# Installs the real peers the tests run against (nginx + Lua, uWSGI, rsyslog, pytest) when missing.
+deps:
+	bash .ci/deps
 
 test-rust:
 	$(CARGO) test --release

@@ -11,16 +11,19 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/** An independent logger (see rlog_logger_new). */
+typedef struct rlog_logger rlog_logger;
+
 /**
  * An independent logger, created by `rlog_logger_new` and freed by `rlog_logger_free`.
  */
-typedef struct rlog_logger rlog_logger;
+struct rlog_logger;
 
 /**
  * The C view of a logger's counters. Append-only: new fields go at the end, so a caller built
  * against an older header, passing a smaller `out_size`, still gets the fields it knows.
  */
-typedef struct rlog_stats {
+struct rlog_stats {
   /**
    * Messages accepted by `log`.
    */
@@ -60,7 +63,7 @@ typedef struct rlog_stats {
    * Connections established.
    */
   uint64_t connects;
-} rlog_stats;
+};
 
 
 

@@ -29,7 +29,7 @@ impl Buffer {
     pub fn with_capacity(bytes: usize) -> Buffer {
         Buffer {
             data: Vec::with_capacity(bytes),
-            ends: Vec::with_capacity(bytes / 64 + 16),
+            ends: Vec::with_capacity(bytes / 16 + 16),
             times: Vec::new(),
         }
     }
@@ -170,6 +170,12 @@ mod tests {
         b.push(b"a", Some(1));
         b.push(b"b", Some(2));
         b.consume(1);
-        assert_eq!(b.record(0), Record { bytes: b"b", time_us: Some(2) });
+        assert_eq!(
+            b.record(0),
+            Record {
+                bytes: b"b",
+                time_us: Some(2)
+            }
+        );
     }
 }

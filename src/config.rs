@@ -148,7 +148,9 @@ fn unquote(v: &str) -> Result<String, String> {
             '"' => {
                 let rest: String = chars.collect();
                 if !rest.trim().is_empty() {
-                    return Err(format!("unexpected text after the closing quote: \"{rest}\""));
+                    return Err(format!(
+                        "unexpected text after the closing quote: \"{rest}\""
+                    ));
                 }
                 return Ok(out);
             }
@@ -157,7 +159,9 @@ fn unquote(v: &str) -> Result<String, String> {
                 Some('\\') => out.push('\\'),
                 Some('n') => out.push('\n'),
                 Some('t') => out.push('\t'),
-                Some(other) => return Err(format!("unknown escape \"\\{other}\" in a quoted value")),
+                Some(other) => {
+                    return Err(format!("unknown escape \"\\{other}\" in a quoted value"))
+                }
                 None => return Err("unterminated quoted value".to_string()),
             },
             c => out.push(c),
@@ -222,16 +226,15 @@ impl Config {
                     limits.timeout = t;
                 }
                 "max_retry_times" => {
-                    limits.max_retry_times = u32::try_from(whole(e)?)
-                        .map_err(|_| at("invalid \"max_retry_times\""))?
+                    limits.max_retry_times =
+                        u32::try_from(whole(e)?).map_err(|_| at("invalid \"max_retry_times\""))?
                 }
                 "retry_interval" => limits.retry_interval = millis(e)?,
                 "pool_size" => limits.pool_size = whole(e)? as usize,
                 "max_buffer_reuse" => limits.max_buffer_reuse = whole(e)?,
                 "periodic_flush" => {
                     let secs = decimal(e)?;
-                    limits.periodic_flush =
-                        (secs > 0.0).then(|| Duration::from_secs_f64(secs));
+                    limits.periodic_flush = (secs > 0.0).then(|| Duration::from_secs_f64(secs));
                 }
                 "ssl" => ssl = boolean(e)?,
                 "ssl_verify" => ssl_verify = boolean(e)?,
@@ -250,10 +253,10 @@ impl Config {
         let endpoint = match (host, port, path) {
             (Some(host), Some(port), _) if udp => Endpoint::Udp { host, port },
             (Some(host), Some(port), _) => Endpoint::Tcp { host, port },
-            (_, _, Some(_)) if udp => {
-                return Err("\"sock_type\" \"udp\" needs \"host\"/\"port\": \"path\" is a unix stream socket"
-                    .to_string())
-            }
+            (_, _, Some(_)) if udp => return Err(
+                "\"sock_type\" \"udp\" needs \"host\"/\"port\": \"path\" is a unix stream socket"
+                    .to_string(),
+            ),
             (_, _, Some(path)) => Endpoint::Unix { path },
             _ => {
                 return Err(
@@ -284,10 +287,11 @@ impl Config {
                 );
             }
             let ca = ssl_ca.as_ref().map(|(f, _)| f.as_str());
-            let settings = tls::settings(&server_name, ssl_verify, ca).map_err(|e| match &ssl_ca {
-                Some((_, line)) => format!("{e} (\"ssl_ca\" at line {line})"),
-                None => e,
-            })?;
+            let settings =
+                tls::settings(&server_name, ssl_verify, ca).map_err(|e| match &ssl_ca {
+                    Some((_, line)) => format!("{e} (\"ssl_ca\" at line {line})"),
+                    None => e,
+                })?;
             Some(Arc::new(settings))
         } else {
             if let Some((_, line)) = ssl_ca {
@@ -338,7 +342,7 @@ fn whole(e: &Entry) -> Result<u64, String> {
 /// A non-negative decimal number.
 fn decimal(e: &Entry) -> Result<f64, String> {
     match e.value.parse::<f64>() {
-        Ok(x) if x.is_finite() && x >= 0.0 && x < 1e9 => Ok(x),
+        Ok(x) if (0.0..1e9).contains(&x) => Ok(x),
         _ => Err(invalid(e, "a number >= 0")),
     }
 }
@@ -373,7 +377,10 @@ mod tests {
         assert_eq!(c.limits, Limits::default());
         assert_eq!(
             c.endpoint,
-            Endpoint::Tcp { host: "127.0.0.1".into(), port: 5140 }
+            Endpoint::Tcp {
+                host: "127.0.0.1".into(),
+                port: 5140
+            }
         );
         assert!(c.tls.is_none());
     }
@@ -394,8 +401,12 @@ mod tests {
         let e = entries("a = \"  x \\\"y\\\" \\\\ \\n\\t \"").unwrap();
         assert_eq!(e[0].value, "  x \"y\" \\ \n\t ");
         assert!(entries("a = \"open").unwrap_err().contains("unterminated"));
-        assert!(entries("a = \"x\" y").unwrap_err().contains("after the closing quote"));
-        assert!(entries("a = \"\\q\"").unwrap_err().contains("unknown escape"));
+        assert!(entries("a = \"x\" y")
+            .unwrap_err()
+            .contains("after the closing quote"));
+        assert!(entries("a = \"\\q\"")
+            .unwrap_err()
+            .contains("unknown escape"));
     }
 
     #[test]
@@ -403,7 +414,8 @@ mod tests {
         assert!(err("host=h\nport=70000").starts_with("\"port\" out of range 0~65535"));
         assert!(err("host=h\nport=-1").starts_with("\"port\" out of range 0~65535"));
         assert!(err("host=h\nport=x").starts_with("\"port\" must be a number"));
-        assert!(err("host=h\nport=1\nsock_type=sctp").starts_with("\"sock_type\" must be \"tcp\" or \"udp\""));
+        assert!(err("host=h\nport=1\nsock_type=sctp")
+            .starts_with("\"sock_type\" must be \"tcp\" or \"udp\""));
         for key in [
             "flush_limit",
             "drop_limit",
@@ -415,10 +427,14 @@ mod tests {
             "periodic_flush",
         ] {
             let e = err(&format!("host=h\nport=1\n{key} = -3"));
-            assert!(e.starts_with(&format!("invalid \"{key}\" at line 3")), "{e}");
+            assert!(
+                e.starts_with(&format!("invalid \"{key}\" at line 3")),
+                "{e}"
+            );
         }
         assert!(err("host=h\nport=1\nssl=maybe").starts_with("\"ssl\" must be a boolean value"));
-        assert!(err("host=h\nport=1\nssl_verify=2").starts_with("\"ssl_verify\" must be a boolean value"));
+        assert!(err("host=h\nport=1\nssl_verify=2")
+            .starts_with("\"ssl_verify\" must be a boolean value"));
         assert_eq!(
             err("flush_limit=1"),
             "no logging server configured. \"host\"/\"port\" or \"path\" is required."
@@ -432,7 +448,10 @@ mod tests {
 
     #[test]
     fn unknown_keys_bad_lines_and_duplicates_name_the_line() {
-        assert_eq!(err("path=/x\nflush_limt=1"), "unknown key \"flush_limt\" at line 2");
+        assert_eq!(
+            err("path=/x\nflush_limt=1"),
+            "unknown key \"flush_limt\" at line 2"
+        );
         assert!(err("path=/x\njust words").starts_with("bad line 2"));
         assert!(err("path=/x\npath=/y").starts_with("duplicate key \"path\" at line 2"));
         assert!(err("path=/x\nlog-encoder = gzip").contains("\"log_encoder\" at line 2"));
@@ -442,9 +461,20 @@ mod tests {
     #[test]
     fn endpoints() {
         let c = Config::parse("host=::1\nport=9\nsock_type=udp").unwrap();
-        assert_eq!(c.endpoint, Endpoint::Udp { host: "::1".into(), port: 9 });
+        assert_eq!(
+            c.endpoint,
+            Endpoint::Udp {
+                host: "::1".into(),
+                port: 9
+            }
+        );
         let c = Config::parse("path=/tmp/s").unwrap();
-        assert_eq!(c.endpoint, Endpoint::Unix { path: "/tmp/s".into() });
+        assert_eq!(
+            c.endpoint,
+            Endpoint::Unix {
+                path: "/tmp/s".into()
+            }
+        );
         assert!(err("path=/tmp/s\nsock_type=udp").contains("needs \"host\""));
         assert!(err("host=h\nport=1\nsock_type=udp\nssl=true").contains("not supported"));
         assert!(err("host=h\nport=1\nssl_ca=/x").contains("needs \"ssl = true\""));

@@ -108,7 +108,9 @@ unsafe fn stats_of(lg: &Logger, out: *mut rlog_stats, out_size: usize) -> c_int 
     let s = lg.stats();
     let n = out_size.min(std::mem::size_of::<rlog_stats>());
     // SAFETY: `out` is valid for out_size >= n bytes; `s` is a live rlog_stats of >= n bytes.
-    unsafe { std::ptr::copy_nonoverlapping((&s as *const rlog_stats).cast::<u8>(), out.cast::<u8>(), n) };
+    unsafe {
+        std::ptr::copy_nonoverlapping((&s as *const rlog_stats).cast::<u8>(), out.cast::<u8>(), n)
+    };
     0
 }
 
@@ -128,7 +130,11 @@ fn timeout_of(timeout_ms: c_int) -> Option<Duration> {
 /// # Safety
 /// `config` is NULL or a NUL-terminated string; `err` is NULL or valid for `err_len` bytes.
 #[no_mangle]
-pub unsafe extern "C" fn rlog_init(config: *const c_char, err: *mut c_char, err_len: usize) -> c_int {
+pub unsafe extern "C" fn rlog_init(
+    config: *const c_char,
+    err: *mut c_char,
+    err_len: usize,
+) -> c_int {
     guard(-1, || {
         // SAFETY: forwarded caller contract.
         let r = unsafe { config_text(config) }.and_then(global::init);
@@ -282,10 +288,16 @@ unsafe fn handle<'a>(lg: *mut rlog_logger) -> Option<&'a Logger> {
 /// # Safety
 /// `lg` is NULL or a live handle; `msg` is NULL or valid for `len` bytes of reads.
 #[no_mangle]
-pub unsafe extern "C" fn rlog_logger_log(lg: *mut rlog_logger, msg: *const c_char, len: usize) -> c_int {
+pub unsafe extern "C" fn rlog_logger_log(
+    lg: *mut rlog_logger,
+    msg: *const c_char,
+    len: usize,
+) -> c_int {
     guard(-1, || {
         // SAFETY: forwarded caller contract.
-        let Some(lg) = (unsafe { handle(lg) }) else { return -1 };
+        let Some(lg) = (unsafe { handle(lg) }) else {
+            return -1;
+        };
         // SAFETY: forwarded caller contract.
         match unsafe { message(msg, len) } {
             Ok(bytes) => logged(lg.log(bytes)),
@@ -312,7 +324,11 @@ pub unsafe extern "C" fn rlog_logger_flush(lg: *mut rlog_logger) -> i64 {
 /// # Safety
 /// `lg` is NULL or a live handle; `buf` is NULL or valid for `buf_len` bytes of writes.
 #[no_mangle]
-pub unsafe extern "C" fn rlog_logger_last_error(lg: *mut rlog_logger, buf: *mut c_char, buf_len: usize) -> usize {
+pub unsafe extern "C" fn rlog_logger_last_error(
+    lg: *mut rlog_logger,
+    buf: *mut c_char,
+    buf_len: usize,
+) -> usize {
     guard(0, || match unsafe { handle(lg) } {
         // SAFETY: forwarded caller contract.
         Some(lg) => unsafe { last_error_of(lg, buf, buf_len) },
@@ -325,7 +341,11 @@ pub unsafe extern "C" fn rlog_logger_last_error(lg: *mut rlog_logger, buf: *mut 
 /// # Safety
 /// `lg` is NULL or a live handle; `out` is NULL or valid for `out_size` bytes of writes.
 #[no_mangle]
-pub unsafe extern "C" fn rlog_logger_stats(lg: *mut rlog_logger, out: *mut rlog_stats, out_size: usize) -> c_int {
+pub unsafe extern "C" fn rlog_logger_stats(
+    lg: *mut rlog_logger,
+    out: *mut rlog_stats,
+    out_size: usize,
+) -> c_int {
     guard(-1, || match unsafe { handle(lg) } {
         // SAFETY: forwarded caller contract.
         Some(lg) => unsafe { stats_of(lg, out, out_size) },

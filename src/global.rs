@@ -10,7 +10,7 @@
 use std::sync::atomic::{AtomicPtr, Ordering};
 use std::time::Duration;
 
-use parking_lot::Mutex;
+use crate::sync::Mutex;
 
 use crate::config::Config;
 use crate::logger::{Logged, Logger};

@@ -23,6 +23,7 @@ pub mod global;
 mod lifecycle;
 pub mod logger;
 pub mod stats;
+mod sync;
 pub mod transport;
 pub mod worker;
 

@@ -1,20 +1,22 @@
 //! Process life: the registry of live loggers, `fork()` and exit.
 //!
-//! - **fork**: a `pthread_atfork` prepare handler takes every logger's state lock (so no other
-//!   thread is half-way through an append when the address space is copied) and the parent and
-//!   child handlers release them. The child handler also bumps the *fork generation*; each logger
+//! - **fork**: a `pthread_atfork` prepare handler takes the registry and every logger's state lock
+//!   (so no other thread is half-way through an append when the address space is copied) and the
+//!   parent and child handlers release them. The locks are std's futex words (see `sync.rs`): no
+//!   process-wide waiter table that could hold the parent's threads in the child. The child handler also bumps the *fork generation*; each logger
 //!   notices on its next call that its worker belongs to another process, forgets the parent's
 //!   messages (the parent still sends them) and starts a worker of its own.
 //! - **exit**: an `atexit` handler asks every live logger to deliver what it holds within its
 //!   `timeout` and waits for them together.
 
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Once};
 use std::time::Instant;
 
-use parking_lot::Mutex;
+use crate::sync::Mutex;
 
-use crate::logger::{Inner, Logger};
+use crate::logger::{Inner, Logger, State};
 
 static GENERATION: AtomicU64 = AtomicU64::new(0);
 static REGISTRY: Mutex<Vec<Arc<Inner>>> = Mutex::new(Vec::new());
@@ -29,14 +31,48 @@ pub fn generation() -> u64 {
 /// Adds a started logger to the registry (installing the fork and exit hooks the first time).
 pub(crate) fn register(inner: Arc<Inner>) {
     HOOKS.call_once(|| {
+        pin_library();
         // SAFETY: the three handlers are `extern "C" fn()` items that live as long as the
         // library; pthread_atfork and atexit only store the pointers.
         unsafe {
-            libc::pthread_atfork(Some(before_fork), Some(after_fork_parent), Some(after_fork_child));
+            libc::pthread_atfork(
+                Some(before_fork),
+                Some(after_fork_parent),
+                Some(after_fork_child),
+            );
             libc::atexit(at_exit);
         }
     });
     REGISTRY.lock().push(inner);
+}
+
+/// Marks this shared library as never to be unloaded (`RTLD_NODELETE`). Worker threads run its
+/// code until the process ends; a host that `dlclose`s it (LuaJIT does when its VM is closed at
+/// exit) must not unmap that code under them. A no-op when rlog is linked statically.
+fn pin_library() {
+    let mut info: libc::Dl_info = empty_dl_info();
+    let anchor = pin_library as *const libc::c_void;
+    // SAFETY: dladdr only reads the address and fills `info`; dli_fname, when non-NULL, points
+    // to a NUL-terminated path owned by the dynamic loader, valid while the object is loaded,
+    // which it is during this call. dlopen with RTLD_NOLOAD only looks up that already-loaded
+    // object and adds the NODELETE flag; the handle it returns is deliberately never closed.
+    unsafe {
+        if libc::dladdr(anchor, &mut info) != 0 && !info.dli_fname.is_null() {
+            libc::dlopen(
+                info.dli_fname,
+                libc::RTLD_NOW | libc::RTLD_NOLOAD | libc::RTLD_NODELETE,
+            );
+        }
+    }
+}
+
+fn empty_dl_info() -> libc::Dl_info {
+    libc::Dl_info {
+        dli_fname: std::ptr::null(),
+        dli_fbase: std::ptr::null_mut(),
+        dli_sname: std::ptr::null(),
+        dli_saddr: std::ptr::null_mut(),
+    }
 }
 
 /// Removes a logger whose worker has stopped.
@@ -44,25 +80,46 @@ pub(crate) fn unregister(inner: &Arc<Inner>) {
     REGISTRY.lock().retain(|i| !Arc::ptr_eq(i, inner));
 }
 
-extern "C" fn before_fork() {
-    let reg = REGISTRY.lock();
-    for inner in reg.iter() {
-        std::mem::forget(inner.state.lock());
-    }
-    std::mem::forget(reg);
+/// What the forking thread holds across `fork()`: the registry and every logger's state lock,
+/// so no other thread is half-way through changing them when the address space is copied.
+struct Held {
+    states: Vec<(Arc<Inner>, std::sync::MutexGuard<'static, State>)>,
+    registry: Option<std::sync::MutexGuard<'static, Vec<Arc<Inner>>>>,
 }
 
-fn release_all() {
-    // SAFETY: `before_fork` locked the registry and every state lock in it and forgot the
-    // guards; nothing else can have locked or changed them since, so this thread (the one that
-    // called fork, in the parent or in the child) holds all of them and releases each once.
-    unsafe {
-        let reg = &*REGISTRY.data_ptr();
-        for inner in reg.iter() {
-            inner.state.force_unlock();
-        }
-        REGISTRY.force_unlock();
+thread_local! {
+    static HELD: RefCell<Held> = const { RefCell::new(Held { states: Vec::new(), registry: None }) };
+}
+
+extern "C" fn before_fork() {
+    let reg = REGISTRY.std_lock();
+    let mut states = Vec::with_capacity(reg.len());
+    for inner in reg.iter() {
+        let guard = inner.state.std_lock();
+        // SAFETY: the guard borrows `inner.state`, which lives in the `Arc<Inner>` stored next to
+        // it in the same tuple; `release_all` drops the guard before that Arc, so the borrow
+        // never outlives what it borrows.
+        let guard: std::sync::MutexGuard<'static, State> = unsafe { std::mem::transmute(guard) };
+        states.push((inner.clone(), guard));
     }
+    HELD.with(|h| {
+        let mut h = h.borrow_mut();
+        h.states = states;
+        h.registry = Some(reg);
+    });
+}
+
+/// Releases what `before_fork` took: in the parent, and in the child (where the forking thread
+/// is the only thread, and the holder of every one of these locks).
+fn release_all() {
+    HELD.with(|h| {
+        let mut h = h.borrow_mut();
+        for (inner, guard) in h.states.drain(..) {
+            drop(guard);
+            drop(inner);
+        }
+        h.registry = None;
+    });
 }
 
 extern "C" fn after_fork_parent() {
@@ -81,7 +138,7 @@ extern "C" fn at_exit() {
         for lg in &loggers {
             let timeout = lg.config().limits.timeout;
             lg.begin_close(timeout);
-            deadlines.push(Instant::now() + timeout);
+            deadlines.push(Instant::now() + timeout + crate::logger::CLOSE_GRACE);
         }
         for (lg, until) in loggers.iter().zip(deadlines) {
             lg.wait_closed(until);

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use parking_lot::{Condvar, Mutex};
+use crate::sync::{Condvar, Mutex};
 
 use crate::buffer::Buffer;
 use crate::config::Config;
@@ -38,6 +38,10 @@ impl PendingError {
         }
     }
 }
+
+/// How long past its delivery deadline a closing caller waits for the worker to count what it
+/// could not deliver and stop (it notices the deadline between two attempts).
+pub(crate) const CLOSE_GRACE: Duration = Duration::from_millis(100);
 
 /// What `log` did with a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,11 +103,11 @@ pub struct Inner {
 #[derive(Debug, Clone)]
 pub struct Logger(pub(crate) Arc<Inner>);
 
-/// Initial buffer capacity: room for two flushes' worth, so a steady load never grows it.
+/// Buffer capacity: everything `drop_limit` lets a buffer hold (up to 64 MiB), so `log` never
+/// grows it. This reserves address space, not memory: the allocator maps large blocks lazily, so
+/// only pages a load has touched cost RAM, and `max_buffer_reuse` gives them back.
 pub(crate) fn initial_capacity(config: &Config) -> usize {
-    (config.limits.flush_limit.saturating_mul(2))
-        .max(4096)
-        .min(config.limits.drop_limit.max(1))
+    config.limits.drop_limit.clamp(4096, 64 << 20)
 }
 
 impl Logger {
@@ -131,7 +135,8 @@ impl Logger {
             done: Condvar::new(),
             generation: AtomicU64::new(lifecycle::generation()),
         });
-        let handle = worker::spawn(inner.clone()).map_err(|e| format!("cannot start the rlog worker thread: {e}"))?;
+        let handle = worker::spawn(inner.clone())
+            .map_err(|e| format!("cannot start the rlog worker thread: {e}"))?;
         inner.state.lock().worker = Some(handle);
         lifecycle::register(inner.clone());
         Ok(Logger(inner))
@@ -193,8 +198,13 @@ impl Logger {
         self.own_process();
         let inner = &*self.0;
         let limits = &inner.config.limits;
-        let time = if inner.config.needs_time { Some(now_micros()) } else { None };
-        let mut st = inner.state.lock();
+        let time = if inner.config.needs_time {
+            Some(now_micros())
+        } else {
+            None
+        };
+        let mut guard = inner.state.lock();
+        let st = &mut *guard;
         if st.closing.is_some() {
             return Logged::Closed;
         }
@@ -202,13 +212,13 @@ impl Logger {
         if held > limits.drop_limit {
             st.counters.dropped.add(Tally::one(msg.len()));
             st.error = Some(PendingError::BufferFull);
-            self.want_flush(&mut st);
+            self.want_flush(st);
             return Logged::Dropped;
         }
         st.buf.push(msg, time);
         st.counters.logged.add(Tally::one(msg.len()));
         if held >= limits.flush_limit {
-            self.want_flush(&mut st);
+            self.want_flush(st);
         }
         Logged::Buffered(msg.len())
     }
@@ -264,7 +274,12 @@ impl Logger {
     /// Looks at the pending error without taking it.
     pub fn peek_error_len(&self) -> usize {
         self.own_process();
-        self.0.state.lock().error.as_ref().map_or(0, |e| e.as_str().len())
+        self.0
+            .state
+            .lock()
+            .error
+            .as_ref()
+            .map_or(0, |e| e.as_str().len())
     }
 
     /// The counters now.
@@ -279,7 +294,7 @@ impl Logger {
     /// Later `log` calls return [`Logged::Closed`].
     pub fn close(&self, timeout: Duration) -> bool {
         self.begin_close(timeout);
-        self.wait_closed(Instant::now() + timeout)
+        self.wait_closed(Instant::now() + timeout + CLOSE_GRACE)
     }
 
     /// Marks the logger closing with a delivery deadline `timeout` from now (the first call's

@@ -45,7 +45,10 @@ impl Tally {
     pub const ZERO: Tally = Tally { msgs: 0, bytes: 0 };
 
     pub fn one(bytes: usize) -> Tally {
-        Tally { msgs: 1, bytes: bytes as u64 }
+        Tally {
+            msgs: 1,
+            bytes: bytes as u64,
+        }
     }
 
     pub fn add(&mut self, other: Tally) {

@@ -193,7 +193,10 @@ fn run(inner: Arc<Inner>) {
     let config = &inner.config;
     let limits = &config.limits;
     let capacity = crate::logger::initial_capacity(config);
-    let mut sink = Sink { inner: &inner, conn: None };
+    let mut sink = Sink {
+        inner: &inner,
+        conn: None,
+    };
     let mut batch = Buffer::with_capacity(capacity);
     let mut reuse = 0u64;
     let mut last_flush = Instant::now();
@@ -222,10 +225,14 @@ fn run(inner: Arc<Inner>) {
             {
                 break (st.flush_req, st.closing);
             }
-            let wake = [limits.periodic_flush.map(|p| last_flush + p), retry_at, st.closing]
-                .into_iter()
-                .flatten()
-                .min();
+            let wake = [
+                limits.periodic_flush.map(|p| last_flush + p),
+                retry_at,
+                st.closing,
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             match wake {
                 Some(t) => {
                     inner.work.wait_until(&mut st, t);

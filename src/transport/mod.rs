@@ -69,7 +69,9 @@ pub fn reason(e: &io::Error) -> String {
         PermissionDenied => "permission denied".into(),
         UnexpectedEof => "closed".into(),
         _ => match e.raw_os_error() {
-            Some(code) => io::Error::from_raw_os_error(code).to_string().to_lowercase(),
+            Some(code) => io::Error::from_raw_os_error(code)
+                .to_string()
+                .to_lowercase(),
             None => e.to_string(),
         },
     }

@@ -12,7 +12,9 @@ pub struct Stream {
 
 impl Stream {
     pub fn new(sock: socket2::Socket) -> Stream {
-        Stream { sock: NoSigPipe(sock) }
+        Stream {
+            sock: NoSigPipe(sock),
+        }
     }
 }
 

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{
+    ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
 use socket2::Socket;
 
 use super::socket::{peek, NoSigPipe, Peek};
@@ -36,8 +38,16 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 }
 
 /// Builds the TLS settings once, at config time, so a bad CA file or name is an init error.
-pub fn settings(server_name: &str, verify: bool, ca_file: Option<&str>) -> Result<TlsSettings, String> {
-    let name = if server_name.is_empty() { "localhost" } else { server_name };
+pub fn settings(
+    server_name: &str,
+    verify: bool,
+    ca_file: Option<&str>,
+) -> Result<TlsSettings, String> {
+    let name = if server_name.is_empty() {
+        "localhost"
+    } else {
+        server_name
+    };
     let server_name = ServerName::try_from(name.to_string())
         .map_err(|_| format!("invalid \"sni_host\": \"{name}\" is not a valid server name"))?;
     let builder = ClientConfig::builder_with_provider(provider())
@@ -51,7 +61,8 @@ pub fn settings(server_name: &str, verify: bool, ca_file: Option<&str>) -> Resul
                     .map_err(|e| format!("cannot read \"ssl_ca\" file {file}: {e}"))?;
                 let mut reader = io::BufReader::new(&pem[..]);
                 for cert in rustls_pemfile::certs(&mut reader) {
-                    let cert = cert.map_err(|e| format!("bad PEM in \"ssl_ca\" file {file}: {e}"))?;
+                    let cert =
+                        cert.map_err(|e| format!("bad PEM in \"ssl_ca\" file {file}: {e}"))?;
                     roots
                         .add(cert)
                         .map_err(|e| format!("bad certificate in \"ssl_ca\" file {file}: {e}"))?;
@@ -104,7 +115,12 @@ impl ServerCertVerifier for NoVerify {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -113,7 +129,12 @@ impl ServerCertVerifier for NoVerify {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -135,20 +156,30 @@ impl Tls {
     /// Runs the handshake; each socket operation is bounded by `timeout` (set on the socket).
     pub fn handshake(sock: Socket, settings: &TlsSettings, _timeout: Duration) -> io::Result<Tls> {
         let conn = ClientConnection::new(settings.config.clone(), settings.server_name.clone())
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("handshake failed: {e}")))?;
-        let mut tls = Tls { conn, sock: NoSigPipe(sock) };
-        while tls.conn.is_handshaking() {
-            tls.conn.complete_io(&mut tls.sock).map_err(|e| match e.kind() {
-                io::ErrorKind::InvalidData => io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("handshake failed: {}", e.into_inner().map(|i| i.to_string()).unwrap_or_default()),
-                ),
-                io::ErrorKind::UnexpectedEof => io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "handshake failed: the server closed the connection",
-                ),
-                _ => e,
+            .map_err(|e| {
+                io::Error::new(io::ErrorKind::InvalidData, format!("handshake failed: {e}"))
             })?;
+        let mut tls = Tls {
+            conn,
+            sock: NoSigPipe(sock),
+        };
+        while tls.conn.is_handshaking() {
+            tls.conn
+                .complete_io(&mut tls.sock)
+                .map_err(|e| match e.kind() {
+                    io::ErrorKind::InvalidData => io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "handshake failed: {}",
+                            e.into_inner().map(|i| i.to_string()).unwrap_or_default()
+                        ),
+                    ),
+                    io::ErrorKind::UnexpectedEof => io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "handshake failed: the server closed the connection",
+                    ),
+                    _ => e,
+                })?;
         }
         Ok(tls)
     }

@@ -36,7 +36,12 @@ impl Transport for Udp {
                 match self.sock.send_with_flags(rec.bytes, libc::MSG_NOSIGNAL) {
                     Ok(_) => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(error) => return Err(SendError { delivered: i, error }),
+                    Err(error) => {
+                        return Err(SendError {
+                            delivered: i,
+                            error,
+                        })
+                    }
                 }
             }
         }
