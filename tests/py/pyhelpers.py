@@ -36,20 +36,27 @@ def wait_until(pred: Callable[[], bool], timeout: float = 10.0, step: float = 0.
 
 
 class TcpCollector:
-    """Accepts any number of connections on 127.0.0.1 and keeps every byte received.
+    """Accepts any number of connections on 127.0.0.1 (or on the unix stream socket ``path``
+    when given) and keeps every byte received.
 
     ``data()`` is everything so far (connections in the order they were accepted),
     ``lines()`` splits it on ``\\n``. A context manager: closes the listener and all
     connections on exit.
     """
 
-    def __init__(self):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
+    def __init__(self, path: str = None):
+        self.path = path
+        if path is None:
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.sock.bind(("127.0.0.1", 0))
+            self.port = self.sock.getsockname()[1]
+        else:
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.bind(path)
+            self.port = None
         self.sock.listen(64)
         self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
         self._chunks: List[bytearray] = []
         self._conns: List[socket.socket] = []
         self._lock = threading.Lock()
