@@ -19,7 +19,8 @@
  * pipes (the master's own last lines, "goodbye to uWSGI." included), then delivers what rlog
  * holds within the config's timeout and frees the loggers. Messages logged after that go to
  * the original stderr: nothing vanishes. rlog's pending errors (dropped messages, a collector
- * that is down) are reported on the original stderr, at most once a second per logger.
+ * that is down) are reported on the original stderr, at most once a second per logger, checked
+ * as messages are logged and on every master cycle.
  */
 
 #include <uwsgi.h>
@@ -34,6 +35,7 @@ struct rlog_instance {
 	rlog_logger *lg;
 	pid_t owner;              /* the process that created lg */
 	time_t last_report;       /* last time a pending error was printed */
+	time_t last_check;        /* last time the pending error was looked at */
 	struct rlog_instance *next;
 };
 
@@ -236,8 +238,11 @@ static ssize_t rlog_uwsgi_log(struct uwsgi_logger *ul, char *message, size_t len
 	}
 	struct rlog_instance *in = (struct rlog_instance *) ul->data;
 	int n = rlog_logger_log(in->lg, message, len);
-	if (n <= 0 || in->last_report != time(NULL))
+	time_t now = time(NULL);
+	if (n <= 0 || now != in->last_check) {
+		in->last_check = now;
 		rlog_report(in, 0);
+	}
 	if (n < 0)
 		return -1;
 	return n;
@@ -300,6 +305,26 @@ static void rlog_shutdown_all(void) {
 		pthread_mutex_unlock(&uwsgi.threaded_logger_lock);
 }
 
+/* Once per master loop (about a second): reports pending errors even when nothing is logged. */
+static void rlog_master_cycle(void) {
+	int threaded = uwsgi.threaded_logger && uwsgi.log_master;
+	if (threaded)
+		pthread_mutex_lock(&uwsgi.threaded_logger_lock);
+	if (!rlog_shut) {
+		pthread_mutex_lock(&rlog_lock);
+		struct rlog_instance *in;
+		for (in = rlog_instances; in; in = in->next) {
+			if (in->owner == getpid() && in->lg) {
+				in->last_check = time(NULL);
+				rlog_report(in, 0);
+			}
+		}
+		pthread_mutex_unlock(&rlog_lock);
+	}
+	if (threaded)
+		pthread_mutex_unlock(&uwsgi.threaded_logger_lock);
+}
+
 static void rlog_register(void) {
 	uwsgi_register_logger("rlog", rlog_uwsgi_log);
 }
@@ -308,5 +333,6 @@ struct uwsgi_plugin rlog_plugin = {
 	.name = "rlog",
 	.on_load = rlog_register,
 	.init = rlog_check_configs,
+	.master_cycle = rlog_master_cycle,
 	.master_cleanup = rlog_shutdown_all,
 };

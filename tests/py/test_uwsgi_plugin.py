@@ -13,7 +13,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import time
 import urllib.request
 
 import pytest
@@ -252,5 +251,24 @@ def test_bad_config_stops_uwsgi_before_it_serves(plugin, tmp_path, arg, want):
         u.kill()
     out = u.output()
     assert rc not in (None, 0), out
-    assert f'[rlog] ' in out and want in out, out
+    assert '[rlog] ' in out and want in out, out
     assert "spawned uWSGI worker" not in out
+
+
+def test_undeliverable_logs_are_reported_on_stderr_not_silently_lost(plugin, tmp_path):
+    dead = free_port()  # nothing listens there
+    arg = f"rlog:host=127.0.0.1,port={dead},flush_limit=0,max_retry_times=0,timeout=200,retry_interval=10"
+    u = start(plugin, tmp_path, ["--logger", arg])
+    try:
+        u.wait_ready()
+        u.get("/lost")
+        assert wait_until(lambda: "try to connect to the log server failed after 0 retries" in u.output())
+        rc = u.stop()
+    finally:
+        u.kill()
+    out = u.output()
+    assert rc == 0, out
+    assert f'[rlog] logger "{arg}": ' in out
+    # At shutdown the plugin says how much it still held instead of dropping it quietly.
+    m = re.search(r"held (\d+) messages \(\d+ bytes\) at shutdown", out)
+    assert m and int(m.group(1)) > 0, out
