@@ -65,11 +65,61 @@ struct rlog_stats {
   uint64_t connects;
 };
 
+/**
+ * The C view of one sink's counters (`rlog_logger_sink_stats`). Counts are copies of messages
+ * (a message routed to two loggers is one copy in each); bytes are encoded bytes, framing and
+ * the `socket:...,TEXT` prefix included. Append-only, like `struct rlog_stats`.
+ */
+struct rlog_sink_stats {
+  /**
+   * Copies delivered.
+   */
+  uint64_t sent;
+  uint64_t sent_bytes;
+  /**
+   * Copies queued, then given up on (too large for a datagram, or the handle closed first).
+   */
+  uint64_t lost;
+  uint64_t lost_bytes;
+  /**
+   * Copies refused because this logger already held `drop_limit` bytes.
+   */
+  uint64_t dropped;
+  uint64_t dropped_bytes;
+  /**
+   * Copies an encoder failed on (for example gzip of an empty record).
+   */
+  uint64_t encode_errors;
+  /**
+   * Copies held now, waiting for delivery.
+   */
+  uint64_t pending;
+  uint64_t pending_bytes;
+  /**
+   * Connect or send attempts repeated after a failure.
+   */
+  uint64_t retries;
+  /**
+   * Connections (or datagram sockets) opened.
+   */
+  uint64_t connects;
+};
+
+/**
+ * uWSGI's gzip header (core/zlib.c `gzheader`).
+ */
+#define GZIP_HEADER { 31, 139, 8, 0, 0, 0, 0, 0, 0, 3, }
+
 
 
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
+
+/**
+ * POSIX `tzset` (not bound by the `libc` crate): re-reads `TZ`.
+ */
+extern void tzset(void);
 
 /**
  * Initialises (or re-initialises) the process-wide default logger from config text (see the
@@ -204,6 +254,46 @@ int rlog_logger_stats(struct rlog_logger *lg, struct rlog_stats *out, size_t out
  * `lg` is NULL or a live handle, not used by any other thread during or after this call.
  */
 int rlog_logger_free(struct rlog_logger *lg, int timeout_ms);
+
+/**
+ * How many uWSGI-style loggers (`logger = ...` lines, plus the `host`/`port`/`path` one) `lg`
+ * delivers to; 0 for a plain config without `logger`/`log-encoder`/`log-route` keys; -1 when
+ * `lg` is NULL.
+ *
+ * # Safety
+ * `lg` is NULL or a live handle.
+ */
+int rlog_logger_sink_count(struct rlog_logger *lg);
+
+/**
+ * Fills `out` (min(`out_size`, sizeof) bytes) with the counters of `lg`'s logger number
+ * `index` (config order, the `host`/`port`/`path` logger first) and copies its label
+ * (`logger "NAME"` or `logger TARGET`, NUL-terminated, cut to `name_len`) into `name` (may be
+ * NULL). Returns 0; -1 when `lg` or `out` is NULL or there is no such logger.
+ *
+ * # Safety
+ * `lg` is NULL or a live handle; `out` is NULL or valid for `out_size` bytes of writes;
+ * `name` is NULL or valid for `name_len` bytes of writes.
+ */
+int rlog_logger_sink_stats(struct rlog_logger *lg,
+                           size_t index,
+                           struct rlog_sink_stats *out,
+                           size_t out_size,
+                           char *name,
+                           size_t name_len);
+
+/**
+ * As `rlog_logger_sink_stats`, for the default logger. -1 when not initialised.
+ *
+ * # Safety
+ * `out` is NULL or valid for `out_size` bytes of writes; `name` is NULL or valid for
+ * `name_len` bytes of writes.
+ */
+int rlog_sink_stats(size_t index,
+                    struct rlog_sink_stats *out,
+                    size_t out_size,
+                    char *name,
+                    size_t name_len);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -95,6 +95,13 @@ pub struct Config {
     pub tls: Option<Arc<TlsSettings>>,
     /// Whether `log` records the call's time with each message (some encoder needs it).
     pub needs_time: bool,
+    /// Whether seconds are enough (no `${micros}`/`${millis}`/msgpack `micros`): `log` then reads
+    /// the kernel's coarse clock (a few ns, up to one tick behind) instead of the precise one.
+    pub coarse_time: bool,
+    /// uWSGI-style loggers, encoders and routes (`logger`, `log-encoder`, `log-route`,
+    /// `framing`, `NAME.key`): when set, the worker delivers per sink (`sink.rs`) and
+    /// `endpoint` is only the first logger's address.
+    pub sinks: Option<Arc<crate::sink::SinkSet>>,
 }
 
 /// One `key = value` line of the config text.
@@ -170,9 +177,6 @@ fn unquote(v: &str) -> Result<String, String> {
     Err("unterminated quoted value".to_string())
 }
 
-/// Keys a later part of rlog owns; rejected clearly until it lands rather than ignored.
-const NOT_YET: &[&str] = &["logger", "log_encoder", "log_route"];
-
 /// Keys that may appear more than once.
 const REPEATABLE: &[&str] = &["logger", "log_encoder", "log_route"];
 
@@ -193,6 +197,7 @@ impl Config {
         let mut ssl_verify = true;
         let mut sni_host: Option<String> = None;
         let mut ssl_ca: Option<(String, usize)> = None;
+        let mut uwsgi = crate::sink::UwsgiKeys::default();
 
         for e in &entries {
             let key = e.key.as_str();
@@ -240,14 +245,46 @@ impl Config {
                 "ssl_verify" => ssl_verify = boolean(e)?,
                 "sni_host" => sni_host = Some(nonempty(e, "\"sni_host\" must be a string")?),
                 "ssl_ca" => ssl_ca = Some((nonempty(e, "\"ssl_ca\" must be a file name")?, e.line)),
-                k if NOT_YET.contains(&k) => {
-                    return Err(format!(
-                        "\"{k}\" at line {} is not supported by this build of rlog yet",
-                        e.line
-                    ))
-                }
+                _ if uwsgi.take(e)? => {}
                 k => return Err(format!("unknown key \"{k}\" at line {}", e.line)),
             }
+        }
+
+        let has_base = (host.is_some() && port.is_some()) || path.is_some();
+        if uwsgi.is_used() && (has_base || uwsgi.has_loggers()) {
+            let base = if has_base {
+                let ep = match (host, port, path) {
+                    (Some(host), Some(port), _) if udp => Endpoint::Udp { host, port },
+                    (Some(host), Some(port), _) => Endpoint::Tcp { host, port },
+                    (_, _, Some(_)) if udp => {
+                        return Err("\"sock_type\" \"udp\" needs \"host\"/\"port\": \"path\" is a unix stream socket"
+                            .to_string())
+                    }
+                    (_, _, Some(path)) => Endpoint::Unix { path },
+                    _ => unreachable!("has_base"),
+                };
+                Some(ep)
+            } else {
+                None
+            };
+            if limits.flush_limit >= limits.drop_limit {
+                return Err("\"flush_limit\" should be < \"drop_limit\"".to_string());
+            }
+            let tls_base = crate::sink::TlsBase {
+                ssl,
+                ssl_verify,
+                sni_host,
+                ssl_ca: ssl_ca.map(|(f, _)| f),
+            };
+            let set = uwsgi.build(base, &limits, &tls_base)?;
+            return Ok(Config {
+                endpoint: set.display_endpoint(),
+                needs_time: set.needs_time(),
+                coarse_time: !set.needs_subsecond(),
+                limits,
+                tls: None,
+                sinks: Some(Arc::new(set)),
+            });
         }
 
         let endpoint = match (host, port, path) {
@@ -305,6 +342,8 @@ impl Config {
             limits,
             tls,
             needs_time: false,
+            coarse_time: false,
+            sinks: None,
         })
     }
 }
@@ -333,7 +372,7 @@ fn invalid(e: &Entry, expected: &str) -> String {
 }
 
 /// A non-negative whole number.
-fn whole(e: &Entry) -> Result<u64, String> {
+pub(crate) fn whole(e: &Entry) -> Result<u64, String> {
     e.value
         .parse::<u64>()
         .map_err(|_| invalid(e, "a whole number >= 0"))
@@ -348,11 +387,11 @@ fn decimal(e: &Entry) -> Result<f64, String> {
 }
 
 /// Milliseconds, decimals allowed.
-fn millis(e: &Entry) -> Result<Duration, String> {
+pub(crate) fn millis(e: &Entry) -> Result<Duration, String> {
     decimal(e).map(|ms| Duration::from_secs_f64(ms / 1000.0))
 }
 
-fn boolean(e: &Entry) -> Result<bool, String> {
+pub(crate) fn boolean(e: &Entry) -> Result<bool, String> {
     match e.value.to_ascii_lowercase().as_str() {
         "true" | "on" | "yes" | "1" => Ok(true),
         "false" | "off" | "no" | "0" => Ok(false),
@@ -454,7 +493,6 @@ mod tests {
         );
         assert!(err("path=/x\njust words").starts_with("bad line 2"));
         assert!(err("path=/x\npath=/y").starts_with("duplicate key \"path\" at line 2"));
-        assert!(err("path=/x\nlog-encoder = gzip").contains("\"log_encoder\" at line 2"));
         assert!(err("path=/x\ntimeout=0").starts_with("invalid \"timeout\""));
     }
 

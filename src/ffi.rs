@@ -376,3 +376,95 @@ pub unsafe extern "C" fn rlog_logger_free(lg: *mut rlog_logger, timeout_ms: c_in
         }
     })
 }
+
+/// Copies sink `index`'s counters and label out (shared by the two sink-stats entry points).
+///
+/// # Safety
+/// `out` is NULL or valid for `out_size` bytes of writes; `name` is NULL or valid for
+/// `name_len` bytes of writes.
+unsafe fn sink_stats_of(
+    lg: &Logger,
+    index: usize,
+    out: *mut crate::fanout::rlog_sink_stats,
+    out_size: usize,
+    name: *mut c_char,
+    name_len: usize,
+) -> c_int {
+    use crate::fanout::rlog_sink_stats;
+    if out.is_null() {
+        return -1;
+    }
+    let Some((label, s)) = lg.sink_stats(index) else {
+        return -1;
+    };
+    let n = out_size.min(std::mem::size_of::<rlog_sink_stats>());
+    // SAFETY: `out` is valid for out_size >= n bytes; `s` is a live rlog_sink_stats of >= n bytes.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            (&s as *const rlog_sink_stats).cast::<u8>(),
+            out.cast::<u8>(),
+            n,
+        )
+    };
+    // SAFETY: forwarded caller contract for `name`.
+    unsafe { copy_out(&label, name, name_len) };
+    0
+}
+
+/// How many uWSGI-style loggers (`logger = ...` lines, plus the `host`/`port`/`path` one) `lg`
+/// delivers to; 0 for a plain config without `logger`/`log-encoder`/`log-route` keys; -1 when
+/// `lg` is NULL.
+///
+/// # Safety
+/// `lg` is NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn rlog_logger_sink_count(lg: *mut rlog_logger) -> c_int {
+    // SAFETY: forwarded caller contract.
+    guard(-1, || {
+        unsafe { handle(lg) }.map_or(-1, |lg| lg.sink_count() as c_int)
+    })
+}
+
+/// Fills `out` (min(`out_size`, sizeof) bytes) with the counters of `lg`'s logger number
+/// `index` (config order, the `host`/`port`/`path` logger first) and copies its label
+/// (`logger "NAME"` or `logger TARGET`, NUL-terminated, cut to `name_len`) into `name` (may be
+/// NULL). Returns 0; -1 when `lg` or `out` is NULL or there is no such logger.
+///
+/// # Safety
+/// `lg` is NULL or a live handle; `out` is NULL or valid for `out_size` bytes of writes;
+/// `name` is NULL or valid for `name_len` bytes of writes.
+#[no_mangle]
+pub unsafe extern "C" fn rlog_logger_sink_stats(
+    lg: *mut rlog_logger,
+    index: usize,
+    out: *mut crate::fanout::rlog_sink_stats,
+    out_size: usize,
+    name: *mut c_char,
+    name_len: usize,
+) -> c_int {
+    guard(-1, || match unsafe { handle(lg) } {
+        // SAFETY: forwarded caller contract.
+        Some(lg) => unsafe { sink_stats_of(lg, index, out, out_size, name, name_len) },
+        None => -1,
+    })
+}
+
+/// As `rlog_logger_sink_stats`, for the default logger. -1 when not initialised.
+///
+/// # Safety
+/// `out` is NULL or valid for `out_size` bytes of writes; `name` is NULL or valid for
+/// `name_len` bytes of writes.
+#[no_mangle]
+pub unsafe extern "C" fn rlog_sink_stats(
+    index: usize,
+    out: *mut crate::fanout::rlog_sink_stats,
+    out_size: usize,
+    name: *mut c_char,
+    name_len: usize,
+) -> c_int {
+    guard(-1, || match global::current() {
+        // SAFETY: forwarded caller contract.
+        Some(lg) => unsafe { sink_stats_of(lg, index, out, out_size, name, name_len) },
+        None => -1,
+    })
+}

@@ -18,12 +18,19 @@
 
 pub mod buffer;
 pub mod config;
+pub mod encode;
+pub mod fanout;
 pub mod ffi;
+pub mod framing;
 pub mod global;
+mod ledger;
 mod lifecycle;
 pub mod logger;
+pub mod route;
+pub mod sink;
 pub mod stats;
 mod sync;
+pub mod target;
 pub mod transport;
 pub mod worker;
 

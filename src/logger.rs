@@ -61,6 +61,10 @@ pub(crate) struct State {
     pub buf: Buffer,
     /// What the worker holds: the batch being sent, or kept after a failed flush.
     pub inflight: Tally,
+    /// Messages whose copies wait in the queues of uWSGI-style loggers (`fanout.rs`): counted
+    /// as buffered, but bounded by each logger's own `drop_limit` rather than the handle's, so
+    /// one dead logger cannot make the handle drop what the others would deliver.
+    pub sinks_held: Tally,
     pub counters: Counters,
     pub error: Option<PendingError>,
     /// A log call crossed `flush_limit` (or was dropped): the worker should flush.
@@ -82,6 +86,7 @@ impl State {
     pub fn buffered(&self) -> Tally {
         let mut t = self.buf.tally();
         t.add(self.inflight);
+        t.add(self.sinks_held);
         t
     }
 }
@@ -121,6 +126,7 @@ impl Logger {
             state: Mutex::new(State {
                 buf: Buffer::with_capacity(cap),
                 inflight: Tally::ZERO,
+                sinks_held: Tally::ZERO,
                 counters: Counters::default(),
                 error: None,
                 flush_wanted: false,
@@ -150,7 +156,7 @@ impl Logger {
     /// forgets the parent's messages (the parent sends them) and counters, and starts its own
     /// worker.
     #[inline]
-    fn own_process(&self) {
+    pub(crate) fn own_process(&self) {
         if self.0.generation.load(Ordering::Acquire) != lifecycle::generation() {
             self.adopt_after_fork();
         }
@@ -166,6 +172,7 @@ impl Logger {
         }
         st.buf.clear();
         st.inflight = Tally::ZERO;
+        st.sinks_held = Tally::ZERO;
         st.counters = Counters::default();
         st.error = None;
         st.flush_wanted = false;
@@ -198,10 +205,12 @@ impl Logger {
         self.own_process();
         let inner = &*self.0;
         let limits = &inner.config.limits;
-        let time = if inner.config.needs_time {
-            Some(now_micros())
-        } else {
+        let time = if !inner.config.needs_time {
             None
+        } else if inner.config.coarse_time {
+            Some(crate::encode::clock::coarse_now_micros())
+        } else {
+            Some(now_micros())
         };
         let mut guard = inner.state.lock();
         let st = &mut *guard;
@@ -242,7 +251,7 @@ impl Logger {
             st.error = Some(PendingError::Text("logger is shut down".into()));
             return -1;
         }
-        if st.buf.is_empty() && st.inflight.is_zero() {
+        if st.buffered().is_zero() {
             return 0;
         }
         st.flush_req += 1;

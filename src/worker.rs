@@ -25,7 +25,11 @@ pub(crate) fn spawn(inner: Arc<Inner>) -> io::Result<JoinHandle<()>> {
     let _mask = crate::lifecycle::BlockSignals::new();
     std::thread::Builder::new()
         .name("rlog-worker".into())
-        .spawn(move || run(inner))
+        .spawn(move || match inner.config.sinks.clone() {
+            // uWSGI-style loggers, encoders and routes: per-sink delivery (fanout.rs).
+            Some(set) => crate::fanout::run(inner, set),
+            None => run(inner),
+        })
 }
 
 /// The longest one delivery can take with these limits: every connect and send attempt of

@@ -226,7 +226,10 @@ fn drop_limit_bounds_memory_while_the_collector_is_down_and_counts_drops() {
     assert_identity(&s);
     // Everything accepted is still delivered once the collector comes.
     let c = Collector::tcp_at(format!("127.0.0.1:{port}").parse().unwrap());
-    assert!(lg.flush() > 0);
+    // The worker's own retry (after its backoff) may have delivered everything already, in
+    // which case flush finds nothing to send.
+    let r = lg.flush();
+    assert!(r >= 0, "flush returned {r}: {:?} {:?}", lg.take_error(), lg.stats());
     let s = wait_drained(&lg);
     assert!(c.wait(|d| d.len() as u64 >= s.sent_bytes));
     assert_eq!(c.lines().len() as u64, accepted);

@@ -9,6 +9,7 @@ pub mod socket;
 pub mod stream;
 pub mod tls;
 pub mod udp;
+pub mod unix_dgram;
 
 use std::io;
 

@@ -1,0 +1,306 @@
+#!/usr/bin/env python3
+"""nginx benchmark for the rlog Lua binding (run by hand; numbers go to BENCHMARKS.md).
+
+Two parts:
+
+1. HTTP (`wrk` against one nginx worker on 127.0.0.1), four variants of log_by_lua:
+     none   no log_by_lua at all
+     build  builds the ~200 B access-log line from ngx.var fields and throws it away
+     rlog   builds it and hands it to rlog (`require "resty.rlog"`, init in init_worker)
+     resty  builds it and hands it to lua-resty-logger-socket (only when RESTY_DIR is given)
+   All loggers send to the same loopback TCP collector (this script, counting lines). Rounds
+   alternate the variants; for each variant the medians of requests/s, p99 latency and nginx
+   worker CPU per request (utime+stime of every thread of the worker, so rlog's own thread is
+   charged), and the total of lines delivered vs requests served across all rounds, shutdown
+   (`nginx -s quit`) included.
+
+2. Per-call cost inside nginx (`content_by_lua`, 1e6 calls, a 200 B message, LuaJIT compiled):
+   a trivial FFI call, rlog's `log()` (and its two C calls alone), and resty's `logger.log()`
+   (when RESTY_DIR is given); in chunks of 1000 calls with a flush between chunks (not timed).
+
+Usage:
+    bench/nginx/bench.py [--rounds 3] [--duration 5] [--connections 32] [RESTY_DIR]
+
+RESTY_DIR is a directory holding lua-resty-logger-socket (its `lib/resty/logger/socket.lua`,
+or `resty/logger/socket.lua`), fetched by you — it is never part of this repository, e.g.:
+    git clone https://github.com/cloudflare/lua-resty-logger-socket /tmp/resty-ls
+    bench/nginx/bench.py /tmp/resty-ls
+Needs: nginx, libnginx-mod-http-lua, wrk (Debian packages) and target/release/librlog.so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERE = pathlib.Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "py"))
+from nginx_helpers import LUA_DIR, Nginx, nginx_missing  # noqa: E402
+
+# The access-log line: ~200 B of ngx.var fields (wrk sends the headers below).
+BUILD_LINE = r"""
+    local var = ngx.var
+    local line = var.remote_addr .. " - " .. (var.remote_user or "-") .. " [" .. var.time_local
+        .. "] \"" .. var.request .. "\" " .. var.status .. " " .. var.body_bytes_sent .. " \""
+        .. (var.http_referer or "-") .. "\" \"" .. (var.http_user_agent or "-") .. "\" "
+        .. var.request_time .. " " .. var.connection .. " " .. var.connection_requests .. "\n"
+"""
+WRK_HEADERS = ["-H", "User-Agent: wrk/4.1 (rlog nginx benchmark; loopback; Debian)",
+               "-H", "Referer: http://127.0.0.1/bench/referer/page.html"]
+
+
+class CountingCollector:
+    """A loopback TCP sink that counts the newline-terminated lines it receives."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.lines = 0
+        self.bytes = 0
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._read, args=(c,), daemon=True).start()
+
+    def _read(self, c):
+        while True:
+            try:
+                d = c.recv(1 << 20)
+            except OSError:
+                return
+            if not d:
+                return
+            with self.lock:
+                self.lines += d.count(b"\n")
+                self.bytes += len(d)
+
+    def count(self) -> int:
+        with self.lock:
+            return self.lines
+
+    def wait_stable(self, expect: int, timeout: float = 10.0) -> int:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.count() < expect:
+            time.sleep(0.05)
+        time.sleep(0.2)  # anything beyond `expect` (duplicates) would show up now
+        return self.count()
+
+
+def resty_lib_dir(d: str | None) -> str | None:
+    if not d:
+        return None
+    for cand in (pathlib.Path(d) / "lib", pathlib.Path(d)):
+        if (cand / "resty" / "logger" / "socket.lua").is_file():
+            return str(cand)
+    sys.exit(f"{d}: no resty/logger/socket.lua (nor lib/resty/logger/socket.lua) in it")
+
+
+def lua_path(resty_dir: str | None) -> str:
+    """resty's real module (when given) shadows the binding's resty.logger.socket drop-in."""
+    return (f"{resty_dir}/?.lua;" if resty_dir else "") + f"{LUA_DIR}/?.lua;;"
+
+
+def http_block(variant: str, port: int, resty_dir: str | None, extra_cfg: str = "") -> str:
+    cfg = f'{{ host = "127.0.0.1", port = {port}{", " + extra_cfg if extra_cfg else ""} }}'
+    status = "location = /status { stub_status; } "
+    if variant == "none":
+        return Nginx.server(status + "location / { return 200 'ok\\n'; }")
+    if variant == "build":
+        log = BUILD_LINE
+        init = ""
+    else:
+        mod = "resty.rlog" if variant == "rlog" else "resty.logger.socket"
+        init = ("init_worker_by_lua_block { local l = require '" + mod + "' "
+                "local ok, err = l.init(" + cfg + ") if not ok then ngx.log(ngx.ERR, err) end } ")
+        log = BUILD_LINE + ("local bytes, err = require('" + mod + "').log(line) "
+                            "if err then ngx.log(ngx.ERR, 'log: ', err) end")
+    return init + Nginx.server(
+        status + "location / { return 200 'ok\\n'; log_by_lua_block { " + log + " } }")
+
+
+def cpu_ns(pid: int) -> int:
+    """CPU time (ns) of every thread of `pid`, from /proc/PID/task/*/schedstat."""
+    total = 0
+    for t in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{t}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except OSError:
+            pass
+    return total
+
+
+def served(ng: Nginx) -> int:
+    body = ng.get("/status")[1]
+    return int(re.search(r"\n\s*\d+\s+\d+\s+(\d+)", body).group(1))
+
+
+def run_wrk(port: int, duration: int, conns: int) -> tuple[float, float]:
+    out = subprocess.run(["wrk", "-t1", f"-c{conns}", f"-d{duration}s", "--latency", *WRK_HEADERS,
+                          f"http://127.0.0.1:{port}/"], capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    m = re.search(r"99%\s+([\d.]+)(us|ms|s)\b", out)
+    p99 = float(m.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[m.group(2)]
+    return rps, p99
+
+
+def http_bench(args, resty_dir, librlog, tmp):
+    variants = ["none", "build", "rlog"] + (["resty"] if resty_dir else [])
+    if args.variants:
+        variants = [v for v in variants if v in args.variants.split(",")]
+    col = CountingCollector()
+    res = {v: {"rps": [], "p99": [], "cpu": [], "served": 0, "lines": 0, "errors": 0} for v in variants}
+    for rnd in range(args.rounds):
+        order = variants if rnd % 2 == 0 else variants[::-1]
+        for v in order:
+            ng = Nginx(pathlib.Path(tmp) / f"{v}{rnd}", librlog, http_block(v, col.port, resty_dir, args.config),
+                       workers=1, lua_path=lua_path(resty_dir))
+            ng.start()
+            try:
+                (w,) = ng.worker_pids()
+                before_lines = col.count()
+                subprocess.run(["wrk", "-t1", f"-c{args.connections}", "-d1s", *WRK_HEADERS,
+                                f"http://127.0.0.1:{ng.port}/"], capture_output=True, check=True)  # warm-up
+                n0, c0 = served(ng), cpu_ns(w)
+                rps, p99 = run_wrk(ng.port, args.duration, args.connections)
+                time.sleep(0.3)  # let the logger's thread finish what the run handed it
+                c1, n1 = cpu_ns(w), served(ng)
+                n = n1 - n0 - 1  # the second /status request itself
+                # Every request to / (warm-up and measured run) was logged; the three /status
+                # requests (this one included: stub_status counts it) were not.
+                logged_requests = served(ng) - 3
+                ng.quit()
+            finally:
+                ng.stop()
+            res[v]["rps"].append(rps)
+            res[v]["p99"].append(p99)
+            res[v]["cpu"].append((c1 - c0) / n / 1000.0)  # µs per request
+            res[v]["errors"] += len(ng.problems())
+            if v in ("rlog", "resty"):
+                res[v]["served"] += logged_requests
+                res[v]["lines"] += col.wait_stable(before_lines + logged_requests) - before_lines
+            print(f"round {rnd} {v:6s} rps {rps:9.0f}  p99 {p99:7.3f} ms  cpu/req {res[v]['cpu'][-1]:6.2f} µs",
+                  flush=True)
+    return res
+
+
+# Lua for the per-call rows: each row logs CHUNK messages, then flushes (not timed), 1e6 calls in
+# all, so every row measures the steady state (buffer reused, nothing dropped) rather than buffer
+# growth or the drop path. A trivial FFI call is the floor.
+PERCALL_LUA = r"""
+local ffi = require 'ffi'
+local rlog = require 'resty.rlog'
+pcall(ffi.cdef, 'struct rlog_ts { long sec; long nsec; }; int clock_gettime(int, struct rlog_ts *);')
+pcall(ffi.cdef, 'int rlog_initted(void);')
+local lib = ffi.load(rlog.library_path)
+local ts = ffi.new('struct rlog_ts')
+local function clock() ffi.C.clock_gettime(1, ts) return tonumber(ts.sec) * 1e9 + tonumber(ts.nsec) end
+local msg = string.rep('x', 199) .. string.char(10)
+local CHUNK, ROUNDS = 1000, 1000
+local function row(name, f, flush)
+    local total = 0
+    for r = 0, ROUNDS do
+        local t0 = clock()
+        for i = 1, CHUNK do f() end
+        if r > 0 then total = total + clock() - t0 end  -- round 0 warms up (JIT)
+        if flush then flush() end
+    end
+    ngx.say(string.format('%-40s %7.1f ns', name, total / (CHUNK * ROUNDS)))
+end
+local initted, clog, peek, log = lib.rlog_initted, lib.rlog_log, lib.rlog_last_error, rlog.log
+row('trivial FFI call (rlog_initted)', function() initted() end)
+assert(rlog.init(CFG))
+row('rlog.log(msg)', function() log(msg) end, rlog.flush)
+row('  C rlog_log(msg, 200) alone', function() clog(msg, 200) end, rlog.flush)
+row('  C rlog_last_error(NULL, 0) alone', function() peek(nil, 0) end)
+local s = rlog.stats()
+ngx.say('  rlog: logged ', s.logged, ', sent ', s.sent, ', dropped ', s.dropped)
+assert(rlog.init(RESTY_CFG))
+row('rlog.log(msg), flush_limit 1048575', function() log(msg) end, rlog.flush)
+row('  C rlog_log(msg, 200) alone, same', function() clog(msg, 200) end, rlog.flush)
+if RESTY then
+    local resty = require 'resty.logger.socket'
+    assert(resty.init(RESTY_CFG))
+    row('lua-resty-logger-socket log(msg)', function() resty.log(msg) end, resty.flush)
+end
+"""
+
+
+def percall_bench(resty_dir, librlog, tmp):
+    col = CountingCollector()
+    lua = (PERCALL_LUA.replace("RESTY_CFG", f'{{ host = "127.0.0.1", port = {col.port}, '
+                                            'flush_limit = 1048575, drop_limit = 1048576 }')
+           .replace("CFG", f'{{ host = "127.0.0.1", port = {col.port} }}')
+           .replace("RESTY", "true" if resty_dir else "false"))
+    ng = Nginx(pathlib.Path(tmp) / "percall", librlog,
+               Nginx.server("location /t { content_by_lua_block { " + lua + " } }"), workers=1,
+               lua_path=lua_path(resty_dir))
+    ng.start()
+    try:
+        status, body = ng.get("/t", timeout=300)
+        if status != 200:
+            body = "per-call benchmark failed:\n" + "\n".join(ng.error_log().splitlines()[-5:]) + "\n"
+    finally:
+        ng.stop()
+    return body + "  (resty: flush_limit 1048575 so its log() only buffers; rlog: default limits)\n"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("resty_dir", nargs="?", help="directory with lua-resty-logger-socket (not committed)")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
+    ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--skip-http", action="store_true")
+    ap.add_argument("--skip-percall", action="store_true")
+    ap.add_argument("--config", default="", help='extra init() keys for rlog and resty, e.g. "flush_limit = 65536"')
+    ap.add_argument("--variants", help="comma-separated subset of none,build,rlog,resty (build is needed)")
+    args = ap.parse_args()
+    why = nginx_missing()
+    if why:
+        sys.exit(why)
+    librlog = os.environ.get("RLOG_LIB") or str(ROOT / "target" / "release" / "librlog.so")
+    if not os.path.isfile(librlog):
+        sys.exit(f"{librlog} missing: run `cargo build --release` first")
+    resty_dir = resty_lib_dir(args.resty_dir)
+    with tempfile.TemporaryDirectory(prefix="rlog-nginx-bench") as tmp:
+        if not args.skip_percall:
+            print("== per-call cost inside nginx (ns per call, 1e6 calls, 200 B) ==")
+            print(percall_bench(resty_dir, librlog, tmp), flush=True)
+        if args.skip_http:
+            return
+        print(f"== HTTP: wrk -t1 -c{args.connections} -d{args.duration}s, 1 nginx worker, "
+              f"{args.rounds} rounds ==", flush=True)
+        res = http_bench(args, resty_dir, librlog, tmp)
+    build = statistics.median(res["build"]["cpu"])
+    build_rps = statistics.median(res["build"]["rps"])
+    print("\nvariant  median_rps  vs_build  median_p99_ms  cpu_us/req  extra_cpu_us/req_over_build  "
+          "lines/served  warn+_log_lines")
+    for v, r in res.items():
+        rps, cpu = statistics.median(r["rps"]), statistics.median(r["cpu"])
+        delivered = f"{r['lines']}/{r['served']}" if v in ("rlog", "resty") else "-"
+        print(f"{v:7s}  {rps:10.0f}  {100 * (rps / build_rps - 1):+7.1f}%  {statistics.median(r['p99']):13.3f}  "
+              f"{cpu:10.2f}  {cpu - build:+27.2f}  {delivered:>12s}  {r['errors']}")
+
+
+if __name__ == "__main__":
+    main()

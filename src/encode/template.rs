@@ -1,0 +1,273 @@
+//! The `${...}` templates of the `format` and `json` encoders: parsed once at init into a list of
+//! parts, rendered per record on the worker thread.
+//!
+//! Variables (uWSGI 2.0): `${msg}` (the input without one trailing newline), `${msgnl}` (the
+//! input as is), `${unix}` (seconds), `${micros}`, `${millis}` (integers), `${strftime:FMT}`
+//! (local time). Unlike uWSGI's parser, this one has no quirks: a `$` not followed by `{` is a
+//! plain character wherever it stands, an unknown variable or an unterminated `${` is an init
+//! error naming it, and nothing is cut short (uWSGI's strftime stops at 63 bytes).
+
+use super::clock::{ClockCache, Strftime};
+
+/// One piece of a compiled template.
+#[derive(Debug, Clone)]
+enum Part {
+    Lit(Vec<u8>),
+    Msg,
+    MsgNl,
+    Unix,
+    Micros,
+    Millis,
+    Strftime(Strftime),
+}
+
+/// A compiled template.
+#[derive(Debug, Clone)]
+pub struct Template {
+    parts: Vec<Part>,
+}
+
+/// How variable values are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// As they are (`format`).
+    Raw,
+    /// Escaped for a JSON string (`json`); numbers as they are.
+    Json,
+}
+
+impl Template {
+    /// Compiles `text`.
+    ///
+    /// Errors: `unterminated "${" at byte N of template "..."`, `unknown variable "${x}" in
+    /// template "..."`, a strftime format with a NUL byte.
+    pub fn compile(text: &str) -> Result<Template, String> {
+        let mut parts = Vec::new();
+        let mut lit = Vec::new();
+        let mut rest = text;
+        let mut offset = 0;
+        while let Some(i) = rest.find("${") {
+            lit.extend_from_slice(&rest.as_bytes()[..i]);
+            let after = &rest[i + 2..];
+            let Some(end) = after.find('}') else {
+                return Err(format!(
+                    "unterminated \"${{\" at byte {} of template \"{text}\"",
+                    offset + i
+                ));
+            };
+            let name = &after[..end];
+            let part = match name {
+                "msg" => Part::Msg,
+                "msgnl" => Part::MsgNl,
+                "unix" => Part::Unix,
+                "micros" => Part::Micros,
+                "millis" => Part::Millis,
+                _ => match name.strip_prefix("strftime:") {
+                    Some(fmt) => Part::Strftime(Strftime::new(fmt)?),
+                    None => {
+                        return Err(format!(
+                            "unknown variable \"${{{name}}}\" in template \"{text}\" (known: msg, msgnl, unix, micros, millis, strftime:FMT)"
+                        ))
+                    }
+                },
+            };
+            if !lit.is_empty() {
+                parts.push(Part::Lit(std::mem::take(&mut lit)));
+            }
+            parts.push(part);
+            let consumed = i + 2 + end + 1;
+            offset += consumed;
+            rest = &rest[consumed..];
+        }
+        lit.extend_from_slice(rest.as_bytes());
+        if !lit.is_empty() {
+            parts.push(Part::Lit(lit));
+        }
+        Ok(Template { parts })
+    }
+
+    /// Whether rendering needs the record's time.
+    pub fn needs_time(&self) -> bool {
+        self.parts.iter().any(|p| {
+            matches!(
+                p,
+                Part::Unix | Part::Micros | Part::Millis | Part::Strftime(_)
+            )
+        })
+    }
+
+    /// Whether rendering needs the time below the second (`${micros}`, `${millis}`).
+    pub fn needs_subsecond(&self) -> bool {
+        self.parts
+            .iter()
+            .any(|p| matches!(p, Part::Micros | Part::Millis))
+    }
+
+    /// Appends the template rendered for `msg` logged at `time_us` to `out`; `clocks` holds the
+    /// worker's cache for each strftime part (grown as needed).
+    pub fn render(
+        &self,
+        mode: Mode,
+        msg: &[u8],
+        time_us: i64,
+        out: &mut Vec<u8>,
+        clocks: &mut Vec<ClockCache>,
+    ) {
+        let mut k = 0;
+        for p in &self.parts {
+            match p {
+                Part::Lit(l) => out.extend_from_slice(l),
+                Part::Msg => put(mode, strip_nl(msg), out),
+                Part::MsgNl => put(mode, msg, out),
+                Part::Unix => push_int(out, time_us.div_euclid(1_000_000)),
+                Part::Micros => push_int(out, time_us),
+                Part::Millis => push_int(out, time_us.div_euclid(1000)),
+                Part::Strftime(s) => {
+                    if clocks.len() <= k {
+                        clocks.resize_with(k + 1, ClockCache::default);
+                    }
+                    let secs = time_us.div_euclid(1_000_000);
+                    match mode {
+                        Mode::Raw => s.render(secs, out, &mut clocks[k]),
+                        Mode::Json => json_escape(s.text(secs, &mut clocks[k]), out),
+                    }
+                    k += 1;
+                }
+            }
+        }
+    }
+}
+
+/// The message without one trailing newline (uWSGI's `msg`).
+pub fn strip_nl(msg: &[u8]) -> &[u8] {
+    msg.strip_suffix(b"\n").unwrap_or(msg)
+}
+
+fn put(mode: Mode, bytes: &[u8], out: &mut Vec<u8>) {
+    match mode {
+        Mode::Raw => out.extend_from_slice(bytes),
+        Mode::Json => json_escape(bytes, out),
+    }
+}
+
+/// Appends a decimal integer (as uWSGI's `%lld`).
+pub fn push_int(out: &mut Vec<u8>, n: i64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    let neg = n < 0;
+    let mut v = n.unsigned_abs();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    if neg {
+        out.push(b'-');
+    }
+    out.extend_from_slice(&buf[i..]);
+}
+
+/// Escapes `bytes` for the inside of a JSON string. `"` `\` and tab, newline, carriage return
+/// are escaped as uWSGI escapes them (`\"` `\\` `\t` `\n` `\r`); every other control character
+/// and NUL becomes `\u00XX` (uWSGI passes them raw, and stops at NUL); bytes that are not valid
+/// UTF-8 become U+FFFD, so the result is always valid JSON.
+pub fn json_escape(bytes: &[u8], out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for chunk in bytes.utf8_chunks() {
+        for &b in chunk.valid().as_bytes() {
+            match b {
+                b'"' => out.extend_from_slice(b"\\\""),
+                b'\\' => out.extend_from_slice(b"\\\\"),
+                b'\t' => out.extend_from_slice(b"\\t"),
+                b'\n' => out.extend_from_slice(b"\\n"),
+                b'\r' => out.extend_from_slice(b"\\r"),
+                0..=0x1f => out.extend_from_slice(&[
+                    b'\\',
+                    b'u',
+                    b'0',
+                    b'0',
+                    HEX[(b >> 4) as usize],
+                    HEX[(b & 15) as usize],
+                ]),
+                _ => out.push(b),
+            }
+        }
+        if !chunk.invalid().is_empty() {
+            out.extend_from_slice("\u{fffd}".as_bytes());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn render(t: &str, mode: Mode, msg: &[u8], time_us: i64) -> Vec<u8> {
+        let mut out = Vec::new();
+        Template::compile(t)
+            .unwrap()
+            .render(mode, msg, time_us, &mut out, &mut Vec::new());
+        out
+    }
+
+    #[test]
+    fn variables() {
+        let t = 1_700_000_123_456_789;
+        assert_eq!(
+            render("[FOO ${msg} BAR]", Mode::Raw, b"hi\n", t),
+            b"[FOO hi BAR]"
+        );
+        assert_eq!(render("${msgnl}|", Mode::Raw, b"hi\n", t), b"hi\n|");
+        assert_eq!(render("${msg}", Mode::Raw, b"hi\n\n", t), b"hi\n");
+        assert_eq!(render("${msg}", Mode::Raw, b"", t), b"");
+        assert_eq!(
+            render("${unix} ${millis} ${micros}", Mode::Raw, b"", t),
+            b"1700000123 1700000123456 1700000123456789"
+        );
+        assert_eq!(render("${unix}", Mode::Raw, b"", -1), b"-1");
+        assert!(!Template::compile("a ${msg}").unwrap().needs_time());
+        assert!(Template::compile("${millis}").unwrap().needs_time());
+        assert!(Template::compile("${strftime:%Y}").unwrap().needs_time());
+    }
+
+    #[test]
+    fn dollars_are_plain_and_errors_name_the_template() {
+        assert_eq!(render("$x $ ${msg}$", Mode::Raw, b"m", 0), b"$x $ m$");
+        assert_eq!(render("$$${msg}", Mode::Raw, b"m", 0), b"$$m");
+        assert_eq!(render("", Mode::Raw, b"m", 0), b"");
+        let e = Template::compile("a ${msg").unwrap_err();
+        assert!(e.contains("unterminated") && e.contains("a ${msg"), "{e}");
+        let e = Template::compile("a ${foo} b").unwrap_err();
+        assert!(e.contains("${foo}") && e.contains("a ${foo} b"), "{e}");
+    }
+
+    #[test]
+    fn json_escaping_is_valid_and_complete() {
+        let mut out = Vec::new();
+        json_escape(b"a\"b\\c\td\ne\rf\0g\x01\x1f\x7f h\xffi", &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "a\\\"b\\\\c\\td\\ne\\rf\\u0000g\\u0001\\u001f\x7f h\u{fffd}i"
+        );
+        assert_eq!(
+            render("{\"m\":\"${msg}\"}", Mode::Json, "é \"q\"\n".as_bytes(), 0),
+            "{\"m\":\"é \\\"q\\\"\"}".as_bytes()
+        );
+        assert_eq!(
+            render("{\"m\":\"${msgnl}\"}", Mode::Json, b"x\n", 0),
+            b"{\"m\":\"x\\n\"}"
+        );
+    }
+
+    #[test]
+    fn ints() {
+        for n in [0i64, 7, -7, 10, 123456789, i64::MAX, i64::MIN] {
+            let mut out = Vec::new();
+            push_int(&mut out, n);
+            assert_eq!(out, n.to_string().as_bytes());
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! `log-route = LOGGER REGEX`: which loggers a message goes to, with uWSGI's rules.
+//!
+//! Every route whose regex matches the message fires (two matching routes to one logger deliver
+//! two copies, as in uWSGI); a message no route matched goes to every unnamed (default) logger;
+//! named loggers receive only through routes. The regex is matched against the message without
+//! one trailing newline, so `$` means the end of the line. The `regex` crate is used: no
+//! look-around and no backreferences (PCRE has them); matching time is linear in the message.
+
+use regex::bytes::Regex;
+
+/// One compiled route.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// The named logger it delivers to.
+    pub logger: String,
+    pub regex: Regex,
+}
+
+impl Route {
+    /// Parses a `log-route` value: a logger name (letters and digits), one or more spaces, the
+    /// regex.
+    ///
+    /// Errors: a missing regex, a bad name, or a regex that does not compile (with the regex
+    /// crate's explanation).
+    pub fn parse(value: &str) -> Result<Route, String> {
+        let Some((name, re)) = value.split_once(' ') else {
+            return Err(format!("log-route \"{value}\": expected \"LOGGER REGEX\""));
+        };
+        let re = re.trim_start();
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(format!(
+                "log-route \"{value}\": bad logger name \"{name}\": letters and digits only"
+            ));
+        }
+        if re.is_empty() {
+            return Err(format!("log-route \"{value}\": the regex is missing"));
+        }
+        let regex = Regex::new(re).map_err(|e| format!("log-route \"{value}\": bad regex: {e}"))?;
+        Ok(Route {
+            logger: name.to_string(),
+            regex,
+        })
+    }
+}
+
+/// Routes resolved to sink indexes, and the default sinks.
+#[derive(Debug, Clone, Default)]
+pub struct Router {
+    /// (regex, sink index), in config order.
+    routes: Vec<(Regex, usize)>,
+    /// The unnamed loggers' sink indexes.
+    defaults: Vec<usize>,
+}
+
+impl Router {
+    /// Resolves `routes` against the sinks' names (`names[i]` is sink `i`'s name, `None` for an
+    /// unnamed logger).
+    ///
+    /// Errors: a route to a logger no `logger` line names (uWSGI skips such a route silently).
+    pub fn new(routes: &[Route], names: &[Option<String>]) -> Result<Router, String> {
+        let mut resolved = Vec::with_capacity(routes.len());
+        for r in routes {
+            let Some(i) = names
+                .iter()
+                .position(|n| n.as_deref() == Some(r.logger.as_str()))
+            else {
+                return Err(format!(
+                    "log-route to unknown logger \"{}\": add \"logger = {} TARGET\"",
+                    r.logger, r.logger
+                ));
+            };
+            resolved.push((r.regex.clone(), i));
+        }
+        Ok(Router {
+            routes: resolved,
+            defaults: names
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| n.is_none())
+                .map(|(i, _)| i)
+                .collect(),
+        })
+    }
+
+    /// Pushes onto `out` the sink of every copy of `msg` (one per matching route, else one per
+    /// default logger). `out` is cleared first; it may end up empty (no route matched and there
+    /// is no default logger).
+    pub fn route(&self, msg: &[u8], out: &mut Vec<usize>) {
+        out.clear();
+        let line = msg.strip_suffix(b"\n").unwrap_or(msg);
+        for (re, i) in &self.routes {
+            if re.is_match(line) {
+                out.push(*i);
+            }
+        }
+        if out.is_empty() {
+            out.extend_from_slice(&self.defaults);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn router(routes: &[&str], names: &[Option<&str>]) -> Router {
+        let routes: Vec<_> = routes.iter().map(|r| Route::parse(r).unwrap()).collect();
+        let names: Vec<_> = names.iter().map(|n| n.map(String::from)).collect();
+        Router::new(&routes, &names).unwrap()
+    }
+
+    fn dest(r: &Router, msg: &[u8]) -> Vec<usize> {
+        let mut out = Vec::new();
+        r.route(msg, &mut out);
+        out
+    }
+
+    #[test]
+    fn uwsgi_semantics() {
+        let r = router(
+            &["errors ERROR|CRIT", "audit ^AUDIT", "errors CRIT$"],
+            &[None, Some("errors"), Some("audit"), None],
+        );
+        assert_eq!(dest(&r, b"hello"), vec![0, 3]);
+        assert_eq!(dest(&r, b"an ERROR here"), vec![1]);
+        assert_eq!(dest(&r, b"AUDIT CRIT\n"), vec![1, 2, 1]);
+        assert_eq!(dest(&r, b"CRIT\n\n"), vec![1]);
+        let only_named = router(&["errors ERROR"], &[Some("errors")]);
+        assert!(dest(&only_named, b"fine").is_empty());
+    }
+
+    #[test]
+    fn errors() {
+        assert!(Route::parse("errors").unwrap_err().contains("LOGGER REGEX"));
+        assert!(Route::parse("err-x a")
+            .unwrap_err()
+            .contains("bad logger name"));
+        assert!(Route::parse("e (").unwrap_err().contains("bad regex"));
+        assert!(Route::parse("e (?=x)").unwrap_err().contains("bad regex"));
+        let r = Route::parse("ghost x").unwrap();
+        let e = Router::new(&[r], &[None]).unwrap_err();
+        assert!(e.contains("unknown logger \"ghost\""), "{e}");
+    }
+}

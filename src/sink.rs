@@ -1,0 +1,409 @@
+//! The sinks of a uWSGI-style config: every `logger` line (and the `host`/`port`/`path` keys)
+//! becomes one [`SinkSpec`] — name, target, limits, encoder chain, framing — and the `log-route`
+//! lines a [`Router`] over them. Built once at init; the worker (`fanout.rs`) runs them.
+//!
+//! Per-logger overrides: `NAME.KEY = VALUE` sets one of `drop_limit timeout max_retry_times
+//! retry_interval pool_size framing` for the named logger only; without a prefix those keys
+//! (and `framing`) apply to every logger.
+
+use std::sync::Arc;
+
+use crate::config::{self, Endpoint, Entry, Limits};
+use crate::encode::{Chain, Encoder, EncoderSpec};
+use crate::framing::Framing;
+use crate::route::{Route, Router};
+use crate::target::{parse_logger, LoggerSpec, Target};
+use crate::transport::tls::{self, TlsSettings};
+
+/// One logger of the handle: where it delivers and how it encodes.
+#[derive(Debug, Clone)]
+pub struct SinkSpec {
+    /// `None`: an unnamed (default) logger.
+    pub name: Option<String>,
+    pub target: Target,
+    /// Raw bytes before each record (`socket:...,TEXT`).
+    pub prefix: Vec<u8>,
+    /// The handle's limits with this logger's overrides. `drop_limit` bounds the encoded bytes
+    /// this sink holds; `flush_limit`, `periodic_flush` and `max_buffer_reuse` are the handle's.
+    pub limits: Limits,
+    pub chain: Chain,
+    /// For stream targets.
+    pub framing: Framing,
+    /// TLS for stream targets (`tls://`, or `ssl = true` on the `host`/`path` logger).
+    pub tls: Option<Arc<TlsSettings>>,
+}
+
+impl SinkSpec {
+    /// The logger's name for messages: its name, or its target for an unnamed one.
+    pub fn label(&self) -> String {
+        match &self.name {
+            Some(n) => format!("logger \"{n}\""),
+            None => format!("logger {}", self.target),
+        }
+    }
+}
+
+/// Every sink of a handle and the routes between them.
+#[derive(Debug)]
+pub struct SinkSet {
+    pub sinks: Vec<SinkSpec>,
+    pub router: Router,
+    /// Each sink's counters as of the worker's last round (read by `Logger::sink_stats`).
+    /// Taken only while the handle's state lock is held, so `fork()` (whose handler holds every
+    /// state lock) never finds it locked.
+    pub(crate) live: crate::sync::Mutex<Vec<crate::fanout::rlog_sink_stats>>,
+}
+
+impl SinkSet {
+    /// Whether some encoder of some sink needs the `log` call's time.
+    pub fn needs_time(&self) -> bool {
+        self.sinks.iter().any(|s| s.chain.needs_time())
+    }
+
+    /// Whether some encoder needs the time below the second (`${micros}`, `${millis}`,
+    /// msgpack `micros`).
+    pub fn needs_subsecond(&self) -> bool {
+        self.sinks.iter().any(|s| s.chain.needs_subsecond())
+    }
+
+    /// The first sink's address in the core's terms (for display only).
+    pub fn display_endpoint(&self) -> Endpoint {
+        match &self.sinks[0].target {
+            Target::Udp { host, port } => Endpoint::Udp {
+                host: host.clone(),
+                port: *port,
+            },
+            Target::Tcp { host, port } | Target::Tls { host, port } => Endpoint::Tcp {
+                host: host.clone(),
+                port: *port,
+            },
+            Target::UnixDgram { path } | Target::UnixStream { path } => {
+                Endpoint::Unix { path: path.clone() }
+            }
+        }
+    }
+}
+
+/// The TLS keys of the handle, applied to `tls://` loggers and to the `host`/`path` logger.
+#[derive(Debug, Clone, Default)]
+pub struct TlsBase {
+    pub ssl: bool,
+    pub ssl_verify: bool,
+    pub sni_host: Option<String>,
+    pub ssl_ca: Option<String>,
+}
+
+/// Keys a logger may override with `NAME.KEY`.
+const OVERRIDABLE: &[&str] = &[
+    "drop_limit",
+    "timeout",
+    "max_retry_times",
+    "retry_interval",
+    "pool_size",
+    "framing",
+];
+
+/// The uWSGI-style lines of a config, collected while `Config::parse` walks it.
+#[derive(Debug, Default)]
+pub struct UwsgiKeys {
+    loggers: Vec<(LoggerSpec, usize)>,
+    encoders: Vec<EncoderSpec>,
+    routes: Vec<Route>,
+    framing: Option<Framing>,
+    /// (logger name, key, entry)
+    overrides: Vec<(String, String, Entry)>,
+}
+
+impl UwsgiKeys {
+    /// Takes `e` if it is one of these keys: `Ok(true)` taken, `Ok(false)` not one of them.
+    ///
+    /// Errors: a bad value, naming the key and line.
+    pub fn take(&mut self, e: &Entry) -> Result<bool, String> {
+        let at = |msg: String| format!("{msg} (\"{}\" at line {})", e.key, e.line);
+        match e.key.as_str() {
+            "logger" => self
+                .loggers
+                .push((parse_logger(&e.value).map_err(at)?, e.line)),
+            "log_encoder" => self.encoders.push(Encoder::parse(&e.value).map_err(at)?),
+            "log_route" => self.routes.push(Route::parse(&e.value).map_err(at)?),
+            "framing" => self.framing = Some(Framing::parse(&e.value).map_err(at)?),
+            k => {
+                let Some((name, key)) = k.split_once('.') else {
+                    return Ok(false);
+                };
+                if !OVERRIDABLE.contains(&key) {
+                    return Err(format!(
+                        "\"{k}\" at line {}: a logger can override only {} (the other keys apply to the whole handle)",
+                        e.line,
+                        OVERRIDABLE.join(", ")
+                    ));
+                }
+                self.overrides
+                    .push((name.to_string(), key.to_string(), e.clone()));
+            }
+        }
+        Ok(true)
+    }
+
+    /// Whether any uWSGI-style key was given.
+    pub fn is_used(&self) -> bool {
+        !self.loggers.is_empty()
+            || !self.encoders.is_empty()
+            || !self.routes.is_empty()
+            || self.framing.is_some()
+            || !self.overrides.is_empty()
+    }
+
+    pub fn has_loggers(&self) -> bool {
+        !self.loggers.is_empty()
+    }
+
+    /// Builds the sinks: the `host`/`port`/`path` logger first (when `base` is given), then the
+    /// `logger` lines in order.
+    ///
+    /// Errors: a duplicate logger name, an override or encoder naming an unknown logger, a route
+    /// to an unknown logger, framing on a datagram logger, bad per-logger limits, TLS setup.
+    pub fn build(
+        self,
+        base: Option<Endpoint>,
+        limits: &Limits,
+        tb: &TlsBase,
+    ) -> Result<SinkSet, String> {
+        let framing = self.framing.unwrap_or_default();
+        let mut sinks = Vec::new();
+        if let Some(ep) = base {
+            let (target, tls) = match ep {
+                Endpoint::Udp { host, port } => {
+                    if tb.ssl {
+                        return Err("\"ssl\" is not supported with \"sock_type\" \"udp\"".into());
+                    }
+                    (Target::Udp { host, port }, None)
+                }
+                Endpoint::Tcp { host, port } => {
+                    let tls = tb.ssl.then(|| tls_for(tb, &host)).transpose()?;
+                    (Target::Tcp { host, port }, tls)
+                }
+                Endpoint::Unix { path } => {
+                    let tls = if tb.ssl {
+                        if tb.sni_host.is_none() && tb.ssl_verify {
+                            return Err("\"sni_host\" is required for \"ssl\" over a unix socket while \"ssl_verify\" is on".into());
+                        }
+                        Some(tls_for(tb, "")?)
+                    } else {
+                        None
+                    };
+                    (Target::UnixStream { path }, tls)
+                }
+            };
+            sinks.push(SinkSpec {
+                name: None,
+                target,
+                prefix: Vec::new(),
+                limits: limits.clone(),
+                chain: Chain::for_logger(&self.encoders, None),
+                framing,
+                tls,
+            });
+        } else if tb.ssl {
+            return Err("\"ssl\" applies to the \"host\"/\"path\" logger; use tls://HOST:PORT in \"logger\" lines".into());
+        }
+        for (spec, line) in self.loggers {
+            if let Some(n) = &spec.name {
+                if sinks
+                    .iter()
+                    .any(|s: &SinkSpec| s.name.as_deref() == Some(n))
+                {
+                    return Err(format!("duplicate logger name \"{n}\" at line {line}"));
+                }
+            }
+            let (target, tls) = match spec.target {
+                Target::Tls { host, port } => {
+                    let tls = tls_for(tb, &host)?;
+                    (Target::Tcp { host, port }, Some(tls))
+                }
+                t => (t, None),
+            };
+            sinks.push(SinkSpec {
+                chain: Chain::for_logger(&self.encoders, spec.name.as_deref()),
+                name: spec.name,
+                target,
+                prefix: spec.prefix,
+                limits: limits.clone(),
+                framing,
+                tls,
+            });
+        }
+        if tb.ssl_ca.is_some() && sinks.iter().all(|s| s.tls.is_none()) {
+            return Err("\"ssl_ca\" needs \"ssl = true\" or a tls:// logger".into());
+        }
+        for (name, key, e) in &self.overrides {
+            let Some(s) = sinks
+                .iter_mut()
+                .find(|s| s.name.as_deref() == Some(name.as_str()))
+            else {
+                return Err(format!(
+                    "\"{}\" at line {}: no logger is named \"{name}\"",
+                    e.key, e.line
+                ));
+            };
+            apply_override(s, key, e)?;
+        }
+        for enc in &self.encoders {
+            if let Some(l) = &enc.logger {
+                if !sinks.iter().any(|s| s.name.as_deref() == Some(l.as_str())) {
+                    return Err(format!(
+                        "log-encoder \"{}\": no logger is named \"{l}\"",
+                        enc.text
+                    ));
+                }
+            }
+        }
+        for s in &sinks {
+            if s.target.is_datagram() && s.framing != Framing::None {
+                if self.framing.is_some()
+                    && !self
+                        .overrides
+                        .iter()
+                        .any(|(n, k, _)| k == "framing" && s.name.as_deref() == Some(n.as_str()))
+                {
+                    // The handle-wide framing is for stream loggers; datagrams keep none.
+                    continue;
+                }
+                return Err(format!(
+                    "{}: framing applies to stream loggers (tcp, tls, unix); {} sends one datagram per record",
+                    s.label(),
+                    s.target
+                ));
+            }
+        }
+        for s in &mut sinks {
+            if s.target.is_datagram() {
+                s.framing = Framing::None;
+            }
+            if s.limits.drop_limit == 0 {
+                return Err(format!(
+                    "{}: invalid \"drop_limit\": it must be above 0",
+                    s.label()
+                ));
+            }
+        }
+        let names: Vec<Option<String>> = sinks.iter().map(|s| s.name.clone()).collect();
+        let router = Router::new(&self.routes, &names)?;
+        let live = crate::sync::Mutex::new(vec![Default::default(); sinks.len()]);
+        Ok(SinkSet {
+            sinks,
+            router,
+            live,
+        })
+    }
+}
+
+fn tls_for(tb: &TlsBase, host: &str) -> Result<Arc<TlsSettings>, String> {
+    let name = tb.sni_host.clone().unwrap_or_else(|| host.to_string());
+    tls::settings(&name, tb.ssl_verify, tb.ssl_ca.as_deref()).map(Arc::new)
+}
+
+fn apply_override(s: &mut SinkSpec, key: &str, e: &Entry) -> Result<(), String> {
+    let l = &mut s.limits;
+    match key {
+        "drop_limit" => l.drop_limit = config::whole(e)? as usize,
+        "timeout" => {
+            let t = config::millis(e)?;
+            if t.is_zero() {
+                return Err(format!(
+                    "invalid \"{}\" at line {}: it must be above 0 ms",
+                    e.key, e.line
+                ));
+            }
+            l.timeout = t;
+        }
+        "max_retry_times" => {
+            l.max_retry_times = u32::try_from(config::whole(e)?)
+                .map_err(|_| format!("invalid \"{}\" at line {}", e.key, e.line))?
+        }
+        "retry_interval" => l.retry_interval = config::millis(e)?,
+        "pool_size" => l.pool_size = config::whole(e)? as usize,
+        "framing" => {
+            s.framing = Framing::parse(&e.value)
+                .map_err(|m| format!("{m} (\"{}\" at line {})", e.key, e.line))?
+        }
+        _ => unreachable!("checked against OVERRIDABLE"),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    fn set(text: &str) -> std::sync::Arc<super::SinkSet> {
+        Config::parse(text).unwrap().sinks.expect("sinks")
+    }
+
+    fn err(text: &str) -> String {
+        Config::parse(text).unwrap_err()
+    }
+
+    #[test]
+    fn loggers_encoders_routes() {
+        let s = set("logger = socket:127.0.0.1:1717\nlogger = errors tcp://127.0.0.1:9\n\
+                     log-encoder = json {\"t\":${unix},\"m\":\"${msg}\"}\nlog-encoder = gzip:errors\n\
+                     log-route = errors ERROR\nframing = octet\nerrors.timeout = 250\ndrop_limit = 5000");
+        assert_eq!(s.sinks.len(), 2);
+        assert!(s.needs_time());
+        assert_eq!(s.sinks[1].name.as_deref(), Some("errors"));
+        assert_eq!(s.sinks[1].limits.timeout.as_millis(), 250);
+        assert_eq!(s.sinks[0].limits.timeout.as_millis(), 1000);
+        assert_eq!(s.sinks[1].limits.drop_limit, 5000);
+        assert_eq!(s.sinks[0].framing, crate::framing::Framing::None);
+        assert_eq!(s.sinks[1].framing, crate::framing::Framing::Octet);
+        let mut out = Vec::new();
+        s.router.route(b"an ERROR", &mut out);
+        assert_eq!(out, vec![1]);
+        s.router.route(b"fine", &mut out);
+        assert_eq!(out, vec![0]);
+        let c = Config::parse("logger = socket:127.0.0.1:1717\nlog-encoder = prefix x").unwrap();
+        assert!(!c.needs_time);
+    }
+
+    #[test]
+    fn host_port_is_a_default_logger_too() {
+        let s = set("host = 127.0.0.1\nport = 9\nlog-encoder = nl\nlogger = socket:/tmp/x.sock");
+        assert_eq!(s.sinks.len(), 2);
+        assert!(s.sinks[0].name.is_none() && s.sinks[1].name.is_none());
+        let mut out = Vec::new();
+        s.router.route(b"m", &mut out);
+        assert_eq!(out, vec![0, 1]);
+    }
+
+    #[test]
+    fn errors() {
+        assert!(err("logger = socket:127.0.0.1:1\nlog-route = ghost x")
+            .contains("unknown logger \"ghost\""));
+        assert!(err("logger = socket:127.0.0.1:1\nlog-encoder = gzip:ghost")
+            .contains("no logger is named \"ghost\""));
+        assert!(
+            err("logger = a socket:127.0.0.1:1\nlogger = a socket:127.0.0.1:2")
+                .contains("duplicate logger name")
+        );
+        assert!(
+            err("logger = a socket:127.0.0.1:1\na.flush_limit = 3").contains("can override only")
+        );
+        assert!(err("logger = a socket:127.0.0.1:1\nb.timeout = 3")
+            .contains("no logger is named \"b\""));
+        assert!(err("logger = a socket:127.0.0.1:1\na.framing = octet")
+            .contains("framing applies to stream"));
+        assert!(
+            err("logger = a socket:127.0.0.1:1\na.timeout = 0").contains("invalid \"a.timeout\"")
+        );
+        assert!(err("log-encoder = gzip").starts_with("no logging server configured"));
+        assert!(err("logger = file:/x").contains("unsupported target"));
+        assert!(err("logger = socket:127.0.0.1:1\nlog-encoder = json ${x}").contains("line 2"));
+        assert!(err("logger = socket:127.0.0.1:1\nframing = lines").contains("\"framing\""));
+        assert!(err("logger = socket:127.0.0.1:1\nssl_ca = /x.pem")
+            .contains("needs \"ssl = true\" or a tls://"));
+        assert!(err("logger = socket:127.0.0.1:1\nssl = true").contains("use tls://"));
+        // handle-wide framing is for streams: datagram loggers keep one record per datagram
+        assert!(Config::parse("logger = socket:127.0.0.1:1\nframing = octet").is_ok());
+    }
+}

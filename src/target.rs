@@ -1,0 +1,219 @@
+//! `logger = [NAME] TARGET`: the loggers of uWSGI-style configs and where each one delivers.
+//!
+//! The name rule is uWSGI's: when the value has a space and everything before it is letters and
+//! digits, that word is the logger's name. Targets: `socket:HOST:PORT[,TEXT]` (UDP, one datagram
+//! per record, TEXT sent raw before each — uWSGI's socket logger), `socket:/path[,TEXT]` (unix
+//! datagram), `udp://HOST:PORT`, `tcp://HOST:PORT`, `unix:///path` (unix stream),
+//! `tls://HOST:PORT`.
+
+use std::fmt;
+
+/// Where a logger delivers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// One UDP datagram per record.
+    Udp {
+        host: String,
+        port: u16,
+    },
+    /// One unix datagram per record.
+    UnixDgram {
+        path: String,
+    },
+    Tcp {
+        host: String,
+        port: u16,
+    },
+    Tls {
+        host: String,
+        port: u16,
+    },
+    UnixStream {
+        path: String,
+    },
+}
+
+impl Target {
+    /// Datagram targets carry one record per datagram; stream targets need framing.
+    pub fn is_datagram(&self) -> bool {
+        matches!(self, Target::Udp { .. } | Target::UnixDgram { .. })
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Udp { host, port } => write!(f, "udp://{host}:{port}"),
+            Target::UnixDgram { path } => write!(f, "socket:{path}"),
+            Target::Tcp { host, port } => write!(f, "tcp://{host}:{port}"),
+            Target::Tls { host, port } => write!(f, "tls://{host}:{port}"),
+            Target::UnixStream { path } => write!(f, "unix://{path}"),
+        }
+    }
+}
+
+/// One parsed `logger` line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggerSpec {
+    /// `None` for an unnamed (default) logger.
+    pub name: Option<String>,
+    pub target: Target,
+    /// Raw bytes sent before each record (`socket:...,TEXT`).
+    pub prefix: Vec<u8>,
+}
+
+/// Parses a `logger` value.
+///
+/// Errors: an unknown target type, a bad address or port — naming the value.
+pub fn parse_logger(value: &str) -> Result<LoggerSpec, String> {
+    let ctx = |e: &str| format!("logger \"{value}\": {e}");
+    let (name, target) = match value.split_once(' ') {
+        Some((n, t)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric()) => {
+            (Some(n.to_string()), t.trim_start())
+        }
+        _ => (None, value),
+    };
+    let mut prefix = Vec::new();
+    let target = if let Some(rest) = target.strip_prefix("socket:") {
+        let (addr, text) = match rest.split_once(',') {
+            Some((a, t)) => (a, Some(t)),
+            None => (rest, None),
+        };
+        if let Some(t) = text {
+            prefix = t.as_bytes().to_vec();
+        }
+        if addr.contains(':') {
+            let (host, port) = host_port(addr).map_err(|e| ctx(&e))?;
+            Target::Udp { host, port }
+        } else if addr.is_empty() {
+            return Err(ctx("\"socket:\" needs HOST:PORT or a socket path"));
+        } else {
+            Target::UnixDgram {
+                path: addr.to_string(),
+            }
+        }
+    } else if let Some(rest) = target.strip_prefix("udp://") {
+        let (host, port) = host_port(rest).map_err(|e| ctx(&e))?;
+        Target::Udp { host, port }
+    } else if let Some(rest) = target.strip_prefix("tcp://") {
+        let (host, port) = host_port(rest).map_err(|e| ctx(&e))?;
+        Target::Tcp { host, port }
+    } else if let Some(rest) = target.strip_prefix("tls://") {
+        let (host, port) = host_port(rest).map_err(|e| ctx(&e))?;
+        Target::Tls { host, port }
+    } else if let Some(path) = target.strip_prefix("unix://") {
+        if !path.starts_with('/') {
+            return Err(ctx(
+                "\"unix://\" needs an absolute path (unix:///run/log.sock)",
+            ));
+        }
+        Target::UnixStream {
+            path: path.to_string(),
+        }
+    } else {
+        return Err(ctx(
+            "unsupported target (supported: socket:HOST:PORT[,TEXT], socket:/path[,TEXT], udp://HOST:PORT, tcp://HOST:PORT, tls://HOST:PORT, unix:///path)",
+        ));
+    };
+    Ok(LoggerSpec {
+        name,
+        target,
+        prefix,
+    })
+}
+
+/// `HOST:PORT` or `[V6]:PORT`.
+fn host_port(s: &str) -> Result<(String, u16), String> {
+    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+        let (h, p) = rest
+            .split_once("]:")
+            .ok_or_else(|| format!("bad address \"{s}\": expected [HOST]:PORT"))?;
+        (h, p)
+    } else {
+        s.rsplit_once(':')
+            .ok_or_else(|| format!("bad address \"{s}\": expected HOST:PORT"))?
+    };
+    if host.is_empty() {
+        return Err(format!("bad address \"{s}\": the host is missing"));
+    }
+    let port = port
+        .parse::<u16>()
+        .map_err(|_| format!("\"port\" out of range 0~65535 in \"{s}\""))?;
+    Ok((host.to_string(), port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uwsgi_forms() {
+        let l = parse_logger("socket:127.0.0.1:1717").unwrap();
+        assert_eq!(l.name, None);
+        assert_eq!(
+            l.target,
+            Target::Udp {
+                host: "127.0.0.1".into(),
+                port: 1717
+            }
+        );
+        let l = parse_logger("secondlogger socket:127.0.0.1:1717,i am text ").unwrap();
+        assert_eq!(l.name.as_deref(), Some("secondlogger"));
+        assert_eq!(l.prefix, b"i am text ");
+        let l = parse_logger("socket:/run/log.sock").unwrap();
+        assert_eq!(
+            l.target,
+            Target::UnixDgram {
+                path: "/run/log.sock".into()
+            }
+        );
+        assert!(l.target.is_datagram());
+    }
+
+    #[test]
+    fn url_forms() {
+        assert_eq!(
+            parse_logger("e tcp://[::1]:9").unwrap().target,
+            Target::Tcp {
+                host: "::1".into(),
+                port: 9
+            }
+        );
+        assert_eq!(
+            parse_logger("tls://example.org:6514").unwrap().target,
+            Target::Tls {
+                host: "example.org".into(),
+                port: 6514
+            }
+        );
+        assert_eq!(
+            parse_logger("unix:///tmp/s").unwrap().target,
+            Target::UnixStream {
+                path: "/tmp/s".into()
+            }
+        );
+        assert_eq!(
+            parse_logger("udp://h:1").unwrap().target,
+            Target::Udp {
+                host: "h".into(),
+                port: 1
+            }
+        );
+    }
+
+    #[test]
+    fn errors_name_the_value() {
+        assert!(parse_logger("file:/tmp/x")
+            .unwrap_err()
+            .contains("unsupported target"));
+        assert!(parse_logger("tcp://h:99999")
+            .unwrap_err()
+            .contains("out of range"));
+        assert!(parse_logger("tcp://h").unwrap_err().contains("HOST:PORT"));
+        assert!(parse_logger("unix://rel").unwrap_err().contains("absolute"));
+        assert!(parse_logger("socket:").unwrap_err().contains("socket:"));
+        assert!(parse_logger("a-b socket:h:1")
+            .unwrap_err()
+            .contains("unsupported"));
+    }
+}
