@@ -14,7 +14,10 @@ out=${1:-$root/build/uwsgi}
 UWSGI=${UWSGI:-uwsgi}
 : "${RLOG_INCLUDE_DIR:=$root/include}"
 : "${RLOG_LIB_DIR:=$root/target/release}"
-export RLOG_INCLUDE_DIR RLOG_LIB_DIR
+# uwsgi --build-plugin runs $PYTHON (default "python", absent on a stock Debian) on the
+# uwsgiconfig.py it carries.
+: "${PYTHON:=python3}"
+export RLOG_INCLUDE_DIR RLOG_LIB_DIR PYTHON
 
 command -v "$UWSGI" >/dev/null 2>&1 || {
 	echo "build.sh: '$UWSGI' not found; install uWSGI (Debian: apt-get install uwsgi-core uwsgi-src)" >&2
