@@ -242,9 +242,8 @@ impl Config {
                         "udp" => (true, false),
                         "rlogd" => (false, true),
                         _ => {
-                            return Err(at(
-                                "\"sock_type\" must be \"tcp\" or \"udp\" (or \"rlogd\")",
-                            ))
+                            return Err(at("\"sock_type\" must be \"tcp\" or \"udp\"")
+                                + ": rlog also takes \"rlogd\"")
                         }
                     }
                 }

@@ -327,6 +327,12 @@ static void rlog_master_cycle(void) {
 
 static void rlog_register(void) {
 	uwsgi_register_logger("rlog", rlog_uwsgi_log);
+	/* uWSGI copies the registered logger for each `logger = rlog...` line and sets `arg` only
+	   when the line has a colon; the registered one's `arg` is not initialised, so a bare
+	   `rlog` would hand us garbage. Clear it: a bare `rlog` then means "no config". */
+	struct uwsgi_logger *ul = uwsgi_get_logger("rlog");
+	if (ul)
+		ul->arg = NULL;
 }
 
 struct uwsgi_plugin rlog_plugin = {
