@@ -166,17 +166,26 @@ pub extern "C" fn rlog_initted() -> c_int {
 #[no_mangle]
 pub unsafe extern "C" fn rlog_log(msg: *const c_char, len: usize) -> c_int {
     guard(-1, || {
-        // SAFETY: forwarded caller contract.
-        match unsafe { message(msg, len) } {
-            Ok(bytes) => global::log(bytes).map_or(-1, logged),
-            Err(e) => {
-                if let Some(lg) = global::current() {
-                    lg.set_error(e);
-                }
-                -1
-            }
+        // The checks `message` makes, inline, so the common call goes straight to the logger.
+        if msg.is_null() || len > c_int::MAX as usize {
+            // SAFETY: forwarded caller contract.
+            return bad_message(unsafe { message(msg, len) }.err());
         }
+        // SAFETY: non-NULL, valid for `len` bytes by the caller's contract, len <= isize::MAX.
+        let bytes = unsafe { std::slice::from_raw_parts(msg.cast::<u8>(), len) };
+        global::log(bytes).map_or(-1, logged)
     })
+}
+
+/// `rlog_log`'s answer to a NULL message or a length it cannot return: the reason becomes the
+/// default logger's pending error.
+#[cold]
+#[inline(never)]
+fn bad_message(reason: Option<String>) -> c_int {
+    if let (Some(lg), Some(e)) = (global::current(), reason) {
+        lg.set_error(e);
+    }
+    -1
 }
 
 /// Sends everything the default logger holds and waits for the outcome (bounded by the

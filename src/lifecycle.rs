@@ -83,8 +83,8 @@ pub(crate) fn unregister(inner: &Arc<Inner>) {
 /// What the forking thread holds across `fork()`: the registry and every logger's state lock,
 /// so no other thread is half-way through changing them when the address space is copied.
 struct Held {
-    states: Vec<(Arc<Inner>, std::sync::MutexGuard<'static, State>)>,
-    registry: Option<std::sync::MutexGuard<'static, Vec<Arc<Inner>>>>,
+    states: Vec<(Arc<Inner>, crate::sync::MutexGuard<'static, State>)>,
+    registry: Option<crate::sync::MutexGuard<'static, Vec<Arc<Inner>>>>,
 }
 
 thread_local! {
@@ -92,14 +92,14 @@ thread_local! {
 }
 
 extern "C" fn before_fork() {
-    let reg = REGISTRY.std_lock();
+    let reg = REGISTRY.lock();
     let mut states = Vec::with_capacity(reg.len());
     for inner in reg.iter() {
-        let guard = inner.state.std_lock();
+        let guard = inner.state.lock();
         // SAFETY: the guard borrows `inner.state`, which lives in the `Arc<Inner>` stored next to
         // it in the same tuple; `release_all` drops the guard before that Arc, so the borrow
         // never outlives what it borrows.
-        let guard: std::sync::MutexGuard<'static, State> = unsafe { std::mem::transmute(guard) };
+        let guard: crate::sync::MutexGuard<'static, State> = unsafe { std::mem::transmute(guard) };
         states.push((inner.clone(), guard));
     }
     HELD.with(|h| {

@@ -240,25 +240,34 @@ impl Logger {
         }
         let held = st.buf.bytes() + st.inflight.bytes as usize + msg.len();
         if held > limits.drop_limit {
-            st.counters.dropped.add(Tally::one(msg.len()));
-            inner.post_error(st, PendingError::BufferFull);
-            self.want_flush(st);
-            return Logged::Dropped;
+            return self.drop_message(st, msg.len());
         }
         st.buf.push(msg, time);
         st.counters.logged.add(Tally::one(msg.len()));
-        if held >= limits.flush_limit {
-            self.want_flush(st);
+        if held >= limits.flush_limit && !st.flush_wanted {
+            self.wake_worker(st);
         }
         Logged::Buffered(msg.len())
     }
 
-    #[inline]
-    fn want_flush(&self, st: &mut State) {
+    /// `log`'s refusal: counted, reported, and a flush asked for (kept out of the hot path).
+    #[cold]
+    #[inline(never)]
+    fn drop_message(&self, st: &mut State, len: usize) -> Logged {
+        st.counters.dropped.add(Tally::one(len));
+        self.0.post_error(st, PendingError::BufferFull);
         if !st.flush_wanted {
-            st.flush_wanted = true;
-            self.0.work.notify_one();
+            self.wake_worker(st);
         }
+        Logged::Dropped
+    }
+
+    /// Asks the worker to flush (once per crossing: `flush_wanted` stays set until it has).
+    #[cold]
+    #[inline(never)]
+    fn wake_worker(&self, st: &mut State) {
+        st.flush_wanted = true;
+        self.0.work.notify_one();
     }
 
     /// Sends everything held now and waits for the result: the bytes delivered, 0 when there
