@@ -69,6 +69,9 @@ pub(crate) struct State {
     pub error: Option<PendingError>,
     /// A log call crossed `flush_limit` (or was dropped): the worker should flush.
     pub flush_wanted: bool,
+    /// The worker is in a short timed wait after which it looks at `flush_wanted` itself
+    /// (`worker::POLL`): setting `flush_wanted` is enough, no wake-up needed.
+    pub worker_polls: bool,
     /// Explicit flush requests: the worker completes request `n` by setting `flush_done = n`.
     pub flush_req: u64,
     pub flush_done: u64,
@@ -147,6 +150,7 @@ impl Logger {
                 counters: Counters::default(),
                 error: None,
                 flush_wanted: false,
+                worker_polls: false,
                 flush_req: 0,
                 flush_done: 0,
                 flush_result: 0,
@@ -194,6 +198,7 @@ impl Logger {
         st.counters = Counters::default();
         inner.take_error_locked(&mut st);
         st.flush_wanted = false;
+        st.worker_polls = false;
         st.flush_req = 0;
         st.flush_done = 0;
         st.flush_result = 0;
@@ -262,12 +267,15 @@ impl Logger {
         Logged::Dropped
     }
 
-    /// Asks the worker to flush (once per crossing: `flush_wanted` stays set until it has).
+    /// Asks the worker to flush (once per crossing: `flush_wanted` stays set until it has);
+    /// a worker that polls sees the flag by itself within `worker::POLL`.
     #[cold]
     #[inline(never)]
     fn wake_worker(&self, st: &mut State) {
         st.flush_wanted = true;
-        self.0.work.notify_one();
+        if !st.worker_polls {
+            self.0.work.notify_one();
+        }
     }
 
     /// Sends everything held now and waits for the result: the bytes delivered, 0 when there

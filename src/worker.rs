@@ -216,6 +216,14 @@ impl<'a> Sink<'a> {
     }
 }
 
+/// While `log` crosses `flush_limit` more often than once per 2 `POLL`, the worker waits for
+/// at most `POLL` and looks for itself, and `log` sets `flush_wanted` without a wake-up system
+/// call: the flush starts up to `POLL` later, and one worker wake-up carries what several
+/// `flush_limit` crossings would have. A tick that finds nothing wanted ends this (the next
+/// crossing wakes the worker, as when idle), so an idle logger costs no timer wake-ups.
+/// `flush()`, shutdown and a kept batch's retry do not wait for a tick.
+pub(crate) const POLL: Duration = Duration::from_millis(1);
+
 /// The worker loop.
 fn run(inner: Arc<Inner>) {
     let config = &inner.config;
@@ -233,6 +241,10 @@ fn run(inner: Arc<Inner>) {
     let mut last_flush = Instant::now();
     let mut failures = 0u32;
     let mut retry_at: Option<Instant> = None;
+    // Flushes come faster than one per 2 POLL: wait with a POLL timeout and let `log` skip
+    // the wake-up (see `POLL`).
+    let mut poll = false;
+    let mut last_wanted_flush: Option<Instant> = None;
 
     loop {
         let mut st = inner.state.lock();
@@ -264,13 +276,26 @@ fn run(inner: Arc<Inner>) {
             .into_iter()
             .flatten()
             .min();
-            match wake {
+            let tick = poll.then(|| now + POLL);
+            st.worker_polls = tick.is_some();
+            match [wake, tick].into_iter().flatten().min() {
                 Some(t) => {
                     inner.work.wait_until(&mut st, t);
                 }
                 None => inner.work.wait(&mut st),
             }
+            st.worker_polls = false;
+            if tick.is_some_and(|t| Instant::now() >= t) {
+                // One look per tick: if this one finds nothing wanted, traffic has slowed and
+                // the next wait lasts until `log` wakes the worker.
+                poll = false;
+            }
         };
+        if st.flush_wanted {
+            let now = Instant::now();
+            poll = last_wanted_flush.is_some_and(|t| now < t + 2 * POLL);
+            last_wanted_flush = Some(now);
+        }
         st.flush_wanted = false;
         if batch.is_empty() {
             std::mem::swap(&mut st.buf, &mut batch);
