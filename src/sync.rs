@@ -100,23 +100,44 @@ impl<T: ?Sized> Mutex<T> {
         }
     }
 
+    /// std's contended path (spin while merely LOCKED, then mark CONTENDED and sleep), with
+    /// the RECHECK bound on each sleep.
     #[cold]
     fn acquire_contended(&self) {
-        for _ in 0..SPINS {
-            if self.state.load(Ordering::Relaxed) == UNLOCKED
-                && self
-                    .state
-                    .compare_exchange(UNLOCKED, LOCKED, Ordering::Acquire, Ordering::Relaxed)
-                    .is_ok()
-            {
+        let mut state = self.spin();
+        if state == UNLOCKED {
+            match self.state.compare_exchange(
+                UNLOCKED,
+                LOCKED,
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return,
+                Err(s) => state = s,
+            }
+        }
+        loop {
+            // From here on the word says CONTENDED while we may sleep, so the unlock wakes us
+            // (bar the one-instruction window the module comment describes: RECHECK bounds it).
+            if state != CONTENDED && self.state.swap(CONTENDED, Ordering::Acquire) == UNLOCKED {
                 return;
             }
-            std::hint::spin_loop();
-        }
-        // From here on the word says CONTENDED while we may sleep, so the unlock wakes us
-        // (bar the one-instruction window the module comment describes, which RECHECK bounds).
-        while self.state.swap(CONTENDED, Ordering::Acquire) != UNLOCKED {
             futex_wait(&self.state, CONTENDED, Some(RECHECK));
+            state = self.spin();
+        }
+    }
+
+    /// Spins while the lock is held and nobody sleeps on it (a short critical section may end
+    /// soon); returns the state seen last.
+    fn spin(&self) -> u32 {
+        let mut left = SPINS;
+        loop {
+            let state = self.state.load(Ordering::Relaxed);
+            if state != LOCKED || left == 0 {
+                return state;
+            }
+            std::hint::spin_loop();
+            left -= 1;
         }
     }
 
