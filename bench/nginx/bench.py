@@ -11,8 +11,9 @@ Two parts:
    All loggers send to the same loopback TCP collector (this script, counting lines). Rounds
    alternate the variants; for each variant the medians of requests/s, p99 latency and nginx
    worker CPU per request (utime+stime of every thread of the worker, so rlog's own thread is
-   charged), and the total of lines delivered vs requests served across all rounds, shutdown
-   (`nginx -s quit`) included.
+   charged; its share is also shown alone: the `rlog-worker` thread's CPU per request), and the
+   total of lines delivered vs requests served across all rounds, shutdown (`nginx -s quit`)
+   included.
 
 2. Per-call cost inside nginx (`content_by_lua`, 1e6 calls, a 200 B message, LuaJIT compiled):
    a trivial FFI call, rlog's `log()` (and its two C calls alone), and resty's `logger.log()`
@@ -137,16 +138,22 @@ def http_block(variant: str, port: int, resty_dir: str | None, extra_cfg: str = 
         status + "location / { return 200 'ok\\n'; log_by_lua_block { " + log + " } }")
 
 
-def cpu_ns(pid: int) -> int:
-    """CPU time (ns) of every thread of `pid`, from /proc/PID/task/*/schedstat."""
-    total = 0
+def cpu_ns(pid: int) -> tuple[int, int]:
+    """CPU time (ns) of every thread of `pid`, and of its `rlog-worker` thread alone, from
+    /proc/PID/task/*/schedstat."""
+    total = worker = 0
     for t in os.listdir(f"/proc/{pid}/task"):
         try:
             with open(f"/proc/{pid}/task/{t}/schedstat") as f:
-                total += int(f.read().split()[0])
+                ns = int(f.read().split()[0])
+            with open(f"/proc/{pid}/task/{t}/comm") as f:
+                name = f.read().strip()
         except OSError:
-            pass
-    return total
+            continue
+        total += ns
+        if name == "rlog-worker":
+            worker += ns
+    return total, worker
 
 
 def served(ng: Nginx) -> int:
@@ -168,7 +175,8 @@ def http_bench(args, resty_dir, librlog, tmp):
     if args.variants:
         variants = [v for v in variants if v in args.variants.split(",")]
     col = CountingCollector()
-    res = {v: {"rps": [], "p99": [], "cpu": [], "served": 0, "lines": 0, "errors": 0} for v in variants}
+    res = {v: {"rps": [], "p99": [], "cpu": [], "thread": [], "served": 0, "lines": 0, "errors": 0}
+           for v in variants}
     for rnd in range(args.rounds):
         order = variants if rnd % 2 == 0 else variants[::-1]
         for v in order:
@@ -180,10 +188,10 @@ def http_bench(args, resty_dir, librlog, tmp):
                 before_lines = col.count()
                 subprocess.run(["wrk", "-t1", f"-c{args.connections}", "-d1s", *WRK_HEADERS,
                                 f"http://127.0.0.1:{ng.port}/"], capture_output=True, check=True)  # warm-up
-                n0, c0 = served(ng), cpu_ns(w)
+                n0, (c0, t0) = served(ng), cpu_ns(w)
                 rps, p99 = run_wrk(ng.port, args.duration, args.connections)
                 time.sleep(0.3)  # let the logger's thread finish what the run handed it
-                c1, n1 = cpu_ns(w), served(ng)
+                (c1, t1), n1 = cpu_ns(w), served(ng)
                 n = n1 - n0 - 1  # the second /status request itself
                 # Every request to / (warm-up and measured run) was logged; the three /status
                 # requests (this one included: stub_status counts it) were not.
@@ -194,12 +202,13 @@ def http_bench(args, resty_dir, librlog, tmp):
             res[v]["rps"].append(rps)
             res[v]["p99"].append(p99)
             res[v]["cpu"].append((c1 - c0) / n / 1000.0)  # µs per request
+            res[v]["thread"].append((t1 - t0) / n / 1000.0)  # rlog's own thread, µs per request
             res[v]["errors"] += len(ng.problems())
             if v in ("rlog", "resty"):
                 res[v]["served"] += logged_requests
                 res[v]["lines"] += col.wait_stable(before_lines + logged_requests) - before_lines
-            print(f"round {rnd} {v:6s} rps {rps:9.0f}  p99 {p99:7.3f} ms  cpu/req {res[v]['cpu'][-1]:6.2f} µs",
-                  flush=True)
+            print(f"round {rnd} {v:6s} rps {rps:9.0f}  p99 {p99:7.3f} ms  cpu/req {res[v]['cpu'][-1]:6.2f} µs"
+                  f"  rlog-worker/req {res[v]['thread'][-1]:5.2f} µs", flush=True)
     return res
 
 
@@ -294,12 +303,13 @@ def main():
     build = statistics.median(res["build"]["cpu"])
     build_rps = statistics.median(res["build"]["rps"])
     print("\nvariant  median_rps  vs_build  median_p99_ms  cpu_us/req  extra_cpu_us/req_over_build  "
-          "lines/served  warn+_log_lines")
+          "rlog_worker_us/req  lines/served  warn+_log_lines")
     for v, r in res.items():
         rps, cpu = statistics.median(r["rps"]), statistics.median(r["cpu"])
         delivered = f"{r['lines']}/{r['served']}" if v in ("rlog", "resty") else "-"
         print(f"{v:7s}  {rps:10.0f}  {100 * (rps / build_rps - 1):+7.1f}%  {statistics.median(r['p99']):13.3f}  "
-              f"{cpu:10.2f}  {cpu - build:+27.2f}  {delivered:>12s}  {r['errors']}")
+              f"{cpu:10.2f}  {cpu - build:+27.2f}  {statistics.median(r['thread']):18.2f}  {delivered:>12s}  "
+              f"{r['errors']}")
 
 
 if __name__ == "__main__":
