@@ -367,7 +367,7 @@ impl Config {
         if let Some((k, line)) = rlogd_key {
             if !rlogd_proto {
                 return Err(format!(
-                    "\"{k}\" at line {line} needs \"sock_type = rlogd\""
+                    "\"{k}\" at line {line} needs \"sock_type = rlogd\" or an rlogd:// logger"
                 ));
             }
         }
@@ -648,7 +648,7 @@ mod tests {
         assert!(c.needs_time);
         assert_eq!(
             err("host=h\nport=1\ntype=3"),
-            "\"type\" at line 3 needs \"sock_type = rlogd\""
+            "\"type\" at line 3 needs \"sock_type = rlogd\" or an rlogd:// logger"
         );
         assert!(err("host=h\nport=1\nsock_type=rlogd\ntype=70000")
             .starts_with("invalid \"type\" at line 4"));
