@@ -21,7 +21,7 @@ use crate::logger::{Inner, PendingError};
 use crate::sink::{SinkSet, SinkSpec};
 use crate::stats::Tally;
 use crate::target::Target;
-use crate::transport::{reason, socket, stream, tls, udp, unix_dgram, Transport};
+use crate::transport::{datagram, reason, socket, stream, tls, Transport};
 
 /// The C view of one sink's counters (`rlog_logger_sink_stats`). Counts are copies of messages
 /// (a message routed to two loggers is one copy in each); bytes are encoded bytes, framing and
@@ -117,8 +117,8 @@ fn pause(inner: &Inner, d: Duration) -> bool {
 fn open(spec: &SinkSpec) -> io::Result<Box<dyn Transport>> {
     let timeout = spec.limits.timeout;
     let sock = match &spec.target {
-        Target::Udp { host, port } => return Ok(Box::new(udp::Udp::connect(host, *port)?)),
-        Target::UnixDgram { path } => return Ok(Box::new(unix_dgram::UnixDgram::connect(path)?)),
+        Target::Udp { host, port } => return Ok(Box::new(datagram::udp(host, *port)?)),
+        Target::UnixDgram { path } => return Ok(Box::new(datagram::unix(path)?)),
         Target::Tcp { host, port } | Target::Tls { host, port } => {
             socket::connect_tcp(host, *port, timeout)?
         }
@@ -336,7 +336,7 @@ fn ingest(
 
 fn max_record(t: &Target) -> Option<usize> {
     match t {
-        Target::Udp { .. } => Some(udp::MAX_DATAGRAM),
+        Target::Udp { .. } => Some(datagram::MAX_DATAGRAM),
         _ => None,
     }
 }
