@@ -26,7 +26,7 @@ use crate::logger::{Inner, PendingError};
 use crate::sink::{SinkSet, SinkSpec};
 use crate::stats::Tally;
 use crate::target::Target;
-use crate::transport::{reason, rlogd, socket, stream, tls, udp, unix_dgram, Transport};
+use crate::transport::{datagram, reason, rlogd, socket, stream, tls, Transport};
 
 /// The C view of one sink's counters (`rlog_logger_sink_stats`). Counts are copies of messages
 /// (a message routed to two loggers is one copy in each); bytes are encoded bytes, framing and
@@ -134,8 +134,8 @@ fn open(spec: &SinkSpec, producer: u64) -> io::Result<Box<dyn Transport>> {
                 producer,
             )?))
         }
-        Target::Udp { host, port } => return Ok(Box::new(udp::Udp::connect(host, *port)?)),
-        Target::UnixDgram { path } => return Ok(Box::new(unix_dgram::UnixDgram::connect(path)?)),
+        Target::Udp { host, port } => return Ok(Box::new(datagram::udp(host, *port)?)),
+        Target::UnixDgram { path } => return Ok(Box::new(datagram::unix(path)?)),
         Target::Tcp { host, port } | Target::Tls { host, port } => {
             socket::connect_tcp(host, *port, timeout)?
         }
@@ -372,7 +372,7 @@ fn ingest(
 /// The largest record target `t` can carry, and how to name that limit.
 fn max_record(t: &Target) -> Option<(usize, &'static str)> {
     match t {
-        Target::Udp { .. } => Some((udp::MAX_DATAGRAM, "the largest UDP datagram")),
+        Target::Udp { .. } => Some((datagram::MAX_DATAGRAM, "the largest UDP datagram")),
         Target::Rlogd { .. } | Target::RlogdTls { .. } => Some((
             crate::rlogd::format::MAX_PAYLOAD,
             "the largest rlogd record",
