@@ -14,7 +14,7 @@ TARGET  := target/release
 LIB     := $(TARGET)/librlog.so
 BUILD   := build
 
-.PHONY: all build deps header demo test test-rust test-c test-py lint install clean bench
+.PHONY: all build deps header demo uwsgi-plugin test test-rust test-c test-py lint install clean bench
 
 all: build
 
@@ -29,8 +29,13 @@ $(BUILD)/example: bindings/c/example.c include/rlog.h build
 	@mkdir -p $(BUILD)
 	$(CC) -std=c99 -Wall -Wextra -Werror -O2 -Iinclude -o $@ bindings/c/example.c -L$(TARGET) -lrlog -Wl,-rpath,$(CURDIR)/$(TARGET)
 
-demo: build $(BUILD)/example
+# rlogd on 127.0.0.1; logs from C, Python and LuaJIT in nginx through librlog; read back with `rlogd cat`.
+demo: deps build $(BUILD)/example
 	$(PYTHON) demo/demo.py
+
+# The uWSGI logger plugin (bindings/uwsgi), built with Debian's `uwsgi --build-plugin`.
+uwsgi-plugin: build
+	sh bindings/uwsgi/build.sh $(BUILD)/uwsgi
 
 test: deps build test-rust test-c test-py
 	@echo "make test: all suites passed"

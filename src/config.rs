@@ -20,7 +20,7 @@ pub enum Endpoint {
     Udp { host: String, port: u16 },
     /// A unix stream socket (`path`).
     Unix { path: String },
-    /// rlogd's acknowledged protocol (`sock_type = rlogd` with `host`/`port`; later also
+    /// rlogd's acknowledged protocol (`sock_type = rlogd` with `host`/`port`, or
     /// `logger = rlogd://HOST:PORT`): a batch counts as sent once rlogd has stored it durably.
     Rlogd { host: String, port: u16 },
 }
@@ -107,7 +107,8 @@ pub struct Config {
     /// `framing`, `NAME.key`): when set, the worker delivers per sink (`sink.rs`) and
     /// `endpoint` is only the first logger's address.
     pub sinks: Option<Arc<crate::sink::SinkSet>>,
-    /// The `rlogd://` endpoint's settings (token and record type).
+    /// The `rlogd://` endpoint's settings (token, record type, compression) of a plain
+    /// `sock_type = rlogd` config; with sinks, each rlogd sink carries its own.
     pub rlogd: RlogdSettings,
 }
 
@@ -256,35 +257,16 @@ impl Config {
                     {
                         return Err(at("\"token\" and \"token_file\" exclude each other"));
                     }
-                    let token = if key == "token" {
-                        nonempty(e, "\"token\" must be a string")?.into_bytes()
-                    } else {
-                        let file = nonempty(e, "\"token_file\" must be a file name")?;
-                        let mut t = std::fs::read(&file).map_err(|err| {
-                            at(&format!("cannot read \"token_file\" {file}: {err}"))
-                        })?;
-                        while t.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-                            t.pop();
-                        }
-                        if t.is_empty() {
-                            return Err(at(&format!("\"token_file\" {file} is empty")));
-                        }
-                        t
-                    };
+                    let token = token_value(e)?;
                     rlogd.token = token;
                     rlogd_key.get_or_insert((key.to_string(), e.line));
                 }
                 "type" => {
-                    rlogd.record_type = u16::try_from(whole(e)?)
-                        .map_err(|_| invalid(e, "a whole number from 0 to 65535"))?;
+                    rlogd.record_type = record_type(e)?;
                     rlogd_key.get_or_insert((key.to_string(), e.line));
                 }
                 "compression" => {
-                    rlogd.compress = match v {
-                        "zlib" => true,
-                        "none" => false,
-                        _ => return Err(invalid(e, "\"zlib\" or \"none\"")),
-                    };
+                    rlogd.compress = compression(e)?;
                     rlogd_key.get_or_insert((key.to_string(), e.line));
                 }
                 "flush_limit" => limits.flush_limit = whole(e)? as usize,
@@ -318,11 +300,12 @@ impl Config {
 
         let has_base = (host.is_some() && port.is_some()) || path.is_some();
         if uwsgi.is_used() && (has_base || uwsgi.has_loggers()) {
-            if rlogd_proto {
-                return Err("\"sock_type\" \"rlogd\" cannot be combined with \"logger\", \"log-encoder\" or \"log-route\" lines in this version: use a separate logger for rlogd".to_string());
-            }
             let base = if has_base {
                 let ep = match (host, port, path) {
+                    (Some(host), Some(port), _) if rlogd_proto => Endpoint::Rlogd { host, port },
+                    (_, _, Some(_)) if rlogd_proto => {
+                        return Err("\"sock_type\" \"rlogd\" needs \"host\"/\"port\"".to_string())
+                    }
                     (Some(host), Some(port), _) if udp => Endpoint::Udp { host, port },
                     (Some(host), Some(port), _) => Endpoint::Tcp { host, port },
                     (_, _, Some(_)) if udp => {
@@ -345,7 +328,11 @@ impl Config {
                 sni_host,
                 ssl_ca: ssl_ca.map(|(f, _)| f),
             };
-            let set = uwsgi.build(base, &limits, &tls_base)?;
+            let rlogd_base = crate::sink::RlogdBase {
+                settings: rlogd,
+                first_key: rlogd_key,
+            };
+            let set = uwsgi.build(base, &limits, &tls_base, &rlogd_base)?;
             return Ok(Config {
                 endpoint: set.display_endpoint(),
                 needs_time: set.needs_time(),
@@ -380,7 +367,7 @@ impl Config {
         if let Some((k, line)) = rlogd_key {
             if !rlogd_proto {
                 return Err(format!(
-                    "\"{k}\" at line {line} needs \"sock_type = rlogd\""
+                    "\"{k}\" at line {line} needs \"sock_type = rlogd\" or an rlogd:// logger"
                 ));
             }
         }
@@ -429,6 +416,39 @@ impl Config {
             sinks: None,
             rlogd,
         })
+    }
+}
+
+/// `token = TEXT` or `token_file = FILE` (the file's bytes without trailing newlines).
+///
+/// Errors: an empty value, an unreadable or empty file, naming the line.
+pub(crate) fn token_value(e: &Entry) -> Result<Vec<u8>, String> {
+    if e.key.ends_with("token") {
+        return Ok(nonempty(e, &format!("\"{}\" must be a string", e.key))?.into_bytes());
+    }
+    let file = nonempty(e, &format!("\"{}\" must be a file name", e.key))?;
+    let mut t = std::fs::read(&file)
+        .map_err(|err| format!("cannot read \"{}\" {file}: {err} at line {}", e.key, e.line))?;
+    while t.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+        t.pop();
+    }
+    if t.is_empty() {
+        return Err(format!("\"{}\" {file} is empty at line {}", e.key, e.line));
+    }
+    Ok(t)
+}
+
+/// `type = N`: rlogd's record type, 0..65535.
+pub(crate) fn record_type(e: &Entry) -> Result<u16, String> {
+    u16::try_from(whole(e)?).map_err(|_| invalid(e, "a whole number from 0 to 65535"))
+}
+
+/// `compression = zlib | none`.
+pub(crate) fn compression(e: &Entry) -> Result<bool, String> {
+    match e.value.as_str() {
+        "zlib" => Ok(true),
+        "none" => Ok(false),
+        _ => Err(invalid(e, "\"zlib\" or \"none\"")),
     }
 }
 
@@ -628,7 +648,7 @@ mod tests {
         assert!(c.needs_time);
         assert_eq!(
             err("host=h\nport=1\ntype=3"),
-            "\"type\" at line 3 needs \"sock_type = rlogd\""
+            "\"type\" at line 3 needs \"sock_type = rlogd\" or an rlogd:// logger"
         );
         assert!(err("host=h\nport=1\nsock_type=rlogd\ntype=70000")
             .starts_with("invalid \"type\" at line 4"));

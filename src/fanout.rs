@@ -8,6 +8,11 @@
 //! sinks go on delivering. Accounting is per message through the [`Ledger`]: a message counts
 //! as sent once all its copies are delivered, as lost once they are all settled and one was
 //! given up on (see `ledger.rs`).
+//!
+//! rlogd sinks (`rlogd://`) keep each record's `log` time with it, and number their records:
+//! each sink's pending buffer carries consecutive sequence numbers (`Buffer::first_seq`, which
+//! only ever moves forward) under a producer id of its own, so a batch resent after a lost
+//! acknowledgement is dropped by rlogd as a duplicate, and each copy is stored exactly once.
 
 use std::collections::VecDeque;
 use std::io;
@@ -21,7 +26,7 @@ use crate::logger::{Inner, PendingError};
 use crate::sink::{SinkSet, SinkSpec};
 use crate::stats::Tally;
 use crate::target::Target;
-use crate::transport::{reason, socket, stream, tls, udp, unix_dgram, Transport};
+use crate::transport::{datagram, reason, rlogd, socket, stream, tls, Transport};
 
 /// The C view of one sink's counters (`rlog_logger_sink_stats`). Counts are copies of messages
 /// (a message routed to two loggers is one copy in each); bytes are encoded bytes, framing and
@@ -76,6 +81,8 @@ struct SinkRt {
     counters: SinkCounters,
     /// The chain's buffers and encoder states.
     scratch: Scratch,
+    /// This sink's producer id for rlogd (unused by other targets).
+    producer: u64,
 }
 
 /// What one round did, for the shared state.
@@ -114,11 +121,21 @@ fn pause(inner: &Inner, d: Duration) -> bool {
     }
 }
 
-fn open(spec: &SinkSpec) -> io::Result<Box<dyn Transport>> {
+fn open(spec: &SinkSpec, producer: u64) -> io::Result<Box<dyn Transport>> {
     let timeout = spec.limits.timeout;
     let sock = match &spec.target {
-        Target::Udp { host, port } => return Ok(Box::new(udp::Udp::connect(host, *port)?)),
-        Target::UnixDgram { path } => return Ok(Box::new(unix_dgram::UnixDgram::connect(path)?)),
+        Target::Rlogd { host, port } | Target::RlogdTls { host, port } => {
+            return Ok(Box::new(rlogd::Rlogd::connect_to(
+                host,
+                *port,
+                spec.tls.as_deref(),
+                &spec.rlogd,
+                timeout,
+                producer,
+            )?))
+        }
+        Target::Udp { host, port } => return Ok(Box::new(datagram::udp(host, *port)?)),
+        Target::UnixDgram { path } => return Ok(Box::new(datagram::unix(path)?)),
         Target::Tcp { host, port } | Target::Tls { host, port } => {
             socket::connect_tcp(host, *port, timeout)?
         }
@@ -130,8 +147,19 @@ fn open(spec: &SinkSpec) -> io::Result<Box<dyn Transport>> {
     }
 }
 
+/// Sink `index`'s producer id, from the worker's random id `worker`: distinct for distinct
+/// indexes (the mix is a bijection of `worker + index`), and never 0 (rlogd reserves it).
+fn sink_producer(worker: u64, index: usize) -> u64 {
+    // splitmix64's finaliser.
+    let mut z = worker.wrapping_add(index as u64);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    z.max(1)
+}
+
 impl SinkRt {
-    fn new() -> SinkRt {
+    fn new(producer: u64) -> SinkRt {
         SinkRt {
             conn: None,
             pending: Buffer::default(),
@@ -140,6 +168,7 @@ impl SinkRt {
             retry_at: None,
             counters: SinkCounters::default(),
             scratch: Scratch::default(),
+            producer,
         }
     }
 
@@ -169,7 +198,7 @@ impl SinkRt {
         let limits = &spec.limits;
         let mut tries = 0;
         loop {
-            match open(spec) {
+            match open(spec, self.producer) {
                 Ok(c) => {
                     self.counters.connects += 1;
                     round.connects += 1;
@@ -300,11 +329,11 @@ fn ingest(
             frame.clear();
             frame.extend_from_slice(&spec.prefix);
             spec.framing.frame(encoded, frame);
-            if let Some(max) = max_record(&spec.target) {
+            if let Some((max, what)) = max_record(&spec.target) {
                 if frame.len() > max {
                     counters.lost.add(Tally::one(frame.len()));
                     round.error = Some(format!(
-                        "{}: log record of {} bytes is larger than the largest UDP datagram ({max} bytes): not sent",
+                        "{}: log record of {} bytes is larger than {what} ({max} bytes): not sent",
                         spec.label(),
                         frame.len()
                     ));
@@ -321,7 +350,13 @@ fn ingest(
                 ledger.mark_lost(seq);
                 continue;
             }
-            pending.push(frame, None);
+            // rlogd stores each record with its `log` time; the other targets need none.
+            let time = if spec.target.is_rlogd() {
+                rec.time_us
+            } else {
+                None
+            };
+            pending.push(frame, time);
             owners.push_back(seq);
             ledger.add_copy(seq);
         }
@@ -334,9 +369,14 @@ fn ingest(
     }
 }
 
-fn max_record(t: &Target) -> Option<usize> {
+/// The largest record target `t` can carry, and how to name that limit.
+fn max_record(t: &Target) -> Option<(usize, &'static str)> {
     match t {
-        Target::Udp { .. } => Some(udp::MAX_DATAGRAM),
+        Target::Udp { .. } => Some((datagram::MAX_DATAGRAM, "the largest UDP datagram")),
+        Target::Rlogd { .. } | Target::RlogdTls { .. } => Some((
+            crate::rlogd::format::MAX_PAYLOAD,
+            "the largest rlogd record",
+        )),
         _ => None,
     }
 }
@@ -345,7 +385,12 @@ fn max_record(t: &Target) -> Option<usize> {
 pub(crate) fn run(inner: Arc<Inner>, set: Arc<SinkSet>) {
     let limits = &inner.config.limits;
     let capacity = crate::logger::initial_capacity(&inner.config);
-    let mut sinks: Vec<SinkRt> = set.sinks.iter().map(|_| SinkRt::new()).collect();
+    // A new worker (a new handle, or a child after fork) gets new producer ids, so its
+    // sequence numbers starting from 0 are never taken for a resend of another's.
+    let worker_id = crate::worker::random_producer();
+    let mut sinks: Vec<SinkRt> = (0..set.sinks.len())
+        .map(|i| SinkRt::new(sink_producer(worker_id, i)))
+        .collect();
     // A new worker (first start, or in a child after fork) starts from zero.
     publish(&set, &sinks, &inner.state.lock());
     let mut ledger = Ledger::default();
@@ -466,8 +511,11 @@ pub(crate) fn run(inner: Arc<Inner>, set: Arc<SinkSet>) {
             reuse = 0;
             batch = Buffer::with_capacity(capacity);
             // Memory a logger grew while it could not deliver is released too.
+            // The sequence goes on where it was: rlogd would drop reused numbers as duplicates.
             for rt in sinks.iter_mut().filter(|rt| rt.pending.is_empty()) {
+                let next_seq = rt.pending.first_seq;
                 rt.pending = Buffer::default();
+                rt.pending.first_seq = next_seq;
                 rt.owners = VecDeque::new();
             }
         }
@@ -526,4 +574,19 @@ fn finish_round(inner: &Inner, st: &mut crate::logger::State, round: &Round, led
     }
     st.inflight = Tally::ZERO;
     st.sinks_held = ledger.unsettled();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sink_producers_are_distinct_and_nonzero() {
+        for worker in [0u64, 1, u64::MAX, 0x1234_5678_9abc_def0] {
+            let ids: std::collections::HashSet<u64> =
+                (0..64).map(|i| sink_producer(worker, i)).collect();
+            assert_eq!(ids.len(), 64);
+            assert!(!ids.contains(&0));
+        }
+    }
 }

@@ -4,11 +4,13 @@
 //!
 //! Per-logger overrides: `NAME.KEY = VALUE` sets one of `drop_limit timeout max_retry_times
 //! retry_interval pool_size framing` for the named logger only; without a prefix those keys
-//! (and `framing`) apply to every logger.
+//! (and `framing`) apply to every logger. The rlogd keys `token token_file type compression`
+//! work the same way for `rlogd://` loggers: handle-wide they apply to every rlogd logger,
+//! `NAME.KEY` to one; on a logger that is not rlogd they are an init error.
 
 use std::sync::Arc;
 
-use crate::config::{self, Endpoint, Entry, Limits};
+use crate::config::{self, Endpoint, Entry, Limits, RlogdSettings};
 use crate::encode::{Chain, Encoder, EncoderSpec};
 use crate::framing::Framing;
 use crate::route::{Route, Router};
@@ -29,8 +31,11 @@ pub struct SinkSpec {
     pub chain: Chain,
     /// For stream targets.
     pub framing: Framing,
-    /// TLS for stream targets (`tls://`, or `ssl = true` on the `host`/`path` logger).
+    /// TLS for stream targets (`tls://`, `rlogds://`, or `ssl = true` on the `host`/`path`
+    /// logger).
     pub tls: Option<Arc<TlsSettings>>,
+    /// Token, record type and compression, for rlogd targets (unused by the others).
+    pub rlogd: RlogdSettings,
 }
 
 impl SinkSpec {
@@ -38,7 +43,12 @@ impl SinkSpec {
     pub fn label(&self) -> String {
         match &self.name {
             Some(n) => format!("logger \"{n}\""),
-            None => format!("logger {}", self.target),
+            None => match (&self.target, &self.tls) {
+                (Target::Rlogd { host, port }, Some(_)) => {
+                    format!("logger rlogds://{host}:{port}")
+                }
+                (t, _) => format!("logger {t}"),
+            },
         }
     }
 }
@@ -55,15 +65,20 @@ pub struct SinkSet {
 }
 
 impl SinkSet {
-    /// Whether some encoder of some sink needs the `log` call's time.
+    /// Whether some encoder of some sink needs the `log` call's time, or some sink is rlogd
+    /// (which stores each record's time).
     pub fn needs_time(&self) -> bool {
-        self.sinks.iter().any(|s| s.chain.needs_time())
+        self.sinks
+            .iter()
+            .any(|s| s.chain.needs_time() || s.target.is_rlogd())
     }
 
     /// Whether some encoder needs the time below the second (`${micros}`, `${millis}`,
-    /// msgpack `micros`).
+    /// msgpack `micros`), or some sink is rlogd (it stores microseconds).
     pub fn needs_subsecond(&self) -> bool {
-        self.sinks.iter().any(|s| s.chain.needs_subsecond())
+        self.sinks
+            .iter()
+            .any(|s| s.chain.needs_subsecond() || s.target.is_rlogd())
     }
 
     /// The first sink's address in the core's terms (for display only).
@@ -80,6 +95,10 @@ impl SinkSet {
             Target::UnixDgram { path } | Target::UnixStream { path } => {
                 Endpoint::Unix { path: path.clone() }
             }
+            Target::Rlogd { host, port } | Target::RlogdTls { host, port } => Endpoint::Rlogd {
+                host: host.clone(),
+                port: *port,
+            },
         }
     }
 }
@@ -93,6 +112,14 @@ pub struct TlsBase {
     pub ssl_ca: Option<String>,
 }
 
+/// The handle-wide rlogd keys (`token`/`token_file`, `type`, `compression`), for rlogd loggers.
+#[derive(Debug, Clone, Default)]
+pub struct RlogdBase {
+    pub settings: RlogdSettings,
+    /// The first of these keys in the config (key, line), to name it when no logger is rlogd.
+    pub first_key: Option<(String, usize)>,
+}
+
 /// Keys a logger may override with `NAME.KEY`.
 const OVERRIDABLE: &[&str] = &[
     "drop_limit",
@@ -101,7 +128,14 @@ const OVERRIDABLE: &[&str] = &[
     "retry_interval",
     "pool_size",
     "framing",
+    "token",
+    "token_file",
+    "type",
+    "compression",
 ];
+
+/// Overridable keys that only rlogd loggers take.
+const RLOGD_ONLY: &[&str] = &["token", "token_file", "type", "compression"];
 
 /// The uWSGI-style lines of a config, collected while `Config::parse` walks it.
 #[derive(Debug, Default)]
@@ -162,12 +196,15 @@ impl UwsgiKeys {
     /// `logger` lines in order.
     ///
     /// Errors: a duplicate logger name, an override or encoder naming an unknown logger, a route
-    /// to an unknown logger, framing on a datagram logger, bad per-logger limits, TLS setup.
+    /// to an unknown logger, framing on a datagram or rlogd logger, an rlogd key for a logger
+    /// that is not rlogd (or handle-wide with no rlogd logger), bad per-logger limits or rlogd
+    /// settings, TLS setup.
     pub fn build(
         self,
         base: Option<Endpoint>,
         limits: &Limits,
         tb: &TlsBase,
+        rb: &RlogdBase,
     ) -> Result<SinkSet, String> {
         let framing = self.framing.unwrap_or_default();
         let mut sinks = Vec::new();
@@ -194,8 +231,9 @@ impl UwsgiKeys {
                     };
                     (Target::UnixStream { path }, tls)
                 }
-                Endpoint::Rlogd { .. } => {
-                    unreachable!("config.rs refuses sock_type = rlogd with uWSGI-style keys")
+                Endpoint::Rlogd { host, port } => {
+                    let tls = tb.ssl.then(|| tls_for(tb, &host)).transpose()?;
+                    (Target::Rlogd { host, port }, tls)
                 }
             };
             sinks.push(SinkSpec {
@@ -206,9 +244,10 @@ impl UwsgiKeys {
                 chain: Chain::for_logger(&self.encoders, None),
                 framing,
                 tls,
+                rlogd: rb.settings.clone(),
             });
         } else if tb.ssl {
-            return Err("\"ssl\" applies to the \"host\"/\"path\" logger; use tls://HOST:PORT in \"logger\" lines".into());
+            return Err("\"ssl\" applies to the \"host\"/\"path\" logger; use tls://HOST:PORT or rlogds://HOST:PORT in \"logger\" lines".into());
         }
         for (spec, line) in self.loggers {
             if let Some(n) = &spec.name {
@@ -224,6 +263,10 @@ impl UwsgiKeys {
                     let tls = tls_for(tb, &host)?;
                     (Target::Tcp { host, port }, Some(tls))
                 }
+                Target::RlogdTls { host, port } => {
+                    let tls = tls_for(tb, &host)?;
+                    (Target::Rlogd { host, port }, Some(tls))
+                }
                 t => (t, None),
             };
             sinks.push(SinkSpec {
@@ -234,10 +277,18 @@ impl UwsgiKeys {
                 limits: limits.clone(),
                 framing,
                 tls,
+                rlogd: rb.settings.clone(),
             });
         }
         if tb.ssl_ca.is_some() && sinks.iter().all(|s| s.tls.is_none()) {
-            return Err("\"ssl_ca\" needs \"ssl = true\" or a tls:// logger".into());
+            return Err("\"ssl_ca\" needs \"ssl = true\" or a tls:// or rlogds:// logger".into());
+        }
+        if let Some((k, line)) = &rb.first_key {
+            if !sinks.iter().any(|s| s.target.is_rlogd()) {
+                return Err(format!(
+                    "\"{k}\" at line {line} needs \"sock_type = rlogd\" or an rlogd:// logger"
+                ));
+            }
         }
         for (name, key, e) in &self.overrides {
             let Some(s) = sinks
@@ -249,6 +300,32 @@ impl UwsgiKeys {
                     e.key, e.line
                 ));
             };
+            if RLOGD_ONLY.contains(&key.as_str()) && !s.target.is_rlogd() {
+                return Err(format!(
+                    "\"{}\" at line {}: {} is not an rlogd logger; \"{key}\" applies to rlogd://HOST:PORT loggers only",
+                    e.key,
+                    e.line,
+                    s.label()
+                ));
+            }
+            if key == "framing" && s.target.is_rlogd() {
+                return Err(format!(
+                    "\"{}\" at line {}: framing does not apply to {}: rlogd frames and acknowledges each record itself",
+                    e.key,
+                    e.line,
+                    s.label()
+                ));
+            }
+            if key.starts_with("token")
+                && self.overrides.iter().any(|(n, k, o)| {
+                    n == name && k.starts_with("token") && k != key && o.line < e.line
+                })
+            {
+                return Err(format!(
+                    "\"{name}.token\" and \"{name}.token_file\" exclude each other (line {})",
+                    e.line
+                ));
+            }
             apply_override(s, key, e)?;
         }
         for enc in &self.encoders {
@@ -280,7 +357,9 @@ impl UwsgiKeys {
             }
         }
         for s in &mut sinks {
-            if s.target.is_datagram() {
+            // Datagrams carry one record each; rlogd frames its records itself. The handle-wide
+            // framing is for the stream loggers.
+            if s.target.is_datagram() || s.target.is_rlogd() {
                 s.framing = Framing::None;
             }
             if s.limits.drop_limit == 0 {
@@ -330,6 +409,9 @@ fn apply_override(s: &mut SinkSpec, key: &str, e: &Entry) -> Result<(), String> 
             s.framing = Framing::parse(&e.value)
                 .map_err(|m| format!("{m} (\"{}\" at line {})", e.key, e.line))?
         }
+        "token" | "token_file" => s.rlogd.token = config::token_value(e)?,
+        "type" => s.rlogd.record_type = config::record_type(e)?,
+        "compression" => s.rlogd.compress = config::compression(e)?,
         _ => unreachable!("checked against OVERRIDABLE"),
     }
     Ok(())
@@ -408,5 +490,74 @@ mod tests {
         assert!(err("logger = socket:127.0.0.1:1\nssl = true").contains("use tls://"));
         // handle-wide framing is for streams: datagram loggers keep one record per datagram
         assert!(Config::parse("logger = socket:127.0.0.1:1\nframing = octet").is_ok());
+    }
+
+    #[test]
+    fn rlogd_loggers_and_their_keys() {
+        let s = set(
+            "host = 127.0.0.1\nport = 5170\nsock_type = rlogd\ntype = 3\ntoken = t0\n\
+                     logger = rlogd://127.0.0.1:5171\nlogger = audit rlogd://127.0.0.1:5172\n\
+                     audit.type = 9\naudit.compression = zlib\naudit.token = t1\n\
+                     logger = plain tcp://127.0.0.1:9\nframing = octet\nlog-encoder = prefix x",
+        );
+        assert_eq!(s.sinks.len(), 4);
+        assert!(s.needs_time() && s.needs_subsecond());
+        let (base, unnamed, audit, plain) = (&s.sinks[0], &s.sinks[1], &s.sinks[2], &s.sinks[3]);
+        assert!(base.target.is_rlogd() && unnamed.target.is_rlogd() && audit.target.is_rlogd());
+        assert_eq!(base.label(), "logger rlogd://127.0.0.1:5170");
+        assert_eq!(
+            (base.rlogd.record_type, &base.rlogd.token[..]),
+            (3, &b"t0"[..])
+        );
+        assert_eq!(unnamed.rlogd.record_type, 3);
+        assert!(!unnamed.rlogd.compress);
+        assert_eq!(
+            (
+                audit.rlogd.record_type,
+                audit.rlogd.compress,
+                &audit.rlogd.token[..]
+            ),
+            (9, true, &b"t1"[..])
+        );
+        // handle-wide framing is for streams: rlogd frames its records itself
+        assert_eq!(audit.framing, crate::framing::Framing::None);
+        assert_eq!(plain.framing, crate::framing::Framing::Octet);
+        let c = Config::parse("logger = rlogd://127.0.0.1:1").unwrap();
+        assert!(c.needs_time && !c.coarse_time);
+    }
+
+    #[test]
+    fn rlogd_errors() {
+        assert!(err("logger = rlogd://127.0.0.1").contains("HOST:PORT"));
+        assert!(err("logger = a tcp://127.0.0.1:1\na.type = 3")
+            .contains("\"a.type\" at line 2: logger \"a\" is not an rlogd logger"));
+        assert!(err("logger = a udp://127.0.0.1:1\na.token = x")
+            .contains("applies to rlogd://HOST:PORT loggers only"));
+        assert_eq!(
+            err("logger = tcp://127.0.0.1:1\ntype = 3"),
+            "\"type\" at line 2 needs \"sock_type = rlogd\" or an rlogd:// logger"
+        );
+        assert!(err("logger = a rlogd://127.0.0.1:1\na.framing = octet")
+            .contains("\"a.framing\" at line 2: framing does not apply to logger \"a\""));
+        assert!(err("logger = a rlogd://127.0.0.1:1\na.type = 65536")
+            .starts_with("invalid \"a.type\" at line 2"));
+        assert!(err("logger = a rlogd://127.0.0.1:1\na.compression = lz4")
+            .starts_with("invalid \"a.compression\" at line 2"));
+        assert!(
+            err("logger = a rlogd://127.0.0.1:1\na.token = x\na.token_file = /nonexistent")
+                .contains("exclude each other")
+        );
+        assert!(
+            err("logger = a rlogd://127.0.0.1:1\na.token_file = /nonexistent")
+                .contains("cannot read \"a.token_file\"")
+        );
+        assert!(
+            err("path = /x\nsock_type = rlogd\nlogger = rlogd://127.0.0.1:1")
+                .contains("needs \"host\"/\"port\"")
+        );
+        assert!(err("logger = rlogd://127.0.0.1:1\nssl = true").contains("rlogds://"));
+        assert!(
+            err("logger = rlogds://127.0.0.1:1\nssl_ca = /nonexistent/ca.pem").contains("ca.pem")
+        );
     }
 }

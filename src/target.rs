@@ -4,7 +4,8 @@
 //! digits, that word is the logger's name. Targets: `socket:HOST:PORT[,TEXT]` (UDP, one datagram
 //! per record, TEXT sent raw before each — uWSGI's socket logger), `socket:/path[,TEXT]` (unix
 //! datagram), `udp://HOST:PORT`, `tcp://HOST:PORT`, `unix:///path` (unix stream),
-//! `tls://HOST:PORT`.
+//! `tls://HOST:PORT`, `rlogd://HOST:PORT` (rlogd's acknowledged protocol) and `rlogds://HOST:PORT`
+//! (the same over TLS, as `tls://` is TCP over TLS).
 
 use std::fmt;
 
@@ -31,12 +32,28 @@ pub enum Target {
     UnixStream {
         path: String,
     },
+    /// rlogd's acknowledged, deduplicated protocol (`rlogd://`); TLS when the sink has TLS
+    /// settings (`rlogds://`, or `ssl = true` on the `host`/`port` logger).
+    Rlogd {
+        host: String,
+        port: u16,
+    },
+    /// `rlogds://`: rlogd over TLS. `SinkSet` building turns it into `Rlogd` with TLS settings.
+    RlogdTls {
+        host: String,
+        port: u16,
+    },
 }
 
 impl Target {
     /// Datagram targets carry one record per datagram; stream targets need framing.
     pub fn is_datagram(&self) -> bool {
         matches!(self, Target::Udp { .. } | Target::UnixDgram { .. })
+    }
+
+    /// rlogd targets frame, number and acknowledge records themselves.
+    pub fn is_rlogd(&self) -> bool {
+        matches!(self, Target::Rlogd { .. } | Target::RlogdTls { .. })
     }
 }
 
@@ -48,6 +65,8 @@ impl fmt::Display for Target {
             Target::Tcp { host, port } => write!(f, "tcp://{host}:{port}"),
             Target::Tls { host, port } => write!(f, "tls://{host}:{port}"),
             Target::UnixStream { path } => write!(f, "unix://{path}"),
+            Target::Rlogd { host, port } => write!(f, "rlogd://{host}:{port}"),
+            Target::RlogdTls { host, port } => write!(f, "rlogds://{host}:{port}"),
         }
     }
 }
@@ -101,6 +120,12 @@ pub fn parse_logger(value: &str) -> Result<LoggerSpec, String> {
     } else if let Some(rest) = target.strip_prefix("tls://") {
         let (host, port) = host_port(rest).map_err(|e| ctx(&e))?;
         Target::Tls { host, port }
+    } else if let Some(rest) = target.strip_prefix("rlogd://") {
+        let (host, port) = host_port(rest).map_err(|e| ctx(&e))?;
+        Target::Rlogd { host, port }
+    } else if let Some(rest) = target.strip_prefix("rlogds://") {
+        let (host, port) = host_port(rest).map_err(|e| ctx(&e))?;
+        Target::RlogdTls { host, port }
     } else if let Some(path) = target.strip_prefix("unix://") {
         if !path.starts_with('/') {
             return Err(ctx(
@@ -112,7 +137,7 @@ pub fn parse_logger(value: &str) -> Result<LoggerSpec, String> {
         }
     } else {
         return Err(ctx(
-            "unsupported target (supported: socket:HOST:PORT[,TEXT], socket:/path[,TEXT], udp://HOST:PORT, tcp://HOST:PORT, tls://HOST:PORT, unix:///path)",
+            "unsupported target (supported: socket:HOST:PORT[,TEXT], socket:/path[,TEXT], udp://HOST:PORT, tcp://HOST:PORT, tls://HOST:PORT, unix:///path, rlogd://HOST:PORT, rlogds://HOST:PORT)",
         ));
     };
     Ok(LoggerSpec {
@@ -199,6 +224,24 @@ mod tests {
                 port: 1
             }
         );
+        let l = parse_logger("audit rlogd://127.0.0.1:5170").unwrap();
+        assert_eq!(l.name.as_deref(), Some("audit"));
+        assert_eq!(
+            l.target,
+            Target::Rlogd {
+                host: "127.0.0.1".into(),
+                port: 5170
+            }
+        );
+        assert!(l.target.is_rlogd() && !l.target.is_datagram());
+        assert_eq!(l.target.to_string(), "rlogd://127.0.0.1:5170");
+        assert_eq!(
+            parse_logger("rlogds://[::1]:5170").unwrap().target,
+            Target::RlogdTls {
+                host: "::1".into(),
+                port: 5170
+            }
+        );
     }
 
     #[test]
@@ -212,6 +255,13 @@ mod tests {
         assert!(parse_logger("tcp://h").unwrap_err().contains("HOST:PORT"));
         assert!(parse_logger("unix://rel").unwrap_err().contains("absolute"));
         assert!(parse_logger("socket:").unwrap_err().contains("socket:"));
+        assert!(parse_logger("rlogd://h").unwrap_err().contains("HOST:PORT"));
+        assert!(parse_logger("rlogd://:5")
+            .unwrap_err()
+            .contains("host is missing"));
+        assert!(parse_logger("rlogds://h:70000")
+            .unwrap_err()
+            .contains("out of range"));
         assert!(parse_logger("a-b socket:h:1")
             .unwrap_err()
             .contains("unsupported"));

@@ -65,7 +65,7 @@ struct Sink<'a> {
 }
 
 /// A random, nonzero producer id.
-fn random_producer() -> u64 {
+pub(crate) fn random_producer() -> u64 {
     let mut b = [0u8; 8];
     // SAFETY: getrandom writes at most `b.len()` bytes into the buffer we own.
     let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };

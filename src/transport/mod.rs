@@ -5,12 +5,11 @@
 //! [`Buffer`] in order and, when it fails part way, says how many leading records got through so
 //! the worker can resend only the rest.
 
+pub mod datagram;
 pub mod rlogd;
 pub mod socket;
 pub mod stream;
 pub mod tls;
-pub mod udp;
-pub mod unix_dgram;
 
 use std::io;
 
@@ -39,7 +38,7 @@ pub trait Transport: Send {
 /// the error (UDP: 65507 bytes, "the largest UDP datagram"; rlogd: 16 MiB per record).
 pub fn max_record(endpoint: &Endpoint) -> Option<(usize, &'static str)> {
     match endpoint {
-        Endpoint::Udp { .. } => Some((udp::MAX_DATAGRAM, "the largest UDP datagram")),
+        Endpoint::Udp { .. } => Some((datagram::MAX_DATAGRAM, "the largest UDP datagram")),
         Endpoint::Rlogd { .. } => Some((
             crate::rlogd::format::MAX_PAYLOAD,
             "the largest rlogd record",
@@ -54,7 +53,7 @@ pub fn max_record(endpoint: &Endpoint) -> Option<(usize, &'static str)> {
 pub fn connect(config: &Config, producer: u64) -> io::Result<Box<dyn Transport>> {
     let timeout = config.limits.timeout;
     let sock = match &config.endpoint {
-        Endpoint::Udp { host, port } => return Ok(Box::new(udp::Udp::connect(host, *port)?)),
+        Endpoint::Udp { host, port } => return Ok(Box::new(datagram::udp(host, *port)?)),
         Endpoint::Rlogd { .. } => return Ok(Box::new(rlogd::Rlogd::connect(config, producer)?)),
         Endpoint::Tcp { host, port } => socket::connect_tcp(host, *port, timeout)?,
         Endpoint::Unix { path } => socket::connect_unix(path, timeout)?,

@@ -14,8 +14,9 @@ use socket2::Socket;
 use super::socket::{connect_tcp, peek, NoSigPipe, Peek};
 use super::{SendError, Transport};
 use crate::buffer::Buffer;
-use crate::config::{Config, Endpoint};
+use crate::config::{Config, Endpoint, RlogdSettings};
 use crate::rlogd::frame::{self, FrameError, Hello, Role};
+use crate::transport::tls::TlsSettings;
 
 /// Message bytes per frame: large enough for group commit to pay off, small enough to keep
 /// the memory of both sides bounded.
@@ -92,10 +93,30 @@ impl Rlogd {
                 "not an rlogd endpoint",
             ));
         };
-        let timeout = config.limits.timeout;
-        let sock = connect_tcp(host, *port, timeout)?;
+        Rlogd::connect_to(
+            host,
+            *port,
+            config.tls.as_deref(),
+            &config.rlogd,
+            config.limits.timeout,
+            producer,
+        )
+    }
+
+    /// Connects to rlogd at `host`:`port` (TLS when `tls` is given) as producer `producer`,
+    /// with `settings`' token, record type and compression, each step bounded by `timeout`.
+    /// Errors: as [`Rlogd::connect`].
+    pub fn connect_to(
+        host: &str,
+        port: u16,
+        tls: Option<&TlsSettings>,
+        settings: &RlogdSettings,
+        timeout: Duration,
+        producer: u64,
+    ) -> io::Result<Rlogd> {
+        let sock = connect_tcp(host, port, timeout)?;
         let probe = sock.try_clone()?;
-        let stream = match &config.tls {
+        let stream = match tls {
             None => Stream::Plain(NoSigPipe(sock)),
             Some(t) => {
                 let mut conn = ClientConnection::new(t.config.clone(), t.server_name.clone())
@@ -117,15 +138,15 @@ impl Rlogd {
             stream,
             probe,
             producer,
-            record_type: config.rlogd.record_type,
-            compress: config.rlogd.compress,
+            record_type: settings.record_type,
+            compress: settings.compress,
             max_frame: frame::DEFAULT_MAX_FRAME,
             out: Vec::new(),
             body: Vec::new(),
         };
         let hello = Hello {
             version: frame::PROTOCOL,
-            token: config.rlogd.token.clone(),
+            token: settings.token.clone(),
             role: Role::Producer,
         };
         frame::write_frame(&mut r.stream, frame::HELLO, &hello.encode())?;
