@@ -2,8 +2,9 @@
 //!
 //! - **fork**: a `pthread_atfork` prepare handler takes the registry and every logger's state lock
 //!   (so no other thread is half-way through an append when the address space is copied) and the
-//!   parent and child handlers release them. The locks are std's futex words (see `sync.rs`): no
-//!   process-wide waiter table that could hold the parent's threads in the child. The child handler also bumps the *fork generation*; each logger
+//!   parent and child handlers release them. Each lock is one futex word (see `sync.rs`): no
+//!   process-wide waiter table that could hold the parent's threads in the child. The child
+//!   handler also bumps the *fork generation*; each logger
 //!   notices on its next call that its worker belongs to another process, forgets the parent's
 //!   messages (the parent still sends them) and starts a worker of its own.
 //! - **exit**: an `atexit` handler asks every live logger to deliver what it holds within its
