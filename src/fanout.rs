@@ -428,16 +428,8 @@ pub(crate) fn run(inner: Arc<Inner>, set: Arc<SinkSet>) {
                 limits.periodic_flush.map(|p| last_flush + p),
                 retry_at,
                 st.closing,
-            ]
-            .into_iter()
-            .flatten()
-            .min();
-            match wake {
-                Some(t) => {
-                    inner.work.wait_until(&mut st, t);
-                }
-                None => inner.work.wait(&mut st),
-            }
+            ];
+            crate::worker::wait_for_work(&inner, &mut st, wake);
         };
         let explicit = st.flush_req > st.flush_done || closing.is_some();
         st.flush_wanted = false;

@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 
 use crate::buffer::Buffer;
 use crate::config::{Config, Limits};
-use crate::logger::{Inner, PendingError};
+use crate::logger::{Inner, PendingError, State};
 use crate::stats::Tally;
+use crate::sync::MutexGuard;
 use crate::transport::{self, reason, Transport};
 
 /// Starts the worker thread for `inner`. All signals are blocked in it, so the host's signal
@@ -224,6 +225,21 @@ impl<'a> Sink<'a> {
 /// `flush()`, shutdown and a kept batch's retry do not wait for a tick.
 pub(crate) const POLL: Duration = Duration::from_millis(1);
 
+/// Sleeps on the logger's `work` condition variable until it is notified or the earliest of
+/// `deadlines` passes (with none, until notified). Callers re-check their conditions after.
+pub(crate) fn wait_for_work(
+    inner: &Inner,
+    st: &mut MutexGuard<'_, State>,
+    deadlines: impl IntoIterator<Item = Option<Instant>>,
+) {
+    match deadlines.into_iter().flatten().min() {
+        Some(t) => {
+            inner.work.wait_until(st, t);
+        }
+        None => inner.work.wait(st),
+    }
+}
+
 /// The worker loop.
 fn run(inner: Arc<Inner>) {
     let config = &inner.config;
@@ -268,22 +284,15 @@ fn run(inner: Arc<Inner>) {
             {
                 break (st.flush_req, st.closing);
             }
+            let tick = poll.then(|| now + POLL);
+            st.worker_polls = tick.is_some();
             let wake = [
                 limits.periodic_flush.map(|p| last_flush + p),
                 retry_at,
                 st.closing,
-            ]
-            .into_iter()
-            .flatten()
-            .min();
-            let tick = poll.then(|| now + POLL);
-            st.worker_polls = tick.is_some();
-            match [wake, tick].into_iter().flatten().min() {
-                Some(t) => {
-                    inner.work.wait_until(&mut st, t);
-                }
-                None => inner.work.wait(&mut st),
-            }
+                tick,
+            ];
+            wait_for_work(&inner, &mut st, wake);
             st.worker_polls = false;
             if tick.is_some_and(|t| Instant::now() >= t) {
                 // One look per tick: if this one finds nothing wanted, traffic has slowed and
