@@ -4,12 +4,11 @@
 mod rlogd_util;
 
 use std::collections::HashSet;
-use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rlog::rlogd::frame::{self, Hello, Role};
+use rlog::rlogd::frame;
 use rlog::{Config, Logger};
 use rlogd_util::*;
 
@@ -137,29 +136,6 @@ fn batch(producer: u64, first_seq: u64, msgs: &[&str]) -> Vec<u8> {
     );
     body.extend_from_slice(&raw);
     body
-}
-
-/// Sends HELLO then one BATCH; returns the (producer, next_seq) acknowledged.
-fn send_batch(addr: &str, body: &[u8]) -> (u64, u64) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let hello = Hello {
-        version: frame::PROTOCOL,
-        token: Vec::new(),
-        role: Role::Producer,
-    };
-    frame::write_frame(&mut s, frame::HELLO, &hello.encode()).unwrap();
-    let mut buf = Vec::new();
-    assert_eq!(
-        frame::read_frame(&mut s, 1 << 20, &mut buf).unwrap(),
-        frame::WELCOME
-    );
-    frame::write_frame(&mut s, frame::BATCH, body).unwrap();
-    assert_eq!(
-        frame::read_frame(&mut s, 1 << 20, &mut buf).unwrap(),
-        frame::ACK
-    );
-    frame::decode_ack(&buf).unwrap()
 }
 
 #[test]

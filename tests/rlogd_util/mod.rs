@@ -221,6 +221,12 @@ pub fn send_dated(addr: &str, producer: u64, first_seq: u64, time_us: i64, msgs:
         raw.len() as u32,
     );
     body.extend_from_slice(&raw);
+    send_batch(addr, &body);
+}
+
+/// Sends HELLO then one BATCH frame `body` as a producer; returns the (producer, next_seq)
+/// rlogd acknowledged.
+pub fn send_batch(addr: &str, body: &[u8]) -> (u64, u64) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let hello = Hello {
@@ -234,9 +240,10 @@ pub fn send_dated(addr: &str, producer: u64, first_seq: u64, time_us: i64, msgs:
         frame::read_frame(&mut s, 1 << 20, &mut buf).unwrap(),
         frame::WELCOME
     );
-    frame::write_frame(&mut s, frame::BATCH, &body).unwrap();
+    frame::write_frame(&mut s, frame::BATCH, body).unwrap();
     assert_eq!(
         frame::read_frame(&mut s, 1 << 20, &mut buf).unwrap(),
         frame::ACK
     );
+    frame::decode_ack(&buf).unwrap()
 }
