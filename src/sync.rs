@@ -1,6 +1,5 @@
-//! The lock and condition variable rlog uses: one futex word each, so they are fork-safe, and a
-//! lock whose uncontended unlock is a plain store, so `log` pays one atomic read-modify-write
-//! instead of two.
+//! The lock and condition variable rlog uses (one futex word each, so they are fork-safe), and
+//! the asymmetric fence pair that lets `log` append to its ring without a locked instruction.
 //!
 //! Why not parking_lot: its waiters live in one process-wide table. After `fork()` the child
 //! inherits the entries of threads that do not exist in it (the parent's worker parked on a
@@ -10,26 +9,19 @@
 //! futex word, as `std`'s do), so a child that holds no lock inherited from a vanished thread is
 //! sound; the `pthread_atfork` handlers in `lifecycle.rs` make sure of that.
 //!
-//! Why not `std::sync::Mutex`: on this project's machine a locked instruction costs 7 ns idle,
-//! up to 17 ns under load (`bench/atomic_floor.c`), and std's unlock is an atomic swap (to learn
-//! whether a waiter sleeps) on top of the compare-and-swap that takes the lock, plus two
-//! panic-count checks for poisoning. Here an unlock that finds the word in the "locked, nobody waiting" state releases
-//! it with a plain store. The price: a waiter that announces itself between that check and that
-//! store is not woken — so waiters sleep at most [`RECHECK`] before looking again. That window
-//! is one instruction wide and only opens under contention; it costs latency, never exclusion
-//! (taking the lock is always a compare-and-swap or a swap).
-//!
+//! The lock is std's futex lock without poisoning: `log` no longer takes it on its common path
+//! (see `ring.rs`), so it is plain and exact — every unlock that may have a sleeper wakes one.
 //! Poisoning is not used: rlog's state stays consistent across a panic (a panic can only come
 //! from a bug, and the FFI boundary turns it into an error), so a lock released by a panicking
 //! thread is just taken.
 //!
-//! Linux only (futex), like the rest of rlog's runtime.
+//! Linux only (futex, membarrier), like the rest of rlog's runtime.
 
 use std::cell::UnsafeCell;
 use std::fmt;
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{compiler_fence, fence, AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 const UNLOCKED: u32 = 0;
@@ -37,10 +29,6 @@ const UNLOCKED: u32 = 0;
 const LOCKED: u32 = 1;
 /// Locked, and some thread may sleep on the word: the unlock must wake one.
 const CONTENDED: u32 = 2;
-
-/// The longest a thread waiting for the lock sleeps before it looks again: the bound on the
-/// one wake-up an unlock can miss (see the module comment).
-const RECHECK: Duration = Duration::from_millis(1);
 
 /// Spins before a waiter goes to sleep: critical sections here are a memcpy long.
 const SPINS: u32 = 100;
@@ -100,8 +88,7 @@ impl<T: ?Sized> Mutex<T> {
         }
     }
 
-    /// std's contended path (spin while merely LOCKED, then mark CONTENDED and sleep), with
-    /// the RECHECK bound on each sleep.
+    /// std's contended path: spin while merely LOCKED, then mark CONTENDED and sleep.
     #[cold]
     fn acquire_contended(&self) {
         let mut state = self.spin();
@@ -117,12 +104,11 @@ impl<T: ?Sized> Mutex<T> {
             }
         }
         loop {
-            // From here on the word says CONTENDED while we may sleep, so the unlock wakes us
-            // (bar the one-instruction window the module comment describes: RECHECK bounds it).
+            // From here on the word says CONTENDED while we may sleep, so the unlock wakes us.
             if state != CONTENDED && self.state.swap(CONTENDED, Ordering::Acquire) == UNLOCKED {
                 return;
             }
-            futex_wait(&self.state, CONTENDED, Some(RECHECK));
+            futex_wait(&self.state, CONTENDED, None);
             state = self.spin();
         }
     }
@@ -147,14 +133,7 @@ impl<T: ?Sized> Mutex<T> {
     /// The calling code owns the lock (took it with `acquire` and has not released it since).
     #[inline]
     unsafe fn release(&self) {
-        // Only the owner changes the word away from LOCKED/CONTENDED to UNLOCKED; other threads
-        // only turn LOCKED into CONTENDED. So a LOCKED read here can be released with a plain
-        // store; if a waiter turns it into CONTENDED in between, the store overwrites that and
-        // the waiter, not woken, looks again within RECHECK.
-        if self.state.load(Ordering::Relaxed) == LOCKED {
-            self.state.store(UNLOCKED, Ordering::Release);
-        } else {
-            self.state.swap(UNLOCKED, Ordering::Release);
+        if self.state.swap(UNLOCKED, Ordering::Release) == CONTENDED {
             futex_wake(&self.state, 1);
         }
     }
@@ -284,6 +263,69 @@ impl Condvar {
         if self.waiters.load(Ordering::SeqCst) != 0 {
             futex_wake(&self.seq, n);
         }
+    }
+}
+
+// The asymmetric fence pair.
+//
+// `log` publishes a record (a store to its ring's head) and then reads the logger's `closing`
+// flag; `begin_close` sets the flag and then (through the worker) reads every ring's head. For
+// one of them to see the other's store, both sides need a full fence between their store and
+// their load. `light_fence` is the caller's half and costs nothing at run time when the heavy
+// half is `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)`, which makes every running thread of
+// the process execute a full barrier before it returns (threads not running pass one when they
+// are switched out). Where membarrier is not available both halves are `fence(SeqCst)`.
+
+const MEMBARRIER_CMD_PRIVATE_EXPEDITED: libc::c_int = 1 << 3;
+const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: libc::c_int = 1 << 4;
+
+/// membarrier is registered for this process: `light_fence` may be a compiler fence.
+static EXPEDITED: AtomicBool = AtomicBool::new(false);
+
+fn membarrier(cmd: libc::c_int) -> bool {
+    // SAFETY: membarrier takes two integers and touches no memory of ours.
+    unsafe {
+        libc::syscall(
+            libc::SYS_membarrier,
+            cmd,
+            0 as libc::c_uint,
+            0 as libc::c_int,
+        ) == 0
+    }
+}
+
+/// Registers this process for expedited membarrier (once is enough; a fork child inherits it,
+/// and `heavy_fence` registers again if it was refused). Call before any `light_fence` can run.
+pub(crate) fn prepare_fences() {
+    if !EXPEDITED.load(Ordering::Acquire) && membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) {
+        EXPEDITED.store(true, Ordering::Release);
+    }
+}
+
+/// The fast side's full fence (see above).
+#[inline]
+pub(crate) fn light_fence() {
+    if EXPEDITED.load(Ordering::Relaxed) {
+        compiler_fence(Ordering::SeqCst);
+    } else {
+        fence(Ordering::SeqCst);
+    }
+}
+
+/// The slow side's full fence: after it returns, every other thread's stores that preceded its
+/// `light_fence` are visible here, or that thread's later loads see this thread's earlier stores.
+pub(crate) fn heavy_fence() {
+    fence(Ordering::SeqCst);
+    if EXPEDITED.load(Ordering::Acquire)
+        && !membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)
+        && !(membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED)
+            && membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED))
+    {
+        // Registered once but refused now (not expected on Linux): from here on every
+        // light_fence is a real fence; give threads already past their compiler fence a
+        // moment, which is all that can be done for them.
+        EXPEDITED.store(false, Ordering::Release);
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
