@@ -403,6 +403,7 @@ pub(crate) fn run(inner: Arc<Inner>, set: Arc<SinkSet>) {
     loop {
         let mut st = inner.state.lock();
         let (request, closing) = loop {
+            st.collect_for_worker(limits.flush_limit);
             let now = Instant::now();
             let new_msgs = !st.buf.is_empty();
             let periodic_due = limits.periodic_flush.is_some_and(|p| now >= last_flush + p);
@@ -435,6 +436,7 @@ pub(crate) fn run(inner: Arc<Inner>, set: Arc<SinkSet>) {
         st.flush_wanted = false;
         std::mem::swap(&mut st.buf, &mut batch);
         st.inflight = batch.tally();
+        inner.worker_active();
         drop(st);
 
         let mut round = Round::default();
@@ -473,6 +475,8 @@ pub(crate) fn run(inner: Arc<Inner>, set: Arc<SinkSet>) {
         if let Some(deadline) = closing {
             let out_of_time = Instant::now() >= deadline;
             let holding = sinks.iter().any(|s| !s.pending.is_empty());
+            // The last look at the rings: `log` calls that append after it see `closed`.
+            st.collect();
             if st.buf.is_empty() && (!holding || out_of_time) {
                 for rt in sinks.iter_mut() {
                     let n = rt.pending.len();
@@ -484,6 +488,7 @@ pub(crate) fn run(inner: Arc<Inner>, set: Arc<SinkSet>) {
                 finish_round(&inner, &mut st, &round, &ledger);
                 st.flush_done = request;
                 st.flush_result = if round.failed { -1 } else { round.bytes as i64 };
+                st.drop_rings();
                 st.closed = true;
                 inner.done.notify_all();
                 drop(st);

@@ -51,11 +51,19 @@ pub fn init(text: &str) -> Result<(), String> {
 pub fn log(msg: &[u8]) -> Option<Logged> {
     let lg = current()?;
     match lg.log(msg) {
-        Logged::Closed => match current() {
-            Some(new) if !std::ptr::eq(new, lg) => Some(new.log(msg)),
-            _ => None,
-        },
+        Logged::Closed => log_after_swap(lg, msg),
         other => Some(other),
+    }
+}
+
+/// `log` met a closed logger: a concurrent `init` replaced it (log to the new one), or a
+/// `shutdown` removed it (not initialised).
+#[cold]
+#[inline(never)]
+fn log_after_swap(old: &Logger, msg: &[u8]) -> Option<Logged> {
+    match current() {
+        Some(new) if !std::ptr::eq(new, old) => Some(new.log(msg)),
+        _ => None,
     }
 }
 

@@ -26,6 +26,8 @@ pub mod global;
 mod ledger;
 mod lifecycle;
 pub mod logger;
+mod producer;
+mod ring;
 /// The rlogd collector's library modules (not part of the C ABI).
 /// cbindgen:ignore
 pub mod rlogd;

@@ -1,12 +1,17 @@
 //! `Logger`: the caller-facing half of a logger — its buffer, limits, counters and error slot —
 //! and the handle on its worker thread.
 //!
-//! `log` takes the state lock for the time of a memcpy and a few counter updates: no I/O, no
-//! allocation once the buffer has grown to its load, no lock held across I/O (the worker swaps
-//! buffers under the lock and sends outside it). Everything that talks to the network runs on the
-//! worker (`worker.rs`).
+//! `log` appends to the calling thread's ring (`ring.rs`) while the thread has *credit*: bytes
+//! the state lock granted it in advance, sized so that spending them cannot cross `flush_limit`
+//! or `drop_limit`. That common path is a memcpy and a release store — no lock, no locked
+//! instruction, no syscall, no allocation. A message the credit does not cover takes the lock,
+//! and there the lua-resty-logger-socket rules are applied exactly: bytes held (rings, buffer
+//! and in flight) plus this message over `drop_limit` drop it; at `flush_limit` the worker is
+//! woken. Whoever holds the lock may move ring records into the logger's `Buffer`
+//! (`State::collect`), which is what the worker swaps out and sends outside the lock.
+//! Everything that talks to the network runs on the worker (`worker.rs`).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -16,7 +21,10 @@ use crate::sync::{Condvar, Mutex};
 use crate::buffer::Buffer;
 use crate::config::Config;
 use crate::lifecycle;
+use crate::producer::{self, Slot};
+use crate::ring::Ring;
 use crate::stats::{rlog_stats, Counters, Tally};
+use crate::sync;
 use crate::worker;
 
 /// The runtime error `log` reports when a message does not fit.
@@ -54,11 +62,33 @@ pub enum Logged {
     Closed,
 }
 
+/// One thread's ring, as the logger accounts for it.
+#[derive(Debug)]
+pub(crate) struct RingEntry {
+    ring: Arc<Ring>,
+    /// Message bytes the thread was allowed to append (its credit included), minus what it gave
+    /// back; `granted - drained` is what the ring holds or may still take.
+    granted: usize,
+    /// Message bytes moved from the ring into the buffer.
+    drained: usize,
+    /// The thread's credit was granted with `flush_limit` already reached (see `WORKER_IDLE`).
+    past_flush: bool,
+}
+
 /// Everything the caller side and the worker share, under one lock.
 #[derive(Debug)]
 pub(crate) struct State {
-    /// Messages logged and not yet taken by the worker.
+    /// Messages logged and not yet taken by the worker (ring records move here on `collect`).
     pub buf: Buffer,
+    /// The rings of the threads that log here.
+    rings: Vec<RingEntry>,
+    /// The sum of `granted - drained` over `rings`: bytes the rings hold or may take.
+    ring_reserved: usize,
+    /// Rings whose thread holds credit granted past `flush_limit`.
+    past_flush_rings: usize,
+    /// A ring is filling up below `flush_limit`: the worker was woken to move it into the
+    /// buffer (so the producer does not have to). Cleared by `collect`.
+    collect_wanted: bool,
     /// What the worker holds: the batch being sent, or kept after a failed flush.
     pub inflight: Tally,
     /// Messages whose copies wait in the queues of uWSGI-style loggers (`fanout.rs`): counted
@@ -85,14 +115,144 @@ pub(crate) struct State {
 }
 
 impl State {
-    /// Messages held in memory: buffered plus in flight.
+    /// Messages held in memory: buffered plus in flight. Ring records count once collected
+    /// (every reader of this collects first).
     pub fn buffered(&self) -> Tally {
         let mut t = self.buf.tally();
         t.add(self.inflight);
         t.add(self.sinks_held);
         t
     }
+
+    /// Moves every ring's records into `buf` (counting them logged) and forgets rings whose
+    /// thread has exited. Returns whether anything was moved.
+    pub(crate) fn collect(&mut self) -> bool {
+        self.collect_wanted = false;
+        let mut moved = false;
+        let mut i = 0;
+        while i < self.rings.len() {
+            // Read before draining: a ring orphaned after this load may still get records.
+            let orphaned = self.rings[i].ring.is_orphaned();
+            moved |= self.drain_ring(i) > 0;
+            if orphaned {
+                let e = self.rings.swap_remove(i);
+                self.ring_reserved -= e.granted - e.drained;
+                self.past_flush_rings -= e.past_flush as usize;
+                e.ring.retire();
+            } else {
+                i += 1;
+            }
+        }
+        moved
+    }
+
+    /// Moves ring `i`'s records into `buf`; returns the message bytes moved.
+    fn drain_ring(&mut self, i: usize) -> usize {
+        let before = self.buf.tally();
+        let e = &mut self.rings[i];
+        let bytes = e.ring.drain_into(&mut self.buf);
+        e.drained += bytes;
+        self.ring_reserved -= bytes;
+        let after = self.buf.tally();
+        self.counters.logged.add(Tally {
+            msgs: after.msgs - before.msgs,
+            bytes: after.bytes - before.bytes,
+        });
+        bytes
+    }
+
+    /// Message bytes the rings hold now (appended, not yet moved into the buffer). Another
+    /// thread's latest appends may not be seen yet: an undercount by a few records.
+    fn ring_actual(&self) -> usize {
+        self.rings
+            .iter()
+            .map(|e| e.ring.written() - e.drained)
+            .sum()
+    }
+
+    /// Bytes held, for `flush_limit`: buffer, in flight and ring contents.
+    fn held_actual(&self) -> usize {
+        self.buf.bytes() + self.inflight.bytes as usize + self.ring_actual()
+    }
+
+    /// Bytes held or promised as credit, for `drop_limit` (copies waiting in the queues of
+    /// uWSGI-style loggers are bounded by each logger's own limit, see `sinks_held`).
+    fn held_reserved(&self) -> usize {
+        self.buf.bytes() + self.inflight.bytes as usize + self.ring_reserved
+    }
+
+    /// Takes back the unspent credit of ring `i`'s thread (the caller): from then on every
+    /// byte the ring accounts for is a byte it holds. If the logger revoked that credit, what
+    /// the thread appended after the revocation (one record at most) is accounted for now.
+    fn return_credit(&mut self, i: usize, slot: &mut Slot) {
+        let e = &mut self.rings[i];
+        if e.ring.is_revoked() {
+            let actual = e.ring.written() - e.drained;
+            let reserved = e.granted - e.drained;
+            if actual > reserved {
+                e.granted += actual - reserved;
+                self.ring_reserved += actual - reserved;
+            }
+            e.ring.set_revoked(false);
+        } else {
+            e.granted -= slot.credit;
+            self.ring_reserved -= slot.credit;
+        }
+        slot.credit = 0;
+        if e.past_flush {
+            e.past_flush = false;
+            self.past_flush_rings -= 1;
+        }
+        slot.past_flush = false;
+    }
+
+    fn ring_index(&self, ring: &Ring) -> Option<usize> {
+        self.rings
+            .iter()
+            .position(|e| std::ptr::eq(Arc::as_ptr(&e.ring), ring))
+    }
+
+    /// `collect`, for the worker before it decides what to do: records that arrived on credit
+    /// past `flush_limit` (granted while the worker was busy or polling) want a flush.
+    pub(crate) fn collect_for_worker(&mut self, flush_limit: usize) {
+        if self.collect() && self.buf.bytes() + self.inflight.bytes as usize >= flush_limit {
+            self.flush_wanted = true;
+        }
+    }
+
+    /// Forgets every ring: in a fork child (the parent delivers what they hold), or once the
+    /// worker has stopped (after its last `collect`).
+    pub(crate) fn drop_rings(&mut self) {
+        for e in self.rings.drain(..) {
+            e.ring.retire();
+        }
+        self.ring_reserved = 0;
+        self.past_flush_rings = 0;
+    }
 }
+
+/// Bytes of ring each producing thread gets: room for several `flush_limit`s, so the worker
+/// normally drains a ring long before it fills.
+fn ring_capacity(config: &Config) -> usize {
+    config
+        .limits
+        .flush_limit
+        .saturating_mul(4)
+        .clamp(256 << 10, 1 << 20)
+}
+
+/// The most credit one grant gives a thread: it bounds how much of `drop_limit` a thread that
+/// logged once and then went quiet keeps reserved.
+const MAX_GRANT: usize = 64 << 10;
+
+/// `Inner::watch`: the logger is closing.
+const CLOSING: u8 = 1;
+/// `Inner::watch`: the worker sleeps without a near deadline; records written on credit past
+/// `flush_limit` must wake it.
+const WORKER_IDLE: u8 = 2;
+
+/// Distinguishes loggers in the threads' slots (an address could be reused).
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// One logger: its config, shared state and worker.
 #[derive(Debug)]
@@ -108,9 +268,39 @@ pub struct Inner {
     /// Mirrors `State.error.is_some()`, so "is an error pending?" — asked after every `log`
     /// by the Lua binding — is one atomic load instead of a lock.
     error_pending: AtomicBool,
+    /// What `log`'s lock-free path must look at after appending: [`CLOSING`], [`WORKER_IDLE`].
+    watch: AtomicU8,
+    /// This logger's id in the threads' slots.
+    id: u64,
 }
 
 impl Inner {
+    /// The worker is about to sleep until `until` (None: until woken). While threads hold
+    /// credit past `flush_limit`, a long sleep could leave what they write unflushed: set
+    /// `WORKER_IDLE` (their next append then takes the lock and wakes the worker), fence so
+    /// that every record written before they can see the flag is visible, and collect those.
+    /// Returns true when that collect made a flush wanted: the worker should not sleep.
+    pub(crate) fn before_long_wait(&self, st: &mut State, until: Option<Instant>) -> bool {
+        let long = until.is_none_or(|t| t > Instant::now() + worker::POLL);
+        if !long || st.past_flush_rings == 0 {
+            return false;
+        }
+        if self.watch.fetch_or(WORKER_IDLE, Ordering::AcqRel) & WORKER_IDLE != 0 {
+            return false;
+        }
+        sync::heavy_fence();
+        let wanted = st.flush_wanted;
+        st.collect_for_worker(self.config.limits.flush_limit);
+        st.flush_wanted && !wanted
+    }
+
+    /// The worker takes a batch: threads may spend credit past `flush_limit` again.
+    pub(crate) fn worker_active(&self) {
+        if self.watch.load(Ordering::Relaxed) & WORKER_IDLE != 0 {
+            self.watch.fetch_and(!WORKER_IDLE, Ordering::Release);
+        }
+    }
+
     /// Makes `e` the pending error (the caller holds the state lock).
     pub(crate) fn post_error(&self, st: &mut State, e: PendingError) {
         st.error = Some(e);
@@ -145,6 +335,10 @@ impl Logger {
             config,
             state: Mutex::new(State {
                 buf: Buffer::with_capacity(cap),
+                rings: Vec::new(),
+                ring_reserved: 0,
+                past_flush_rings: 0,
+                collect_wanted: false,
                 inflight: Tally::ZERO,
                 sinks_held: Tally::ZERO,
                 counters: Counters::default(),
@@ -162,7 +356,10 @@ impl Logger {
             done: Condvar::new(),
             generation: AtomicU64::new(lifecycle::generation()),
             error_pending: AtomicBool::new(false),
+            watch: AtomicU8::new(0),
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
         });
+        sync::prepare_fences();
         let handle = worker::spawn(inner.clone())
             .map_err(|e| format!("cannot start the rlog worker thread: {e}"))?;
         inner.state.lock().worker = Some(handle);
@@ -193,6 +390,8 @@ impl Logger {
             return;
         }
         st.buf.clear();
+        st.drop_rings();
+        inner.watch.fetch_and(!WORKER_IDLE, Ordering::Release);
         st.inflight = Tally::ZERO;
         st.sinks_held = Tally::ZERO;
         st.counters = Counters::default();
@@ -210,6 +409,7 @@ impl Logger {
                 Err(e) => {
                     st.closed = true;
                     st.closing = Some(Instant::now());
+                    inner.watch.fetch_or(CLOSING, Ordering::Release);
                     inner.post_error(
                         &mut st,
                         PendingError::Text(format!(
@@ -228,31 +428,227 @@ impl Logger {
     /// to flush. Never blocks on I/O.
     #[inline]
     pub fn log(&self, msg: &[u8]) -> Logged {
+        let inner = &*self.0;
+        let time = if !inner.config.needs_time {
+            0
+        } else if inner.config.coarse_time {
+            crate::encode::clock::coarse_now_micros()
+        } else {
+            now_micros()
+        };
+        producer::with_slot(|slot| {
+            if slot.logger_id == inner.id
+                && slot.generation == lifecycle::generation()
+                && msg.len() <= slot.credit
+            {
+                let at = slot.cursor.head;
+                if slot.push(msg, time) {
+                    slot.credit -= msg.len();
+                    // Pairs with the heavy fence of `begin_close` and `Inner::before_long_wait`:
+                    // either this load sees the flag, or the worker's collect sees this record.
+                    sync::light_fence();
+                    let watched = CLOSING | if slot.past_flush { WORKER_IDLE } else { 0 };
+                    if inner.watch.load(Ordering::Relaxed) & watched == 0
+                        && !slot.ring().is_revoked()
+                    {
+                        return Logged::Buffered(msg.len());
+                    }
+                    return self.pushed_while_watched(slot, at, msg.len());
+                }
+            }
+            self.log_locked(slot, msg, time)
+        })
+    }
+
+    /// `log`'s path under the state lock, for a message the thread's credit or ring space does
+    /// not cover (and the first message of a thread): applies the limits exactly, places the
+    /// message, wakes the worker at `flush_limit`, and grants the thread new credit.
+    #[cold]
+    #[inline(never)]
+    fn log_locked(&self, slot: &mut Slot, msg: &[u8], time: i64) -> Logged {
         self.own_process();
         let inner = &*self.0;
+        let gen = lifecycle::generation();
+        if slot.logger_id != inner.id || slot.generation != gen {
+            producer::switch_to(slot, inner.id, gen, || self.new_ring());
+        }
         let limits = &inner.config.limits;
-        let time = if !inner.config.needs_time {
-            None
-        } else if inner.config.coarse_time {
-            Some(crate::encode::clock::coarse_now_micros())
-        } else {
-            Some(now_micros())
-        };
         let mut guard = inner.state.lock();
         let st = &mut *guard;
         if st.closing.is_some() {
             return Logged::Closed;
         }
-        let held = st.buf.bytes() + st.inflight.bytes as usize + msg.len();
-        if held > limits.drop_limit {
-            return self.drop_message(st, msg.len());
+        let idx = if slot.logger_id == 0 {
+            None
+        } else {
+            st.ring_index(slot.ring())
+        };
+        if let Some(i) = idx {
+            st.return_credit(i, slot);
         }
-        st.buf.push(msg, time);
-        st.counters.logged.add(Tally::one(msg.len()));
-        if held >= limits.flush_limit && !st.flush_wanted {
+        let len = msg.len();
+        let mut held = st.held_reserved();
+        if held + len > limits.drop_limit {
+            // Over the limit only because of credit other threads have not spent: take it back.
+            if st.held_actual() + len <= limits.drop_limit && self.revoke_credit(st) {
+                held = st.held_reserved();
+            }
+            if held + len > limits.drop_limit {
+                return self.drop_message(st, len);
+            }
+        }
+        let time_us = inner.config.needs_time.then_some(time);
+        match idx {
+            Some(i) => {
+                if slot.push(msg, time) {
+                    st.rings[i].granted += len;
+                    st.ring_reserved += len;
+                } else {
+                    // The ring is full or the message is larger than it takes: what the ring
+                    // holds goes first, so this thread's messages stay in order.
+                    st.drain_ring(i);
+                    st.buf.push(msg, time_us);
+                    st.counters.logged.add(Tally::one(len));
+                }
+            }
+            None => {
+                // No ring (thread teardown): straight into the buffer.
+                st.buf.push(msg, time_us);
+                st.counters.logged.add(Tally::one(len));
+            }
+        }
+        if st.held_actual() >= limits.flush_limit && !st.flush_wanted {
+            self.wake_worker(st);
+        } else if idx.is_some() && !st.collect_wanted && slot.ring_half_full() {
+            // Far below flush_limit but the ring is filling: let the worker move it to the
+            // buffer before this thread has to.
+            st.collect_wanted = true;
+            if !st.worker_polls {
+                inner.work.notify_one();
+            }
+        }
+        if let Some(i) = idx {
+            self.grant_credit(st, i, slot, held + len);
+        }
+        Logged::Buffered(len)
+    }
+
+    /// Takes back the credit other threads hold and have not spent (their next append sees the
+    /// revocation and settles under the lock). Returns whether there was any.
+    ///
+    /// A thread that appends at this very moment, on credit it checked before the revocation,
+    /// keeps that one message: the bytes held can then pass `drop_limit` by one message per
+    /// such thread (never with a single thread, whose own credit is returned, not revoked).
+    #[cold]
+    fn revoke_credit(&self, st: &mut State) -> bool {
+        let mut any = false;
+        for e in &st.rings {
+            if e.granted - e.drained > e.ring.written() - e.drained {
+                e.ring.set_revoked(true);
+                any = true;
+            }
+        }
+        if !any {
+            return false;
+        }
+        // Pairs with `log`'s light fence: an append this fence does not make visible sees the
+        // revocation, and its thread accounts for it in `return_credit`.
+        sync::heavy_fence();
+        for e in st.rings.iter_mut() {
+            if !e.ring.is_revoked() {
+                continue;
+            }
+            let actual = e.ring.written() - e.drained;
+            let reserved = e.granted - e.drained;
+            if reserved > actual {
+                e.granted -= reserved - actual;
+                st.ring_reserved -= reserved - actual;
+            }
+            if e.past_flush {
+                e.past_flush = false;
+                st.past_flush_rings -= 1;
+            }
+        }
+        true
+    }
+
+    /// Gives the thread of ring `i` credit for its next messages, `held` being the bytes held
+    /// or promised now: never past `drop_limit`, at most an even share of the room left, and
+    /// below `flush_limit` never up to it (the message that reaches it must come here to wake
+    /// the worker). Past `flush_limit` the worker collects again after each flush, so credit
+    /// past it is safe — except while the worker sleeps for long, which it only does after
+    /// fencing and collecting what such credit wrote, with `WORKER_IDLE` set so that further
+    /// records come here (`Inner::before_long_wait`); a worker already asleep is woken to do
+    /// that.
+    fn grant_credit(&self, st: &mut State, i: usize, slot: &mut Slot, held: usize) {
+        let limits = &self.0.config.limits;
+        let share = (limits.drop_limit - held) / (2 * st.rings.len());
+        let past_flush = held >= limits.flush_limit;
+        let credit = if !past_flush {
+            (limits.flush_limit - held - 1).min(share)
+        } else if self.0.watch.load(Ordering::Relaxed) & WORKER_IDLE == 0 {
+            share
+        } else {
+            0
+        }
+        .min(MAX_GRANT);
+        let e = &mut st.rings[i];
+        e.granted += credit;
+        st.ring_reserved += credit;
+        slot.credit = credit;
+        if past_flush && credit > 0 {
+            e.past_flush = true;
+            st.past_flush_rings += 1;
+            slot.past_flush = true;
+            if st.past_flush_rings == 1 && !st.flush_wanted && !st.worker_polls {
+                self.0.work.notify_one();
+            }
+        }
+    }
+
+    /// A ring and its registration, for a thread that logs here for the first time.
+    fn new_ring(&self) -> Option<Arc<Ring>> {
+        let inner = &*self.0;
+        let mut st = inner.state.lock();
+        if st.closing.is_some() {
+            return None;
+        }
+        let ring = Arc::new(Ring::new(
+            ring_capacity(&inner.config),
+            inner.config.needs_time,
+        ));
+        st.rings.push(RingEntry {
+            ring: ring.clone(),
+            granted: 0,
+            drained: 0,
+            past_flush: false,
+        });
+        Some(ring)
+    }
+
+    /// `log` appended a record and then saw a flag it watches. Closing: if the worker has
+    /// stopped without taking the record, it is taken back and the call fails as on a closed
+    /// logger; otherwise the worker has delivered it or will (or counts it lost). Worker idle: the record was written on credit past `flush_limit` after the
+    /// worker's last collect, so this call gives the credit back and wakes the worker.
+    #[cold]
+    #[inline(never)]
+    fn pushed_while_watched(&self, slot: &mut Slot, at: usize, len: usize) -> Logged {
+        let inner = &*self.0;
+        let mut guard = inner.state.lock();
+        let st = &mut *guard;
+        if st.closed && !slot.consumed_past(at) {
+            // The worker's last collect did not take it, and nothing will: take it back.
+            slot.retract(at, len);
+            slot.credit += len;
+            return Logged::Closed;
+        }
+        if let Some(i) = st.ring_index(slot.ring()) {
+            st.return_credit(i, slot);
+        }
+        if st.held_actual() >= inner.config.limits.flush_limit && !st.flush_wanted {
             self.wake_worker(st);
         }
-        Logged::Buffered(msg.len())
+        Logged::Buffered(len)
     }
 
     /// `log`'s refusal: counted, reported, and a flush asked for (kept out of the hot path).
@@ -289,6 +685,7 @@ impl Logger {
             inner.post_error(&mut st, PendingError::Text("logger is shut down".into()));
             return -1;
         }
+        st.collect();
         if st.buffered().is_zero() {
             return 0;
         }
@@ -343,7 +740,8 @@ impl Logger {
     /// The counters now.
     pub fn stats(&self) -> rlog_stats {
         self.own_process();
-        let st = self.0.state.lock();
+        let mut st = self.0.state.lock();
+        st.collect();
         st.counters.snapshot(st.buffered())
     }
 
@@ -359,6 +757,11 @@ impl Logger {
     /// deadline stands) and wakes the worker.
     pub(crate) fn begin_close(&self, timeout: Duration) {
         self.own_process();
+        if self.0.watch.fetch_or(CLOSING, Ordering::AcqRel) & CLOSING == 0 {
+            // Pairs with `log`'s light fence: from here on, a thread that appends either sees
+            // `closing` or has its record seen by the worker's last collect.
+            sync::heavy_fence();
+        }
         let mut st = self.0.state.lock();
         if st.closing.is_none() {
             st.closing = Some(Instant::now() + timeout);

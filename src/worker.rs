@@ -232,7 +232,11 @@ pub(crate) fn wait_for_work(
     st: &mut MutexGuard<'_, State>,
     deadlines: impl IntoIterator<Item = Option<Instant>>,
 ) {
-    match deadlines.into_iter().flatten().min() {
+    let until = deadlines.into_iter().flatten().min();
+    if inner.before_long_wait(st, until) {
+        return;
+    }
+    match until {
         Some(t) => {
             inner.work.wait_until(st, t);
         }
@@ -265,6 +269,7 @@ fn run(inner: Arc<Inner>) {
     loop {
         let mut st = inner.state.lock();
         let (request, closing) = loop {
+            st.collect_for_worker(limits.flush_limit);
             let now = Instant::now();
             let held = !st.buf.is_empty() || !batch.is_empty();
             let periodic_due = limits.periodic_flush.is_some_and(|p| now >= last_flush + p);
@@ -315,6 +320,7 @@ fn run(inner: Arc<Inner>) {
         }
         next_seq = batch.first_seq + batch.len() as u64;
         st.inflight = batch.tally();
+        inner.worker_active();
         drop(st);
 
         let out = if batch.is_empty() {
@@ -341,6 +347,8 @@ fn run(inner: Arc<Inner>) {
         }
         if let Some(deadline) = closing {
             let out_of_time = Instant::now() >= deadline;
+            // The last look at the rings: `log` calls that append after it see `closed`.
+            st.collect();
             if st.buf.is_empty() && (batch.is_empty() || out_of_time) {
                 if !batch.is_empty() {
                     st.counters.lost.add(batch.tally());
@@ -354,6 +362,7 @@ fn run(inner: Arc<Inner>) {
                 st.inflight = Tally::ZERO;
                 st.flush_done = request;
                 st.flush_result = out.result;
+                st.drop_rings();
                 st.closed = true;
                 inner.done.notify_all();
                 drop(st);

@@ -178,6 +178,15 @@ impl Collector {
         self.data()
     }
 
+    /// Stops accepting and reading; returns the lines it got.
+    #[allow(dead_code)]
+    pub fn stop_lines(self) -> Vec<String> {
+        String::from_utf8_lossy(&self.stop())
+            .split_terminator('\n')
+            .map(str::to_string)
+            .collect()
+    }
+
     fn shutdown(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(t) = self.thread.take() {

@@ -1,0 +1,392 @@
+//! A per-thread ring: the lock-free front of a logger's buffer.
+//!
+//! Each thread that logs to a logger owns one ring (see `producer.rs`). The thread is its only
+//! writer; whoever holds the logger's state lock is its only reader (the worker, or a caller in
+//! a slow path), and moves its records into the logger's `Buffer`. That makes every ring a
+//! single-producer single-consumer queue: appending is a memcpy and one release store, with no
+//! locked instruction, which is what keeps `log` near the cost of the copy itself.
+//!
+//! Records are 8-byte aligned: a header word (the message length), the time word when the
+//! logger captures time, then the message padded to 8 bytes. A record that does not fit before
+//! the end of the storage is preceded by a wrap marker and starts again at offset 0.
+
+use std::cell::UnsafeCell;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use crate::buffer::Buffer;
+
+/// The header word that says "the rest of this lap is unused, continue at offset 0".
+const WRAP: u64 = u64::MAX;
+
+/// Keeps a field on a cache line of its own, so the producer's and the consumer's positions do
+/// not share one.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+struct Line<T>(T);
+
+/// The producer's published positions (one cache line, written only by the producer).
+#[derive(Debug, Default)]
+struct Produced {
+    /// Bytes appended since the ring was made (positions grow forever; `& mask` is the offset).
+    head: AtomicUsize,
+    /// Message bytes appended since the ring was made (headers and padding not counted).
+    written: AtomicUsize,
+}
+
+/// The consumer's side (one cache line, written under the logger's state lock).
+#[derive(Debug, Default)]
+struct Consumed {
+    /// Bytes consumed since the ring was made.
+    tail: AtomicUsize,
+    /// The logger took back the producer's unspent credit (see `Logger::revoke_credit`).
+    revoked: AtomicBool,
+}
+
+pub(crate) struct Ring {
+    produced: Line<Produced>,
+    consumed: Line<Consumed>,
+    /// The producing thread has exited: once drained, the ring can be forgotten.
+    orphaned: AtomicBool,
+    /// The logger has stopped: nothing will drain the ring again, its thread may forget it.
+    retired: AtomicBool,
+    /// Records carry a time word.
+    timed: bool,
+    mask: usize,
+    /// The storage, as words so every record header is aligned.
+    words: Box<[UnsafeCell<u64>]>,
+}
+
+// SAFETY: the storage is shared under the single-producer single-consumer protocol: the producer
+// writes only bytes in [head, tail + capacity) and publishes them with a release store of `head`;
+// the consumer (serialised by the logger's state lock) reads only [tail, head) after an acquire
+// load of `head`, and hands the space back with a release store of `tail`, which the producer
+// loads with acquire before reusing it. No byte is ever accessed by both sides at once.
+unsafe impl Sync for Ring {}
+// SAFETY: as above; the ring owns its storage and has no thread affinity.
+unsafe impl Send for Ring {}
+
+impl std::fmt::Debug for Ring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ring")
+            .field("produced", &self.produced.0)
+            .field("consumed", &self.consumed.0)
+            .field("capacity", &self.capacity())
+            .finish()
+    }
+}
+
+/// Rounds `n` up to a whole number of words.
+#[inline]
+fn padded(n: usize) -> usize {
+    (n + 7) & !7
+}
+
+/// The producer's private view of its ring: positions it keeps without touching shared lines.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Cursor {
+    /// Where the next record goes (equal to the ring's `head` after every append).
+    pub head: usize,
+    /// The consumer's position as last seen: space up to `tail + capacity` is free.
+    pub tail: usize,
+    /// Message bytes appended so far (equal to the ring's `written`).
+    pub written: usize,
+}
+
+impl Ring {
+    /// A ring of at least `bytes` bytes (rounded up to a power of two, at least 4 KiB);
+    /// `timed` when records carry a time.
+    pub fn new(bytes: usize, timed: bool) -> Ring {
+        let cap = bytes.max(4096).next_power_of_two();
+        Ring {
+            produced: Line::default(),
+            consumed: Line::default(),
+            orphaned: AtomicBool::new(false),
+            retired: AtomicBool::new(false),
+            timed,
+            mask: cap - 1,
+            words: (0..cap / 8).map(|_| UnsafeCell::new(0)).collect(),
+        }
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.mask + 1
+    }
+
+    /// Bytes a record of a `len`-byte message takes.
+    #[inline]
+    fn record_size(&self, len: usize) -> usize {
+        8 + if self.timed { 8 } else { 0 } + padded(len)
+    }
+
+    /// A pointer to byte `pos` of the storage.
+    #[inline]
+    fn at(&self, pos: usize) -> *mut u8 {
+        // The offset is masked into the storage; UnsafeCell makes writing through it sound.
+        self.words
+            .as_ptr()
+            .cast::<u8>()
+            .cast_mut()
+            .wrapping_add(pos & self.mask)
+    }
+
+    /// Producer: appends one message if it fits in the free space, and publishes it. Returns
+    /// false (and changes nothing) when the ring lacks room. Must only be called by the ring's
+    /// producing thread, with its own cursor.
+    #[inline]
+    pub fn try_push(&self, cur: &mut Cursor, msg: &[u8], time_us: i64) -> bool {
+        // Fields in locals: the stores below go through raw pointers, which the compiler would
+        // otherwise assume may change them.
+        let (mask, timed) = (self.mask, self.timed);
+        let base = self.words.as_ptr().cast::<u8>().cast_mut();
+        let cap = mask + 1;
+        let len = msg.len();
+        // The largest message taken: half the ring, so an empty ring always takes it, wrap
+        // included (larger ones go to the logger's buffer under its lock).
+        if len > cap / 2 - 16 {
+            return false;
+        }
+        let rec = 8 + if timed { 8 } else { 0 } + padded(len);
+        let mut pos = cur.head;
+        let lap_left = cap - (pos & mask);
+        let need = if rec <= lap_left { rec } else { lap_left + rec };
+        if pos + need - cur.tail > cap {
+            cur.tail = self.consumed.0.tail.load(Ordering::Acquire);
+            if pos + need - cur.tail > cap {
+                return false;
+            }
+        }
+        // SAFETY: [head, head + need) lies within the free space checked above (head + need <=
+        // tail + capacity), which the consumer does not read until `head` is published below;
+        // positions stay multiples of 8, so every header and time word is an aligned word of
+        // the storage, and a record never runs past the end of a lap (it wraps first), so
+        // `base + (pos & mask)` plus the record's size stays inside the storage.
+        unsafe {
+            if rec > lap_left {
+                base.add(pos & mask).cast::<u64>().write(WRAP);
+                pos += lap_left;
+            }
+            let at = base.add(pos & mask);
+            at.cast::<u64>().write(len as u64);
+            let body = if timed {
+                at.add(8).cast::<u64>().write(time_us as u64);
+                at.add(16)
+            } else {
+                at.add(8)
+            };
+            std::ptr::copy_nonoverlapping(msg.as_ptr(), body, len);
+        }
+        cur.head = pos + rec;
+        cur.written += len;
+        self.produced
+            .0
+            .written
+            .store(cur.written, Ordering::Relaxed);
+        self.produced.0.head.store(cur.head, Ordering::Release);
+        true
+    }
+
+    /// Producer: bytes of the ring in use, as of the consumer's latest position.
+    pub fn used(&self, cur: &Cursor) -> usize {
+        cur.head - self.consumed.0.tail.load(Ordering::Acquire)
+    }
+
+    /// Producer: takes back the record of `len` bytes it appended last, which started at `at`
+    /// (used when the logger turned out to be closed and no consumer will ever read it).
+    pub fn retract(&self, cur: &mut Cursor, at: usize, len: usize) {
+        cur.head = at;
+        cur.written -= len;
+        self.produced
+            .0
+            .written
+            .store(cur.written, Ordering::Relaxed);
+        self.produced.0.head.store(at, Ordering::Release);
+    }
+
+    /// Whether the record that starts at position `at` has been consumed (state lock held).
+    pub fn consumed_past(&self, at: usize) -> bool {
+        self.consumed.0.tail.load(Ordering::Acquire) > at
+    }
+
+    /// Producer, after appending: whether the logger revoked its credit.
+    #[inline]
+    pub fn is_revoked(&self) -> bool {
+        self.consumed.0.revoked.load(Ordering::Relaxed)
+    }
+
+    /// Message bytes the producer has appended so far (for `Logger::revoke_credit`, after a
+    /// fence; or under the state lock by the producer itself).
+    pub fn written(&self) -> usize {
+        self.produced.0.written.load(Ordering::Relaxed)
+    }
+
+    /// State lock held: marks (or clears) the producer's credit as revoked.
+    pub fn set_revoked(&self, revoked: bool) {
+        self.consumed.0.revoked.store(revoked, Ordering::Relaxed);
+    }
+
+    /// Consumer (state lock held): moves every published record into `buf`, in order, and
+    /// frees its space. Returns the message bytes moved.
+    pub fn drain_into(&self, buf: &mut Buffer) -> usize {
+        let head = self.produced.0.head.load(Ordering::Acquire);
+        let mut pos = self.consumed.0.tail.load(Ordering::Relaxed);
+        let mut moved = 0;
+        while pos < head {
+            // SAFETY: [tail, head) was written and published by the producer (acquire load of
+            // `head` above) and is not touched by it again until `tail` moves past it; headers
+            // are 8-aligned words inside the storage, and a header's length was written by
+            // `try_push`, so the message bytes lie inside the same lap.
+            unsafe {
+                let word = self.at(pos).cast::<u64>().read();
+                if word == WRAP {
+                    pos += self.capacity() - (pos & self.mask);
+                    continue;
+                }
+                let len = word as usize;
+                let mut body = pos + 8;
+                let time = if self.timed {
+                    let t = self.at(body).cast::<u64>().read() as i64;
+                    body += 8;
+                    Some(t)
+                } else {
+                    None
+                };
+                let bytes = std::slice::from_raw_parts(self.at(body), len);
+                buf.push(bytes, time);
+                moved += len;
+                pos += self.record_size(len);
+            }
+        }
+        self.consumed.0.tail.store(pos, Ordering::Release);
+        moved
+    }
+
+    #[cfg(test)]
+    pub fn is_empty(&self) -> bool {
+        self.produced.0.head.load(Ordering::Acquire) == self.consumed.0.tail.load(Ordering::Relaxed)
+    }
+
+    /// Producer, from its thread's exit: it will append nothing more.
+    pub fn orphan(&self) {
+        self.orphaned.store(true, Ordering::Release);
+    }
+
+    pub fn is_orphaned(&self) -> bool {
+        self.orphaned.load(Ordering::Acquire)
+    }
+
+    /// Consumer, when its logger stops: the producing thread may forget the ring.
+    pub fn retire(&self) {
+        self.retired.store(true, Ordering::Release);
+    }
+
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drain(r: &Ring) -> Vec<(Vec<u8>, Option<i64>)> {
+        let mut b = Buffer::default();
+        r.drain_into(&mut b);
+        b.records().map(|r| (r.bytes.to_vec(), r.time_us)).collect()
+    }
+
+    #[test]
+    fn push_and_drain_in_order_with_times() {
+        let r = Ring::new(4096, true);
+        let mut c = Cursor::default();
+        assert!(r.try_push(&mut c, b"abc", 1));
+        assert!(r.try_push(&mut c, b"", 2));
+        assert!(r.try_push(&mut c, b"0123456789", 3));
+        assert_eq!(
+            drain(&r),
+            vec![
+                (b"abc".to_vec(), Some(1)),
+                (b"".to_vec(), Some(2)),
+                (b"0123456789".to_vec(), Some(3))
+            ]
+        );
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn wraps_and_refuses_when_full() {
+        let r = Ring::new(4096, false);
+        let mut c = Cursor::default();
+        let msg = [b'x'; 1000];
+        // 1008-byte records: four fit in 4096 bytes.
+        for _ in 0..4 {
+            assert!(r.try_push(&mut c, &msg, 0));
+        }
+        assert!(!r.try_push(&mut c, &msg, 0));
+        assert_eq!(drain(&r).len(), 4);
+        // Now the free space straddles the end: the next records wrap.
+        let mut sent = 0;
+        for round in 0..50u8 {
+            let m = vec![round; 700 + round as usize * 13];
+            assert!(r.try_push(&mut c, &m, 0));
+            sent += 1;
+            if round % 2 == 1 {
+                let got = drain(&r);
+                assert!(got.iter().all(|(b, _)| b.iter().all(|&x| x == b[0])));
+                sent -= got.len();
+            }
+        }
+        assert_eq!(drain(&r).len(), sent);
+    }
+
+    #[test]
+    fn too_large_is_refused() {
+        let r = Ring::new(4096, false);
+        let mut c = Cursor::default();
+        assert!(!r.try_push(&mut c, &[0; 2048], 0));
+        assert!(r.try_push(&mut c, &[0; 2048 - 16], 0));
+    }
+
+    #[test]
+    fn retract_and_discard() {
+        let r = Ring::new(4096, false);
+        let mut c = Cursor::default();
+        assert!(r.try_push(&mut c, b"keep", 0));
+        let at = c.head;
+        assert!(r.try_push(&mut c, b"take back", 0));
+        r.retract(&mut c, at, 9);
+        assert_eq!(drain(&r), vec![(b"keep".to_vec(), None)]);
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn producer_and_consumer_threads() {
+        use std::sync::{Arc, Mutex};
+        let r = Arc::new(Ring::new(4096, false));
+        let lock = Arc::new(Mutex::new(Buffer::default()));
+        let n = 200_000u32;
+        let p = {
+            let r = r.clone();
+            std::thread::spawn(move || {
+                let mut c = Cursor::default();
+                for i in 0..n {
+                    let m = i.to_le_bytes();
+                    while !r.try_push(&mut c, &m[..(i % 5) as usize], 0) {
+                        std::hint::spin_loop();
+                    }
+                }
+            })
+        };
+        let mut got = 0u32;
+        while got < n {
+            let mut b = lock.lock().unwrap();
+            r.drain_into(&mut b);
+            for rec in b.records() {
+                let want = got.to_le_bytes();
+                assert_eq!(rec.bytes, &want[..(got % 5) as usize]);
+                got += 1;
+            }
+            b.clear();
+        }
+        p.join().unwrap();
+    }
+}
