@@ -129,6 +129,7 @@ extern "C" fn after_fork_parent() {
 
 extern "C" fn after_fork_child() {
     GENERATION.fetch_add(1, Ordering::AcqRel);
+    crate::producer::forget_slot();
     release_all();
 }
 

@@ -429,35 +429,40 @@ impl Logger {
     #[inline]
     pub fn log(&self, msg: &[u8]) -> Logged {
         let inner = &*self.0;
-        let time = if !inner.config.needs_time {
-            0
-        } else if inner.config.coarse_time {
-            crate::encode::clock::coarse_now_micros()
+        let time = if inner.config.needs_time {
+            capture_time(&inner.config)
         } else {
-            now_micros()
+            0
         };
-        producer::with_slot(|slot| {
-            if slot.logger_id == inner.id
-                && slot.generation == lifecycle::generation()
-                && msg.len() <= slot.credit
-            {
-                let at = slot.cursor.head;
-                if slot.push(msg, time) {
-                    slot.credit -= msg.len();
-                    // Pairs with the heavy fence of `begin_close` and `Inner::before_long_wait`:
-                    // either this load sees the flag, or the worker's collect sees this record.
-                    sync::light_fence();
-                    let watched = CLOSING | if slot.past_flush { WORKER_IDLE } else { 0 };
-                    if inner.watch.load(Ordering::Relaxed) & watched == 0
-                        && !slot.ring().is_revoked()
-                    {
-                        return Logged::Buffered(msg.len());
-                    }
-                    return self.pushed_while_watched(slot, at, msg.len());
+        producer::with_slot(
+            #[inline(always)]
+            |slot| self.append(slot, msg, time),
+        )
+    }
+
+    /// `log` with the calling thread's slot: the lock-free append when the thread's credit and
+    /// ring space cover the message, else the locked path.
+    #[inline(always)]
+    fn append(&self, slot: &mut Slot, msg: &[u8], time: i64) -> Logged {
+        let inner = &*self.0;
+        // A fork child starts with an empty slot (`lifecycle`), so a slot naming this logger
+        // is one of this process.
+        if slot.logger_id == inner.id && msg.len() <= slot.credit {
+            let at = slot.cursor.head;
+            if slot.push(msg, time) {
+                slot.credit -= msg.len();
+                // Pairs with the heavy fence of `begin_close`, `Inner::before_long_wait` and
+                // `revoke_credit`: either this load sees the flag, or their collect sees
+                // this record.
+                sync::light_fence();
+                let watched = CLOSING | if slot.past_flush { WORKER_IDLE } else { 0 };
+                if inner.watch.load(Ordering::Relaxed) & watched == 0 && !slot.ring().is_revoked() {
+                    return Logged::Buffered(msg.len());
                 }
+                return self.pushed_while_watched(slot, at, msg.len());
             }
-            self.log_locked(slot, msg, time)
-        })
+        }
+        self.log_locked(slot, msg, time)
     }
 
     /// `log`'s path under the state lock, for a message the thread's credit or ring space does
@@ -787,6 +792,16 @@ impl Logger {
             }
         }
         all
+    }
+}
+
+/// The time `log` records when an encoder needs it (kept out of `log`'s common path).
+#[inline(never)]
+fn capture_time(config: &Config) -> i64 {
+    if config.coarse_time {
+        crate::encode::clock::coarse_now_micros()
+    } else {
+        now_micros()
     }
 }
 

@@ -130,6 +130,17 @@ pub(crate) fn with_slot<R>(f: impl FnOnce(&mut Slot) -> R) -> R {
     f(unsafe { &mut *slot })
 }
 
+/// Empties the calling thread's slot: in a fork child (the only thread there is the one that
+/// forked), so its next `log` takes the locked path, which adopts the logger for this process
+/// and gives the thread a ring of its own.
+pub(crate) fn forget_slot() {
+    let _ = SLOT.try_with(|s| {
+        // SAFETY: the slot is this thread's, and no `with_slot` call is running (a fork
+        // handler does not run inside `Logger::log`).
+        unsafe { *s.get() = Slot::EMPTY };
+    });
+}
+
 /// Puts the ring of logger `logger_id` (generation `generation`) in `slot`, saving the current
 /// one. `make` creates and registers a ring when this thread has none for that logger yet;
 /// `None` from it leaves the slot empty. Rings of closed loggers and of another generation are
