@@ -218,9 +218,9 @@ impl<'a> Sink<'a> {
 }
 
 /// While `log` crosses `flush_limit` more often than once per 2 `POLL`, the worker waits for
-/// at most `POLL` and looks for itself, and `log` sets `flush_wanted` without a wake-up system
-/// call: the flush starts up to `POLL` later, and one worker wake-up carries what several
-/// `flush_limit` crossings would have. A tick that finds nothing wanted ends this (the next
+/// at most `POLL` and looks for itself, `log` sets `flush_wanted` without a wake-up system
+/// call, and flushes are paced to one per `POLL`: a flush starts up to `POLL` later, and one
+/// worker wake-up and one send carry what several `flush_limit` crossings would have. A tick that finds nothing wanted ends this (the next
 /// crossing wakes the worker, as when idle), so an idle logger costs no timer wake-ups.
 /// `flush()`, shutdown and a kept batch's retry do not wait for a tick.
 pub(crate) const POLL: Duration = Duration::from_millis(1);
@@ -283,13 +283,17 @@ fn run(inner: Arc<Inner>) {
                 || st.flush_wanted
                 || (periodic_due && held)
                 || retry_at.is_some();
+            // While flushes are frequent, one per POLL at most: what arrives meanwhile joins
+            // the next batch instead of costing a send of its own.
+            let next_paced = last_flush + POLL;
+            let paced = poll && st.closing.is_none() && now < next_paced;
             if st.flush_req > st.flush_done
-                || (retry_due && wanted)
+                || (retry_due && wanted && !paced)
                 || st.closing.is_some_and(|deadline| now >= deadline)
             {
                 break (st.flush_req, st.closing);
             }
-            let tick = poll.then(|| now + POLL);
+            let tick = poll.then(|| if paced { next_paced } else { now + POLL });
             st.worker_polls = tick.is_some();
             let wake = [
                 limits.periodic_flush.map(|p| last_flush + p),
