@@ -1,16 +1,18 @@
 //! Per-call cost of `log` with a 200-byte message, 1 and 4 threads, with a loopback TCP collector
 //! draining; next to a plain 200-byte memcpy into a preallocated buffer, in the same run.
 //!
-//! Only the `log` calls are timed: each sample logs a burst that fits under `drop_limit`, then
-//! waits (untimed) for the worker to drain it, so the figure is the cost of buffering, not of
-//! the drop path.
+//! Only the `log` calls are timed, on threads that live for the whole run (as a server's do):
+//! each sample logs bursts of `BURST` messages per thread — what a thread's ring holds — and
+//! waits (untimed) for the worker to drain them, so the figure is the cost of buffering, not of
+//! the drop path or of a worker that cannot keep up (`throughput.rs` measures that).
 //!
 //!   cargo bench --bench log_call
 
 use std::hint::black_box;
 use std::io::Read;
 use std::net::TcpListener;
-use std::sync::{Arc, Barrier};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Barrier, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -18,8 +20,9 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use rlog::{Config, Logged, Logger};
 
 const MSG: [u8; 200] = [b'x'; 200];
-/// Messages per burst: 40 MB, under the 64 MiB drop_limit below.
-const BURST: u64 = 200_000;
+/// Messages per burst and thread: 200 KB, inside the 256 KiB ring a thread gets with the
+/// `flush_limit` below.
+const BURST: u64 = 1_000;
 
 fn draining_collector() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -48,39 +51,60 @@ fn drain(lg: &Logger) {
     }
 }
 
-/// Times `iters` calls of `log`, in bursts that fit the buffer.
-fn timed_logs(lg: &Logger, iters: u64, threads: u64) -> Duration {
-    let mut total = Duration::ZERO;
-    let mut left = iters;
-    while left > 0 {
-        let n = left.min(BURST);
-        left -= n;
-        let per = n.div_ceil(threads);
-        let start = Arc::new(Barrier::new(threads as usize + 1));
-        let workers: Vec<_> = (0..threads)
-            .map(|_| {
-                let lg = lg.clone();
-                let start = start.clone();
-                thread::spawn(move || {
-                    start.wait();
-                    let t = Instant::now();
-                    for _ in 0..per {
-                        black_box(lg.log(black_box(&MSG)));
-                    }
-                    t.elapsed()
-                })
-            })
-            .collect();
-        start.wait();
-        // Wall time of the burst: the slowest thread.
-        total += workers
-            .into_iter()
-            .map(|w| w.join().unwrap())
-            .max()
-            .unwrap();
-        drain(lg);
+/// Producer threads that live for the whole bench and log bursts on command.
+struct Pool {
+    per: Arc<AtomicU64>,
+    start: Arc<Barrier>,
+    done: Arc<Barrier>,
+    times: Arc<Mutex<Vec<Duration>>>,
+}
+
+impl Pool {
+    fn new(lg: &Logger, threads: usize) -> Pool {
+        let pool = Pool {
+            per: Arc::new(AtomicU64::new(0)),
+            start: Arc::new(Barrier::new(threads + 1)),
+            done: Arc::new(Barrier::new(threads + 1)),
+            times: Arc::new(Mutex::new(Vec::new())),
+        };
+        for _ in 0..threads {
+            let (lg, per, start, done, times) = (
+                lg.clone(),
+                pool.per.clone(),
+                pool.start.clone(),
+                pool.done.clone(),
+                pool.times.clone(),
+            );
+            thread::spawn(move || loop {
+                start.wait();
+                let n = per.load(Ordering::Acquire);
+                let t = Instant::now();
+                for _ in 0..n {
+                    black_box(lg.log(black_box(&MSG)));
+                }
+                times.lock().unwrap().push(t.elapsed());
+                done.wait();
+            });
+        }
+        pool
     }
-    total
+
+    /// Times `iters` calls of `log` spread over the pool, in bursts of `BURST` per thread.
+    fn timed_logs(&self, lg: &Logger, iters: u64, threads: u64) -> Duration {
+        let mut total = Duration::ZERO;
+        let mut left = iters;
+        while left > 0 {
+            let per = left.div_ceil(threads).min(BURST);
+            left = left.saturating_sub(per * threads);
+            self.per.store(per, Ordering::Release);
+            self.start.wait();
+            self.done.wait();
+            // Wall time of the burst: the slowest thread.
+            total += self.times.lock().unwrap().drain(..).max().unwrap();
+            drain(lg);
+        }
+        total
+    }
 }
 
 fn bench(c: &mut Criterion) {
@@ -100,11 +124,13 @@ fn bench(c: &mut Criterion) {
             black_box(&buf);
         })
     });
+    let one = Pool::new(&lg, 1);
     g.bench_function("rlog_log_1_thread", |b| {
-        b.iter_custom(|iters| timed_logs(&lg, iters, 1))
+        b.iter_custom(|iters| one.timed_logs(&lg, iters, 1))
     });
+    let four = Pool::new(&lg, 4);
     g.bench_function("rlog_log_4_threads", |b| {
-        b.iter_custom(|iters| timed_logs(&lg, iters, 4))
+        b.iter_custom(|iters| four.timed_logs(&lg, iters, 4))
     });
     g.finish();
     drain(&lg);

@@ -17,7 +17,9 @@ Two parts:
 
 2. Per-call cost inside nginx (`content_by_lua`, 1e6 calls, a 200 B message, LuaJIT compiled):
    a trivial FFI call, rlog's `log()` (and its two C calls alone), and resty's `logger.log()`
-   (when RESTY_DIR is given); in chunks of 1000 calls with a flush between chunks (not timed).
+   (when RESTY_DIR is given); in chunks of 1000 calls with a flush between chunks (not timed);
+   the median of the chunks' per-call times, and their mean (which also carries the chunks in
+   which the machine's other threads — the collector, rlog's worker — took the core away).
 
 Usage:
     bench/nginx/bench.py [--rounds 3] [--duration 5] [--connections 32] [RESTY_DIR]
@@ -226,14 +228,17 @@ local function clock() ffi.C.clock_gettime(1, ts) return tonumber(ts.sec) * 1e9 
 local msg = string.rep('x', 199) .. string.char(10)
 local CHUNK, ROUNDS = 1000, 1000
 local function row(name, f, flush)
-    local total = 0
+    local total, per = 0, {}
     for r = 0, ROUNDS do
         local t0 = clock()
         for i = 1, CHUNK do f() end
-        if r > 0 then total = total + clock() - t0 end  -- round 0 warms up (JIT)
+        local t = clock() - t0
+        if r > 0 then total = total + t; per[#per + 1] = t / CHUNK end  -- round 0 warms up (JIT)
         if flush then flush() end
     end
-    ngx.say(string.format('%-40s %7.1f ns', name, total / (CHUNK * ROUNDS)))
+    table.sort(per)
+    ngx.say(string.format('%-40s %7.1f ns  (mean %.1f)', name, per[math.floor(#per / 2) + 1],
+                          total / (CHUNK * ROUNDS)))
 end
 local initted, clog, peek, log = lib.rlog_initted, lib.rlog_log, lib.rlog_last_error, rlog.log
 row('trivial FFI call (rlog_initted)', function() initted() end)
