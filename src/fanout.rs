@@ -403,7 +403,7 @@ pub(crate) fn run(inner: Arc<Inner>, set: Arc<SinkSet>) {
     loop {
         let mut st = inner.state.lock();
         let (request, closing) = loop {
-            st.collect_for_worker(limits.flush_limit);
+            crate::logger::collect_for_worker(&mut st, limits.flush_limit);
             let now = Instant::now();
             let new_msgs = !st.buf.is_empty();
             let periodic_due = limits.periodic_flush.is_some_and(|p| now >= last_flush + p);
@@ -437,6 +437,7 @@ pub(crate) fn run(inner: Arc<Inner>, set: Arc<SinkSet>) {
         std::mem::swap(&mut st.buf, &mut batch);
         st.inflight = batch.tally();
         inner.worker_active();
+        st.worker_busy = true;
         drop(st);
 
         let mut round = Round::default();
@@ -472,6 +473,7 @@ pub(crate) fn run(inner: Arc<Inner>, set: Arc<SinkSet>) {
         last_flush = Instant::now();
 
         let mut st = inner.state.lock();
+        st.worker_busy = false;
         if let Some(deadline) = closing {
             let out_of_time = Instant::now() >= deadline;
             let holding = sinks.iter().any(|s| !s.pending.is_empty());

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::sync::{Condvar, Mutex};
+use crate::sync::{Condvar, Mutex, MutexGuard};
 
 use crate::buffer::Buffer;
 use crate::config::Config;
@@ -86,9 +86,6 @@ pub(crate) struct State {
     ring_reserved: usize,
     /// Rings whose thread holds credit granted past `flush_limit`.
     past_flush_rings: usize,
-    /// A ring is filling up below `flush_limit`: the worker was woken to move it into the
-    /// buffer (so the producer does not have to). Cleared by `collect`.
-    collect_wanted: bool,
     /// What the worker holds: the batch being sent, or kept after a failed flush.
     pub inflight: Tally,
     /// Messages whose copies wait in the queues of uWSGI-style loggers (`fanout.rs`): counted
@@ -102,6 +99,12 @@ pub(crate) struct State {
     /// The worker is in a short timed wait after which it looks at `flush_wanted` itself
     /// (`worker::POLL`): setting `flush_wanted` is enough, no wake-up needed.
     pub worker_polls: bool,
+    /// Flushes are frequent and the worker paces them (`worker::POLL`): it looks at the rings
+    /// every tick, so threads may get credit past `flush_limit`.
+    pub poll_mode: bool,
+    /// The worker is delivering a batch and collects again when done: credit past
+    /// `flush_limit` is safe too.
+    pub worker_busy: bool,
     /// Explicit flush requests: the worker completes request `n` by setting `flush_done = n`.
     pub flush_req: u64,
     pub flush_done: u64,
@@ -127,13 +130,32 @@ impl State {
     /// Moves every ring's records into `buf` (counting them logged) and forgets rings whose
     /// thread has exited. Returns whether anything was moved.
     pub(crate) fn collect(&mut self) -> bool {
-        self.collect_wanted = false;
         let mut moved = false;
+        loop {
+            let (m, more) = self.collect_step(usize::MAX);
+            moved |= m;
+            if !more {
+                return moved;
+            }
+        }
+    }
+
+    /// `collect`, stopping once `budget` message bytes have moved. Returns whether anything
+    /// moved and whether records are left to move.
+    fn collect_step(&mut self, budget: usize) -> (bool, bool) {
+        let mut moved = 0;
         let mut i = 0;
         while i < self.rings.len() {
+            if moved >= budget {
+                return (true, true);
+            }
             // Read before draining: a ring orphaned after this load may still get records.
             let orphaned = self.rings[i].ring.is_orphaned();
-            moved |= self.drain_ring(i) > 0;
+            let (bytes, drained) = self.drain_ring(i, budget - moved);
+            moved += bytes;
+            if !drained {
+                return (true, true);
+            }
             if orphaned {
                 let e = self.rings.swap_remove(i);
                 self.ring_reserved -= e.granted - e.drained;
@@ -143,14 +165,15 @@ impl State {
                 i += 1;
             }
         }
-        moved
+        (moved > 0, false)
     }
 
-    /// Moves ring `i`'s records into `buf`; returns the message bytes moved.
-    fn drain_ring(&mut self, i: usize) -> usize {
+    /// Moves ring `i`'s records into `buf` (at least `budget` bytes of them, if it has that
+    /// many); returns the message bytes moved and whether the ring is drained.
+    fn drain_ring(&mut self, i: usize, budget: usize) -> (usize, bool) {
         let before = self.buf.tally();
         let e = &mut self.rings[i];
-        let bytes = e.ring.drain_into(&mut self.buf);
+        let (bytes, drained) = e.ring.drain_into(&mut self.buf, budget);
         e.drained += bytes;
         self.ring_reserved -= bytes;
         let after = self.buf.tally();
@@ -158,7 +181,7 @@ impl State {
             msgs: after.msgs - before.msgs,
             bytes: after.bytes - before.bytes,
         });
-        bytes
+        (bytes, drained)
     }
 
     /// Message bytes the rings hold now (appended, not yet moved into the buffer). Another
@@ -212,14 +235,6 @@ impl State {
             .position(|e| std::ptr::eq(Arc::as_ptr(&e.ring), ring))
     }
 
-    /// `collect`, for the worker before it decides what to do: records that arrived on credit
-    /// past `flush_limit` (granted while the worker was busy or polling) want a flush.
-    pub(crate) fn collect_for_worker(&mut self, flush_limit: usize) {
-        if self.collect() && self.buf.bytes() + self.inflight.bytes as usize >= flush_limit {
-            self.flush_wanted = true;
-        }
-    }
-
     /// Forgets every ring: in a fork child (the parent delivers what they hold), or once the
     /// worker has stopped (after its last `collect`).
     pub(crate) fn drop_rings(&mut self) {
@@ -231,15 +246,13 @@ impl State {
     }
 }
 
-/// Bytes of ring each producing thread gets: room for several `flush_limit`s, so the worker
-/// normally drains a ring long before it fills.
-fn ring_capacity(config: &Config) -> usize {
-    config
-        .limits
-        .flush_limit
-        .saturating_mul(4)
-        .clamp(256 << 10, 1 << 20)
-}
+/// Bytes of ring each producing thread gets: room for many default `flush_limit`s, so the
+/// worker normally drains a ring long before it fills, and small enough to stay in a core's
+/// L2 cache. A thread that fills it (a `flush_limit` larger than the ring, or a collector that
+/// cannot keep up) moves it into the buffer itself, under the lock. Waking the worker to do
+/// that earlier measured slower: the worker reading the lines the thread is writing costs the
+/// thread more than the copy.
+const RING_BYTES: usize = 256 << 10;
 
 /// The most credit one grant gives a thread: it bounds how much of `drop_limit` a thread that
 /// logged once and then went quiet keeps reserved.
@@ -250,6 +263,28 @@ const CLOSING: u8 = 1;
 /// `Inner::watch`: the worker sleeps without a near deadline; records written on credit past
 /// `flush_limit` must wake it.
 const WORKER_IDLE: u8 = 2;
+
+/// The most message bytes the worker moves from rings to the buffer per hold of the state
+/// lock: a thread that needs the lock meanwhile waits for one such copy at most (a few µs).
+const COLLECT_STEP: usize = 16 << 10;
+
+/// `State::collect`, for the worker before it decides what to do: in steps, letting a thread
+/// that waits for the lock in between; records that arrived on credit past `flush_limit`
+/// (granted while the worker was busy or polling) want a flush.
+pub(crate) fn collect_for_worker(st: &mut MutexGuard<'_, State>, flush_limit: usize) {
+    let mut moved = false;
+    loop {
+        let (m, more) = st.collect_step(COLLECT_STEP);
+        moved |= m;
+        if !more {
+            break;
+        }
+        st.bump();
+    }
+    if moved && st.buf.bytes() + st.inflight.bytes as usize >= flush_limit {
+        st.flush_wanted = true;
+    }
+}
 
 /// Distinguishes loggers in the threads' slots (an address could be reused).
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -280,7 +315,11 @@ impl Inner {
     /// `WORKER_IDLE` (their next append then takes the lock and wakes the worker), fence so
     /// that every record written before they can see the flag is visible, and collect those.
     /// Returns true when that collect made a flush wanted: the worker should not sleep.
-    pub(crate) fn before_long_wait(&self, st: &mut State, until: Option<Instant>) -> bool {
+    pub(crate) fn before_long_wait(
+        &self,
+        st: &mut MutexGuard<'_, State>,
+        until: Option<Instant>,
+    ) -> bool {
         let long = until.is_none_or(|t| t > Instant::now() + worker::POLL);
         if !long || st.past_flush_rings == 0 {
             return false;
@@ -290,7 +329,7 @@ impl Inner {
         }
         sync::heavy_fence();
         let wanted = st.flush_wanted;
-        st.collect_for_worker(self.config.limits.flush_limit);
+        collect_for_worker(st, self.config.limits.flush_limit);
         st.flush_wanted && !wanted
     }
 
@@ -338,13 +377,14 @@ impl Logger {
                 rings: Vec::new(),
                 ring_reserved: 0,
                 past_flush_rings: 0,
-                collect_wanted: false,
                 inflight: Tally::ZERO,
                 sinks_held: Tally::ZERO,
                 counters: Counters::default(),
                 error: None,
                 flush_wanted: false,
                 worker_polls: false,
+                poll_mode: false,
+                worker_busy: false,
                 flush_req: 0,
                 flush_done: 0,
                 flush_result: 0,
@@ -391,6 +431,8 @@ impl Logger {
         }
         st.buf.clear();
         st.drop_rings();
+        st.poll_mode = false;
+        st.worker_busy = false;
         inner.watch.fetch_and(!WORKER_IDLE, Ordering::Release);
         st.inflight = Tally::ZERO;
         st.sinks_held = Tally::ZERO;
@@ -511,7 +553,7 @@ impl Logger {
                 } else {
                     // The ring is full or the message is larger than it takes: what the ring
                     // holds goes first, so this thread's messages stay in order.
-                    st.drain_ring(i);
+                    st.drain_ring(i, usize::MAX);
                     st.buf.push(msg, time_us);
                     st.counters.logged.add(Tally::one(len));
                 }
@@ -524,13 +566,6 @@ impl Logger {
         }
         if st.held_actual() >= limits.flush_limit && !st.flush_wanted {
             self.wake_worker(st);
-        } else if idx.is_some() && !st.collect_wanted && slot.ring_half_full() {
-            // Far below flush_limit but the ring is filling: let the worker move it to the
-            // buffer before this thread has to.
-            st.collect_wanted = true;
-            if !st.worker_polls {
-                inner.work.notify_one();
-            }
         }
         if let Some(i) = idx {
             self.grant_credit(st, i, slot, held + len);
@@ -580,18 +615,20 @@ impl Logger {
     /// Gives the thread of ring `i` credit for its next messages, `held` being the bytes held
     /// or promised now: never past `drop_limit`, at most an even share of the room left, and
     /// below `flush_limit` never up to it (the message that reaches it must come here to wake
-    /// the worker). Past `flush_limit` the worker collects again after each flush, so credit
-    /// past it is safe — except while the worker sleeps for long, which it only does after
-    /// fencing and collecting what such credit wrote, with `WORKER_IDLE` set so that further
-    /// records come here (`Inner::before_long_wait`); a worker already asleep is woken to do
-    /// that.
+    /// the worker). Past `flush_limit`, only while the worker will look at the rings again by
+    /// itself (`poll_mode`, `worker_busy`; otherwise each crossing comes here and wakes it):
+    /// that is safe until the worker sleeps for long, which it only does after fencing and
+    /// collecting what such credit wrote, with `WORKER_IDLE` set so that further records come
+    /// here (`Inner::before_long_wait`); a worker already asleep is woken to do that.
     fn grant_credit(&self, st: &mut State, i: usize, slot: &mut Slot, held: usize) {
         let limits = &self.0.config.limits;
         let share = (limits.drop_limit - held) / (2 * st.rings.len());
         let past_flush = held >= limits.flush_limit;
         let credit = if !past_flush {
             (limits.flush_limit - held - 1).min(share)
-        } else if self.0.watch.load(Ordering::Relaxed) & WORKER_IDLE == 0 {
+        } else if (st.poll_mode || st.worker_busy)
+            && self.0.watch.load(Ordering::Relaxed) & WORKER_IDLE == 0
+        {
             share
         } else {
             0
@@ -618,10 +655,7 @@ impl Logger {
         if st.closing.is_some() {
             return None;
         }
-        let ring = Arc::new(Ring::new(
-            ring_capacity(&inner.config),
-            inner.config.needs_time,
-        ));
+        let ring = Arc::new(Ring::new(RING_BYTES, inner.config.needs_time));
         st.rings.push(RingEntry {
             ring: ring.clone(),
             granted: 0,

@@ -63,12 +63,6 @@ impl Slot {
         ring.try_push(&mut self.cursor, msg, time_us)
     }
 
-    /// Whether the slot's ring is more than half full.
-    pub fn ring_half_full(&self) -> bool {
-        let ring = self.ring();
-        ring.used(&self.cursor) > ring.capacity() / 2
-    }
-
     /// Whether the record appended at `at` has been moved out of the ring.
     pub fn consumed_past(&self, at: usize) -> bool {
         self.ring().consumed_past(at)

@@ -185,11 +185,6 @@ impl Ring {
         true
     }
 
-    /// Producer: bytes of the ring in use, as of the consumer's latest position.
-    pub fn used(&self, cur: &Cursor) -> usize {
-        cur.head - self.consumed.0.tail.load(Ordering::Acquire)
-    }
-
     /// Producer: takes back the record of `len` bytes it appended last, which started at `at`
     /// (used when the logger turned out to be closed and no consumer will ever read it).
     pub fn retract(&self, cur: &mut Cursor, at: usize, len: usize) {
@@ -224,13 +219,14 @@ impl Ring {
         self.consumed.0.revoked.store(revoked, Ordering::Relaxed);
     }
 
-    /// Consumer (state lock held): moves every published record into `buf`, in order, and
-    /// frees its space. Returns the message bytes moved.
-    pub fn drain_into(&self, buf: &mut Buffer) -> usize {
+    /// Consumer (state lock held): moves published records into `buf`, in order, until at
+    /// least `budget` message bytes have moved, and frees their space. Returns the message
+    /// bytes moved and whether the ring is drained (of what was published when it started).
+    pub fn drain_into(&self, buf: &mut Buffer, budget: usize) -> (usize, bool) {
         let head = self.produced.0.head.load(Ordering::Acquire);
         let mut pos = self.consumed.0.tail.load(Ordering::Relaxed);
         let mut moved = 0;
-        while pos < head {
+        while pos < head && moved < budget {
             // SAFETY: [tail, head) was written and published by the producer (acquire load of
             // `head` above) and is not touched by it again until `tail` moves past it; headers
             // are 8-aligned words inside the storage, and a header's length was written by
@@ -257,7 +253,7 @@ impl Ring {
             }
         }
         self.consumed.0.tail.store(pos, Ordering::Release);
-        moved
+        (moved, pos >= head)
     }
 
     #[cfg(test)]
@@ -290,7 +286,7 @@ mod tests {
 
     fn drain(r: &Ring) -> Vec<(Vec<u8>, Option<i64>)> {
         let mut b = Buffer::default();
-        r.drain_into(&mut b);
+        r.drain_into(&mut b, usize::MAX);
         b.records().map(|r| (r.bytes.to_vec(), r.time_us)).collect()
     }
 
@@ -379,7 +375,7 @@ mod tests {
         let mut got = 0u32;
         while got < n {
             let mut b = lock.lock().unwrap();
-            r.drain_into(&mut b);
+            r.drain_into(&mut b, 1000);
             for rec in b.records() {
                 let want = got.to_le_bytes();
                 assert_eq!(rec.bytes, &want[..(got % 5) as usize]);

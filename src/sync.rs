@@ -172,6 +172,15 @@ impl<T: ?Sized> DerefMut for MutexGuard<'_, T> {
     }
 }
 
+impl<T: ?Sized> MutexGuard<'_, T> {
+    /// Releases the lock and takes it again, so a thread waiting for it gets a turn.
+    pub fn bump(&mut self) {
+        // SAFETY: the guard owns the lock; it owns it again when `acquire` returns.
+        unsafe { self.lock.release() };
+        self.lock.acquire();
+    }
+}
+
 impl<T: ?Sized> Drop for MutexGuard<'_, T> {
     #[inline]
     fn drop(&mut self) {

@@ -269,7 +269,7 @@ fn run(inner: Arc<Inner>) {
     loop {
         let mut st = inner.state.lock();
         let (request, closing) = loop {
-            st.collect_for_worker(limits.flush_limit);
+            crate::logger::collect_for_worker(&mut st, limits.flush_limit);
             let now = Instant::now();
             let held = !st.buf.is_empty() || !batch.is_empty();
             let periodic_due = limits.periodic_flush.is_some_and(|p| now >= last_flush + p);
@@ -307,6 +307,7 @@ fn run(inner: Arc<Inner>) {
                 // One look per tick: if this one finds nothing wanted, traffic has slowed and
                 // the next wait lasts until `log` wakes the worker.
                 poll = false;
+                st.poll_mode = false;
             }
         };
         if st.flush_wanted {
@@ -314,6 +315,7 @@ fn run(inner: Arc<Inner>) {
             poll = last_wanted_flush.is_some_and(|t| now < t + 2 * POLL);
             last_wanted_flush = Some(now);
         }
+        st.poll_mode = poll;
         st.flush_wanted = false;
         if batch.is_empty() {
             std::mem::swap(&mut st.buf, &mut batch);
@@ -325,6 +327,7 @@ fn run(inner: Arc<Inner>) {
         next_seq = batch.first_seq + batch.len() as u64;
         st.inflight = batch.tally();
         inner.worker_active();
+        st.worker_busy = true;
         drop(st);
 
         let out = if batch.is_empty() {
@@ -335,6 +338,7 @@ fn run(inner: Arc<Inner>) {
         last_flush = Instant::now();
 
         let mut st = inner.state.lock();
+        st.worker_busy = false;
         st.counters.sent.add(out.sent);
         st.counters.lost.add(out.lost);
         st.counters.retries += out.retries;

@@ -85,16 +85,19 @@ class CountingCollector:
             threading.Thread(target=self._read, args=(c,), daemon=True).start()
 
     def _read(self, c):
+        # One buffer, reused: the collector shares the two cores with nginx, so it should cost
+        # as little as it can (no 1 MiB allocation per read).
+        buf = bytearray(1 << 20)
         while True:
             try:
-                d = c.recv(1 << 20)
+                n = c.recv_into(buf)
             except OSError:
                 return
-            if not d:
+            if not n:
                 return
             with self.lock:
-                self.lines += d.count(b"\n")
-                self.bytes += len(d)
+                self.lines += buf.count(b"\n", 0, n)
+                self.bytes += n
 
     def count(self) -> int:
         with self.lock:
