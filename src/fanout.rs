@@ -474,6 +474,7 @@ pub(crate) fn run(inner: Arc<Inner>, set: Arc<SinkSet>) {
 
         let mut st = inner.state.lock();
         st.worker_busy = false;
+        st.last_delivery = last_flush;
         if let Some(deadline) = closing {
             let out_of_time = Instant::now() >= deadline;
             let holding = sinks.iter().any(|s| !s.pending.is_empty());

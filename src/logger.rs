@@ -105,6 +105,8 @@ pub(crate) struct State {
     /// The worker is delivering a batch and collects again when done: credit past
     /// `flush_limit` is safe too.
     pub worker_busy: bool,
+    /// When the worker last finished a delivery (see `worker::IDLE_GRACE`).
+    pub last_delivery: Instant,
     /// Explicit flush requests: the worker completes request `n` by setting `flush_done = n`.
     pub flush_req: u64,
     pub flush_done: u64,
@@ -191,6 +193,11 @@ impl State {
             .iter()
             .map(|e| e.ring.written() - e.drained)
             .sum()
+    }
+
+    /// Rings whose thread holds credit granted past `flush_limit`.
+    pub(crate) fn past_flush_rings(&self) -> usize {
+        self.past_flush_rings
     }
 
     /// Bytes held, for `flush_limit`: buffer, in flight and ring contents.
@@ -385,6 +392,7 @@ impl Logger {
                 worker_polls: false,
                 poll_mode: false,
                 worker_busy: false,
+                last_delivery: Instant::now(),
                 flush_req: 0,
                 flush_done: 0,
                 flush_result: 0,
@@ -616,17 +624,20 @@ impl Logger {
     /// or promised now: never past `drop_limit`, at most an even share of the room left, and
     /// below `flush_limit` never up to it (the message that reaches it must come here to wake
     /// the worker). Past `flush_limit`, only while the worker will look at the rings again by
-    /// itself (`poll_mode`, `worker_busy`; otherwise each crossing comes here and wakes it):
-    /// that is safe until the worker sleeps for long, which it only does after fencing and
-    /// collecting what such credit wrote, with `WORKER_IDLE` set so that further records come
-    /// here (`Inner::before_long_wait`); a worker already asleep is woken to do that.
+    /// itself (it polls, is delivering, or has been woken; otherwise each crossing comes here
+    /// and wakes it). That is safe until the worker sleeps for long, which it only does after
+    /// setting `WORKER_IDLE`, fencing (a membarrier) and collecting what such credit wrote;
+    /// later appends see the flag and come here (`Inner::before_long_wait`). With such credit
+    /// out, the worker keeps looking every `POLL` for `worker::IDLE_GRACE` after its last
+    /// delivery before it sleeps, so the membarrier — whose IPIs cost ~19 µs on this machine
+    /// and interrupt the logging thread — is rare.
     fn grant_credit(&self, st: &mut State, i: usize, slot: &mut Slot, held: usize) {
         let limits = &self.0.config.limits;
         let share = (limits.drop_limit - held) / (2 * st.rings.len());
         let past_flush = held >= limits.flush_limit;
         let credit = if !past_flush {
             (limits.flush_limit - held - 1).min(share)
-        } else if (st.poll_mode || st.worker_busy)
+        } else if (st.poll_mode || st.worker_busy || st.flush_wanted)
             && self.0.watch.load(Ordering::Relaxed) & WORKER_IDLE == 0
         {
             share

@@ -232,17 +232,31 @@ pub(crate) fn wait_for_work(
     st: &mut MutexGuard<'_, State>,
     deadlines: impl IntoIterator<Item = Option<Instant>>,
 ) {
-    let until = deadlines.into_iter().flatten().min();
+    let mut until = deadlines.into_iter().flatten().min();
+    // Threads hold credit past flush_limit: look again within POLL for a while rather than
+    // fence them right away (see `Logger::grant_credit`).
+    let now = Instant::now();
+    let grace = st.past_flush_rings() > 0 && now < st.last_delivery + IDLE_GRACE;
+    if grace {
+        until = Some(until.map_or(now + POLL, |t| t.min(now + POLL)));
+    }
     if inner.before_long_wait(st, until) {
         return;
     }
+    let polls = st.worker_polls;
+    st.worker_polls |= grace;
     match until {
         Some(t) => {
             inner.work.wait_until(st, t);
         }
         None => inner.work.wait(st),
     }
+    st.worker_polls = polls;
 }
+
+/// How long after its last delivery the worker keeps looking at the rings every `POLL` while
+/// threads hold credit past `flush_limit`, before it fences them and sleeps.
+pub(crate) const IDLE_GRACE: Duration = Duration::from_millis(100);
 
 /// The worker loop.
 fn run(inner: Arc<Inner>) {
@@ -339,6 +353,7 @@ fn run(inner: Arc<Inner>) {
 
         let mut st = inner.state.lock();
         st.worker_busy = false;
+        st.last_delivery = last_flush;
         st.counters.sent.add(out.sent);
         st.counters.lost.add(out.lost);
         st.counters.retries += out.retries;
