@@ -273,6 +273,9 @@ fn run(inner: Arc<Inner>) {
     let mut batch = Buffer::with_capacity(capacity);
     let mut reuse = 0u64;
     let mut last_flush = Instant::now();
+    // When the last delivery started: pacing counts from there, so a send that takes a
+    // while is not followed by a full POLL of idleness.
+    let mut flush_started = last_flush;
     let mut failures = 0u32;
     let mut retry_at: Option<Instant> = None;
     // Flushes come faster than one per 2 POLL: wait with a POLL timeout and let `log` skip
@@ -299,7 +302,7 @@ fn run(inner: Arc<Inner>) {
                 || retry_at.is_some();
             // While flushes are frequent, one per POLL at most: what arrives meanwhile joins
             // the next batch instead of costing a send of its own.
-            let next_paced = last_flush + POLL;
+            let next_paced = flush_started + POLL;
             let paced = poll && st.closing.is_none() && now < next_paced;
             if st.flush_req > st.flush_done
                 || (retry_due && wanted && !paced)
@@ -344,6 +347,7 @@ fn run(inner: Arc<Inner>) {
         st.worker_busy = true;
         drop(st);
 
+        flush_started = Instant::now();
         let out = if batch.is_empty() {
             Outcome::default()
         } else {
