@@ -6,12 +6,15 @@
 //! The data path, one module per step:
 //!
 //! ```text
-//! caller ─ ffi ─▶ logger (buffer, limits, counters) ─▶ worker thread ─▶ transport ─▶ collector
-//!          ffi.rs  logger.rs  buffer.rs  stats.rs       worker.rs        transport/
+//! caller ─ ffi ─▶ the thread's ring ─▶ logger buffer ─▶ worker thread ─▶ transport ─▶ collector
+//!          ffi.rs  producer.rs ring.rs  logger.rs        worker.rs        transport/
+//!                  (lock-free append     buffer.rs       (fanout.rs with
+//!                   on credit)           stats.rs         encoders)
 //! ```
 //!
 //! `config.rs` turns config text into a [`config::Config`]; `global.rs` holds the process-wide
-//! default logger of `rlog_init`; `lifecycle.rs` handles `fork()` and process exit.
+//! default logger of `rlog_init`; `lifecycle.rs` handles `fork()` and process exit; `sync.rs`
+//! has the fork-safe lock and the fence pair the lock-free append relies on.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![allow(non_camel_case_types)]
