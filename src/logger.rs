@@ -572,8 +572,13 @@ impl Logger {
                 st.counters.logged.add(Tally::one(len));
             }
         }
-        if st.held_actual() >= limits.flush_limit && !st.flush_wanted {
+        let held_now = st.held_actual();
+        if held_now >= limits.flush_limit && !st.flush_wanted {
             self.wake_worker(st);
+        } else if st.worker_polls && held_now >= limits.drop_limit / 2 {
+            // The worker is pacing its flushes, but what is held nears drop_limit: now.
+            st.worker_polls = false;
+            inner.work.notify_one();
         }
         if let Some(i) = idx {
             self.grant_credit(st, i, slot, held + len);

@@ -28,6 +28,18 @@ fn logger(text: &str) -> Logger {
     Logger::start(Config::parse(text).unwrap()).unwrap()
 }
 
+/// A logger whose collector never accepts (nothing is ever sent), with these limits; keep the
+/// returned sockets alive for as long as the collector must stay unreachable.
+fn unreachable_logger(flush_limit: usize, drop_limit: usize) -> (Logger, Vec<socket2::Socket>) {
+    let (addr, hole) = black_hole();
+    let lg = logger(&format!(
+        "host = 127.0.0.1\nport = {}\nflush_limit = {flush_limit}\ndrop_limit = {drop_limit}\n\
+         timeout = 100\nmax_retry_times = 0",
+        addr.port()
+    ));
+    (lg, hole)
+}
+
 /// Lines `prefix-0` .. `prefix-(n-1)` each appear exactly once, in order.
 fn assert_in_order(lines: &[String], prefix: &str, n: usize) {
     let mine: Vec<&String> = lines
@@ -130,11 +142,7 @@ fn a_thread_that_exits_leaves_nothing_behind() {
 fn credit_held_by_quiet_threads_does_not_starve_a_busy_one() {
     // drop_limit 64 KiB; 100 threads log once and go quiet (keeping whatever credit they were
     // granted). A later thread must still be able to buffer up to nearly the whole limit.
-    let (addr, _hole) = black_hole();
-    let lg = logger(&format!(
-        "host = 127.0.0.1\nport = {}\nflush_limit = 65535\ndrop_limit = 65536\ntimeout = 100\nmax_retry_times = 0",
-        addr.port()
-    ));
+    let (lg, _hole) = unreachable_logger(65535, 65536);
     let quiet = Arc::new(Barrier::new(101));
     let done = Arc::new(AtomicBool::new(false));
     let threads: Vec<_> = (0..100)
@@ -173,11 +181,7 @@ fn credit_held_by_quiet_threads_does_not_starve_a_busy_one() {
 
 #[test]
 fn held_bytes_never_exceed_drop_limit_across_threads() {
-    let (addr, _hole) = black_hole();
-    let lg = logger(&format!(
-        "host = 127.0.0.1\nport = {}\nflush_limit = 1000\ndrop_limit = 20000\ntimeout = 100\nmax_retry_times = 0",
-        addr.port()
-    ));
+    let (lg, _hole) = unreachable_logger(1000, 20000);
     let accepted = Arc::new(AtomicU64::new(0));
     let threads: Vec<_> = (0..4)
         .map(|_| {
