@@ -779,6 +779,7 @@ impl Logger {
     }
 
     /// Looks at the pending error without taking it.
+    #[inline]
     pub fn peek_error_len(&self) -> usize {
         self.own_process();
         if !self.0.error_pending.load(Ordering::Acquire) {

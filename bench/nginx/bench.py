@@ -318,6 +318,15 @@ def main():
         print(f"{v:7s}  {rps:10.0f}  {100 * (rps / build_rps - 1):+7.1f}%  {statistics.median(r['p99']):13.3f}  "
               f"{cpu:10.2f}  {cpu - build:+27.2f}  {statistics.median(r['thread']):18.2f}  {delivered:>12s}  "
               f"{r['errors']}")
+    # Rounds run the variants back to back, so the difference within a round is less exposed to
+    # the machine's swings than the difference of medians across rounds.
+    print("\npaired per round, median over rounds (variant minus build in the same round):")
+    for v, r in res.items():
+        if v == "build":
+            continue
+        cpu = statistics.median(a - b for a, b in zip(r["cpu"], res["build"]["cpu"]))
+        rps = statistics.median(100 * (a / b - 1) for a, b in zip(r["rps"], res["build"]["rps"]))
+        print(f"{v:7s}  cpu/req {cpu:+6.2f} µs   rps {rps:+6.1f}%")
 
 
 if __name__ == "__main__":
