@@ -28,6 +28,11 @@ fn logger(text: &str) -> Logger {
     Logger::start(Config::parse(text).unwrap()).unwrap()
 }
 
+/// A logger sending to collector `c` over TCP, with extra config lines.
+fn tcp_logger(c: &Collector, extra: &str) -> Logger {
+    logger(&tcp_config(c.port(), extra))
+}
+
 /// A logger whose collector never accepts (nothing is ever sent), with these limits; keep the
 /// returned sockets alive for as long as the collector must stay unreachable.
 fn unreachable_logger(flush_limit: usize, drop_limit: usize) -> (Logger, Vec<socket2::Socket>) {
@@ -80,7 +85,7 @@ fn each_message_past_flush_limit_is_sent_without_a_flush_call() {
 #[test]
 fn tcp_messages_past_flush_limit_after_idle_periods_arrive() {
     let c = Collector::tcp();
-    let lg = logger(&tcp_config(c.port(), "flush_limit = 100"));
+    let lg = tcp_logger(&c, "flush_limit = 100");
     let mut n = 0;
     for burst in 0..20 {
         for _ in 0..(burst % 7 + 1) {
@@ -104,10 +109,7 @@ fn tcp_messages_past_flush_limit_after_idle_periods_arrive() {
 #[test]
 fn a_thread_that_exits_leaves_nothing_behind() {
     let c = Collector::tcp();
-    let lg = logger(&tcp_config(
-        c.port(),
-        "flush_limit = 1000000\ndrop_limit = 2000000",
-    ));
+    let lg = tcp_logger(&c, "flush_limit = 1000000\ndrop_limit = 2000000");
     // 64 short-lived threads, each logging a few lines below flush_limit and exiting.
     let threads: Vec<_> = (0..64)
         .map(|t| {
@@ -216,8 +218,8 @@ fn held_bytes_never_exceed_drop_limit_across_threads() {
 #[test]
 fn one_thread_two_loggers_interleaved() {
     let (a, b) = (Collector::tcp(), Collector::tcp());
-    let la = logger(&tcp_config(a.port(), "flush_limit = 500"));
-    let lb = logger(&tcp_config(b.port(), "flush_limit = 700"));
+    let la = tcp_logger(&a, "flush_limit = 500");
+    let lb = tcp_logger(&b, "flush_limit = 700");
     for i in 0..2000 {
         la.log(format!("a-{i}\n").as_bytes());
         lb.log(format!("b-{i}\n").as_bytes());
@@ -231,10 +233,7 @@ fn one_thread_two_loggers_interleaved() {
 #[test]
 fn messages_larger_than_the_ring_keep_their_place() {
     let c = Collector::tcp();
-    let lg = logger(&tcp_config(
-        c.port(),
-        "flush_limit = 4096\ndrop_limit = 8388608",
-    ));
+    let lg = tcp_logger(&c, "flush_limit = 4096\ndrop_limit = 8388608");
     // The ring is 256 KiB here: 200 KB messages go through the logger's buffer, between
     // small ones that go through the ring; the thread's order must hold.
     let mut expect = Vec::new();
@@ -259,7 +258,7 @@ fn messages_larger_than_the_ring_keep_their_place() {
 fn logging_while_the_logger_closes_loses_nothing_uncounted() {
     for round in 0..20 {
         let c = Collector::tcp();
-        let lg = logger(&tcp_config(c.port(), "flush_limit = 300"));
+        let lg = tcp_logger(&c, "flush_limit = 300");
         let accepted = Arc::new(AtomicU64::new(0));
         let go = Arc::new(Barrier::new(5));
         let threads: Vec<_> = (0..4)
@@ -326,10 +325,7 @@ fn logging_from_a_thread_local_destructor_after_the_rings_are_gone() {
         static LATE: std::cell::RefCell<LogOnDrop> = const { std::cell::RefCell::new(LogOnDrop(None)) };
     }
     let c = Collector::tcp();
-    let lg = logger(&tcp_config(
-        c.port(),
-        "flush_limit = 1000000\ndrop_limit = 2000000",
-    ));
+    let lg = tcp_logger(&c, "flush_limit = 1000000\ndrop_limit = 2000000");
     let lg2 = lg.clone();
     thread::spawn(move || {
         LATE.with(|l| l.borrow_mut().0 = Some(lg2.clone()));
