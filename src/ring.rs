@@ -75,6 +75,15 @@ impl std::fmt::Debug for Ring {
     }
 }
 
+/// `n` zeroed words from the allocator's zeroed path: for a ring this size that is fresh pages
+/// from the kernel, so a thread that logs a few messages touches a few pages, not 256 KiB.
+fn zeroed_words(n: usize) -> Box<[UnsafeCell<u64>]> {
+    let words: Box<[u64]> = vec![0u64; n].into_boxed_slice();
+    // SAFETY: UnsafeCell<u64> is repr(transparent) over u64, so the slice has the same layout
+    // and the same allocation; ownership moves from one Box to the other.
+    unsafe { Box::from_raw(Box::into_raw(words) as *mut [UnsafeCell<u64>]) }
+}
+
 /// Rounds `n` up to a whole number of words.
 #[inline]
 fn padded(n: usize) -> usize {
@@ -104,7 +113,7 @@ impl Ring {
             retired: AtomicBool::new(false),
             timed,
             mask: cap - 1,
-            words: (0..cap / 8).map(|_| UnsafeCell::new(0)).collect(),
+            words: zeroed_words(cap / 8),
         }
     }
 
