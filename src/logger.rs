@@ -781,10 +781,13 @@ impl Logger {
     /// Looks at the pending error without taking it.
     #[inline]
     pub fn peek_error_len(&self) -> usize {
-        self.own_process();
+        // No fork check before the flag: the Lua binding asks after every log, and a fork
+        // child's flag, copied from its parent, only leads it to `take_error`, which adopts
+        // the logger (forgetting the parent's error) before it answers.
         if !self.0.error_pending.load(Ordering::Acquire) {
             return 0;
         }
+        self.own_process();
         self.0
             .state
             .lock()
