@@ -325,6 +325,81 @@ static void test_fork(struct collector *c)
 }
 
 /*
+ * fork() while other threads are appending to their rings: the child (only the forking thread
+ * exists there) gets a fresh logger with none of the parent's lines; the parent's threads go on,
+ * and every line they logged arrives exactly once.
+ */
+static volatile int fork_stop;
+
+static void *fork_logger_thread(void *arg)
+{
+    long *n = arg;
+    while (!fork_stop) {
+        if (rlog_log("busy-thread\n", 12) == 12)
+            (*n)++;
+    }
+    return NULL;
+}
+
+static void test_fork_while_threads_log(struct collector *c)
+{
+    char cfg[256], err[256];
+    config_for(cfg, sizeof cfg, c->port, "flush_limit = 4096\ndrop_limit = 64000000");
+    CHECK(rlog_init(cfg, err, sizeof err) == 0, "init: %s", err);
+    size_t base = collector_len(c);
+    size_t busy_before = count_substr(c, "busy-thread\n");
+    pthread_t th[3];
+    long counts[3] = {0, 0, 0};
+    fork_stop = 0;
+    for (int i = 0; i < 3; i++)
+        pthread_create(&th[i], NULL, fork_logger_thread, &counts[i]);
+    usleep(20000);
+    /* The child sends only once the parent's lines have all arrived (the collector appends
+     * every connection's reads to one buffer: interleaved, a line could be split). */
+    int go[2];
+    CHECK(pipe(go) == 0, "pipe");
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(go[1]);
+        struct rlog_stats st;
+        rlog_stats(&st, sizeof st);
+        int ok = st.logged == 0 && st.buffered == 0;
+        for (int i = 0; i < 40; i++)
+            ok &= rlog_log("forked-child\n", 13) == 13;
+        char b;
+        ok &= read(go[0], &b, 1) == 1;
+        ok &= rlog_flush() == 40 * 13;
+        rlog_stats(&st, sizeof st);
+        ok &= st.logged == 40 && st.sent == 40;
+        _exit(ok ? 0 : 1);
+    }
+    close(go[0]);
+    usleep(20000);
+    fork_stop = 1;
+    for (int i = 0; i < 3; i++)
+        pthread_join(th[i], NULL);
+    long total = counts[0] + counts[1] + counts[2];
+    CHECK(rlog_flush() >= 0, "parent flush");
+    struct rlog_stats st;
+    rlog_stats(&st, sizeof st);
+    CHECK(st.logged == (unsigned long long)total && st.buffered == 0 && identity_holds(&st),
+          "parent: logged %llu of %ld, buffered %llu", (unsigned long long)st.logged, total,
+          (unsigned long long)st.buffered);
+    collector_wait(c, base + (size_t)total * 12);
+    CHECK(write(go[1], "g", 1) == 1, "signal the child");
+    close(go[1]);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child of a process with logging threads");
+    collector_wait(c, base + (size_t)total * 12 + 40 * 13);
+    CHECK(count_substr(c, "busy-thread\n") - busy_before == (size_t)total,
+          "every busy-thread line once: %zu of %ld", count_substr(c, "busy-thread\n") - busy_before,
+          total);
+    CHECK(count_substr(c, "forked-child\n") == 40, "child lines: %zu", count_substr(c, "forked-child\n"));
+    CHECK(rlog_shutdown(1000) == 0, "shutdown");
+}
+
+/*
  * nginx's shape: the logger is initialised in a parent whose worker thread is idle (parked on its
  * condition variable), then children are forked that log and simply exit. Each child must wake its
  * own worker (not a ghost of the parent's) and deliver at exit; nothing may be sent twice.
@@ -429,6 +504,7 @@ int main(void)
     test_handles(c);
     test_no_sigpipe();
     test_fork(c);
+    test_fork_while_threads_log(c);
     for (int round = 0; round < 5; round++)
         test_fork_children_exit(c);
     test_flush_at_exit(c);
