@@ -153,6 +153,20 @@ int rlog_initted(void);
 int rlog_log(const char *msg, size_t len);
 
 /**
+ * `rlog_log`, also telling whether an error is pending afterwards — for bindings that return the
+ * pending error with every call (the Lua binding's `log`): one call instead of `rlog_log` and
+ * `rlog_last_error(NULL, 0)`. An addition to the SPEC's ABI.
+ *
+ * Returns what `rlog_log` returns (`len`, 0 when dropped, -1) when no error is pending; when
+ * one is, `-2 - r`, where `r` >= 0 is what `rlog_log` returned: take the error with
+ * `rlog_last_error`. -1 also when `msg` is NULL or `len` > INT_MAX - 2.
+ *
+ * # Safety
+ * `msg` is NULL or valid for `len` bytes of reads.
+ */
+int rlog_log_pending(const char *msg, size_t len);
+
+/**
  * Sends everything the default logger holds and waits for the outcome (bounded by the
  * configured timeouts and retries).
  *

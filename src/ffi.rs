@@ -179,6 +179,40 @@ pub unsafe extern "C" fn rlog_log(msg: *const c_char, len: usize) -> c_int {
     })
 }
 
+/// `rlog_log`, also telling whether an error is pending afterwards — for bindings that return the
+/// pending error with every call (the Lua binding's `log`): one call instead of `rlog_log` and
+/// `rlog_last_error(NULL, 0)`. An addition to the SPEC's ABI.
+///
+/// Returns what `rlog_log` returns (`len`, 0 when dropped, -1) when no error is pending; when
+/// one is, `-2 - r`, where `r` >= 0 is what `rlog_log` returned: take the error with
+/// `rlog_last_error`. -1 also when `msg` is NULL or `len` > INT_MAX - 2.
+///
+/// # Safety
+/// `msg` is NULL or valid for `len` bytes of reads.
+#[no_mangle]
+pub unsafe extern "C" fn rlog_log_pending(msg: *const c_char, len: usize) -> c_int {
+    guard(-1, || {
+        if msg.is_null() || len > (c_int::MAX - 2) as usize {
+            let reason = if msg.is_null() {
+                "log message is NULL".to_string()
+            } else {
+                format!("log message length {len} is larger than INT_MAX - 2")
+            };
+            return bad_message(Some(reason));
+        }
+        // SAFETY: non-NULL, valid for `len` bytes by the caller's contract, len <= isize::MAX.
+        let bytes = unsafe { std::slice::from_raw_parts(msg.cast::<u8>(), len) };
+        let Some(r) = global::log(bytes).map(logged) else {
+            return -1;
+        };
+        let pending = global::current().is_some_and(|lg| lg.error_flagged());
+        match (r, pending) {
+            (-1, _) | (_, false) => r,
+            (r, true) => -2 - r,
+        }
+    })
+}
+
 /// `rlog_log`'s answer to a NULL message or a length it cannot return: the reason becomes the
 /// default logger's pending error.
 #[cold]

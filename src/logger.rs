@@ -778,6 +778,13 @@ impl Logger {
         self.0.post_error(&mut st, PendingError::Text(msg));
     }
 
+    /// Whether an error may be pending: one load. In a fork child the flag copied from the
+    /// parent may say yes; `take_error` then adopts the logger and answers none.
+    #[inline]
+    pub fn error_flagged(&self) -> bool {
+        self.0.error_pending.load(Ordering::Acquire)
+    }
+
     /// Looks at the pending error without taking it.
     #[inline]
     pub fn peek_error_len(&self) -> usize {

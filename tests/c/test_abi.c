@@ -165,6 +165,7 @@ static void test_before_init_and_null_arguments(void)
     struct rlog_stats st;
     CHECK(rlog_initted() == 0, "initted before init");
     CHECK(rlog_log("x", 1) == -1, "log before init");
+    CHECK(rlog_log_pending("x", 1) == -1, "log_pending before init");
     CHECK(rlog_flush() == -1, "flush before init");
     CHECK(rlog_stats(&st, sizeof st) == -1, "stats before init");
     CHECK(rlog_last_error(err, sizeof err) == 0, "no error before init");
@@ -209,6 +210,13 @@ static void test_default_logger(struct collector *c)
     CHECK(strcmp(err, "logger buffer is full, this log message will be dropped") == 0, "got %s", err);
     CHECK(rlog_last_error(err, sizeof err) == 0 && err[0] == '\0', "returned once");
     CHECK(rlog_log("bbb", 3) == 3, "bbb");
+    /* rlog_log_pending: rlog_log's answer, and -2 - it while an error is pending. */
+    CHECK(rlog_log_pending("ccccccc", 7) == -2, "dropped, error pending: -2 - 0");
+    CHECK(rlog_last_error(err, sizeof err) > 0 && strstr(err, "buffer is full") != NULL, "its error: %s", err);
+    CHECK(rlog_log_pending(NULL, 3) == -1, "log_pending: NULL message");
+    CHECK(rlog_last_error(err, sizeof err) > 0 && strstr(err, "NULL") != NULL, "NULL message error: %s", err);
+    CHECK(rlog_log_pending("x", (size_t)INT_MAX - 1) == -1, "log_pending: oversized length");
+    CHECK(rlog_last_error(err, sizeof err) > 0 && strstr(err, "INT_MAX") != NULL, "oversized error: %s", err);
     /* resty's timer flush still counts "000" when "bbb" comes, so "bbb" starts a flush there;
        rlog's worker may already have sent "000", leaving "bbb" below flush_limit: flush it. */
     CHECK(rlog_flush() >= 0, "flush");
@@ -224,7 +232,7 @@ static void test_default_logger(struct collector *c)
     /* Re-init reconfigures; what the old logger held is still delivered. */
     config_for(cfg, sizeof cfg, c->port, "flush_limit = 100000\ndrop_limit = 200000");
     CHECK(rlog_init(cfg, err, sizeof err) == 0, "re-init: %s", err);
-    CHECK(rlog_log("abc", 3) == 3 && rlog_log("efg", 3) == 3, "buffered");
+    CHECK(rlog_log("abc", 3) == 3 && rlog_log_pending("efg", 3) == 3, "buffered, nothing pending");
     CHECK(rlog_flush() == 6, "flush returns bytes");
     CHECK(rlog_flush() == 0, "nothing to flush");
     const char bin[] = {'\0', '\xff', '\n'};

@@ -63,6 +63,9 @@ end
 -- length of an error message, well below 2^31. Used only for the per-call "anything pending?"
 -- check.
 pcall(ffi.cdef, 'int rlog_pending_error_len(char *buf, size_t buf_len) __asm__("rlog_last_error");')
+-- rlog_log that also says whether an error is pending (one FFI call per log instead of two);
+-- a librlog older than this binding lacks it, and log() then makes the two calls.
+pcall(ffi.cdef, 'int rlog_log_pending(const char *msg, size_t len);')
 
 -- Finds and loads librlog; returns the clib or raises an error naming every place tried.
 local function load_library()
@@ -97,6 +100,7 @@ local lib, lib_path = load_library()
 _M.library_path = lib_path
 
 local rlog_log = lib.rlog_log
+local has_log_pending, rlog_log_pending = pcall(function() return lib.rlog_log_pending end)
 local rlog_last_error = lib.rlog_last_error
 local rlog_pending = lib.rlog_pending_error_len
 local rlog_flush = lib.rlog_flush
@@ -278,6 +282,20 @@ end
 function _M.log(msg)
     if type(msg) ~= "string" then
         msg = tostring(msg)
+    end
+    if has_log_pending then
+        local n = rlog_log_pending(msg, #msg)
+        if n >= 0 then
+            return n
+        end
+        if n == -1 then
+            if lib.rlog_initted() == 0 then
+                return nil, "not initialized"
+            end
+            return nil, take_error() or "rlog refused the message"
+        end
+        -- -2 - n: buffered (or 0: dropped), and an error is pending.
+        return -2 - n, take_error()
     end
     local n = rlog_log(msg, #msg)
     if n < 0 then
