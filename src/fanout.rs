@@ -436,8 +436,7 @@ pub(crate) fn run(inner: Arc<Inner>, set: Arc<SinkSet>) {
         st.flush_wanted = false;
         std::mem::swap(&mut st.buf, &mut batch);
         st.inflight = batch.tally();
-        inner.worker_active();
-        st.worker_busy = true;
+        inner.batch_taken(&mut st);
         drop(st);
 
         let mut round = Round::default();
@@ -473,8 +472,7 @@ pub(crate) fn run(inner: Arc<Inner>, set: Arc<SinkSet>) {
         last_flush = Instant::now();
 
         let mut st = inner.state.lock();
-        st.worker_busy = false;
-        st.last_delivery = last_flush;
+        inner.batch_done(&mut st, last_flush);
         if let Some(deadline) = closing {
             let out_of_time = Instant::now() >= deadline;
             let holding = sinks.iter().any(|s| !s.pending.is_empty());

@@ -215,25 +215,33 @@ impl State {
     /// byte the ring accounts for is a byte it holds. If the logger revoked that credit, what
     /// the thread appended after the revocation (one record at most) is accounted for now.
     fn return_credit(&mut self, i: usize, slot: &mut Slot) {
-        let e = &mut self.rings[i];
-        if e.ring.is_revoked() {
-            let actual = e.ring.written() - e.drained;
-            let reserved = e.granted - e.drained;
-            if actual > reserved {
-                e.granted += actual - reserved;
-                self.ring_reserved += actual - reserved;
-            }
-            e.ring.set_revoked(false);
+        if self.rings[i].ring.is_revoked() {
+            self.reserve_what_it_holds(i);
+            self.rings[i].ring.set_revoked(false);
         } else {
-            e.granted -= slot.credit;
+            self.rings[i].granted -= slot.credit;
             self.ring_reserved -= slot.credit;
         }
         slot.credit = 0;
+        slot.past_flush = false;
+        self.clear_past_flush(i);
+    }
+
+    /// Makes ring `i`'s reservation exactly what it holds (the credit of its thread is void).
+    fn reserve_what_it_holds(&mut self, i: usize) {
+        let e = &mut self.rings[i];
+        let held = e.ring.written() - e.drained;
+        self.ring_reserved = self.ring_reserved + held - (e.granted - e.drained);
+        e.granted = e.drained + held;
+    }
+
+    /// Ring `i`'s thread no longer holds credit granted past `flush_limit`.
+    fn clear_past_flush(&mut self, i: usize) {
+        let e = &mut self.rings[i];
         if e.past_flush {
             e.past_flush = false;
             self.past_flush_rings -= 1;
         }
-        slot.past_flush = false;
     }
 
     fn ring_index(&self, ring: &Ring) -> Option<usize> {
@@ -340,11 +348,19 @@ impl Inner {
         st.flush_wanted && !wanted
     }
 
-    /// The worker takes a batch: threads may spend credit past `flush_limit` again.
-    pub(crate) fn worker_active(&self) {
+    /// The worker has taken a batch and delivers it outside the lock: it will collect again
+    /// when done, so threads may spend credit past `flush_limit` again.
+    pub(crate) fn batch_taken(&self, st: &mut State) {
+        st.worker_busy = true;
         if self.watch.load(Ordering::Relaxed) & WORKER_IDLE != 0 {
             self.watch.fetch_and(!WORKER_IDLE, Ordering::Release);
         }
+    }
+
+    /// The worker has finished delivering a batch (at `at`) and holds the lock again.
+    pub(crate) fn batch_done(&self, st: &mut State, at: Instant) {
+        st.worker_busy = false;
+        st.last_delivery = at;
     }
 
     /// Makes `e` the pending error (the caller holds the state lock).
@@ -572,10 +588,10 @@ impl Logger {
                 st.counters.logged.add(Tally::one(len));
             }
         }
-        let held_now = st.held_actual();
-        if held_now >= limits.flush_limit && !st.flush_wanted {
-            self.wake_worker(st);
-        } else if st.worker_polls && held_now >= limits.drop_limit / 2 {
+        if !self.wake_if_flush_due(st)
+            && st.worker_polls
+            && st.held_actual() >= limits.drop_limit / 2
+        {
             // The worker is pacing its flushes, but what is held nears drop_limit: now.
             st.worker_polls = false;
             inner.work.notify_one();
@@ -607,19 +623,10 @@ impl Logger {
         // Pairs with `log`'s light fence: an append this fence does not make visible sees the
         // revocation, and its thread accounts for it in `return_credit`.
         sync::heavy_fence();
-        for e in st.rings.iter_mut() {
-            if !e.ring.is_revoked() {
-                continue;
-            }
-            let actual = e.ring.written() - e.drained;
-            let reserved = e.granted - e.drained;
-            if reserved > actual {
-                e.granted -= reserved - actual;
-                st.ring_reserved -= reserved - actual;
-            }
-            if e.past_flush {
-                e.past_flush = false;
-                st.past_flush_rings -= 1;
+        for i in 0..st.rings.len() {
+            if st.rings[i].ring.is_revoked() {
+                st.reserve_what_it_holds(i);
+                st.clear_past_flush(i);
             }
         }
         true
@@ -700,10 +707,18 @@ impl Logger {
         if let Some(i) = st.ring_index(slot.ring()) {
             st.return_credit(i, slot);
         }
-        if st.held_actual() >= inner.config.limits.flush_limit && !st.flush_wanted {
+        self.wake_if_flush_due(st);
+        Logged::Buffered(len)
+    }
+
+    /// Wakes the worker if what is held has reached `flush_limit` and no flush is asked for yet;
+    /// returns whether it did.
+    fn wake_if_flush_due(&self, st: &mut State) -> bool {
+        let due = !st.flush_wanted && st.held_actual() >= self.0.config.limits.flush_limit;
+        if due {
             self.wake_worker(st);
         }
-        Logged::Buffered(len)
+        due
     }
 
     /// `log`'s refusal: counted, reported, and a flush asked for (kept out of the hot path).

@@ -351,8 +351,7 @@ fn run(inner: Arc<Inner>) {
         }
         next_seq = batch.first_seq + batch.len() as u64;
         st.inflight = batch.tally();
-        inner.worker_active();
-        st.worker_busy = true;
+        inner.batch_taken(&mut st);
         drop(st);
 
         flush_started = Instant::now();
@@ -364,8 +363,7 @@ fn run(inner: Arc<Inner>) {
         last_flush = Instant::now();
 
         let mut st = inner.state.lock();
-        st.worker_busy = false;
-        st.last_delivery = last_flush;
+        inner.batch_done(&mut st, last_flush);
         st.counters.sent.add(out.sent);
         st.counters.lost.add(out.lost);
         st.counters.retries += out.retries;
