@@ -3,6 +3,7 @@
 //! every message.
 
 mod common;
+mod pki;
 
 use std::io::Read;
 use std::net::TcpListener;
@@ -11,22 +12,12 @@ use std::thread;
 use std::time::Duration;
 
 use common::*;
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use rlog::{Config, Logger};
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 
 #[test]
 fn tls_logger_with_octet_framed_gzip_records() {
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca_params, ca_key);
-    let key = KeyPair::generate().unwrap();
-    let cert = CertificateParams::new(vec!["logs.example.test".to_string()])
-        .unwrap()
-        .signed_by(&key, &issuer)
-        .unwrap();
+    let p = pki::issue(&["logs.example.test"]);
     let config = Arc::new(
         rustls::ServerConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
@@ -35,8 +26,8 @@ fn tls_logger_with_octet_framed_gzip_records() {
         .unwrap()
         .with_no_client_auth()
         .with_single_cert(
-            vec![cert.der().clone()],
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+            vec![p.cert_der.clone().into()],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(p.key_der.clone())),
         )
         .unwrap(),
     );
@@ -59,7 +50,7 @@ fn tls_logger_with_octet_framed_gzip_records() {
     });
     let dir = temp_dir("enc-tls");
     let ca = dir.join("ca.pem");
-    std::fs::write(&ca, ca_cert.pem()).unwrap();
+    std::fs::write(&ca, &p.ca_pem).unwrap();
 
     let lg = Logger::start(
         Config::parse(&format!(

@@ -3,6 +3,7 @@
 //! compression bomb. Each is refused and counted, and the daemon keeps serving others. Also:
 //! token and TLS work end to end, for ingest and for replication.
 
+mod pki;
 mod rlogd_util;
 
 use std::fs;
@@ -10,7 +11,6 @@ use std::io::Write;
 use std::net::TcpStream;
 use std::time::Duration;
 
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use rlog::rlogd::frame::{self, Hello, Position, Role};
 use rlog::{Config, Logger};
 use rlogd_util::*;
@@ -140,38 +140,10 @@ fn bad_frames_bombs_and_bad_followers_are_refused_and_counted() {
     still_serving(&addr, "", &data, "after the attacks");
 }
 
-struct Pki {
-    ca: std::path::PathBuf,
-    cert: std::path::PathBuf,
-    key: std::path::PathBuf,
-}
-
-fn pki(dir: &TempDir) -> Pki {
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca_params, ca_key);
-    let key = KeyPair::generate().unwrap();
-    let cert = CertificateParams::new(vec!["localhost".to_string()])
-        .unwrap()
-        .signed_by(&key, &issuer)
-        .unwrap();
-    let p = Pki {
-        ca: dir.join("ca.pem"),
-        cert: dir.join("cert.pem"),
-        key: dir.join("key.pem"),
-    };
-    fs::write(&p.ca, ca_cert.pem()).unwrap();
-    fs::write(&p.cert, cert.pem()).unwrap();
-    fs::write(&p.key, key.serialize_pem()).unwrap();
-    p
-}
-
 #[test]
 fn token_and_tls_for_ingest_and_replication() {
     let dir = TempDir::new("tls");
-    let p = pki(&dir);
+    let p = pki::issue(&["localhost"]).write_to(&dir.0);
     let token = dir.join("token");
     fs::write(&token, "s3cret\n").unwrap();
     let (mdata, fdata) = (dir.join("master"), dir.join("follower"));
@@ -197,7 +169,7 @@ fn token_and_tls_for_ingest_and_replication() {
     // A TLS client without our CA (it trusts another one) does not trust the server: the
     // handshake fails, counted.
     let other_dir = TempDir::new("other-ca");
-    let other = pki(&other_dir);
+    let other = pki::issue(&["localhost"]).write_to(&other_dir.0);
     let lg = Logger::start(
         Config::parse(&format!(
             "{base}\ntoken = s3cret\nssl_ca = {}",

@@ -4,6 +4,7 @@
 //! `host`/`port` logger with `sock_type = rlogd` is an rlogd sink like the others, and each
 //! logger sends its own token.
 
+mod pki;
 mod rlogd_util;
 
 use std::collections::{HashMap, HashSet};
@@ -12,7 +13,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use rlog::{Config, Logger};
 use rlogd_util::*;
 
@@ -207,39 +207,10 @@ fn kill9_mid_stream_every_message_is_stored_once_per_sink() {
     }
 }
 
-struct Pki {
-    ca: std::path::PathBuf,
-    cert: std::path::PathBuf,
-    key: std::path::PathBuf,
-}
-
-/// A private CA and a certificate for "localhost" signed by it.
-fn pki(dir: &TempDir) -> Pki {
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca_params, ca_key);
-    let key = KeyPair::generate().unwrap();
-    let cert = CertificateParams::new(vec!["localhost".to_string()])
-        .unwrap()
-        .signed_by(&key, &issuer)
-        .unwrap();
-    let p = Pki {
-        ca: dir.join("ca.pem"),
-        cert: dir.join("cert.pem"),
-        key: dir.join("key.pem"),
-    };
-    fs::write(&p.ca, ca_cert.pem()).unwrap();
-    fs::write(&p.cert, cert.pem()).unwrap();
-    fs::write(&p.key, key.serialize_pem()).unwrap();
-    p
-}
-
 #[test]
 fn host_port_rlogd_and_rlogds_loggers_each_send_their_own_token() {
     let dir = TempDir::new("rl-tok");
-    let p = pki(&dir);
+    let p = pki::issue(&["localhost"]).write_to(&dir.0);
     let token = dir.join("token");
     fs::write(&token, "s3cret\n").unwrap();
     let data = dir.join("data");

@@ -2,6 +2,7 @@
 //! verified, refused on a bad certificate (nothing sent), SNI, and `ssl_verify = false`.
 
 mod common;
+mod pki;
 
 use std::io::Read;
 use std::net::TcpListener;
@@ -11,7 +12,6 @@ use std::thread;
 use std::time::Duration;
 
 use common::*;
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use rlog::{Config, Logger};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
@@ -21,21 +21,13 @@ struct Pki {
     key: PrivateKeyDer<'static>,
 }
 
-/// A CA and a server certificate for `names`, signed by it.
+/// A CA and a server certificate for `names`, signed by it, as rustls takes them.
 fn pki(names: &[&str]) -> Pki {
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca_params, ca_key);
-    let key = KeyPair::generate().unwrap();
-    let params =
-        CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
-    let cert = params.signed_by(&key, &issuer).unwrap();
+    let p = pki::issue(names);
     Pki {
-        ca_pem: ca_cert.pem(),
-        cert: cert.der().clone(),
-        key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        ca_pem: p.ca_pem,
+        cert: CertificateDer::from(p.cert_der),
+        key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(p.key_der)),
     }
 }
 
