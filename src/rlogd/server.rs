@@ -234,29 +234,14 @@ fn serve_rlogd(s: std::net::TcpStream, ctx: &Ctx, roles: Roles) {
     }
     match hello.role {
         Role::Producer if roles != Roles::FollowersOnly => {
-            if frame::write_frame(
-                &mut conn,
-                frame::WELCOME,
-                &frame::encode_welcome(ctx.max_frame as u32),
-            )
-            .is_err()
-            {
-                return;
+            if welcome(&mut conn, ctx, Duration::from_secs(600)) {
+                serve_producer(conn, ctx, &peer);
             }
-            let _ = conn.set_timeouts(Some(Duration::from_secs(600)));
-            serve_producer(conn, ctx, &peer);
         }
         Role::Follower(pos) if roles != Roles::ProducersOnly => {
-            if frame::write_frame(
-                &mut conn,
-                frame::WELCOME,
-                &frame::encode_welcome(ctx.max_frame as u32),
-            )
-            .is_err()
-            {
+            if !welcome(&mut conn, ctx, Duration::from_secs(30)) {
                 return;
             }
-            let _ = conn.set_timeouts(Some(Duration::from_secs(30)));
             log(&format!("follower {peer} connected at {pos:?}"));
             if let Err(e) = replication::serve_follower(&mut conn, pos, ctx) {
                 let counter = if e.refused {
@@ -292,6 +277,22 @@ fn whole_frame(buf: &[u8], max: usize) -> bool {
     }
     let len = u32::from_le_bytes(buf[..4].try_into().unwrap()) as usize;
     len <= max && buf.len() >= 4 + len
+}
+
+/// Accepts a peer's hello: sends WELCOME with this server's frame limit and sets the idle
+/// timeout for what follows. False when the peer is already gone.
+fn welcome(conn: &mut Conn, ctx: &Ctx, idle: Duration) -> bool {
+    if frame::write_frame(
+        conn,
+        frame::WELCOME,
+        &frame::encode_welcome(ctx.max_frame as u32),
+    )
+    .is_err()
+    {
+        return false;
+    }
+    let _ = conn.set_timeouts(Some(idle));
+    true
 }
 
 /// A producer: BATCH frames in, ACK frames out, each ACK only after the batch is durable.
