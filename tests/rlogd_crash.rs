@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rlog::rlogd::frame;
 use rlog::{Config, Logger};
 use rlogd_util::*;
 
@@ -121,21 +120,7 @@ fn stop_twice_under_load(name: &str, stop: fn(&mut Proc)) {
 }
 
 fn batch(producer: u64, first_seq: u64, msgs: &[&str]) -> Vec<u8> {
-    let mut raw = Vec::new();
-    for m in msgs {
-        frame::batch_record(&mut raw, 1_700_000_000_000_000, 1, m.as_bytes());
-    }
-    let mut body = Vec::new();
-    frame::batch_head(
-        &mut body,
-        producer,
-        first_seq,
-        msgs.len() as u32,
-        frame::CODEC_NONE,
-        raw.len() as u32,
-    );
-    body.extend_from_slice(&raw);
-    body
+    batch_body(producer, first_seq, 1_700_000_000_000_000, 1, msgs)
 }
 
 #[test]

@@ -205,11 +205,18 @@ pub fn assert_identity(s: &rlog::rlog_stats) {
     assert_eq!(s.logged, s.sent + s.lost + s.spooled + s.buffered, "{s:?}");
 }
 
-/// Sends one BATCH of `msgs`, all timed at `time_us`, as producer `producer`.
-pub fn send_dated(addr: &str, producer: u64, first_seq: u64, time_us: i64, msgs: &[Vec<u8>]) {
+/// The body of a BATCH frame: `msgs` as records of type `kind`, all timed at `time_us`, from
+/// producer `producer` starting at sequence number `first_seq`, uncompressed.
+pub fn batch_body<M: AsRef<[u8]>>(
+    producer: u64,
+    first_seq: u64,
+    time_us: i64,
+    kind: u16,
+    msgs: &[M],
+) -> Vec<u8> {
     let mut raw = Vec::new();
     for m in msgs {
-        frame::batch_record(&mut raw, time_us, 2, m);
+        frame::batch_record(&mut raw, time_us, kind, m.as_ref());
     }
     let mut body = Vec::new();
     frame::batch_head(
@@ -221,7 +228,12 @@ pub fn send_dated(addr: &str, producer: u64, first_seq: u64, time_us: i64, msgs:
         raw.len() as u32,
     );
     body.extend_from_slice(&raw);
-    send_batch(addr, &body);
+    body
+}
+
+/// Sends one BATCH of `msgs`, all timed at `time_us`, as producer `producer`.
+pub fn send_dated(addr: &str, producer: u64, first_seq: u64, time_us: i64, msgs: &[Vec<u8>]) {
+    send_batch(addr, &batch_body(producer, first_seq, time_us, 2, msgs));
 }
 
 /// Sends HELLO then one BATCH frame `body` as a producer; returns the (producer, next_seq)
