@@ -60,11 +60,27 @@ unsafe fn copy_out(msg: &str, buf: *mut c_char, len: usize) -> usize {
 /// # Safety
 /// `msg` is NULL or valid for `len` bytes of reads.
 unsafe fn message<'a>(msg: *const c_char, len: usize) -> Result<&'a [u8], String> {
+    // SAFETY: forwarded caller contract.
+    unsafe { message_within(msg, len, c_int::MAX as usize, "INT_MAX") }
+}
+
+/// `message`, with `max` (called `max_name` in the error) as the longest length accepted.
+///
+/// # Safety
+/// `msg` is NULL or valid for `len` bytes of reads; `max` <= isize::MAX.
+unsafe fn message_within<'a>(
+    msg: *const c_char,
+    len: usize,
+    max: usize,
+    max_name: &str,
+) -> Result<&'a [u8], String> {
     if msg.is_null() {
         return Err("log message is NULL".into());
     }
-    if len > c_int::MAX as usize {
-        return Err(format!("log message length {len} is larger than INT_MAX"));
+    if len > max {
+        return Err(format!(
+            "log message length {len} is larger than {max_name}"
+        ));
     }
     // SAFETY: non-NULL, valid for `len` bytes by the caller's contract, len <= isize::MAX.
     Ok(unsafe { std::slice::from_raw_parts(msg.cast::<u8>(), len) })
@@ -192,16 +208,12 @@ pub unsafe extern "C" fn rlog_log(msg: *const c_char, len: usize) -> c_int {
 #[no_mangle]
 pub unsafe extern "C" fn rlog_log_pending(msg: *const c_char, len: usize) -> c_int {
     guard(-1, || {
-        if msg.is_null() || len > (c_int::MAX - 2) as usize {
-            let reason = if msg.is_null() {
-                "log message is NULL".to_string()
-            } else {
-                format!("log message length {len} is larger than INT_MAX - 2")
+        // SAFETY: forwarded caller contract; INT_MAX - 2 <= isize::MAX.
+        let bytes =
+            match unsafe { message_within(msg, len, (c_int::MAX - 2) as usize, "INT_MAX - 2") } {
+                Ok(b) => b,
+                Err(e) => return bad_message(Some(e)),
             };
-            return bad_message(Some(reason));
-        }
-        // SAFETY: non-NULL, valid for `len` bytes by the caller's contract, len <= isize::MAX.
-        let bytes = unsafe { std::slice::from_raw_parts(msg.cast::<u8>(), len) };
         let Some(r) = global::log(bytes).map(logged) else {
             return -1;
         };
