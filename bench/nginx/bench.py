@@ -8,9 +8,10 @@ Two parts:
      build  builds the ~200 B access-log line from ngx.var fields and throws it away
      rlog   builds it and hands it to rlog (`require "resty.rlog"`, init in init_worker)
      resty  builds it and hands it to lua-resty-logger-socket (only when RESTY_DIR is given)
+     rlog-b as rlog, with another build of librlog.so (--compare-lib: before/after a change)
    All loggers send to the same loopback TCP collector (this script, counting lines). Rounds
-   alternate the variants; for each variant the medians of requests/s, p99 latency and nginx
-   worker CPU per request (utime+stime of every thread of the worker, so rlog's own thread is
+   alternate the variants, each round in fresh nginx instances; for each variant the medians of
+   requests/s, p99 latency and nginx worker CPU per request (utime+stime of every thread of the worker, so rlog's own thread is
    charged; its share is also shown alone: the `rlog-worker` thread's CPU per request), and the
    total of lines delivered vs requests served across all rounds, shutdown (`nginx -s quit`)
    included.
@@ -21,8 +22,20 @@ Two parts:
    the median of the chunks' per-call times, and their mean (which also carries the chunks in
    which the machine's other threads — the collector, rlog's worker — took the core away).
 
+CPU layout (`--layout`): by default (`pinned`) the nginx worker — every thread of it, rlog's
+included — and wrk share CPU 0, and the collector has CPU 1. On a 2-vCPU VM with both ends on
+loopback, the default scheduler layout (`--layout shared`) puts wrk on the other vCPU, and every
+response nginx writes then wakes wrk there through an inter-processor interrupt. How many of those
+wake-ups share one IPI depends on what else runs on wrk's vCPU (a collector being woken, a logger
+thread), and the IPIs are paid in the nginx worker's system time: measured 17.5 k IPIs in 4 s for a
+handler making a trivial FFI call and 44.8 k for one logging through rlog, with ~0.5-1 µs more
+system time per request in the nginx worker (`perf record -a -e ipi:ipi_send_cpu`: 99 % sent from
+nginx's `writev` of the response). That difference belongs to the load generator's placement, not
+to the logger; with nginx and wrk on one CPU the wake-ups are local and the IPIs go. rlog's thread
+stays on nginx's CPU, so it competes with nginx for the same core as resty's timers do.
+
 Usage:
-    bench/nginx/bench.py [--rounds 3] [--duration 5] [--connections 32] [RESTY_DIR]
+    bench/nginx/bench.py [--rounds 3] [--duration 5] [--connections 32] [--layout pinned] [RESTY_DIR]
 
 RESTY_DIR is a directory holding lua-resty-logger-socket (its `lib/resty/logger/socket.lua`,
 or `resty/logger/socket.lua`), fetched by you — it is never part of this repository, e.g.:
@@ -62,6 +75,28 @@ WRK_HEADERS = ["-H", "User-Agent: wrk/4.1 (rlog nginx benchmark; loopback; Debia
                "-H", "Referer: http://127.0.0.1/bench/referer/page.html"]
 
 
+# --layout pinned: the nginx worker and wrk on NGINX_CPU, the collector on COLLECTOR_CPU.
+NGINX_CPU, COLLECTOR_CPU = 0, 1
+LAYOUT = {"pinned": True}
+
+
+def pin_self(cpu: int) -> None:
+    """Pins the calling thread to `cpu` under --layout pinned."""
+    if LAYOUT["pinned"]:
+        os.sched_setaffinity(0, {cpu})
+
+
+def pin_process(pid: int, cpu: int) -> None:
+    """Pins every thread of `pid` (an nginx worker, rlog's thread included) to `cpu`."""
+    if LAYOUT["pinned"]:
+        for t in os.listdir(f"/proc/{pid}/task"):
+            os.sched_setaffinity(int(t), {cpu})
+
+
+def wrk_cmd() -> list[str]:
+    return (["taskset", "-c", str(NGINX_CPU)] if LAYOUT["pinned"] else []) + ["wrk", "-t1"]
+
+
 class CountingCollector:
     """A loopback TCP sink that counts the newline-terminated lines it receives."""
 
@@ -77,6 +112,7 @@ class CountingCollector:
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self):
+        pin_self(COLLECTOR_CPU)
         while True:
             try:
                 c, _ = self.sock.accept()
@@ -85,6 +121,7 @@ class CountingCollector:
             threading.Thread(target=self._read, args=(c,), daemon=True).start()
 
     def _read(self, c):
+        pin_self(COLLECTOR_CPU)
         # One buffer, reused: the collector shares the two cores with nginx, so it should cost
         # as little as it can (no 1 MiB allocation per read).
         buf = bytearray(1 << 20)
@@ -134,7 +171,7 @@ def http_block(variant: str, port: int, resty_dir: str | None, extra_cfg: str = 
         log = BUILD_LINE
         init = ""
     else:
-        mod = "resty.rlog" if variant == "rlog" else "resty.logger.socket"
+        mod = "resty.logger.socket" if variant == "resty" else "resty.rlog"
         # The module's log function is fetched once per worker (a global set in init_worker):
         # a `require` in the handler is a C function call on every request, and it changes how
         # LuaJIT compiles the handler — a cost of the handler's style, not of the logger.
@@ -171,7 +208,7 @@ def served(ng: Nginx) -> int:
 
 
 def run_wrk(port: int, duration: int, conns: int) -> tuple[float, float]:
-    out = subprocess.run(["wrk", "-t1", f"-c{conns}", f"-d{duration}s", "--latency", *WRK_HEADERS,
+    out = subprocess.run([*wrk_cmd(), f"-c{conns}", f"-d{duration}s", "--latency", *WRK_HEADERS,
                           f"http://127.0.0.1:{port}/"], capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     m = re.search(r"99%\s+([\d.]+)(us|ms|s)\b", out)
@@ -180,7 +217,8 @@ def run_wrk(port: int, duration: int, conns: int) -> tuple[float, float]:
 
 
 def http_bench(args, resty_dir, librlog, tmp):
-    variants = ["none", "build", "rlog"] + (["resty"] if resty_dir else [])
+    variants = ["none", "build", "rlog"] + (["rlog-b"] if args.compare_lib else []) + \
+        (["resty"] if resty_dir else [])
     if args.variants:
         variants = [v for v in variants if v in args.variants.split(",")]
     col = CountingCollector()
@@ -189,13 +227,15 @@ def http_bench(args, resty_dir, librlog, tmp):
     for rnd in range(args.rounds):
         order = variants if rnd % 2 == 0 else variants[::-1]
         for v in order:
-            ng = Nginx(pathlib.Path(tmp) / f"{v}{rnd}", librlog, http_block(v, col.port, resty_dir, args.config),
+            lib = args.compare_lib if v == "rlog-b" else librlog
+            ng = Nginx(pathlib.Path(tmp) / f"{v}{rnd}", lib, http_block(v, col.port, resty_dir, args.config),
                        workers=1, lua_path=lua_path(resty_dir))
             ng.start()
             try:
                 (w,) = ng.worker_pids()
+                pin_process(w, NGINX_CPU)
                 before_lines = col.count()
-                subprocess.run(["wrk", "-t1", f"-c{args.connections}", "-d1s", *WRK_HEADERS,
+                subprocess.run([*wrk_cmd(), f"-c{args.connections}", "-d1s", *WRK_HEADERS,
                                 f"http://127.0.0.1:{ng.port}/"], capture_output=True, check=True)  # warm-up
                 n0, (c0, t0) = served(ng), cpu_ns(w)
                 rps, p99 = run_wrk(ng.port, args.duration, args.connections)
@@ -213,7 +253,7 @@ def http_bench(args, resty_dir, librlog, tmp):
             res[v]["cpu"].append((c1 - c0) / n / 1000.0)  # µs per request
             res[v]["thread"].append((t1 - t0) / n / 1000.0)  # rlog's own thread, µs per request
             res[v]["errors"] += len(ng.problems())
-            if v in ("rlog", "resty"):
+            if v != "none" and v != "build":
                 res[v]["served"] += logged_requests
                 res[v]["lines"] += col.wait_stable(before_lines + logged_requests) - before_lines
             print(f"round {rnd} {v:6s} rps {rps:9.0f}  p99 {p99:7.3f} ms  cpu/req {res[v]['cpu'][-1]:6.2f} µs"
@@ -277,12 +317,21 @@ def percall_bench(resty_dir, librlog, tmp):
                lua_path=lua_path(resty_dir))
     ng.start()
     try:
+        (w,) = ng.worker_pids()
+        pin_process(w, NGINX_CPU)  # rlog's thread, started by the handler, inherits it
         status, body = ng.get("/t", timeout=300)
         if status != 200:
             body = "per-call benchmark failed:\n" + "\n".join(ng.error_log().splitlines()[-5:]) + "\n"
     finally:
         ng.stop()
     return body + "  (resty: flush_limit 1048575 so its log() only buffers; rlog: default limits)\n"
+
+
+def quartiles(xs: list[float], fmt: str) -> str:
+    if len(xs) < 4:
+        return "n/a: fewer than 4 rounds"
+    q = statistics.quantiles(xs, n=4)
+    return f"{q[0]:{fmt}} .. {q[2]:{fmt}}"
 
 
 def main():
@@ -294,8 +343,17 @@ def main():
     ap.add_argument("--skip-http", action="store_true")
     ap.add_argument("--skip-percall", action="store_true")
     ap.add_argument("--config", default="", help='extra init() keys for rlog and resty, e.g. "flush_limit = 65536"')
-    ap.add_argument("--variants", help="comma-separated subset of none,build,rlog,resty (build is needed)")
+    ap.add_argument("--layout", choices=("pinned", "shared"), default="pinned",
+                    help="pinned: nginx (all its threads) and wrk on CPU 0, the collector on CPU 1; "
+                         "shared: wherever the scheduler puts them (see above)")
+    ap.add_argument("--compare-lib", metavar="LIBRLOG",
+                    help="another build of librlog.so, run as variant rlog-b in the same rounds "
+                         "(before/after a change)")
+    ap.add_argument("--variants", help="comma-separated subset of none,build,rlog,rlog-b,resty (build is needed)")
     args = ap.parse_args()
+    LAYOUT["pinned"] = args.layout == "pinned"
+    if LAYOUT["pinned"] and not {NGINX_CPU, COLLECTOR_CPU} <= os.sched_getaffinity(0):
+        sys.exit(f"--layout pinned needs CPUs {NGINX_CPU} and {COLLECTOR_CPU}; use --layout shared")
     why = nginx_missing()
     if why:
         sys.exit(why)
@@ -310,7 +368,7 @@ def main():
         if args.skip_http:
             return
         print(f"== HTTP: wrk -t1 -c{args.connections} -d{args.duration}s, 1 nginx worker, "
-              f"{args.rounds} rounds ==", flush=True)
+              f"{args.rounds} rounds, layout {args.layout} ==", flush=True)
         res = http_bench(args, resty_dir, librlog, tmp)
     build = statistics.median(res["build"]["cpu"])
     build_rps = statistics.median(res["build"]["rps"])
@@ -318,7 +376,7 @@ def main():
           "rlog_worker_us/req  lines/served  warn+_log_lines")
     for v, r in res.items():
         rps, cpu = statistics.median(r["rps"]), statistics.median(r["cpu"])
-        delivered = f"{r['lines']}/{r['served']}" if v in ("rlog", "resty") else "-"
+        delivered = f"{r['lines']}/{r['served']}" if v not in ("none", "build") else "-"
         print(f"{v:7s}  {rps:10.0f}  {100 * (rps / build_rps - 1):+7.1f}%  {statistics.median(r['p99']):13.3f}  "
               f"{cpu:10.2f}  {cpu - build:+27.2f}  {statistics.median(r['thread']):18.2f}  {delivered:>12s}  "
               f"{r['errors']}")
@@ -328,9 +386,10 @@ def main():
     for v, r in res.items():
         if v == "build":
             continue
-        cpu = statistics.median(a - b for a, b in zip(r["cpu"], res["build"]["cpu"]))
-        rps = statistics.median(100 * (a / b - 1) for a, b in zip(r["rps"], res["build"]["rps"]))
-        print(f"{v:7s}  cpu/req {cpu:+6.2f} µs   rps {rps:+6.1f}%")
+        cpu = sorted(a - b for a, b in zip(r["cpu"], res["build"]["cpu"]))
+        rps = sorted(100 * (a / b - 1) for a, b in zip(r["rps"], res["build"]["rps"]))
+        print(f"{v:7s}  cpu/req {statistics.median(cpu):+6.2f} µs (quartiles {quartiles(cpu, '+.2f')})"
+              f"   rps {statistics.median(rps):+6.1f}% (quartiles {quartiles(rps, '+.1f')})")
 
 
 if __name__ == "__main__":
