@@ -11,10 +11,10 @@ Two parts:
      rlog-b as rlog, with another build of librlog.so (--compare-lib: before/after a change)
    All loggers send to the same loopback TCP collector (this script, counting lines). Rounds
    alternate the variants, each round in fresh nginx instances; for each variant the medians of
-   requests/s, p99 latency and nginx worker CPU per request (utime+stime of every thread of the worker, so rlog's own thread is
-   charged; its share is also shown alone: the `rlog-worker` thread's CPU per request), and the
-   total of lines delivered vs requests served across all rounds, shutdown (`nginx -s quit`)
-   included.
+   requests/s, p99 latency and nginx worker CPU per request (every thread of the worker, so
+   rlog's own thread is charged; its share is also shown alone: the `rlog-worker` thread's CPU
+   per request), and the total of lines delivered vs requests served across all rounds,
+   shutdown (`nginx -s quit`) included.
 
 2. Per-call cost inside nginx (`content_by_lua`, 1e6 calls, a 200 B message, LuaJIT compiled):
    a trivial FFI call, rlog's `log()` (and its two C calls alone), and resty's `logger.log()`
