@@ -9,6 +9,7 @@ Two parts:
      rlog   builds it and hands it to rlog (`require "resty.rlog"`, init in init_worker)
      resty  builds it and hands it to lua-resty-logger-socket (only when RESTY_DIR is given)
      rlog-b as rlog, with another build of librlog.so (--compare-lib: before/after a change)
+     rlog-timed  as rlog, with the log() call timed in place (see TIMED_CALL)
    All loggers send to the same loopback TCP collector (this script, counting lines). Rounds
    alternate the variants, each round in fresh nginx instances; for each variant the medians of
    requests/s, p99 latency and nginx worker CPU per request (every thread of the worker, so
@@ -180,11 +181,33 @@ def http_block(variant: str, port: int, resty_dir: str | None, extra_cfg: str = 
         # LuaJIT compiles the handler — a cost of the handler's style, not of the logger.
         init = ("init_worker_by_lua_block { " + trace + "local l = require '" + mod + "' "
                 "local ok, err = l.init(" + cfg + ") if not ok then ngx.log(ngx.ERR, err) end "
-                "BENCH_LOG = l.log } ")
-        log = BUILD_LINE + ("local bytes, err = BENCH_LOG(line) "
-                            "if err then ngx.log(ngx.ERR, 'log: ', err) end")
+                "BENCH_LOG = l.log " + (TIMED_INIT if variant == "rlog-timed" else "") + "} ")
+        call = "local bytes, err = BENCH_LOG(line) "
+        if variant == "rlog-timed":
+            call = TIMED_CALL
+        log = BUILD_LINE + call + "if err then ngx.log(ngx.ERR, 'log: ', err) end"
+        if variant == "rlog-timed":
+            status += "location = /calltime { content_by_lua_block { ngx.say(CALL_NS / CALLS) } } "
     return init + Nginx.server(
         status + "location / { return 200 'ok\\n'; log_by_lua_block { " + log + " } }")
+
+
+# rlog-timed: the `log()` call timed where it runs, in the handler of every request: the time of
+# `BENCH_LOG(line)` minus that of an empty Lua function called the same way, both between two
+# clock_gettime calls, summed per worker and read from /calltime at the end of the round.
+TIMED_INIT = """
+    local ffi = require 'ffi'
+    pcall(ffi.cdef, 'struct bench_ts { long sec; long nsec; }; int clock_gettime(int, struct bench_ts *);')
+    local ts, C = ffi.new('struct bench_ts'), ffi.C
+    function BENCH_CLOCK() C.clock_gettime(1, ts) return tonumber(ts.sec) * 1e9 + tonumber(ts.nsec) end
+    function BENCH_EMPTY(line) return 0 end
+    CALL_NS, CALLS = 0, 0
+"""
+TIMED_CALL = """
+    local t0 = BENCH_CLOCK() BENCH_EMPTY(line) local t1 = BENCH_CLOCK()
+    local bytes, err = BENCH_LOG(line) local t2 = BENCH_CLOCK()
+    CALL_NS = CALL_NS + (t2 - t1) - (t1 - t0) CALLS = CALLS + 1
+"""
 
 
 # Whether LuaJIT compiled lua-resty-core's `ngx.var` lookup (a trace starting in its var.lua that
@@ -239,12 +262,12 @@ def run_wrk(port: int, duration: int, conns: int) -> tuple[float, float]:
 
 def http_bench(args, resty_dir, librlog, tmp):
     variants = ["none", "build", "rlog"] + (["rlog-b"] if args.compare_lib else []) + \
-        (["resty"] if resty_dir else [])
+        (["resty"] if resty_dir else []) + ["rlog-timed"]
     if args.variants:
         variants = [v for v in variants if v in args.variants.split(",")]
     col = CountingCollector()
-    res = {v: {"rps": [], "p99": [], "cpu": [], "thread": [], "jit": [], "served": 0, "lines": 0,
-               "errors": 0} for v in variants}
+    res = {v: {"rps": [], "p99": [], "cpu": [], "thread": [], "jit": [], "call": [], "served": 0,
+               "lines": 0, "errors": 0} for v in variants}
     for rnd in range(args.rounds):
         order = variants if rnd % 2 == 0 else variants[::-1]
         for v in order:
@@ -268,6 +291,8 @@ def http_bench(args, resty_dir, librlog, tmp):
                 # Every request to / (warm-up and measured run) was logged; the three /status
                 # requests (this one included: stub_status counts it) were not.
                 logged_requests = served(ng) - 3
+                if v == "rlog-timed":
+                    res[v]["call"].append(float(ng.get("/calltime")[1]))
                 ng.quit()
             finally:
                 ng.stop()
@@ -281,7 +306,8 @@ def http_bench(args, resty_dir, librlog, tmp):
                 res[v]["served"] += logged_requests
                 res[v]["lines"] += col.wait_stable(before_lines + logged_requests) - before_lines
             print(f"round {rnd} {v:6s} rps {rps:9.0f}  p99 {p99:7.3f} ms  cpu/req {res[v]['cpu'][-1]:6.2f} µs"
-                  f"  rlog-worker/req {res[v]['thread'][-1]:5.2f} µs  ngx.var compiled: {res[v]['jit'][-1]}",
+                  f"  rlog-worker/req {res[v]['thread'][-1]:5.2f} µs  ngx.var compiled: {res[v]['jit'][-1]}"
+                  + (f"  log() in place {res[v]['call'][-1]:.0f} ns" if res[v]["call"] else ""),
                   flush=True)
     return res
 
@@ -374,7 +400,7 @@ def main():
     ap.add_argument("--compare-lib", metavar="LIBRLOG",
                     help="another build of librlog.so, run as variant rlog-b in the same rounds "
                          "(before/after a change)")
-    ap.add_argument("--variants", help="comma-separated subset of none,build,rlog,rlog-b,resty (build is needed)")
+    ap.add_argument("--variants", help="comma-separated subset of none,build,rlog,rlog-b,resty,rlog-timed (build is needed)")
     args = ap.parse_args()
     LAYOUT["pinned"] = args.layout == "pinned"
     if LAYOUT["pinned"] and not {NGINX_CPU, COLLECTOR_CPU} <= os.sched_getaffinity(0):
@@ -419,6 +445,10 @@ def summary(res: dict, keep, title: str) -> None:
         print(f"{v:7s}  {len(pick[v]):6d}  {rps:10.0f}  {100 * (rps / build_rps - 1):+7.1f}%  "
               f"{med(v, 'p99'):13.3f}  {cpu:10.2f}  {cpu - build:+27.2f}  {med(v, 'thread'):18.2f}  "
               f"{delivered:>12s}  {r['errors']}")
+    calls = [res[v]["call"][i] for v in res if res[v]["call"] for i in pick[v]]
+    if calls:
+        print(f"rlog-timed: log() in place, minus an empty Lua call: median {statistics.median(calls):.0f} ns "
+              f"per request over {len(calls)} rounds (its CPU/req also carries the clock reads)")
     # Rounds run the variants back to back, so the difference within a round is less exposed to
     # the machine's swings than the difference of medians across rounds.
     print("paired per round, median over rounds (variant minus build in the same round):")
