@@ -440,6 +440,9 @@ def summary(res: dict, keep, title: str) -> None:
     print("variant  rounds  median_rps  vs_build  median_p99_ms  cpu_us/req  extra_cpu_us/req_over_build  "
           "rlog_worker_us/req  lines/served  warn+_log_lines")
     for v, r in res.items():
+        if not pick[v]:
+            print(f"{v:7s}  {0:6d}  (no round selected)")
+            continue
         rps, cpu = med(v, "rps"), med(v, "cpu")
         delivered = f"{r['lines']}/{r['served']}" if v not in ("none", "build") else "-"
         print(f"{v:7s}  {len(pick[v]):6d}  {rps:10.0f}  {100 * (rps / build_rps - 1):+7.1f}%  "
