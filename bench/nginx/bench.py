@@ -76,6 +76,9 @@ WRK_HEADERS = ["-H", "User-Agent: wrk/4.1 (rlog nginx benchmark; loopback; Debia
                "-H", "Referer: http://127.0.0.1/bench/referer/page.html"]
 
 
+# The variants that log nothing (no lines to count).
+NO_LOGGER = ("none", "build")
+
 # --layout pinned: the nginx worker and wrk on NGINX_CPU, the collector on COLLECTOR_CPU.
 NGINX_CPU, COLLECTOR_CPU = 0, 1
 LAYOUT = {"pinned": True}
@@ -175,18 +178,17 @@ def http_block(variant: str, port: int, resty_dir: str | None, extra_cfg: str = 
         log = BUILD_LINE
         init = "init_worker_by_lua_block { " + trace + "} "
     else:
+        timed = variant == "rlog-timed"
         mod = "resty.logger.socket" if variant == "resty" else "resty.rlog"
         # The module's log function is fetched once per worker (a global set in init_worker):
         # a `require` in the handler is a C function call on every request, and it changes how
         # LuaJIT compiles the handler — a cost of the handler's style, not of the logger.
         init = ("init_worker_by_lua_block { " + trace + "local l = require '" + mod + "' "
                 "local ok, err = l.init(" + cfg + ") if not ok then ngx.log(ngx.ERR, err) end "
-                "BENCH_LOG = l.log " + (TIMED_INIT if variant == "rlog-timed" else "") + "} ")
-        call = "local bytes, err = BENCH_LOG(line) "
-        if variant == "rlog-timed":
-            call = TIMED_CALL
+                "BENCH_LOG = l.log " + (TIMED_INIT if timed else "") + "} ")
+        call = TIMED_CALL if timed else "local bytes, err = BENCH_LOG(line) "
         log = BUILD_LINE + call + "if err then ngx.log(ngx.ERR, 'log: ', err) end"
-        if variant == "rlog-timed":
+        if timed:
             status += "location = /calltime { content_by_lua_block { ngx.say(CALL_NS / CALLS) } } "
     return init + Nginx.server(
         status + "location / { return 200 'ok\\n'; log_by_lua_block { " + log + " } }")
@@ -213,9 +215,8 @@ TIMED_CALL = """
 # Whether LuaJIT compiled lua-resty-core's `ngx.var` lookup (a trace starting in its var.lua that
 # ends in a return). It does in most nginx instances; in some, the first recordings abort ("NYI:
 # return to lower frame") until the lookup is blacklisted and stays interpreted, and that instance
-# serves the same handler ~3.5 µs per request slower (measured: 2 of 12 build-only instances, 1 of
-# 10 rlog ones, each time exactly the instances without that trace). A lottery of the handler's
-# ngx.var reads, whatever the logger, so rounds are also compared among "compiled" instances.
+# serves the same handler ~3.5 µs per request slower. Every variant draws this lottery (at
+# different rates: BENCHMARKS.md, nginx), so rounds are also compared among "compiled" instances.
 VAR_TRACE = re.compile(r"^\[TRACE\s+\d+ var\.lua:\d+ return\]", re.M)
 
 
@@ -302,7 +303,7 @@ def http_bench(args, resty_dir, librlog, tmp):
             res[v]["thread"].append((t1 - t0) / n / 1000.0)  # rlog's own thread, µs per request
             res[v]["errors"] += len(ng.problems())
             res[v]["jit"].append(True if v == "none" else jit_outcome(jit_log))
-            if v != "none" and v != "build":
+            if v not in NO_LOGGER:
                 res[v]["served"] += logged_requests
                 res[v]["lines"] += col.wait_stable(before_lines + logged_requests) - before_lines
             print(f"round {rnd} {v:6s} rps {rps:9.0f}  p99 {p99:7.3f} ms  cpu/req {res[v]['cpu'][-1]:6.2f} µs"
@@ -444,7 +445,7 @@ def summary(res: dict, keep, title: str) -> None:
             print(f"{v:7s}  {0:6d}  (no round selected)")
             continue
         rps, cpu = med(v, "rps"), med(v, "cpu")
-        delivered = f"{r['lines']}/{r['served']}" if v not in ("none", "build") else "-"
+        delivered = f"{r['lines']}/{r['served']}" if v not in NO_LOGGER else "-"
         print(f"{v:7s}  {len(pick[v]):6d}  {rps:10.0f}  {100 * (rps / build_rps - 1):+7.1f}%  "
               f"{med(v, 'p99'):13.3f}  {cpu:10.2f}  {cpu - build:+27.2f}  {med(v, 'thread'):18.2f}  "
               f"{delivered:>12s}  {r['errors']}")
