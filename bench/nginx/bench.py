@@ -8,8 +8,12 @@ Two parts:
      build  builds the ~200 B access-log line from ngx.var fields and throws it away
      rlog   builds it and hands it to rlog (`require "resty.rlog"`, init in init_worker)
      resty  builds it and hands it to lua-resty-logger-socket (only when RESTY_DIR is given)
-     rlog-b as rlog, with another build of librlog.so (--compare-lib: before/after a change)
+     rlog-b as rlog, with another build of librlog.so (--compare-lib: before/after a change;
+            rlog-b-timed likewise)
      rlog-timed  as rlog, with the log() call timed in place (see TIMED_CALL)
+     ffi-call  builds it and hands it to a Lua function of log()'s shape around a trivial FFI
+            call (libc `strnlen(line, 0)`), fetched the same way: what calling any FFI logger from
+            the handler costs, without a logger (--variants ...,ffi-call)
    All loggers send to the same loopback TCP collector (this script, counting lines). Rounds
    alternate the variants, each round in fresh nginx instances; for each variant the medians of
    requests/s, p99 latency and nginx worker CPU per request (every thread of the worker, so
@@ -77,7 +81,7 @@ WRK_HEADERS = ["-H", "User-Agent: wrk/4.1 (rlog nginx benchmark; loopback; Debia
 
 
 # The variants that log nothing (no lines to count).
-NO_LOGGER = ("none", "build")
+NO_LOGGER = ("none", "build", "ffi-call")
 
 # --layout pinned: the nginx worker and wrk on NGINX_CPU, the collector on COLLECTOR_CPU.
 NGINX_CPU, COLLECTOR_CPU = 0, 1
@@ -177,8 +181,11 @@ def http_block(variant: str, port: int, resty_dir: str | None, extra_cfg: str = 
     if variant == "build":
         log = BUILD_LINE
         init = "init_worker_by_lua_block { " + trace + "} "
+    elif variant == "ffi-call":
+        init = "init_worker_by_lua_block { " + trace + FFI_CALL_INIT + "} "
+        log = BUILD_LINE + "local bytes, err = BENCH_LOG(line) if err then ngx.log(ngx.ERR, 'log: ', err) end"
     else:
-        timed = variant == "rlog-timed"
+        timed = variant.endswith("-timed")
         mod = "resty.logger.socket" if variant == "resty" else "resty.rlog"
         # The module's log function is fetched once per worker (a global set in init_worker):
         # a `require` in the handler is a C function call on every request, and it changes how
@@ -192,6 +199,21 @@ def http_block(variant: str, port: int, resty_dir: str | None, extra_cfg: str = 
             status += "location = /calltime { content_by_lua_block { ngx.say(CALL_NS / CALLS) } } "
     return init + Nginx.server(
         status + "location / { return 200 'ok\\n'; log_by_lua_block { " + log + " } }")
+
+
+# ffi-call: resty.rlog's log() minus rlog — a type check, one FFI call taking the message, the
+# answer returned (`strnlen(msg, 0)` is 0 without reading it).
+FFI_CALL_INIT = """
+    local ffi = require 'ffi'
+    pcall(ffi.cdef, 'size_t strnlen(const char *, size_t);')
+    local C, type, tostring, tonumber = ffi.C, type, tostring, tonumber
+    BENCH_LOG = function(msg)
+        if type(msg) ~= 'string' then msg = tostring(msg) end
+        local n = tonumber(C.strnlen(msg, 0))
+        if n >= 0 then return n end
+        return nil, 'unreachable'
+    end
+"""
 
 
 # rlog-timed: the `log()` call timed where it runs, in the handler of every request: the time of
@@ -263,16 +285,16 @@ def run_wrk(port: int, duration: int, conns: int) -> tuple[float, float]:
 
 def http_bench(args, resty_dir, librlog, tmp):
     variants = ["none", "build", "rlog"] + (["rlog-b"] if args.compare_lib else []) + \
-        (["resty"] if resty_dir else []) + ["rlog-timed"]
+        (["resty"] if resty_dir else []) + ["rlog-timed"] + (["rlog-b-timed"] if args.compare_lib else [])
     if args.variants:
-        variants = [v for v in variants if v in args.variants.split(",")]
+        variants = [v for v in variants + ["ffi-call"] if v in args.variants.split(",")]
     col = CountingCollector()
     res = {v: {"rps": [], "p99": [], "cpu": [], "thread": [], "jit": [], "call": [], "served": 0,
                "lines": 0, "errors": 0} for v in variants}
     for rnd in range(args.rounds):
         order = variants if rnd % 2 == 0 else variants[::-1]
         for v in order:
-            lib = args.compare_lib if v == "rlog-b" else librlog
+            lib = args.compare_lib if v.startswith("rlog-b") else librlog
             jit_log = pathlib.Path(tmp) / f"jit-{v}{rnd}.log"
             ng = Nginx(pathlib.Path(tmp) / f"{v}{rnd}", lib,
                        http_block(v, col.port, resty_dir, args.config, str(jit_log)),
@@ -292,7 +314,7 @@ def http_bench(args, resty_dir, librlog, tmp):
                 # Every request to / (warm-up and measured run) was logged; the three /status
                 # requests (this one included: stub_status counts it) were not.
                 logged_requests = served(ng) - 3
-                if v == "rlog-timed":
+                if v.endswith("-timed"):
                     res[v]["call"].append(float(ng.get("/calltime")[1]))
                 ng.quit()
             finally:
@@ -401,7 +423,8 @@ def main():
     ap.add_argument("--compare-lib", metavar="LIBRLOG",
                     help="another build of librlog.so, run as variant rlog-b in the same rounds "
                          "(before/after a change)")
-    ap.add_argument("--variants", help="comma-separated subset of none,build,rlog,rlog-b,resty,rlog-timed (build is needed)")
+    ap.add_argument("--variants", help="comma-separated subset of none,build,rlog,rlog-b,resty,rlog-timed,rlog-b-timed, "
+                                       "plus ffi-call (not run by default); build is needed")
     args = ap.parse_args()
     LAYOUT["pinned"] = args.layout == "pinned"
     if LAYOUT["pinned"] and not {NGINX_CPU, COLLECTOR_CPU} <= os.sched_getaffinity(0):
@@ -436,10 +459,17 @@ def summary(res: dict, keep, title: str) -> None:
     def med(v, key):
         return statistics.median(res[v][key][i] for i in pick[v]) if pick[v] else float("nan")
 
+    def low(v):
+        """The lower quartile of the rounds' CPU per request: a fresh instance's JIT luck only
+        ever makes it slower (VAR_TRACE is one such draw; others leave no mark in jit.v), so the
+        fast end of each variant is the steadier point of comparison."""
+        xs = sorted(res[v]["cpu"][i] for i in pick[v])
+        return statistics.quantiles(xs, n=4)[0] if len(xs) >= 4 else float("nan")
+
     print(f"\n-- {title} --")
-    build, build_rps = med("build", "cpu"), med("build", "rps")
+    build, build_rps, build_low = med("build", "cpu"), med("build", "rps"), low("build")
     print("variant  rounds  median_rps  vs_build  median_p99_ms  cpu_us/req  extra_cpu_us/req_over_build  "
-          "rlog_worker_us/req  lines/served  warn+_log_lines")
+          "q1_cpu_us/req  extra_at_q1  rlog_worker_us/req  lines/served  warn+_log_lines")
     for v, r in res.items():
         if not pick[v]:
             print(f"{v:7s}  {0:6d}  (no round selected)")
@@ -447,12 +477,15 @@ def summary(res: dict, keep, title: str) -> None:
         rps, cpu = med(v, "rps"), med(v, "cpu")
         delivered = f"{r['lines']}/{r['served']}" if v not in NO_LOGGER else "-"
         print(f"{v:7s}  {len(pick[v]):6d}  {rps:10.0f}  {100 * (rps / build_rps - 1):+7.1f}%  "
-              f"{med(v, 'p99'):13.3f}  {cpu:10.2f}  {cpu - build:+27.2f}  {med(v, 'thread'):18.2f}  "
+              f"{med(v, 'p99'):13.3f}  {cpu:10.2f}  {cpu - build:+27.2f}  {low(v):13.2f}  "
+              f"{low(v) - build_low:+11.2f}  {med(v, 'thread'):18.2f}  "
               f"{delivered:>12s}  {r['errors']}")
-    calls = [res[v]["call"][i] for v in res if res[v]["call"] for i in pick[v]]
-    if calls:
-        print(f"rlog-timed: log() in place, minus an empty Lua call: median {statistics.median(calls):.0f} ns "
-              f"per request over {len(calls)} rounds (its CPU/req also carries the clock reads)")
+    for v, r in res.items():
+        calls = [r["call"][i] for i in pick[v] if r["call"]]
+        if calls:
+            print(f"{v}: log() in place, minus an empty Lua call: median {statistics.median(calls):.0f} ns "
+                  f"(quartiles {quartiles(calls, '.0f')}) per request over {len(calls)} rounds "
+                  "(its CPU/req also carries the clock reads)")
     # Rounds run the variants back to back, so the difference within a round is less exposed to
     # the machine's swings than the difference of medians across rounds.
     print("paired per round, median over rounds (variant minus build in the same round):")
