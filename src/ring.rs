@@ -18,6 +18,33 @@ use crate::buffer::Buffer;
 /// The header word that says "the rest of this lap is unused, continue at offset 0".
 const WRAP: u64 = u64::MAX;
 
+/// Cache lines past the one holding the producer's position that it asks the CPU for after
+/// each push: with the current line (just written, so cached) they hold the next record of up
+/// to ~200 bytes.
+const PREFETCH_LINES: usize = 3;
+
+/// Asks the CPU to bring the ring's next `PREFETCH_LINES` cache lines after position `at`
+/// (clipped to the storage) into the cache before the producer's next push writes them. A
+/// thread that logs once per request (nginx) does a request's worth of other work in between,
+/// which evicts the ring from L1: the misses are then taken off the `log` call (measured in
+/// nginx: the call in place 66 -> 51 ns).
+#[inline(always)]
+fn prefetch_for_write(base: *mut u8, at: usize, cap: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let line = at & !63;
+        for k in 1..=PREFETCH_LINES {
+            let off = (line + 64 * k).min(cap - 1);
+            // SAFETY: `off < cap`, so the address lies inside the ring's storage; a prefetch
+            // reads nothing the program sees and never faults.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(base.add(off).cast::<i8>()) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (base, at, cap);
+}
+
 /// Keeps a field on a cache line of its own, so the producer's and the consumer's positions do
 /// not share one.
 #[derive(Debug, Default)]
@@ -186,6 +213,7 @@ impl Ring {
         }
         cur.head = pos + rec;
         cur.written += len;
+        prefetch_for_write(base, cur.head & mask, cap);
         self.produced
             .0
             .written
