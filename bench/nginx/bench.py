@@ -40,7 +40,8 @@ to the logger; with nginx and wrk on one CPU the wake-ups are local and the IPIs
 stays on nginx's CPU, so it competes with nginx for the same core as resty's timers do.
 
 Usage:
-    bench/nginx/bench.py [--rounds 3] [--duration 5] [--connections 32] [--layout pinned] [RESTY_DIR]
+    bench/nginx/bench.py [--rounds 3] [--duration 5] [--connections 32] [--layout pinned]
+                         [--handler inline|module] [RESTY_DIR]
 
 RESTY_DIR is a directory holding lua-resty-logger-socket (its `lib/resty/logger/socket.lua`,
 or `resty/logger/socket.lua`), fetched by you — it is never part of this repository, e.g.:
@@ -171,7 +172,10 @@ def lua_path(resty_dir: str | None) -> str:
 
 
 def http_block(variant: str, port: int, resty_dir: str | None, extra_cfg: str = "",
-               jit_log: str | None = None) -> str:
+               jit_log: str | None = None, handler_dir: str | None = None) -> str:
+    """nginx config of `variant`. With `handler_dir` (--handler module), the handler's code goes
+    into a function of a Lua module written there (`bench_handler.lua`, which must then be on
+    lua_package_path), and log_by_lua only calls it; otherwise it is inline in log_by_lua."""
     cfg = f'{{ host = "127.0.0.1", port = {port}{", " + extra_cfg if extra_cfg else ""} }}'
     status = "location = /status { stub_status; } "
     if variant == "none":
@@ -197,6 +201,12 @@ def http_block(variant: str, port: int, resty_dir: str | None, extra_cfg: str = 
         log = BUILD_LINE + call + "if err then ngx.log(ngx.ERR, 'log: ', err) end"
         if timed:
             status += "location = /calltime { content_by_lua_block { ngx.say(CALL_NS / CALLS) } } "
+    if handler_dir:
+        # The function returns the line, so build-only cannot leave it unbuilt once compiled.
+        pathlib.Path(handler_dir, "bench_handler.lua").write_text(
+            "local M = {}\nfunction M.run()\n" + log + "\n    return line\nend\nreturn M\n")
+        init = init[:-2] + " BENCH_HANDLER = require 'bench_handler' } "
+        log = "BENCH_HANDLER.run()"
     return init + Nginx.server(
         status + "location / { return 200 'ok\\n'; log_by_lua_block { " + log + " } }")
 
@@ -235,18 +245,24 @@ TIMED_CALL = """
 
 
 # Whether LuaJIT compiled lua-resty-core's `ngx.var` lookup (a trace starting in its var.lua that
-# ends in a return). It does in most nginx instances; in some, the first recordings abort ("NYI:
-# return to lower frame") until the lookup is blacklisted and stays interpreted, and that instance
-# serves the same handler ~3.5 µs per request slower. Every variant draws this lottery (at
-# different rates: BENCHMARKS.md, nginx), so rounds are also compared among "compiled" instances.
+# ends in a return). Its `var_get` ends in `return ffi_str(...)`, a tail call LuaJIT cannot record
+# when the trace started in `var_get` itself ("NYI: return to lower frame"); only a lookup that
+# returns nil (`$remote_user` here) records to the end, and which lookup a recording starts on is
+# a draw at each attempt until the function is blacklisted. An instance that loses serves the
+# same handler ~3.5 µs per request slower. Every variant draws this lottery (at different rates:
+# BENCHMARKS.md, nginx), so rounds are also compared among "compiled" instances.
 VAR_TRACE = re.compile(r"^\[TRACE\s+\d+ var\.lua:\d+ return\]", re.M)
+# --handler module: the handler's function compiled whole, its ngx.var lookups inlined (a trace
+# that enters var_get from its caller records the tail call), whatever became of var_get's own.
+HANDLER_TRACE = re.compile(r"^\[TRACE\s+\d+ bench_handler\.lua:\d+ return\]", re.M)
 
 
 def jit_outcome(jit_log: pathlib.Path) -> bool | None:
-    """True when this instance compiled the ngx.var lookup, False when not, None when unknown
-    (no jit.v, or no log)."""
+    """True when this instance compiled the ngx.var lookup (on its own, or within the handler's
+    trace under --handler module), False when not, None when unknown (no jit.v, or no log)."""
     try:
-        return bool(VAR_TRACE.search(jit_log.read_text()))
+        text = jit_log.read_text()
+        return bool(VAR_TRACE.search(text) or HANDLER_TRACE.search(text))
     except OSError:
         return None
 
@@ -296,9 +312,15 @@ def http_bench(args, resty_dir, librlog, tmp):
         for v in order:
             lib = args.compare_lib if v.startswith("rlog-b") else librlog
             jit_log = pathlib.Path(tmp) / f"jit-{v}{rnd}.log"
+            handler_dir = None
+            if args.handler == "module":
+                handler_dir = pathlib.Path(tmp) / f"handler-{v}{rnd}"
+                handler_dir.mkdir()
             ng = Nginx(pathlib.Path(tmp) / f"{v}{rnd}", lib,
-                       http_block(v, col.port, resty_dir, args.config, str(jit_log)),
-                       workers=1, lua_path=lua_path(resty_dir))
+                       http_block(v, col.port, resty_dir, args.config, str(jit_log),
+                                  str(handler_dir) if handler_dir else None),
+                       workers=1,
+                       lua_path=(f"{handler_dir}/?.lua;" if handler_dir else "") + lua_path(resty_dir))
             ng.start()
             try:
                 (w,) = ng.worker_pids()
@@ -420,6 +442,10 @@ def main():
     ap.add_argument("--layout", choices=("pinned", "shared"), default="pinned",
                     help="pinned: nginx (all its threads) and wrk on CPU 0, the collector on CPU 1; "
                          "shared: wherever the scheduler puts them (see above)")
+    ap.add_argument("--handler", choices=("inline", "module"), default="inline",
+                    help="inline: the handler's code in log_by_lua_block, run by LuaJIT's "
+                         "interpreter; module: in a Lua module's function that log_by_lua calls, "
+                         "which LuaJIT compiles whole (see bench/nginx/README.md)")
     ap.add_argument("--compare-lib", metavar="LIBRLOG",
                     help="another build of librlog.so, run as variant rlog-b in the same rounds "
                          "(before/after a change)")
