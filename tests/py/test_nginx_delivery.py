@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import collections
 import json
+import re
 import subprocess
 import time
 
 import pytest
 
-from nginx_helpers import Nginx, nginx_missing
+from nginx_helpers import LUA_DIR, Nginx, nginx_missing
 
 
 @pytest.fixture(autouse=True)
@@ -269,3 +270,41 @@ def test_init_in_master_then_fork_to_two_workers(nginx, make_collector):
         assert_exactly_once(col.lines(), 120)
         assert len(col.lines()) == 120
         assert ng.problems() == []
+
+
+# bindings/lua/README.md's advice: the line built in a module function, which LuaJIT compiles
+# whole (an inline log_by_lua_block never is), the `log()` call inside the trace.
+ACCESSLOG_MODULE = """
+local logger = require "resty.logger.socket"
+local log, var = logger.log, ngx.var
+local _M = {}
+function _M.log()
+    local bytes, err = log("id=" .. var.arg_id .. " pid=" .. ngx.worker.pid() .. "\\n")
+    if err then ngx.log(ngx.ERR, "failed to log message: ", err) end
+end
+return _M
+"""
+
+
+def test_module_function_handler_compiled_by_luajit(nginx, tcp_collector, tmp_path):
+    (tmp_path / "accesslog.lua").write_text(ACCESSLOG_MODULE)
+    jit_log = tmp_path / "jit.log"
+    cfg = {"host": "127.0.0.1", "port": tcp_collector.port, **HOLD}
+    block = ("init_worker_by_lua_block { require('jit.v').on('" + str(jit_log) + "') "
+             "local ok, err = require('resty.logger.socket').init(" + lua_table(cfg) + ") "
+             "if not ok then ngx.log(ngx.ERR, 'rlog init failed: ', err) end } "
+             + Nginx.server("location /t { content_by_lua_block { ngx.say('ok') } "
+                            "log_by_lua_block { require('accesslog').log() } } " + STATS))
+    ng = nginx(block, lua_path=f"{tmp_path}/?.lua;{LUA_DIR}/?.lua;;")
+    n = 400
+    drive(ng, range(n))
+    # The handler ran as a trace, so this covers the compiled path, not the interpreter's.
+    assert re.search(r"^\[TRACE\s+\d+ accesslog\.lua:\d+ ", jit_log.read_text(), re.M), jit_log.read_text()
+    logged, sent, lost, spooled, buffered, dropped = map(int, ng.get("/stats")[1].split())
+    assert (logged, dropped) == (n, 0)
+    assert logged == sent + lost + spooled + buffered
+    assert ng.quit() == 0
+    assert tcp_collector.wait_for(n_lines=n, timeout=10), ng.error_log()[-2000:]
+    assert_exactly_once(tcp_collector.lines(), n)
+    assert len(tcp_collector.lines()) == n
+    assert ng.problems() == []
