@@ -26,8 +26,8 @@ const PREFETCH_LINES: usize = 3;
 /// Asks the CPU to bring the ring's next `PREFETCH_LINES` cache lines after position `at`
 /// (clipped to the storage) into the cache before the producer's next push writes them. A
 /// thread that logs once per request (nginx) does a request's worth of other work in between,
-/// which evicts the ring from L1: the misses are then taken off the `log` call (measured in
-/// nginx: the call in place 66 -> 51 ns).
+/// which evicts the ring from L1: the misses are then taken off the `log` call (BENCHMARKS.md,
+/// "The ring prefetch").
 #[inline(always)]
 fn prefetch_for_write(base: *mut u8, at: usize, cap: usize) {
     #[cfg(target_arch = "x86_64")]

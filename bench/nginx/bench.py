@@ -182,31 +182,32 @@ def http_block(variant: str, port: int, resty_dir: str | None, extra_cfg: str = 
         return Nginx.server(status + "location / { return 200 'ok\\n'; }")
     # LuaJIT's own trace log (jit.v), to tell which JIT outcome this instance got (jit_outcome).
     trace = f"pcall(function() require('jit.v').on('{jit_log}') end) " if jit_log else ""
+    # init_worker's code, and the handler's: the line built, then (for all but build-only)
+    # handed to BENCH_LOG, the function init_worker fetched.
+    timed = variant.endswith("-timed")
     if variant == "build":
-        log = BUILD_LINE
-        init = "init_worker_by_lua_block { " + trace + "} "
+        init, call = "", ""
     elif variant == "ffi-call":
-        init = "init_worker_by_lua_block { " + trace + FFI_CALL_INIT + "} "
-        log = BUILD_LINE + "local bytes, err = BENCH_LOG(line) if err then ngx.log(ngx.ERR, 'log: ', err) end"
+        init, call = FFI_CALL_INIT, "local bytes, err = BENCH_LOG(line) "
     else:
-        timed = variant.endswith("-timed")
         mod = "resty.logger.socket" if variant == "resty" else "resty.rlog"
         # The module's log function is fetched once per worker (a global set in init_worker):
         # a `require` in the handler is a C function call on every request, and it changes how
         # LuaJIT compiles the handler — a cost of the handler's style, not of the logger.
-        init = ("init_worker_by_lua_block { " + trace + "local l = require '" + mod + "' "
+        init = ("local l = require '" + mod + "' "
                 "local ok, err = l.init(" + cfg + ") if not ok then ngx.log(ngx.ERR, err) end "
-                "BENCH_LOG = l.log " + (TIMED_INIT if timed else "") + "} ")
+                "BENCH_LOG = l.log " + (TIMED_INIT if timed else ""))
         call = TIMED_CALL if timed else "local bytes, err = BENCH_LOG(line) "
-        log = BUILD_LINE + call + "if err then ngx.log(ngx.ERR, 'log: ', err) end"
-        if timed:
-            status += "location = /calltime { content_by_lua_block { ngx.say(CALL_NS / CALLS) } } "
+    log = BUILD_LINE + (call + "if err then ngx.log(ngx.ERR, 'log: ', err) end" if call else "")
+    if timed:
+        status += "location = /calltime { content_by_lua_block { ngx.say(CALL_NS / CALLS) } } "
     if handler_dir:
         # The function returns the line, so build-only cannot leave it unbuilt once compiled.
         pathlib.Path(handler_dir, "bench_handler.lua").write_text(
             "local M = {}\nfunction M.run()\n" + log + "\n    return line\nend\nreturn M\n")
-        init = init[:-2] + " BENCH_HANDLER = require 'bench_handler' } "
+        init += " BENCH_HANDLER = require 'bench_handler' "
         log = "BENCH_HANDLER.run()"
+    init = "init_worker_by_lua_block { " + trace + init + "} "
     return init + Nginx.server(
         status + "location / { return 200 'ok\\n'; log_by_lua_block { " + log + " } }")
 
