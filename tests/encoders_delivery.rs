@@ -153,6 +153,54 @@ fn an_encoder_error_is_reported_and_counted_not_sent_empty() {
 }
 
 #[test]
+fn a_template_that_yields_nothing_is_an_error_not_an_empty_delivery() {
+    // `${msg}` is the message without its trailing newline: for "\n" that is nothing, which
+    // on a TCP logger without framing would go out as no bytes at all and count as sent.
+    let c = Collector::tcp();
+    let lg = logger(&format!(
+        "logger = tcp://127.0.0.1:{}\nlog-encoder = format ${{msg}}\nlog-encoder = suffix ;",
+        c.port()
+    ));
+    let lg2 = logger(&format!(
+        "logger = tcp://127.0.0.1:{}\nlog-encoder = format ${{msg}}",
+        c.port()
+    ));
+    lg.log(b"a\n");
+    lg2.log(b"\n");
+    lg2.log(b"b\n");
+    assert!(lg.flush() > 0 && lg2.flush() > 0);
+    let (s, s2) = (lg.stats(), lg2.stats());
+    assert_eq!((s.logged, s.sent, s.lost), (1, 1, 0));
+    assert_eq!((s2.logged, s2.sent, s2.lost), (2, 1, 1));
+    identity(&s);
+    identity(&s2);
+    assert!(lg2
+        .take_error()
+        .unwrap()
+        .as_str()
+        .contains("log-encoder failed: the encoders turned the message into an empty record"));
+    assert!(lg.close(Duration::from_secs(2)));
+    assert!(!lg2.close(Duration::from_secs(2)), "lg2 lost a message");
+    assert!(c.wait_bytes(3));
+    let mut got = c.stop();
+    got.sort_unstable();
+    assert_eq!(got, b";ab");
+}
+
+#[test]
+fn json_or_format_without_a_template_is_a_config_error() {
+    for (line, example) in [
+        ("json", "e.g. json {\"msg\":\"${msg}\"}"),
+        ("format:errors", "e.g. format [${strftime:%H:%M:%S}] ${msg}"),
+    ] {
+        let e = Config::parse(&format!("logger = tcp://127.0.0.1:9\nlog-encoder = {line}"))
+            .unwrap_err();
+        assert!(e.contains(&format!("log-encoder \"{line}\"")), "{e}");
+        assert!(e.contains("needs a template") && e.contains(example), "{e}");
+    }
+}
+
+#[test]
 fn octet_framing_lets_a_tcp_receiver_split_gzip_records() {
     let c = Collector::tcp();
     let lg = logger(&format!(

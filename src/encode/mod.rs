@@ -65,6 +65,18 @@ impl Encoder {
             "nl" => no_args(Encoder::Nl)?,
             "gzip" => no_args(Encoder::Gzip)?,
             "compress" => no_args(Encoder::Compress)?,
+            // uWSGI takes these without a template and then turns every message into an empty
+            // record: never what the line meant, so it is refused here.
+            "format" | "json" if args.is_empty() => {
+                return Err(ctx(format!(
+                    "\"{name}\" needs a template, e.g. {}",
+                    if name == "json" {
+                        "json {\"msg\":\"${msg}\"}"
+                    } else {
+                        "format [${strftime:%H:%M:%S}] ${msg}"
+                    }
+                )))
+            }
             "format" => Encoder::Format(Template::compile(args).map_err(ctx)?),
             "json" => Encoder::Json(Template::compile(args).map_err(ctx)?),
             "msgpack" => Encoder::Msgpack(msgpack::Msgpack::compile(args).map_err(ctx)?),
@@ -231,7 +243,7 @@ impl Chain {
     /// the encoded record, which lives in `scratch` until the next call. `scratch` must be this
     /// chain's own (see [`Scratch`]).
     ///
-    /// Errors: the first encoder error (see [`Encoder::apply`]).
+    /// Errors: the first encoder error (see [`Encoder::apply`]), or an empty result.
     pub fn encode<'s>(
         &self,
         msg: &'s [u8],
@@ -252,6 +264,11 @@ impl Chain {
             b.clear();
             e.apply(a, time_us, b, st)?;
             std::mem::swap(a, b);
+        }
+        // An empty record would be sent as nothing on a stream (and counted as delivered) or
+        // as an empty datagram: the message is reported as not sent instead (SPEC §3).
+        if a.is_empty() {
+            return Err("the encoders turned the message into an empty record".to_string());
         }
         Ok(a.as_slice())
     }
@@ -293,6 +310,10 @@ mod tests {
         assert!(Encoder::parse("json {${nope}}")
             .unwrap_err()
             .contains("${nope}"));
+        for bare in ["json", "format", "json:errors", "json "] {
+            let e = Encoder::parse(bare).unwrap_err();
+            assert!(e.contains("needs a template, e.g."), "{bare}: {e}");
+        }
         assert!(Encoder::parse("prefix:a-b x")
             .unwrap_err()
             .contains("bad logger name"));
@@ -320,5 +341,12 @@ mod tests {
         assert!(c.encode(b"", 0, &mut s).unwrap_err().contains("empty"));
         let c = chain(&["prefix x", "gzip"], None);
         assert!(c.encode(b"", 0, &mut s).is_ok());
+        // "\n" without its newline is empty: no empty record goes out.
+        let c = chain(&["format ${msg}"], None);
+        assert!(c
+            .encode(b"\n", 0, &mut s)
+            .unwrap_err()
+            .contains("empty record"));
+        assert_eq!(c.encode(b"x\n", 0, &mut s).unwrap(), b"x");
     }
 }
