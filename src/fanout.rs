@@ -309,8 +309,15 @@ fn ingest(
                 owners,
                 counters,
                 scratch,
+                failures,
+                retry_at,
                 ..
             } = &mut sinks[i];
+            // `drop_limit` bounds what a logger holds while it cannot deliver. A logger whose
+            // last round delivered takes the whole batch, which it sends in this round: encoders
+            // that make records larger (json, prefix, framing) must not turn a burst the handle
+            // accepted into drops at a collector that is keeping up.
+            let failing = *failures > 0 || retry_at.is_some();
             let encoded = match spec
                 .chain
                 .encode(rec.bytes, rec.time_us.unwrap_or(0), scratch)
@@ -341,7 +348,7 @@ fn ingest(
                     continue;
                 }
             }
-            if pending.bytes() + frame.len() > spec.limits.drop_limit {
+            if failing && pending.bytes() + frame.len() > spec.limits.drop_limit {
                 counters.dropped.add(Tally::one(frame.len()));
                 round.error = Some(format!(
                     "{}: logger buffer is full, this log message will be dropped",

@@ -307,19 +307,54 @@ fn a_per_logger_drop_limit_bounds_what_a_dead_logger_holds() {
          down.max_retry_times = 0\ndown.drop_limit = 25",
         live.local_addr().unwrap().port()
     ));
+    // Its first round fails: from then on it holds at most drop_limit.
+    lg.log(b"D 0123456789"); // 12 bytes
+    assert!(lg.flush() < 0);
     for _ in 0..5 {
-        lg.log(b"D 0123456789"); // 12 bytes: two fit under 25
+        lg.log(b"D 0123456789"); // one more fits under 25
     }
     lg.log(b"to the live one");
     lg.flush();
     assert_eq!(recv_n(&live, 1), vec![b"to the live one".to_vec()]);
     let s = lg.stats();
-    assert_eq!((s.logged, s.sent, s.lost, s.buffered), (6, 1, 3, 2));
+    assert_eq!((s.logged, s.sent, s.lost, s.buffered), (7, 1, 4, 2));
     identity(&s);
+    let (_, down) = lg.sink_stats(1).unwrap();
+    assert_eq!((down.dropped, down.pending), (4, 2));
     lg.close(Duration::from_millis(200));
     let s = lg.stats();
-    assert_eq!((s.sent, s.lost, s.buffered), (1, 5, 0));
+    assert_eq!((s.sent, s.lost, s.buffered), (1, 6, 0));
     identity(&s);
+}
+
+#[test]
+fn a_logger_that_keeps_up_takes_a_burst_its_encoders_grow_past_drop_limit() {
+    // 2000 messages of 10 bytes are 20 kB for the handle (under its drop_limit), and 420 kB
+    // once prefixed: a logger whose collector reads everything must deliver them all.
+    let c = Collector::tcp();
+    let lg = logger(&format!(
+        "logger = tcp://127.0.0.1:{}\ndrop_limit = 100000\nflush_limit = 90000\n\
+         log-encoder = \"prefix {} \"\nlog-encoder = nl",
+        c.port(),
+        "p".repeat(200)
+    ));
+    for i in 0..2000 {
+        assert!(matches!(
+            lg.log(format!("msg {i:06}").as_bytes()),
+            Logged::Buffered(_)
+        ));
+    }
+    assert!(lg.flush() > 0);
+    let s = lg.stats();
+    assert_eq!((s.logged, s.sent, s.lost, s.dropped), (2000, 2000, 0, 0));
+    identity(&s);
+    assert!(lg.close(Duration::from_secs(2)));
+    assert!(c.wait(|d| d.iter().filter(|&&b| b == b'\n').count() >= 2000));
+    let lines = c.stop_lines();
+    assert_eq!(lines.len(), 2000);
+    for (i, l) in lines.iter().enumerate() {
+        assert_eq!(l, &format!("{} msg {i:06}", "p".repeat(200)));
+    }
 }
 
 #[test]
