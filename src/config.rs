@@ -236,7 +236,12 @@ impl Config {
             match key {
                 "host" => host = Some(nonempty(e, "\"host\" must be a string")?),
                 "port" => port = Some(parse_port(e)?),
-                "path" => path = Some(nonempty(e, "\"path\" must be a string")?),
+                "path" => {
+                    let p = nonempty(e, "\"path\" must be a string")?;
+                    crate::target::check_unix_path(&p)
+                        .map_err(|m| format!("invalid \"path\" at line {}: {m}", e.line))?;
+                    path = Some(p);
+                }
                 "sock_type" => {
                     (udp, rlogd_proto) = match v {
                         "tcp" => (false, false),
@@ -271,13 +276,7 @@ impl Config {
                 }
                 "flush_limit" => limits.flush_limit = whole(e)? as usize,
                 "drop_limit" => limits.drop_limit = whole(e)? as usize,
-                "timeout" => {
-                    let t = millis(e)?;
-                    if t.is_zero() {
-                        return Err(at("invalid \"timeout\"") + ": it must be above 0 ms");
-                    }
-                    limits.timeout = t;
-                }
+                "timeout" => limits.timeout = timeout(e)?,
                 "max_retry_times" => {
                     limits.max_retry_times =
                         u32::try_from(whole(e)?).map_err(|_| at("invalid \"max_retry_times\""))?
@@ -495,6 +494,26 @@ pub(crate) fn millis(e: &Entry) -> Result<Duration, String> {
     decimal(e).map(|ms| Duration::from_secs_f64(ms / 1000.0))
 }
 
+/// A socket timeout in milliseconds (`timeout`, `NAME.timeout`): above 0, and at least 1 µs,
+/// the kernel's resolution — a shorter one would round to zero, which the kernel takes as no
+/// timeout at all.
+pub(crate) fn timeout(e: &Entry) -> Result<Duration, String> {
+    let t = millis(e)?;
+    if t.is_zero() && e.value.parse::<f64>() == Ok(0.0) {
+        return Err(format!(
+            "invalid \"{}\" at line {}: it must be above 0 ms",
+            e.key, e.line
+        ));
+    }
+    if t < Duration::from_micros(1) {
+        return Err(invalid(
+            e,
+            "a number of ms >= 0.001 (1 µs, the smallest socket timeout)",
+        ));
+    }
+    Ok(t)
+}
+
 pub(crate) fn boolean(e: &Entry) -> Result<bool, String> {
     match e.value.to_ascii_lowercase().as_str() {
         "true" | "on" | "yes" | "1" => Ok(true),
@@ -598,6 +617,53 @@ mod tests {
         assert!(err("path=/x\njust words").starts_with("bad line 2"));
         assert!(err("path=/x\npath=/y").starts_with("duplicate key \"path\" at line 2"));
         assert!(err("path=/x\ntimeout=0").starts_with("invalid \"timeout\""));
+    }
+
+    #[test]
+    fn a_timeout_below_one_microsecond_is_an_error_not_no_timeout() {
+        // socket2 truncates a timeout to whole microseconds; {0, 0} is "no timeout" to the kernel.
+        let e = err("path=/x\ntimeout=0.0005");
+        assert_eq!(
+            e,
+            "invalid \"timeout\" at line 2: expected a number of ms >= 0.001 (1 µs, the smallest socket timeout), got \"0.0005\""
+        );
+        assert!(err("path=/x\ntimeout=1e-300").contains(">= 0.001"));
+        assert_eq!(
+            err("path=/x\ntimeout=0.0"),
+            "invalid \"timeout\" at line 2: it must be above 0 ms"
+        );
+        let c = Config::parse("path=/x\ntimeout=0.001").unwrap();
+        assert_eq!(c.limits.timeout, Duration::from_micros(1));
+        let c = Config::parse("path=/x\ntimeout=0.25").unwrap();
+        assert_eq!(c.limits.timeout, Duration::from_micros(250));
+        // The per-logger override is checked the same way.
+        let e = err("logger = a tcp://127.0.0.1:1\na.timeout = 0.0009");
+        assert!(
+            e.starts_with("invalid \"a.timeout\" at line 2: expected a number of ms >= 0.001"),
+            "{e}"
+        );
+        let c = Config::parse("logger = a tcp://127.0.0.1:1\na.timeout = 0.001").unwrap();
+        assert_eq!(
+            c.sinks.unwrap().sinks[0].limits.timeout,
+            Duration::from_micros(1)
+        );
+    }
+
+    #[test]
+    fn a_path_longer_than_sun_path_is_an_error() {
+        let fits = format!("/{}", "s".repeat(106));
+        let c = Config::parse(&format!("path={fits}")).unwrap();
+        assert_eq!(c.endpoint, Endpoint::Unix { path: fits.clone() });
+        assert_eq!(
+            err(&format!("flush_limit=10\npath={fits}s")),
+            "invalid \"path\" at line 2: unix socket path is too long: 108 bytes, the limit is 107 (sun_path holds 108 with the NUL)"
+        );
+        // The same with uWSGI-style loggers, for the path logger and for logger lines.
+        assert!(err(&format!("path={fits}ss\nlogger = tcp://127.0.0.1:1"))
+            .contains("109 bytes, the limit is 107"));
+        assert!(err(&format!("logger = unix://{fits}s")).ends_with(
+            "108 bytes, the limit is 107 (sun_path holds 108 with the NUL) (\"logger\" at line 1)"
+        ));
     }
 
     #[test]

@@ -389,16 +389,7 @@ fn apply_override(s: &mut SinkSpec, key: &str, e: &Entry) -> Result<(), String> 
     let l = &mut s.limits;
     match key {
         "drop_limit" => l.drop_limit = config::whole(e)? as usize,
-        "timeout" => {
-            let t = config::millis(e)?;
-            if t.is_zero() {
-                return Err(format!(
-                    "invalid \"{}\" at line {}: it must be above 0 ms",
-                    e.key, e.line
-                ));
-            }
-            l.timeout = t;
-        }
+        "timeout" => l.timeout = config::timeout(e)?,
         "max_retry_times" => {
             l.max_retry_times = u32::try_from(config::whole(e)?)
                 .map_err(|_| format!("invalid \"{}\" at line {}", e.key, e.line))?

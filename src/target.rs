@@ -71,6 +71,23 @@ impl fmt::Display for Target {
     }
 }
 
+/// The longest unix socket path the kernel takes: `sun_path` is 108 bytes, NUL included.
+pub(crate) const MAX_UNIX_PATH: usize = 107;
+
+/// Checks that `path` fits in `sun_path`; a longer one would make every connect fail.
+///
+/// Errors: the path's length and the limit.
+pub(crate) fn check_unix_path(path: &str) -> Result<(), String> {
+    if path.len() > MAX_UNIX_PATH {
+        return Err(format!(
+            "unix socket path is too long: {} bytes, the limit is {MAX_UNIX_PATH} (sun_path holds {} with the NUL)",
+            path.len(),
+            MAX_UNIX_PATH + 1
+        ));
+    }
+    Ok(())
+}
+
 /// One parsed `logger` line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoggerSpec {
@@ -107,6 +124,7 @@ pub fn parse_logger(value: &str) -> Result<LoggerSpec, String> {
         } else if addr.is_empty() {
             return Err(ctx("\"socket:\" needs HOST:PORT or a socket path"));
         } else {
+            check_unix_path(addr).map_err(|e| ctx(&e))?;
             Target::UnixDgram {
                 path: addr.to_string(),
             }
@@ -132,6 +150,7 @@ pub fn parse_logger(value: &str) -> Result<LoggerSpec, String> {
                 "\"unix://\" needs an absolute path (unix:///run/log.sock)",
             ));
         }
+        check_unix_path(path).map_err(|e| ctx(&e))?;
         Target::UnixStream {
             path: path.to_string(),
         }
@@ -242,6 +261,27 @@ mod tests {
                 port: 5170
             }
         );
+    }
+
+    #[test]
+    fn unix_paths_longer_than_sun_path_are_refused() {
+        let fits = format!("/{}", "p".repeat(MAX_UNIX_PATH - 1));
+        let long = format!("/{}", "p".repeat(MAX_UNIX_PATH));
+        assert_eq!(fits.len(), 107);
+        for form in ["socket:", "unix://"] {
+            assert!(parse_logger(&format!("{form}{fits}")).is_ok(), "{form}");
+            let e = parse_logger(&format!("{form}{long}")).unwrap_err();
+            assert!(
+                e.ends_with(
+                    "unix socket path is too long: 108 bytes, the limit is 107 (sun_path holds 108 with the NUL)"
+                ),
+                "{e}"
+            );
+            assert!(e.starts_with(&format!("logger \"{form}/ppp")), "{e}");
+        }
+        // The TEXT after the comma of socket:/path,TEXT is not part of the path.
+        let l = parse_logger(&format!("socket:{fits},{}", "t".repeat(200))).unwrap();
+        assert_eq!(l.target, Target::UnixDgram { path: fits });
     }
 
     #[test]
