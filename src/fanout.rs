@@ -134,8 +134,8 @@ fn open(spec: &SinkSpec, producer: u64) -> io::Result<Box<dyn Transport>> {
                 producer,
             )?))
         }
-        Target::Udp { host, port } => return Ok(Box::new(datagram::udp(host, *port)?)),
-        Target::UnixDgram { path } => return Ok(Box::new(datagram::unix(path)?)),
+        Target::Udp { host, port } => return Ok(Box::new(datagram::udp(host, *port, timeout)?)),
+        Target::UnixDgram { path } => return Ok(Box::new(datagram::unix(path, timeout)?)),
         Target::Tcp { host, port } | Target::Tls { host, port } => {
             socket::connect_tcp(host, *port, timeout)?
         }

@@ -277,3 +277,52 @@ fn close_with_the_collector_down_counts_the_loss() {
     assert_eq!((s.logged, s.sent, s.lost, s.buffered), (10, 0, 10, 0));
     assert_identity(&s);
 }
+
+/// A unix datagram receiver that stops reading fills its queue (`net.unix.max_dgram_qlen`, a few
+/// datagrams): each send then waits at most `timeout`, so flush and close return instead of
+/// blocking the worker forever, and every message is still counted.
+#[test]
+fn a_unix_datagram_receiver_that_never_reads_makes_flush_and_close_return() {
+    let dir = temp_dir("dgram-full");
+    let path = dir.join("never-reads.sock");
+    let rx = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    let lg = logger(&format!(
+        "logger = socket:{}\ntimeout = 100\nmax_retry_times = 1\nretry_interval = 5\n\
+         flush_limit = 1000000\ndrop_limit = 2000000",
+        path.display()
+    ));
+    for i in 0..2000 {
+        let m = format!("queued {i}");
+        assert_eq!(lg.log(m.as_bytes()), Logged::Buffered(m.len()));
+    }
+    // Bounded waits done by a helper thread: the point is that the calls return at all.
+    let in_thread = |f: Box<dyn FnOnce() -> i64 + Send>| {
+        let (tx, done) = std::sync::mpsc::channel();
+        thread::spawn(move || tx.send(f()).unwrap());
+        done.recv_timeout(Duration::from_secs(10))
+    };
+    let l = lg.clone();
+    let flushed = in_thread(Box::new(move || l.flush())).expect("flush() returned");
+    assert_eq!(flushed, -1, "the receiver's queue is full");
+    let err = lg.take_error().expect("an error is pending");
+    assert!(
+        err.as_str().contains("failed after 1 retries: timeout"),
+        "{}",
+        err.as_str()
+    );
+    let s = lg.stats();
+    assert!(s.sent < 2000, "{s:?}");
+    assert_identity(&s);
+    let l = lg.clone();
+    let closed = in_thread(Box::new(move || l.close(Duration::from_millis(300)) as i64))
+        .expect("close() returned");
+    assert_eq!(closed, 0, "not everything was delivered");
+    assert_identity(&lg.stats());
+    // The worker settles what it still held as lost once its last send times out.
+    let s = wait_drained(&lg);
+    assert_eq!((s.logged, s.buffered), (2000, 0), "{s:?}");
+    assert!(s.lost > 0, "{s:?}");
+    assert_identity(&s);
+    drop(rx);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -5,6 +5,7 @@
 
 use std::io;
 use std::net::ToSocketAddrs;
+use std::time::Duration;
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
@@ -20,22 +21,27 @@ pub struct Datagram {
     sock: Socket,
 }
 
-/// Connects a UDP socket to `host:port` (the first address it resolves to).
-pub fn udp(host: &str, port: u16) -> io::Result<Datagram> {
+/// Connects a UDP socket to `host:port` (the first address it resolves to); each send waits at
+/// most `timeout` for room in the socket's buffer.
+pub fn udp(host: &str, port: u16, timeout: Duration) -> io::Result<Datagram> {
     let addr = (host, port).to_socket_addrs()?.next().ok_or_else(|| {
         io::Error::new(io::ErrorKind::NotFound, format!("{host}: host not found"))
     })?;
     let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     sock.connect(&addr.into())?;
+    sock.set_write_timeout(Some(timeout))?;
     Ok(Datagram { sock })
 }
 
-/// Connects a unix datagram socket to `path`.
+/// Connects a unix datagram socket to `path`; each send waits at most `timeout` for room. A
+/// receiver that stops reading fills its queue (`net.unix.max_dgram_qlen`, a few datagrams),
+/// and without a send timeout the worker would wait for it forever.
 ///
 /// Errors: the path is too long, or nothing is bound there (`ECONNREFUSED`/`ENOENT`).
-pub fn unix(path: &str) -> io::Result<Datagram> {
+pub fn unix(path: &str, timeout: Duration) -> io::Result<Datagram> {
     let sock = Socket::new(Domain::UNIX, Type::DGRAM, None)?;
     sock.connect(&SockAddr::unix(path)?)?;
+    sock.set_write_timeout(Some(timeout))?;
     Ok(Datagram { sock })
 }
 
@@ -74,7 +80,7 @@ mod tests {
         let path = dir.join("s");
         let _ = std::fs::remove_file(&path);
         let rx = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
-        let mut t = unix(path.to_str().unwrap()).unwrap();
+        let mut t = unix(path.to_str().unwrap(), Duration::from_secs(1)).unwrap();
         let mut b = Buffer::default();
         b.push(b"one", None);
         b.push(b"", None);
@@ -89,6 +95,34 @@ mod tests {
         assert_eq!(got, vec![b"one".to_vec(), b"".to_vec(), b"three".to_vec()]);
         drop(rx);
         let _ = std::fs::remove_dir_all(&dir);
-        assert!(unix(path.to_str().unwrap()).is_err());
+        assert!(unix(path.to_str().unwrap(), Duration::from_secs(1)).is_err());
+    }
+
+    #[test]
+    fn unix_send_to_a_receiver_that_stops_reading_times_out() {
+        let dir = std::env::temp_dir().join(format!("rlog-ud-full-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("s");
+        let _ = std::fs::remove_file(&path);
+        let _rx = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        let mut t = unix(path.to_str().unwrap(), Duration::from_millis(50)).unwrap();
+        // The kernel keeps timeouts in ticks: what it reports back is rounded up to one.
+        let set = t.sock.write_timeout().unwrap().expect("a send timeout");
+        assert!(set >= Duration::from_millis(50), "{set:?}");
+        // Far more than the receiver's queue holds: the send must fail, not block.
+        let mut b = Buffer::default();
+        for _ in 0..10_000 {
+            b.push(b"queued and never read", None);
+        }
+        let e = t.send(&b).unwrap_err();
+        assert!(
+            matches!(
+                e.error.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ),
+            "{e:?}"
+        );
+        assert!(e.delivered > 0 && e.delivered < 10_000, "{}", e.delivered);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -53,7 +53,7 @@ pub fn max_record(endpoint: &Endpoint) -> Option<(usize, &'static str)> {
 pub fn connect(config: &Config, producer: u64) -> io::Result<Box<dyn Transport>> {
     let timeout = config.limits.timeout;
     let sock = match &config.endpoint {
-        Endpoint::Udp { host, port } => return Ok(Box::new(datagram::udp(host, *port)?)),
+        Endpoint::Udp { host, port } => return Ok(Box::new(datagram::udp(host, *port, timeout)?)),
         Endpoint::Rlogd { .. } => return Ok(Box::new(rlogd::Rlogd::connect(config, producer)?)),
         Endpoint::Tcp { host, port } => socket::connect_tcp(host, *port, timeout)?,
         Endpoint::Unix { path } => socket::connect_unix(path, timeout)?,
