@@ -5,8 +5,17 @@
 //! named loggers receive only through routes. The regex is matched against the message without
 //! one trailing newline, so `$` means the end of the line. The `regex` crate is used: no
 //! look-around and no backreferences (PCRE has them); matching time is linear in the message.
+//!
+//! Matching is on bytes, as PCRE's without UTF mode in uWSGI: Unicode mode is off, so `.` and
+//! negated classes match any byte (messages need not be UTF-8), `\xff` is the byte 0xFF, and
+//! `\w \d \s \b` are ASCII. Non-ASCII literal text in a pattern matches its UTF-8 bytes;
+//! `(?u)` turns Unicode mode back on for a part of a pattern.
 
-use regex::bytes::Regex;
+use regex::bytes::{Regex, RegexBuilder};
+
+/// Appended to a regex error about Unicode: routes match bytes, with Unicode mode off.
+const ROUTE_UNICODE_HINT: &str =
+    " (routes match bytes with Unicode mode off: put (?u) before a Unicode class or \\p{..})";
 
 /// One compiled route.
 #[derive(Debug, Clone)]
@@ -35,7 +44,11 @@ impl Route {
         if re.is_empty() {
             return Err(format!("log-route \"{value}\": the regex is missing"));
         }
-        let regex = Regex::new(re).map_err(|e| format!("log-route \"{value}\": bad regex: {e}"))?;
+        let regex = RegexBuilder::new(re).unicode(false).build().map_err(|e| {
+            let unicode = e.to_string().contains("Unicode not allowed");
+            let hint = if unicode { ROUTE_UNICODE_HINT } else { "" };
+            format!("log-route \"{value}\": bad regex: {e}{hint}")
+        })?;
         Ok(Route {
             logger: name.to_string(),
             regex,
@@ -130,6 +143,31 @@ mod tests {
     }
 
     #[test]
+    fn matching_is_on_bytes_not_utf8() {
+        let r = router(
+            &[
+                "errors ERROR.*end",
+                "bin ^\\xff[^a]x$",
+                "word ^\\w+$",
+                "caf café",
+            ],
+            &[None, Some("errors"), Some("bin"), Some("word"), Some("caf")],
+        );
+        assert_eq!(dest(&r, b"ERROR \xff end"), vec![1]);
+        assert_eq!(dest(&r, b"ERROR \xc3\xa9 end\n"), vec![1]);
+        assert_eq!(dest(&r, b"\xff\xfex"), vec![2]);
+        // \w is ASCII, as in PCRE without UCP.
+        assert_eq!(dest(&r, b"abc_1"), vec![3]);
+        assert_eq!(dest(&r, "ab\u{e9}".as_bytes()), vec![0]);
+        // Non-ASCII literal text matches its UTF-8 bytes.
+        assert_eq!(dest(&r, "un café".as_bytes()), vec![4]);
+        assert_eq!(dest(&r, b"un caf\xe9"), vec![0]);
+        // (?u) turns Unicode back on where it is wanted.
+        let u = router(&["u (?u)^\\w+$"], &[None, Some("u")]);
+        assert_eq!(dest(&u, "ab\u{e9}".as_bytes()), vec![1]);
+    }
+
+    #[test]
     fn errors() {
         assert!(Route::parse("errors").unwrap_err().contains("LOGGER REGEX"));
         assert!(Route::parse("err-x a")
@@ -137,6 +175,17 @@ mod tests {
             .contains("bad logger name"));
         assert!(Route::parse("e (").unwrap_err().contains("bad regex"));
         assert!(Route::parse("e (?=x)").unwrap_err().contains("bad regex"));
+        // A non-ASCII class or \p{..} needs Unicode mode: a clear init error that says how.
+        for re in ["[é]", "\\p{L}"] {
+            let e = Route::parse(&format!("e {re}")).unwrap_err();
+            assert!(
+                e.starts_with(&format!("log-route \"e {re}\": bad regex: ")),
+                "{e}"
+            );
+            assert!(e.contains("Unicode not allowed here"), "{e}");
+            assert!(e.ends_with(ROUTE_UNICODE_HINT), "{e}");
+        }
+        assert!(Route::parse("e (?u)[é]").is_ok());
         let r = Route::parse("ghost x").unwrap();
         let e = Router::new(&[r], &[None]).unwrap_err();
         assert!(e.contains("unknown logger \"ghost\""), "{e}");
