@@ -362,6 +362,15 @@ impl UwsgiKeys {
             if s.target.is_datagram() || s.target.is_rlogd() {
                 s.framing = Framing::None;
             }
+            if s.framing == Framing::Newline {
+                if let Some(enc) = s.chain.binary_encoder() {
+                    return Err(format!(
+                        "{}: framing = newline cannot delimit {enc} records, which may hold \
+                         newline bytes themselves: use framing = octet",
+                        s.label()
+                    ));
+                }
+            }
             if s.limits.drop_limit == 0 {
                 return Err(format!(
                     "{}: invalid \"drop_limit\": it must be above 0",
@@ -481,6 +490,30 @@ mod tests {
         assert!(err("logger = socket:127.0.0.1:1\nssl = true").contains("use tls://"));
         // handle-wide framing is for streams: datagram loggers keep one record per datagram
         assert!(Config::parse("logger = socket:127.0.0.1:1\nframing = octet").is_ok());
+    }
+
+    #[test]
+    fn binary_records_are_refused_newline_framing() {
+        for enc in ["gzip", "compress", "msgpack msg"] {
+            let e = err(&format!(
+                "logger = tcp://127.0.0.1:9\nlog-encoder = {enc}\nlog-encoder = nl\nframing = newline"
+            ));
+            let name = enc.split(' ').next().unwrap();
+            assert!(
+                e.contains(&format!("framing = newline cannot delimit {name} records"))
+                    && e.ends_with("use framing = octet"),
+                "{e}"
+            );
+        }
+        // Per logger: only the logger whose chain is binary, and only on a stream.
+        let e = err("logger = z tcp://127.0.0.1:9\nlogger = t tcp://127.0.0.1:8\nlog-route = z .\n\
+                     log-route = t .\nlog-encoder = gzip:z\nz.framing = newline\nt.framing = newline");
+        assert!(e.starts_with("logger \"z\": framing = newline"), "{e}");
+        set(
+            "logger = z tcp://127.0.0.1:9\nlogger = t tcp://127.0.0.1:8\nlog-route = z .\n\
+             log-route = t .\nlog-encoder = gzip:z\nz.framing = octet\nt.framing = newline",
+        );
+        set("logger = socket:127.0.0.1:9\nlog-encoder = gzip\nframing = newline");
     }
 
     #[test]

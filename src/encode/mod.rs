@@ -227,6 +227,17 @@ impl Chain {
         }
     }
 
+    /// The first encoder in the chain whose records are binary and may hold any byte, newline
+    /// included (`gzip`, `compress`, `msgpack`): such records need octet framing on a stream.
+    pub fn binary_encoder(&self) -> Option<&'static str> {
+        self.encoders.iter().find_map(|e| match e {
+            Encoder::Gzip => Some("gzip"),
+            Encoder::Compress => Some("compress"),
+            Encoder::Msgpack(_) => Some("msgpack"),
+            _ => None,
+        })
+    }
+
     pub fn is_empty(&self) -> bool {
         self.encoders.is_empty()
     }
