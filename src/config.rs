@@ -286,6 +286,11 @@ impl Config {
                 "max_buffer_reuse" => limits.max_buffer_reuse = whole(e)?,
                 "periodic_flush" => {
                     let secs = decimal(e)?;
+                    // A shorter period would have the worker spin (at 1e-12 it is zero: a
+                    // flush "due" at every look, 100 % of a core while idle).
+                    if secs > 0.0 && secs < 0.001 {
+                        return Err(invalid(e, "0 (off) or a number of seconds >= 0.001"));
+                    }
                     limits.periodic_flush = (secs > 0.0).then(|| Duration::from_secs_f64(secs));
                 }
                 "ssl" => ssl = boolean(e)?,
@@ -556,6 +561,16 @@ mod tests {
         assert_eq!(c.limits.flush_limit, 10);
         assert_eq!(c.limits.drop_limit, 20);
         assert_eq!(c.limits.periodic_flush, Some(Duration::from_millis(500)));
+        for tiny in ["1e-12", "0.0009"] {
+            assert_eq!(
+                err(&format!("path=/x\nperiodic_flush={tiny}")),
+                format!("invalid \"periodic_flush\" at line 2: expected 0 (off) or a number of seconds >= 0.001, got \"{tiny}\"")
+            );
+        }
+        let c = Config::parse("path=/x\nperiodic_flush=0.001").unwrap();
+        assert_eq!(c.limits.periodic_flush, Some(Duration::from_millis(1)));
+        let c = Config::parse("path=/x\nperiodic_flush=0").unwrap();
+        assert_eq!(c.limits.periodic_flush, None);
     }
 
     #[test]
