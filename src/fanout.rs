@@ -252,13 +252,17 @@ impl SinkRt {
                         }
                         Err(e) => {
                             self.settle_first(e.delivered, true, ledger, round);
-                            if e.error.raw_os_error() == Some(libc::EMSGSIZE) {
-                                // This record can never be sent as one datagram.
+                            if e.record_unsendable() {
+                                // This record can never be sent on this target.
                                 let len = self.pending.record(0).bytes.len();
-                                round.error = Some(format!(
-                                    "{}: log record of {len} bytes is too large for one datagram: not sent",
-                                    spec.label()
-                                ));
+                                let why = if e.error.raw_os_error() == Some(libc::EMSGSIZE) {
+                                    format!(
+                                        "log record of {len} bytes is too large for one datagram"
+                                    )
+                                } else {
+                                    e.error.to_string()
+                                };
+                                round.error = Some(format!("{}: {why}: not sent", spec.label()));
                                 self.settle_first(1, false, ledger, round);
                                 continue;
                             }

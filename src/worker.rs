@@ -151,10 +151,11 @@ impl<'a> Sink<'a> {
         self.drop_unsendable(batch, &mut out);
         let limits = &self.config().limits;
         let total = batch.tally();
+        let mut unsendable = 0u64;
         let mut tries = 0;
         loop {
             if batch.is_empty() {
-                out.result = total.bytes as i64;
+                out.result = (total.bytes - unsendable) as i64;
                 return out;
             }
             let failure = match self.connect(&mut out) {
@@ -173,6 +174,15 @@ impl<'a> Sink<'a> {
                         Err(e) => {
                             out.sent.add(batch.tally_of_first(e.delivered));
                             batch.consume(e.delivered);
+                            if e.record_unsendable() && !batch.is_empty() {
+                                // Retrying it would hold up everything behind it for good.
+                                let t = batch.tally_of_first(1);
+                                out.lost.add(t);
+                                unsendable += t.bytes;
+                                out.error = Some(format!("{}: not sent", e.error));
+                                batch.consume(1);
+                                continue;
+                            }
                             self.conn = None;
                             reason(&e.error)
                         }

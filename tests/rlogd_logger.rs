@@ -410,3 +410,70 @@ fn a_lost_ack_makes_the_sink_resend_and_rlogd_drops_the_copy() {
         assert_eq!(*got, want, "each logger's copies, once each, in order");
     }
 }
+
+/// A record larger than the frame limit rlogd announces (`--max-frame`) can never be carried:
+/// it is counted lost with an error naming it, and the records before and after it are stored
+/// — on the `logger = rlogd://` path and on `sock_type = rlogd` alike. (Retried, it held up
+/// everything behind it for good.)
+#[test]
+fn a_record_over_rlogds_frame_limit_is_lost_alone_not_retried_forever() {
+    let dir = TempDir::new("rl-maxframe");
+    let data = dir.join("data");
+    let mut d = Proc::serve(
+        &data,
+        &["--listen", "rlogd://127.0.0.1:0", "--max-frame", "100000"],
+        dir.join("log"),
+    );
+    let addr = d.bound("rlogd");
+    let (host, port) = addr.rsplit_once(':').unwrap();
+    let big = vec![b'y'; 150_000];
+    for (i, text) in [
+        format!("logger = rlogd://{addr}"),
+        format!("host = {host}\nport = {port}\nsock_type = rlogd"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let lg = Logger::start(Config::parse(&format!("{text}\ndrop_limit = 1000000")).unwrap())
+            .unwrap();
+        let before = format!("before {i}");
+        let after = format!("after {i}");
+        lg.log(before.as_bytes());
+        lg.log(&big);
+        lg.log(after.as_bytes());
+        assert!(lg.flush() > 0, "{text}");
+        let err = lg.take_error().expect("an error names the record");
+        assert!(
+            err.as_str()
+                .contains("a message of 150000 bytes exceeds rlogd's frame limit")
+                && err.as_str().ends_with("not sent"),
+            "{text}: {}",
+            err.as_str()
+        );
+        // The logger goes on: a later message is delivered too.
+        let later = format!("later {i}");
+        lg.log(later.as_bytes());
+        assert!(lg.flush() > 0, "{text}");
+        let s = lg.stats();
+        assert_eq!(
+            (s.logged, s.sent, s.lost, s.buffered),
+            (4, 3, 1, 0),
+            "{text}: {s:?}"
+        );
+        assert_identity(&s);
+        assert!(!lg.close(Duration::from_secs(2)), "one record was lost");
+        let stored: Vec<Vec<u8>> = payloads(&data);
+        for m in [&before, &after, &later] {
+            assert_eq!(
+                stored
+                    .iter()
+                    .filter(|p| p.as_slice() == m.as_bytes())
+                    .count(),
+                1,
+                "{text}: {m}"
+            );
+        }
+        assert!(stored.iter().all(|p| p.len() < 150_000));
+    }
+    d.term();
+}

@@ -23,6 +23,17 @@ pub struct SendError {
     pub error: io::Error,
 }
 
+impl SendError {
+    /// The record just past the `delivered` ones can never be carried by this connection: too
+    /// large for one datagram (`EMSGSIZE`), or for the collector's frame limit (rlogd's, learned
+    /// at connect; `InvalidInput`). The caller counts it lost and sends the rest: retrying
+    /// it would hold up every record behind it for good.
+    pub fn record_unsendable(&self) -> bool {
+        self.error.raw_os_error() == Some(libc::EMSGSIZE)
+            || self.error.kind() == io::ErrorKind::InvalidInput
+    }
+}
+
 /// A connected sink.
 pub trait Transport: Send {
     /// Delivers every record of `batch`, in order.

@@ -275,7 +275,19 @@ impl Transport for Rlogd {
         };
         while sent < batch.len() || !window.is_empty() {
             if sent < batch.len() && window.len() < WINDOW {
-                let end = self.encode(batch, sent).map_err(|e| fail(acked, e))?;
+                let end = match self.encode(batch, sent) {
+                    Ok(end) => end,
+                    Err(e) => {
+                        // Record `sent` exceeds this server's frame limit. What is in flight
+                        // is acknowledged first, so the caller knows exactly which record it
+                        // gives up on (see `SendError::record_unsendable`).
+                        while let Some((end, next_seq)) = window.pop_front() {
+                            self.read_ack(next_seq).map_err(|e| fail(acked, e))?;
+                            acked = end;
+                        }
+                        return Err(fail(acked, e));
+                    }
+                };
                 self.stream
                     .write_all(&self.out)
                     .map_err(|e| fail(acked, e))?;
