@@ -25,14 +25,30 @@ pub struct SendError {
 
 impl SendError {
     /// The record just past the `delivered` ones can never be carried by this connection: too
-    /// large for one datagram (`EMSGSIZE`), or for the collector's frame limit (rlogd's, learned
-    /// at connect; `InvalidInput`). The caller counts it lost and sends the rest: retrying
-    /// it would hold up every record behind it for good.
+    /// large for one datagram (`EMSGSIZE`), or for the collector's frame limit
+    /// ([`RecordTooLarge`]). The caller counts it lost and sends the rest: retrying it would
+    /// hold up every record behind it for good.
     pub fn record_unsendable(&self) -> bool {
         self.error.raw_os_error() == Some(libc::EMSGSIZE)
-            || self.error.kind() == io::ErrorKind::InvalidInput
+            || self
+                .error
+                .get_ref()
+                .is_some_and(|e| e.is::<RecordTooLarge>())
     }
 }
+
+/// A transport's own "this record can never fit" (rlogd's frame limit), told apart from any
+/// system error of the same kind.
+#[derive(Debug)]
+pub struct RecordTooLarge(pub String);
+
+impl std::fmt::Display for RecordTooLarge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for RecordTooLarge {}
 
 /// A connected sink.
 pub trait Transport: Send {

@@ -194,10 +194,10 @@ impl Rlogd {
             {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidInput,
-                    format!(
+                    super::RecordTooLarge(format!(
                         "a message of {} bytes exceeds rlogd's frame limit",
                         r.bytes.len()
-                    ),
+                    )),
                 ));
             }
             frame::batch_record(
