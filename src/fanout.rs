@@ -251,6 +251,7 @@ impl SinkRt {
                             continue;
                         }
                         Err(e) => {
+                            let resumable = conn.resumable();
                             self.settle_first(e.delivered, true, ledger, round);
                             if e.record_unsendable() {
                                 // This record can never be sent on this target.
@@ -266,7 +267,9 @@ impl SinkRt {
                                 self.settle_first(1, false, ledger, round);
                                 continue;
                             }
-                            self.conn = None;
+                            if !resumable {
+                                self.conn = None;
+                            }
                             format!(
                                 "{}: try to send log messages to the log server failed after {} retries: {}",
                                 spec.label(),

@@ -172,6 +172,7 @@ impl<'a> Sink<'a> {
                             continue;
                         }
                         Err(e) => {
+                            let resumable = conn.resumable();
                             out.sent.add(batch.tally_of_first(e.delivered));
                             batch.consume(e.delivered);
                             if e.record_unsendable() && !batch.is_empty() {
@@ -183,7 +184,9 @@ impl<'a> Sink<'a> {
                                 batch.consume(1);
                                 continue;
                             }
-                            self.conn = None;
+                            if !resumable {
+                                self.conn = None;
+                            }
                             reason(&e.error)
                         }
                     }

@@ -326,3 +326,72 @@ fn a_unix_datagram_receiver_that_never_reads_makes_flush_and_close_return() {
     drop(rx);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A collector that stalls makes a send time out part-way through a record. The connection is
+/// kept and the next send goes on from that byte, so the collector reads every record whole and
+/// once, on one connection. (Dropping it left the record's first part on the old connection and
+/// sent it whole on a new one: a fragment, then the record.)
+#[test]
+fn a_send_that_times_out_mid_record_resumes_on_the_same_connection() {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let reader = thread::spawn(move || {
+        let mut got = Vec::new();
+        let mut conns = 0;
+        l.set_nonblocking(true).unwrap();
+        let mut streams = Vec::new();
+        // Accept for as long as the test runs; read nothing until told to.
+        while rx.try_recv().is_err() {
+            if let Ok((s, _)) = l.accept() {
+                conns += 1;
+                streams.push(s);
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+        for mut s in streams {
+            s.set_nonblocking(false).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut part = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut s, &mut part);
+            got.extend_from_slice(&part);
+        }
+        (conns, got)
+    });
+    let lg = logger(&format!(
+        "host = 127.0.0.1\nport = {port}\nframing = newline\ntimeout = 100\nmax_retry_times = 0\n\
+         retry_interval = 20\ndrop_limit = 30000000\nflush_limit = 20000000"
+    ));
+    const N: usize = 6000;
+    let msg = |i: usize| format!("{i:05}:{}", "x".repeat(994));
+    for i in 0..N {
+        assert!(matches!(lg.log(msg(i).as_bytes()), Logged::Buffered(_)));
+    }
+    // The collector reads nothing yet: the send fills the socket buffers and times out.
+    assert_eq!(lg.flush(), -1);
+    let s = lg.stats();
+    assert!(s.sent < N as u64, "{s:?}");
+    assert_identity(&s);
+    // Now it reads (once the logger closes, to the end of the stream).
+    let closer = {
+        let lg = lg.clone();
+        thread::spawn(move || lg.close(Duration::from_secs(20)))
+    };
+    thread::sleep(Duration::from_millis(200));
+    tx.send(()).unwrap();
+    assert!(closer.join().unwrap(), "everything delivered");
+    let (conns, got) = reader.join().unwrap();
+    let s = lg.stats();
+    assert_eq!((s.logged, s.sent, s.lost), (N as u64, N as u64, 0), "{s:?}");
+    assert_identity(&s);
+    assert_eq!(s.connects, 1, "the timed-out connection was kept");
+    assert_eq!(conns, 1);
+    let lines: Vec<&[u8]> = got
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    assert_eq!(lines.len(), N, "no fragment, no duplicate");
+    for (i, l) in lines.iter().enumerate() {
+        assert_eq!(*l, msg(i).as_bytes(), "record {i}");
+    }
+}

@@ -59,6 +59,15 @@ pub trait Transport: Send {
     /// before a connection is reused, so a collector that closed an idle connection does not
     /// swallow the next batch.
     fn is_alive(&mut self) -> bool;
+
+    /// After a failed `send`: whether the next `send` on this connection, given the same batch
+    /// less the records reported delivered, continues exactly where this one stopped. A stream
+    /// whose send timed out part-way through a record says so: closing it would leave that
+    /// record's first part on the old connection and send it whole on a new one, so the
+    /// collector would read a fragment and then the record.
+    fn resumable(&self) -> bool {
+        false
+    }
 }
 
 /// The largest record the endpoint can carry, if it has a limit, and how to name that limit in
