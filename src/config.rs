@@ -503,13 +503,14 @@ pub(crate) fn millis(e: &Entry) -> Result<Duration, String> {
 /// the kernel's resolution — a shorter one would round to zero, which the kernel takes as no
 /// timeout at all.
 pub(crate) fn timeout(e: &Entry) -> Result<Duration, String> {
-    let t = millis(e)?;
-    if t.is_zero() && e.value.parse::<f64>() == Ok(0.0) {
+    let ms = decimal(e)?;
+    if ms == 0.0 {
         return Err(format!(
             "invalid \"{}\" at line {}: it must be above 0 ms",
             e.key, e.line
         ));
     }
+    let t = Duration::from_secs_f64(ms / 1000.0);
     if t < Duration::from_micros(1) {
         return Err(invalid(
             e,

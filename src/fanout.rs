@@ -253,16 +253,7 @@ impl SinkRt {
                         Err(e) => {
                             let resumable = conn.resumable();
                             self.settle_first(e.delivered, true, ledger, round);
-                            if e.record_unsendable() {
-                                // This record can never be sent on this target.
-                                let len = self.pending.record(0).bytes.len();
-                                let why = if e.error.raw_os_error() == Some(libc::EMSGSIZE) {
-                                    format!(
-                                        "log record of {len} bytes is too large for one datagram"
-                                    )
-                                } else {
-                                    e.error.to_string()
-                                };
+                            if let Some(why) = e.unsendable(&self.pending) {
                                 round.error = Some(format!("{}: {why}: not sent", spec.label()));
                                 self.settle_first(1, false, ledger, round);
                                 continue;

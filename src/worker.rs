@@ -175,12 +175,11 @@ impl<'a> Sink<'a> {
                             let resumable = conn.resumable();
                             out.sent.add(batch.tally_of_first(e.delivered));
                             batch.consume(e.delivered);
-                            if e.record_unsendable() && !batch.is_empty() {
-                                // Retrying it would hold up everything behind it for good.
+                            if let Some(why) = e.unsendable(batch) {
                                 let t = batch.tally_of_first(1);
                                 out.lost.add(t);
                                 unsendable += t.bytes;
-                                out.error = Some(format!("{}: not sent", e.error));
+                                out.error = Some(format!("{why}: not sent"));
                                 batch.consume(1);
                                 continue;
                             }

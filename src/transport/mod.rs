@@ -24,16 +24,24 @@ pub struct SendError {
 }
 
 impl SendError {
-    /// The record just past the `delivered` ones can never be carried by this connection: too
-    /// large for one datagram (`EMSGSIZE`), or for the collector's frame limit
-    /// ([`RecordTooLarge`]). The caller counts it lost and sends the rest: retrying it would
-    /// hold up every record behind it for good.
-    pub fn record_unsendable(&self) -> bool {
-        self.error.raw_os_error() == Some(libc::EMSGSIZE)
-            || self
-                .error
-                .get_ref()
-                .is_some_and(|e| e.is::<RecordTooLarge>())
+    /// Why the first record of `rest` (the batch less the `delivered` records) can never be
+    /// carried by this connection, if that is what failed: too large for one datagram
+    /// (`EMSGSIZE`), or for the collector's frame limit ([`RecordTooLarge`]). The caller counts
+    /// it lost and sends the rest: retrying it would hold up every record behind it for good.
+    pub fn unsendable(&self, rest: &Buffer) -> Option<String> {
+        if rest.is_empty() {
+            return None;
+        }
+        if self.error.raw_os_error() == Some(libc::EMSGSIZE) {
+            return Some(format!(
+                "log record of {} bytes is too large for one datagram",
+                rest.record(0).bytes.len()
+            ));
+        }
+        self.error
+            .get_ref()
+            .filter(|e| e.is::<RecordTooLarge>())
+            .map(|e| e.to_string())
     }
 }
 
