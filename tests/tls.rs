@@ -199,3 +199,94 @@ fn bad_ca_files_are_init_errors() {
         "{e}"
     );
 }
+
+/// A TLS collector that completes the handshake and then reads nothing makes a send time out
+/// part-way, with rustls holding records that are partly written. The connection is kept and
+/// the next send pushes those first and goes on from the exact byte, so the collector decrypts
+/// every line whole and once, on one connection. (Dropping it left a fragment of a line on the
+/// old connection and sent the line whole again on a new one.)
+#[test]
+fn a_tls_send_that_times_out_resumes_on_the_same_connection() {
+    let p = pki(&["localhost"]);
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = Arc::new(
+        rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![p.cert.clone()], p.key.clone_key())
+            .unwrap(),
+    );
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let reader = thread::spawn(move || {
+        l.set_nonblocking(true).unwrap();
+        let mut sessions = Vec::new();
+        // Complete each handshake, then read nothing until told to.
+        while rx.try_recv().is_err() {
+            if let Ok((mut s, _)) = l.accept() {
+                s.set_nonblocking(false).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                let mut conn = rustls::ServerConnection::new(config.clone()).unwrap();
+                while conn.is_handshaking() {
+                    if conn.complete_io(&mut s).is_err() {
+                        break;
+                    }
+                }
+                let _ = conn.complete_io(&mut s);
+                sessions.push((conn, s));
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+        let mut got = Vec::new();
+        let conns = sessions.len();
+        for (conn, s) in sessions {
+            let mut tls = rustls::StreamOwned::new(conn, s);
+            let mut buf = [0u8; 16384];
+            loop {
+                match tls.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(k) => got.extend_from_slice(&buf[..k]),
+                }
+            }
+        }
+        (conns, got)
+    });
+    let lg = Logger::start(
+        Config::parse(&format!(
+            "host = 127.0.0.1\nport = {port}\nssl = true\nssl_verify = false\ntimeout = 100\n\
+             max_retry_times = 0\nretry_interval = 20\ndrop_limit = 30000000\nflush_limit = 20000000"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    const N: usize = 6000;
+    let msg = |i: usize| format!("{i:05}:{}\n", "x".repeat(993));
+    for i in 0..N {
+        lg.log(msg(i).as_bytes());
+    }
+    // The collector reads nothing yet: the send fills the socket buffers and times out.
+    assert_eq!(lg.flush(), -1);
+    let s = lg.stats();
+    assert!(s.sent < N as u64, "{s:?}");
+    assert_identity(&s);
+    let closer = {
+        let lg = lg.clone();
+        thread::spawn(move || lg.close(Duration::from_secs(20)))
+    };
+    thread::sleep(Duration::from_millis(200));
+    tx.send(()).unwrap();
+    assert!(closer.join().unwrap(), "everything delivered");
+    let (conns, got) = reader.join().unwrap();
+    let s = lg.stats();
+    assert_eq!((s.logged, s.sent, s.lost), (N as u64, N as u64, 0), "{s:?}");
+    assert_identity(&s);
+    assert_eq!(s.connects, 1, "the timed-out connection was kept");
+    assert_eq!(conns, 1);
+    let lines: Vec<&[u8]> = got.split_inclusive(|&b| b == b'\n').collect();
+    assert_eq!(lines.len(), N, "no fragment, no duplicate");
+    for (i, l) in lines.iter().enumerate() {
+        assert_eq!(*l, msg(i).as_bytes(), "record {i}");
+    }
+}

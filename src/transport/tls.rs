@@ -146,6 +146,13 @@ impl ServerCertVerifier for NoVerify {
 pub struct Tls {
     conn: ClientConnection,
     sock: NoSigPipe,
+    /// Plaintext at the start of the next batch that a send which timed out had already handed
+    /// to rustls: it is sealed into records bound to this connection (some perhaps partly
+    /// written), so the next send pushes those and goes on after it (see
+    /// `Transport::resumable`).
+    accepted: usize,
+    /// The last send failed with a timeout: the session is sound, only slow.
+    timed_out: bool,
 }
 
 /// Plaintext handed to rustls per write before its records are pushed to the socket, so that
@@ -162,6 +169,8 @@ impl Tls {
         let mut tls = Tls {
             conn,
             sock: NoSigPipe(sock),
+            accepted: 0,
+            timed_out: false,
         };
         while tls.conn.is_handshaking() {
             tls.conn
@@ -184,39 +193,74 @@ impl Tls {
         Ok(tls)
     }
 
-    /// Pushes every pending TLS record to the socket.
+    /// Pushes every pending TLS record to the socket. rustls keeps what a failed or partial
+    /// write left, so calling this again continues from the exact byte.
     fn push(&mut self) -> io::Result<()> {
         while self.conn.wants_write() {
-            self.conn.write_tls(&mut self.sock)?;
+            match self.conn.write_tls(&mut self.sock) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
         }
         Ok(())
+    }
+
+    /// Seals `data[*accepted..]` into TLS records a chunk at a time and pushes each chunk's
+    /// records to the socket. `pushed` ends at the last plaintext byte whose records have all
+    /// reached the socket; `accepted` at the last byte rustls has taken.
+    fn write_all(
+        &mut self,
+        data: &[u8],
+        accepted: &mut usize,
+        pushed: &mut usize,
+    ) -> io::Result<()> {
+        loop {
+            // First what an earlier send or chunk left sealed but unwritten.
+            self.push()?;
+            *pushed = *accepted;
+            if *accepted == data.len() {
+                return Ok(());
+            }
+            let end = (*accepted + CHUNK).min(data.len());
+            match self.conn.writer().write(&data[*accepted..end]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => *accepted += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
     }
 }
 
 impl Transport for Tls {
     fn send(&mut self, batch: &Buffer) -> Result<(), SendError> {
         let data = batch.data();
-        // `pushed`: plaintext bytes whose TLS records are written to the socket.
+        let mut accepted = self.accepted.min(data.len());
         let mut pushed = 0;
-        while pushed < data.len() {
-            let end = (pushed + CHUNK).min(data.len());
-            let r = self
-                .conn
-                .writer()
-                .write(&data[pushed..end])
-                .and_then(|n| self.push().map(|()| n));
-            match r {
-                Ok(n) => pushed += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(error) => {
-                    return Err(SendError {
-                        delivered: batch.whole_records_within(pushed),
-                        error,
-                    })
-                }
+        match self.write_all(data, &mut accepted, &mut pushed) {
+            Ok(()) => {
+                self.accepted = 0;
+                self.timed_out = false;
+                Ok(())
+            }
+            Err(error) => {
+                // Records count as delivered once their bytes are on the socket, as with a
+                // plain stream; what rustls holds beyond that is skipped by the next send.
+                let delivered = batch.whole_records_within(pushed);
+                self.accepted = accepted - batch.tally_of_first(delivered).bytes as usize;
+                self.timed_out = matches!(
+                    error.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                );
+                Err(SendError { delivered, error })
             }
         }
-        Ok(())
+    }
+
+    fn resumable(&self) -> bool {
+        self.timed_out
     }
 
     fn is_alive(&mut self) -> bool {
