@@ -258,6 +258,9 @@ impl SinkRt {
                                 self.settle_first(1, false, ledger, round);
                                 continue;
                             }
+                            if let Some(notice) = e.refused_earlier() {
+                                round.error = Some(format!("{}: {notice}", spec.label()));
+                            }
                             if !resumable {
                                 self.conn = None;
                             }

@@ -183,6 +183,9 @@ impl<'a> Sink<'a> {
                                 batch.consume(1);
                                 continue;
                             }
+                            if let Some(notice) = e.refused_earlier() {
+                                out.error = Some(notice);
+                            }
                             if !resumable {
                                 self.conn = None;
                             }

@@ -511,3 +511,29 @@ fn a_record_too_large_for_a_unix_datagram_is_lost_and_the_rest_delivered() {
         .contains("too large for one datagram"));
     lg.close(Duration::from_secs(1));
 }
+
+/// A uWSGI-style `socket:` logger whose UDP port has no receiver: the refusal of a datagram
+/// already counted sent is reported, named by the logger, rather than kept quiet.
+#[test]
+fn a_socket_logger_reports_a_refused_datagram() {
+    let port = udp().local_addr().unwrap().port();
+    let lg = logger(&format!(
+        "logger = socket:127.0.0.1:{port}\nretry_interval = 1\nflush_limit = 100000"
+    ));
+    lg.log(b"first\n");
+    assert_eq!(lg.flush(), 6);
+    assert!(lg.take_error().is_none());
+    std::thread::sleep(Duration::from_millis(50));
+    lg.log(b"second\n");
+    lg.flush();
+    let err = lg.take_error().expect("the refusal is reported");
+    assert!(
+        err.as_str()
+            .contains("a UDP datagram counted sent was refused by 127.0.0.1:"),
+        "{}",
+        err.as_str()
+    );
+    let s = wait_drained(&lg);
+    assert_eq!(s.sent, 2, "{s:?}");
+    identity(&s);
+}

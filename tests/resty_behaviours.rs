@@ -154,6 +154,39 @@ fn udp_message_too_large_is_lost_and_counted_never_truncated() {
         .contains("larger than the largest UDP datagram"));
 }
 
+/// With nothing listening on a UDP port, the kernel learns (ICMP port unreachable) that a
+/// datagram already counted sent went nowhere, and says so on the next send. The retry delivers
+/// the current message to the kernel again, but the refusal is not kept quiet: the next `log()`
+/// or `flush()` error says what happened.
+#[test]
+fn a_udp_datagram_refused_after_it_was_sent_is_reported() {
+    let port = {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.local_addr().unwrap().port()
+    };
+    let lg = logger(&format!(
+        "host = 127.0.0.1\nport = {port}\nsock_type = udp\nflush_limit = 100000\nretry_interval = 1"
+    ));
+    lg.log(b"first");
+    assert_eq!(lg.flush(), 5);
+    assert!(lg.take_error().is_none());
+    // Loopback answers at once; give the ICMP error a moment to be queued on the socket.
+    thread::sleep(Duration::from_millis(50));
+    lg.log(b"second");
+    assert_eq!(lg.flush(), 6);
+    let err = lg.take_error().expect("the refusal is reported");
+    assert_eq!(
+        err.as_str(),
+        format!(
+            "a UDP datagram counted sent was refused by 127.0.0.1:{port}: connection refused \
+             (is anything receiving there?)"
+        )
+    );
+    let s = lg.stats();
+    assert_eq!((s.sent, s.retries), (2, 1), "{s:?}");
+    assert_identity(&s);
+}
+
 #[test]
 fn unix_socket() {
     let dir = temp_dir("unix");

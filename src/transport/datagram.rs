@@ -19,7 +19,29 @@ pub const MAX_DATAGRAM: usize = 65507;
 /// unreachable, or no socket at the path) as an error on a later send.
 pub struct Datagram {
     sock: Socket,
+    /// `host:port` of a UDP peer, to name it when it refused an earlier datagram.
+    udp_peer: Option<String>,
 }
+
+/// A UDP send's `ECONNREFUSED`. It is about an *earlier* datagram: the kernel learnt from an
+/// ICMP port unreachable that it reached no receiver, after it was handed over and counted sent.
+/// The datagram being sent was not sent (the failed call only reported the old error), so it
+/// is retried as usual; the refusal itself is reported, since that earlier loss cannot be
+/// counted (not every refusal comes back, and none says which datagram it was about).
+#[derive(Debug)]
+pub struct RefusedEarlier(pub String);
+
+impl std::fmt::Display for RefusedEarlier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "a UDP datagram counted sent was refused by {}: connection refused (is anything receiving there?)",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for RefusedEarlier {}
 
 /// Connects a UDP socket to `host:port` (the first address it resolves to); each send waits at
 /// most `timeout` for room in the socket's buffer.
@@ -30,7 +52,10 @@ pub fn udp(host: &str, port: u16, timeout: Duration) -> io::Result<Datagram> {
     let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     sock.connect(&addr.into())?;
     sock.set_write_timeout(Some(timeout))?;
-    Ok(Datagram { sock })
+    Ok(Datagram {
+        sock,
+        udp_peer: Some(addr.to_string()),
+    })
 }
 
 /// Connects a unix datagram socket to `path`; each send waits at most `timeout` for room. A
@@ -42,7 +67,10 @@ pub fn unix(path: &str, timeout: Duration) -> io::Result<Datagram> {
     let sock = Socket::new(Domain::UNIX, Type::DGRAM, None)?;
     sock.connect(&SockAddr::unix(path)?)?;
     sock.set_write_timeout(Some(timeout))?;
-    Ok(Datagram { sock })
+    Ok(Datagram {
+        sock,
+        udp_peer: None,
+    })
 }
 
 impl Transport for Datagram {
@@ -53,10 +81,16 @@ impl Transport for Datagram {
                     Ok(_) => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(error) => {
+                        let error = match &self.udp_peer {
+                            Some(peer) if error.kind() == io::ErrorKind::ConnectionRefused => {
+                                io::Error::new(error.kind(), RefusedEarlier(peer.clone()))
+                            }
+                            _ => error,
+                        };
                         return Err(SendError {
                             delivered: i,
                             error,
-                        })
+                        });
                     }
                 }
             }

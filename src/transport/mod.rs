@@ -43,6 +43,15 @@ impl SendError {
             .filter(|e| e.is::<RecordTooLarge>())
             .map(|e| e.to_string())
     }
+
+    /// What to report even if a retry then succeeds: a UDP peer refused a datagram already
+    /// counted sent ([`datagram::RefusedEarlier`]).
+    pub fn refused_earlier(&self) -> Option<String> {
+        self.error
+            .get_ref()
+            .filter(|e| e.is::<datagram::RefusedEarlier>())
+            .map(|e| e.to_string())
+    }
 }
 
 /// A transport's own "this record can never fit" (rlogd's frame limit), told apart from any
