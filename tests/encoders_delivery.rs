@@ -265,10 +265,7 @@ fn newline_framing_and_unix_datagrams() {
 #[test]
 fn a_dead_logger_does_not_hold_up_a_live_one_and_its_loss_is_counted() {
     let live = udp();
-    let dead_port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let (dead_port, _held) = refusing_port();
     let lg = logger(&format!(
         "logger = socket:127.0.0.1:{}\nlogger = down tcp://127.0.0.1:{dead_port}\n\
          log-route = down DOWN\nlog-route = down .\n\
@@ -298,10 +295,7 @@ fn a_dead_logger_does_not_hold_up_a_live_one_and_its_loss_is_counted() {
 #[test]
 fn a_per_logger_drop_limit_bounds_what_a_dead_logger_holds() {
     let live = udp();
-    let dead_port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let (dead_port, _held) = refusing_port();
     let lg = logger(&format!(
         "logger = socket:127.0.0.1:{}\nlogger = down tcp://127.0.0.1:{dead_port}\nlog-route = down ^D\n\
          down.max_retry_times = 0\ndown.drop_limit = 25",
@@ -427,10 +421,7 @@ fn the_default_logger_keys_and_logger_lines_together() {
 #[test]
 fn what_a_dead_logger_holds_does_not_count_against_the_handles_drop_limit() {
     let live = udp();
-    let dead_port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let (dead_port, _held) = refusing_port();
     let lg = logger(&format!(
         "logger = socket:127.0.0.1:{}\nlogger = down tcp://127.0.0.1:{dead_port}\n\
          log-route = down .\nlog-route = up .\nlogger = up socket:127.0.0.1:{}\n\

@@ -205,7 +205,7 @@ fn two_hundred_thousand_in_order_through_one_connection() {
 
 #[test]
 fn drop_limit_bounds_memory_while_the_collector_is_down_and_counts_drops() {
-    let port = free_port();
+    let (port, held) = refusing_port();
     let lg = logger(&tcp_config(
         port,
         "flush_limit = 100\ndrop_limit = 1000\nmax_retry_times = 0\nretry_interval = 1000",
@@ -225,6 +225,7 @@ fn drop_limit_bounds_memory_while_the_collector_is_down_and_counts_drops() {
     assert!(s.dropped > 0);
     assert_identity(&s);
     // Everything accepted is still delivered once the collector comes.
+    drop(held);
     let c = Collector::tcp_at(format!("127.0.0.1:{port}").parse().unwrap());
     // The worker's own retry (after its backoff) may have delivered everything already, in
     // which case flush finds nothing to send.
@@ -264,7 +265,7 @@ fn close_delivers_what_is_held_and_later_logs_are_refused() {
 
 #[test]
 fn close_with_the_collector_down_counts_the_loss() {
-    let port = free_port();
+    let (port, _held) = refusing_port();
     let lg = logger(&tcp_config(
         port,
         "flush_limit = 100000\ndrop_limit = 200000\nretry_interval = 10",

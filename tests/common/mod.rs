@@ -292,6 +292,18 @@ pub fn silent_listener() -> (SocketAddr, Arc<Mutex<Vec<TcpStream>>>) {
     (addr, held)
 }
 
+/// A port where connections are refused for as long as the returned socket lives: it is bound
+/// and never listens, so no other test or process can start listening there meanwhile (a port
+/// found free and released can be taken by a parallel test's collector).
+pub fn refusing_port() -> (u16, socket2::Socket) {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    s.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+        .unwrap();
+    let port = s.local_addr().unwrap().as_socket().unwrap().port();
+    (port, s)
+}
+
 /// A listener whose accept queue is full and never drained: connects to it time out.
 pub fn black_hole() -> (SocketAddr, Vec<socket2::Socket>) {
     use socket2::{Domain, Socket, Type};
