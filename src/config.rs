@@ -653,12 +653,13 @@ mod tests {
         let c = Config::parse("path=/x\ntimeout=0.25").unwrap();
         assert_eq!(c.limits.timeout, Duration::from_micros(250));
         // The per-logger override is checked the same way.
-        let e = err("logger = a tcp://127.0.0.1:1\na.timeout = 0.0009");
+        let e = err("logger = a tcp://127.0.0.1:1\nlog-route = a .\na.timeout = 0.0009");
         assert!(
-            e.starts_with("invalid \"a.timeout\" at line 2: expected a number of ms >= 0.001"),
+            e.starts_with("invalid \"a.timeout\" at line 3: expected a number of ms >= 0.001"),
             "{e}"
         );
-        let c = Config::parse("logger = a tcp://127.0.0.1:1\na.timeout = 0.001").unwrap();
+        let c = Config::parse("logger = a tcp://127.0.0.1:1\nlog-route = a .\na.timeout = 0.001")
+            .unwrap();
         assert_eq!(
             c.sinks.unwrap().sinks[0].limits.timeout,
             Duration::from_micros(1)

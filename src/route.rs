@@ -69,7 +69,8 @@ impl Router {
     /// Resolves `routes` against the sinks' names (`names[i]` is sink `i`'s name, `None` for an
     /// unnamed logger).
     ///
-    /// Errors: a route to a logger no `logger` line names (uWSGI skips such a route silently).
+    /// Errors: a route to a logger no `logger` line names (uWSGI skips such a route silently),
+    /// and a named logger no route sends to (uWSGI accepts it, and it never receives anything).
     pub fn new(routes: &[Route], names: &[Option<String>]) -> Result<Router, String> {
         let mut resolved = Vec::with_capacity(routes.len());
         for r in routes {
@@ -83,6 +84,18 @@ impl Router {
                 ));
             };
             resolved.push((r.regex.clone(), i));
+        }
+        if let Some(name) = names
+            .iter()
+            .enumerate()
+            .find(|(i, n)| n.is_some() && !resolved.iter().any(|(_, j)| j == i))
+            .and_then(|(_, n)| n.as_deref())
+        {
+            return Err(format!(
+                "logger \"{name}\" would never receive a message: named loggers receive only \
+                 through routes; add \"log-route = {name} REGEX\", or remove the name to make it a \
+                 default logger"
+            ));
         }
         Ok(Router {
             routes: resolved,
@@ -189,5 +202,15 @@ mod tests {
         let r = Route::parse("ghost x").unwrap();
         let e = Router::new(&[r], &[None]).unwrap_err();
         assert!(e.contains("unknown logger \"ghost\""), "{e}");
+        // A named logger no route sends to would never receive a message (uWSGI accepts it and
+        // leaves it silent).
+        let r = Route::parse("errors ERROR").unwrap();
+        let names = [None, Some("errors".into()), Some("audit".into())];
+        let e = Router::new(&[r], &names).unwrap_err();
+        assert_eq!(
+            e,
+            "logger \"audit\" would never receive a message: named loggers receive only through \
+             routes; add \"log-route = audit REGEX\", or remove the name to make it a default logger"
+        );
     }
 }

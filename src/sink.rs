@@ -522,7 +522,8 @@ mod tests {
             "host = 127.0.0.1\nport = 5170\nsock_type = rlogd\ntype = 3\ntoken = t0\n\
                      logger = rlogd://127.0.0.1:5171\nlogger = audit rlogd://127.0.0.1:5172\n\
                      audit.type = 9\naudit.compression = zlib\naudit.token = t1\n\
-                     logger = plain tcp://127.0.0.1:9\nframing = octet\nlog-encoder = prefix x",
+                     logger = plain tcp://127.0.0.1:9\nframing = octet\nlog-encoder = prefix x\n\
+                     log-route = audit ^A\nlog-route = plain ^P",
         );
         assert_eq!(s.sinks.len(), 4);
         assert!(s.needs_time() && s.needs_subsecond());
