@@ -54,6 +54,55 @@ impl SendError {
     }
 }
 
+/// Where a stream transport stopped in a batch, so that after a send timeout the next send on the
+/// same connection continues from the exact byte (see [`Transport::resumable`]).
+#[derive(Debug, Default)]
+pub struct Resume {
+    /// Bytes at the start of the next batch that the connection has already taken.
+    taken: usize,
+    /// The last send failed with a timeout: the connection is sound, only slow.
+    timed_out: bool,
+}
+
+impl Resume {
+    /// Where the next send of `batch` starts.
+    pub fn start(&self, batch: &Buffer) -> usize {
+        self.taken.min(batch.bytes())
+    }
+
+    /// Settles a send of `batch`: `written` bytes of it reached the socket and the connection
+    /// took `taken` (the same for a plain stream; for TLS, what rustls sealed, which may be more).
+    /// Records count as delivered once their bytes are on the socket; the next send skips the
+    /// rest of what was taken.
+    pub fn settle(
+        &mut self,
+        batch: &Buffer,
+        result: io::Result<()>,
+        written: usize,
+        taken: usize,
+    ) -> Result<(), SendError> {
+        match result {
+            Ok(()) => {
+                *self = Resume::default();
+                Ok(())
+            }
+            Err(error) => {
+                let delivered = batch.whole_records_within(written);
+                self.taken = taken - batch.tally_of_first(delivered).bytes as usize;
+                self.timed_out = matches!(
+                    error.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                );
+                Err(SendError { delivered, error })
+            }
+        }
+    }
+
+    pub fn resumable(&self) -> bool {
+        self.timed_out
+    }
+}
+
 /// A transport's own "this record can never fit" (rlogd's frame limit), told apart from any
 /// system error of the same kind.
 #[derive(Debug)]

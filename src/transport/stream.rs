@@ -3,24 +3,20 @@
 use std::io::{self, Write};
 
 use super::socket::{peek, NoSigPipe, Peek};
-use super::{SendError, Transport};
+use super::{Resume, SendError, Transport};
 use crate::buffer::Buffer;
 
 pub struct Stream {
     sock: NoSigPipe,
-    /// Bytes of the next batch's first record already written, by a send that timed out
-    /// part-way through it (see `Transport::resumable`).
-    partial: usize,
-    /// The last send failed with a timeout: the connection is sound, only slow.
-    timed_out: bool,
+    /// What a send that timed out part-way through a record had already written.
+    resume: Resume,
 }
 
 impl Stream {
     pub fn new(sock: socket2::Socket) -> Stream {
         Stream {
             sock: NoSigPipe(sock),
-            partial: 0,
-            timed_out: false,
+            resume: Resume::default(),
         }
     }
 }
@@ -41,27 +37,13 @@ pub fn write_counted(w: &mut impl Write, data: &[u8], written: &mut usize) -> io
 
 impl Transport for Stream {
     fn send(&mut self, batch: &Buffer) -> Result<(), SendError> {
-        let mut written = self.partial.min(batch.bytes());
-        match write_counted(&mut self.sock, batch.data(), &mut written) {
-            Ok(()) => {
-                self.partial = 0;
-                self.timed_out = false;
-                Ok(())
-            }
-            Err(error) => {
-                let delivered = batch.whole_records_within(written);
-                self.partial = written - batch.tally_of_first(delivered).bytes as usize;
-                self.timed_out = matches!(
-                    error.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                );
-                Err(SendError { delivered, error })
-            }
-        }
+        let mut written = self.resume.start(batch);
+        let result = write_counted(&mut self.sock, batch.data(), &mut written);
+        self.resume.settle(batch, result, written, written)
     }
 
     fn resumable(&self) -> bool {
-        self.timed_out
+        self.resume.resumable()
     }
 
     fn is_alive(&mut self) -> bool {

@@ -16,7 +16,7 @@ use rustls::{
 use socket2::Socket;
 
 use super::socket::{peek, NoSigPipe, Peek};
-use super::{SendError, Transport};
+use super::{Resume, SendError, Transport};
 use crate::buffer::Buffer;
 
 /// A ready client configuration and the name to verify.
@@ -146,13 +146,10 @@ impl ServerCertVerifier for NoVerify {
 pub struct Tls {
     conn: ClientConnection,
     sock: NoSigPipe,
-    /// Plaintext at the start of the next batch that a send which timed out had already handed
-    /// to rustls: it is sealed into records bound to this connection (some perhaps partly
-    /// written), so the next send pushes those and goes on after it (see
-    /// `Transport::resumable`).
-    accepted: usize,
-    /// The last send failed with a timeout: the session is sound, only slow.
-    timed_out: bool,
+    /// What a send that timed out had already handed to rustls: it is sealed into records bound
+    /// to this connection (some perhaps partly written), so the next send pushes those and goes
+    /// on after it.
+    resume: Resume,
 }
 
 /// Plaintext handed to rustls per write before its records are pushed to the socket, so that
@@ -169,8 +166,7 @@ impl Tls {
         let mut tls = Tls {
             conn,
             sock: NoSigPipe(sock),
-            accepted: 0,
-            timed_out: false,
+            resume: Resume::default(),
         };
         while tls.conn.is_handshaking() {
             tls.conn
@@ -236,31 +232,14 @@ impl Tls {
 
 impl Transport for Tls {
     fn send(&mut self, batch: &Buffer) -> Result<(), SendError> {
-        let data = batch.data();
-        let mut accepted = self.accepted.min(data.len());
+        let mut accepted = self.resume.start(batch);
         let mut pushed = 0;
-        match self.write_all(data, &mut accepted, &mut pushed) {
-            Ok(()) => {
-                self.accepted = 0;
-                self.timed_out = false;
-                Ok(())
-            }
-            Err(error) => {
-                // Records count as delivered once their bytes are on the socket, as with a
-                // plain stream; what rustls holds beyond that is skipped by the next send.
-                let delivered = batch.whole_records_within(pushed);
-                self.accepted = accepted - batch.tally_of_first(delivered).bytes as usize;
-                self.timed_out = matches!(
-                    error.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                );
-                Err(SendError { delivered, error })
-            }
-        }
+        let result = self.write_all(batch.data(), &mut accepted, &mut pushed);
+        self.resume.settle(batch, result, pushed, accepted)
     }
 
     fn resumable(&self) -> bool {
-        self.timed_out
+        self.resume.resumable()
     }
 
     fn is_alive(&mut self) -> bool {
