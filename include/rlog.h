@@ -127,8 +127,10 @@ extern void tzset(void);
  *
  * Returns 0 on success; -1 on error, with the message copied into `err` (at most `err_len - 1`
  * bytes and a NUL; `err` may be NULL). A failed call changes nothing: a logger already
- * installed stays. A successful re-init retires the old logger, which still delivers what it
- * held.
+ * installed stays. A re-init with the same config text keeps the installed logger. One with
+ * another config retires the old logger, which still delivers what it held within its
+ * `timeout`; its counters stay in `rlog_stats`, and what it could not deliver becomes the
+ * pending error.
  *
  * # Safety
  * `config` is NULL or a NUL-terminated string; `err` is NULL or valid for `err_len` bytes.

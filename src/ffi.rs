@@ -120,14 +120,22 @@ unsafe fn last_error_of(lg: &Logger, buf: *mut c_char, buf_len: usize) -> usize 
 /// # Safety
 /// `out` is NULL or valid for `out_size` bytes of writes.
 unsafe fn stats_of(lg: &Logger, out: *mut rlog_stats, out_size: usize) -> c_int {
+    // SAFETY: forwarded caller contract.
+    unsafe { copy_stats(&lg.stats(), out, out_size) }
+}
+
+/// Copies `s` into the caller's `out`, as much of it as `out_size` holds.
+///
+/// # Safety
+/// `out` is NULL or valid for `out_size` bytes of writes.
+unsafe fn copy_stats(s: &rlog_stats, out: *mut rlog_stats, out_size: usize) -> c_int {
     if out.is_null() {
         return -1;
     }
-    let s = lg.stats();
     let n = out_size.min(std::mem::size_of::<rlog_stats>());
     // SAFETY: `out` is valid for out_size >= n bytes; `s` is a live rlog_stats of >= n bytes.
     unsafe {
-        std::ptr::copy_nonoverlapping((&s as *const rlog_stats).cast::<u8>(), out.cast::<u8>(), n)
+        std::ptr::copy_nonoverlapping((s as *const rlog_stats).cast::<u8>(), out.cast::<u8>(), n)
     };
     0
 }
@@ -142,8 +150,10 @@ fn timeout_of(timeout_ms: c_int) -> Option<Duration> {
 ///
 /// Returns 0 on success; -1 on error, with the message copied into `err` (at most `err_len - 1`
 /// bytes and a NUL; `err` may be NULL). A failed call changes nothing: a logger already
-/// installed stays. A successful re-init retires the old logger, which still delivers what it
-/// held.
+/// installed stays. A re-init with the same config text keeps the installed logger. One with
+/// another config retires the old logger, which still delivers what it held within its
+/// `timeout`; its counters stay in `rlog_stats`, and what it could not deliver becomes the
+/// pending error.
 ///
 /// # Safety
 /// `config` is NULL or a NUL-terminated string; `err` is NULL or valid for `err_len` bytes.
@@ -274,9 +284,9 @@ pub unsafe extern "C" fn rlog_last_error(buf: *mut c_char, buf_len: usize) -> us
 /// `out` is NULL or valid for `out_size` bytes of writes.
 #[no_mangle]
 pub unsafe extern "C" fn rlog_stats(out: *mut rlog_stats, out_size: usize) -> c_int {
-    guard(-1, || match global::current() {
+    guard(-1, || match global::stats() {
         // SAFETY: forwarded caller contract.
-        Some(lg) => unsafe { stats_of(lg, out, out_size) },
+        Some(s) => unsafe { copy_stats(&s, out, out_size) },
         None => -1,
     })
 }

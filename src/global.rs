@@ -2,22 +2,31 @@
 //! model: one logger per process or nginx worker).
 //!
 //! `rlog_log` reads one atomic pointer and goes straight to the logger. A logger installed here
-//! is never freed: a second `rlog_init` (or `rlog_shutdown`) retires the old one — it delivers
-//! what it holds and stops its thread, releasing its buffers — but its small header stays
-//! allocated, so a `log` racing with the swap never touches freed memory. That costs a few
-//! hundred bytes per re-init, which is rare by nature.
+//! is never freed: a second `rlog_init` with a different config (or `rlog_shutdown`) retires the
+//! old one — it delivers what it holds and stops its thread, releasing its buffers — but its
+//! small header stays allocated, so a `log` racing with the swap never touches freed memory.
+//! That costs a few hundred bytes per re-init, which is rare by nature; a re-init with the same
+//! config text keeps the running logger.
+//!
+//! A retired logger stays part of the default's accounting: `rlog_stats` adds its counters, and
+//! what it could not deliver within its `timeout` becomes the pending error of the logger that
+//! replaced it (or, with none left, a line on stderr).
 
+use std::io::Write;
 use std::sync::atomic::{AtomicPtr, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::sync::Mutex;
 
 use crate::config::Config;
-use crate::logger::{Logged, Logger};
+use crate::logger::{Logged, Logger, CLOSE_GRACE};
+use crate::stats::rlog_stats;
 
 static DEFAULT: AtomicPtr<Logger> = AtomicPtr::new(std::ptr::null_mut());
-/// Serialises init and shutdown.
-static SWAP: Mutex<()> = Mutex::new(());
+/// Serialises init and shutdown; holds the installed default's config text.
+static SWAP: Mutex<Option<String>> = Mutex::new(None);
+/// Defaults retired by a re-init since the last `shutdown`, counted in `stats`.
+static RETIRED: Mutex<Vec<&'static Logger>> = Mutex::new(Vec::new());
 
 /// The default logger, if initialised.
 #[inline]
@@ -29,20 +38,73 @@ pub fn current() -> Option<&'static Logger> {
 }
 
 /// Parses `text`, starts a logger and makes it the default, retiring the previous one (which
-/// delivers what it holds within its own `timeout`, in the background).
+/// delivers what it holds within its own `timeout`, in the background). The same text as the
+/// installed default's keeps it: nothing is restarted (resty's `init` on every request, or a
+/// reload that changed nothing, costs no thread and no connection).
 ///
 /// Errors: the config error, or the thread could not start. The previous default, if any,
 /// stays in place.
 pub fn init(text: &str) -> Result<(), String> {
+    let mut installed = SWAP.lock();
+    if current().is_some() && installed.as_deref() == Some(text) {
+        return Ok(());
+    }
     let config = Config::parse(text)?;
-    let _g = SWAP.lock();
     let logger: &'static Logger = Box::leak(Box::new(Logger::start(config)?));
     let old = DEFAULT.swap(logger as *const Logger as *mut Logger, Ordering::AcqRel);
+    *installed = Some(text.to_string());
     // SAFETY: as in `current`: a leaked, never-freed logger.
     if let Some(old) = unsafe { old.as_ref() } {
-        old.begin_close(old.config().limits.timeout);
+        retire(old);
     }
     Ok(())
+}
+
+/// Closes a replaced default within its `timeout` and keeps it counted. A thread waits for it,
+/// so that `init` does not, and reports what it could not deliver.
+fn retire(old: &'static Logger) {
+    RETIRED.lock().push(old);
+    let timeout = old.config().limits.timeout;
+    let lost_before = old.stats().lost;
+    old.begin_close(timeout);
+    let until = Instant::now() + timeout + CLOSE_GRACE;
+    let _mask = crate::lifecycle::BlockSignals::new();
+    let watcher = std::thread::Builder::new()
+        .name("rlog-retire".into())
+        .spawn(move || report_retired(old, lost_before, until));
+    if watcher.is_err() {
+        // No thread to wait with: the loss, if any, is still counted in the stats.
+        report_retired(old, lost_before, Instant::now());
+    }
+}
+
+fn report_retired(old: &'static Logger, lost_before: u64, until: Instant) {
+    if old.wait_closed(until) {
+        return;
+    }
+    let Some((what, why)) = old.undelivered(lost_before) else {
+        return;
+    };
+    let msg = format!(
+        "the logger to {} replaced by rlog_init could not deliver {what} within its timeout: {why}",
+        old.config().endpoint
+    );
+    match current() {
+        Some(now) if !std::ptr::eq(now, old) => now.set_error(msg),
+        _ => {
+            let _ = writeln!(std::io::stderr(), "rlog: {msg}");
+        }
+    }
+}
+
+/// The default logger's counters, with those of the defaults it replaced since the last
+/// `shutdown`. `None`: not initialised.
+pub fn stats() -> Option<rlog_stats> {
+    let mut s = current()?.stats();
+    for old in RETIRED.lock().iter() {
+        s.add(&old.stats());
+    }
+    Some(s)
 }
 
 /// Logs through the default logger; a call that meets a logger being retired by a concurrent
@@ -68,11 +130,19 @@ fn log_after_swap(old: &Logger, msg: &[u8]) -> Option<Logged> {
 }
 
 /// Uninstalls the default logger and closes it within `timeout` (None: its configured
-/// `timeout`). `None`: not initialised; `Some(true)`: every message it accepted was delivered.
+/// `timeout`); the defaults it replaced get the same deadline. `None`: not initialised;
+/// `Some(true)`: every message they accepted was delivered.
 pub fn shutdown(timeout: Option<Duration>) -> Option<bool> {
-    let _g = SWAP.lock();
+    let mut installed = SWAP.lock();
     let old = DEFAULT.swap(std::ptr::null_mut(), Ordering::AcqRel);
     // SAFETY: as in `current`: a leaked, never-freed logger.
     let old = unsafe { old.as_ref() }?;
-    Some(old.close(timeout.unwrap_or(old.config().limits.timeout)))
+    *installed = None;
+    let timeout = timeout.unwrap_or(old.config().limits.timeout);
+    let until = Instant::now() + timeout + CLOSE_GRACE;
+    let mut all = old.close(timeout);
+    for retired in RETIRED.lock().drain(..) {
+        all &= retired.wait_closed(until);
+    }
+    Some(all)
 }

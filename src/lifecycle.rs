@@ -11,6 +11,7 @@
 //!   `timeout` and waits for them together.
 
 use std::cell::RefCell;
+use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Once};
 use std::time::Instant;
@@ -133,17 +134,33 @@ extern "C" fn after_fork_child() {
     release_all();
 }
 
+/// Delivers what every logger holds, each within its `timeout`. What could not be delivered is
+/// counted, and, since nobody is left to ask for the stats or the error, said on stderr, one
+/// line per logger (nginx sends its workers' stderr to the error log; uWSGI to its log).
 extern "C" fn at_exit() {
     let _ = std::panic::catch_unwind(|| {
         let loggers: Vec<Logger> = REGISTRY.lock().iter().cloned().map(Logger).collect();
-        let mut deadlines = Vec::with_capacity(loggers.len());
+        let mut waits = Vec::with_capacity(loggers.len());
         for lg in &loggers {
             let timeout = lg.config().limits.timeout;
+            let lost_before = lg.stats().lost;
             lg.begin_close(timeout);
-            deadlines.push(Instant::now() + timeout + crate::logger::CLOSE_GRACE);
+            waits.push((
+                lost_before,
+                Instant::now() + timeout + crate::logger::CLOSE_GRACE,
+            ));
         }
-        for (lg, until) in loggers.iter().zip(deadlines) {
-            lg.wait_closed(until);
+        for (lg, (lost_before, until)) in loggers.iter().zip(waits) {
+            if lg.wait_closed(until) {
+                continue;
+            }
+            if let Some((what, why)) = lg.undelivered(lost_before) {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "rlog: {what} to {} could not be delivered before exit: {why}",
+                    lg.config().endpoint
+                );
+            }
         }
     });
 }

@@ -826,6 +826,26 @@ impl Logger {
         st.counters.snapshot(st.buffered())
     }
 
+    /// After a close that did not deliver everything: how many messages it left undelivered
+    /// (lost since the count was `lost_before`, and any still held), as "N message(s)", and why
+    /// (the pending error, else "timeout"). None when it left none.
+    pub(crate) fn undelivered(&self, lost_before: u64) -> Option<(String, String)> {
+        let s = self.stats();
+        let n = s.lost - lost_before + s.buffered;
+        if n == 0 {
+            return None;
+        }
+        let why = self
+            .take_error()
+            .map_or_else(|| "timeout".to_string(), |e| e.as_str().to_string());
+        let what = if n == 1 {
+            "1 message".to_string()
+        } else {
+            format!("{n} messages")
+        };
+        Some((what, why))
+    }
+
     /// Asks the worker to deliver what is held within `timeout`, then stop, and waits for it
     /// (at most `timeout`). Returns true when every message this logger accepted was delivered.
     /// Later `log` calls return [`Logged::Closed`].

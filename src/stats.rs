@@ -34,6 +34,26 @@ pub struct rlog_stats {
     pub connects: u64,
 }
 
+impl rlog_stats {
+    /// Adds every counter of `o` (the counters of several loggers seen as one).
+    pub fn add(&mut self, o: &rlog_stats) {
+        self.logged += o.logged;
+        self.logged_bytes += o.logged_bytes;
+        self.dropped += o.dropped;
+        self.dropped_bytes += o.dropped_bytes;
+        self.sent += o.sent;
+        self.sent_bytes += o.sent_bytes;
+        self.lost += o.lost;
+        self.lost_bytes += o.lost_bytes;
+        self.spooled += o.spooled;
+        self.spooled_bytes += o.spooled_bytes;
+        self.buffered += o.buffered;
+        self.buffered_bytes += o.buffered_bytes;
+        self.retries += o.retries;
+        self.connects += o.connects;
+    }
+}
+
 /// A count of messages and of their bytes, moved between the states above as one unit.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Tally {

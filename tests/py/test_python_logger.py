@@ -4,6 +4,7 @@ lookup, against real loopback collectors (pyhelpers)."""
 import os
 import re
 import signal
+import socket
 import shutil
 import subprocess
 import sys
@@ -361,3 +362,40 @@ def test_library_lookup_order(tmp_path):
     # Next to the package.
     shutil.copy(pyhelpers.LIB, pkg / "rlog" / "librlog.so")
     assert _lookup(None, str(pkg)).strip() == f"LOADED {pkg / 'rlog' / 'librlog.so'}"
+
+
+EXIT_SCRIPT = textwrap.dedent("""
+    import sys, rlog
+    rlog.init({"host": "127.0.0.1", "port": int(sys.argv[1]), "timeout": 200,
+               "flush_limit": 100000, "retry_interval": 10})
+    for i in range(3):
+        rlog.log("unsent %d\\n" % i)
+""")
+
+
+def test_exit_with_undelivered_messages_says_so_on_stderr():
+    """At exit nobody is left to read the stats: what rlog could not deliver within `timeout`
+    is one line on stderr (where nginx and uWSGI point their logs), not a silent loss."""
+    # A port bound and never listening refuses connections for as long as the test holds it.
+    held = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    held.bind(("127.0.0.1", 0))
+    port = held.getsockname()[1]
+    try:
+        env = dict(os.environ, RLOG_LIB=pyhelpers.LIB, PYTHONPATH=pyhelpers.PYBIND)
+        out = subprocess.run([sys.executable, "-c", EXIT_SCRIPT, str(port)], env=env,
+                             capture_output=True, text=True, timeout=60)
+    finally:
+        held.close()
+    assert out.returncode == 0, out.stderr
+    lines = out.stderr.splitlines()
+    assert len(lines) == 1, out.stderr
+    assert lines[0].startswith(
+        f"rlog: 3 messages to tcp://127.0.0.1:{port} could not be delivered before exit: "), lines[0]
+    assert "connection refused" in lines[0], lines[0]
+
+    # Delivered at exit: nothing is said.
+    with TcpCollector() as col:
+        out = subprocess.run([sys.executable, "-c", EXIT_SCRIPT, str(col.port)], env=env,
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0 and out.stderr == "", out.stderr
+        assert len(col.wait_lines(3)) == 3
