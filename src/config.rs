@@ -134,12 +134,14 @@ pub struct Entry {
 }
 
 /// Splits config text into entries: comments and blank lines dropped, quotes and escapes
-/// resolved, keys normalised. Errors name the line.
+/// resolved, keys normalised. Only ASCII blanks are trimmed: a value that ends in a no-break
+/// or other Unicode space keeps it (a `suffix` encoder's text is bytes to send). Errors name the
+/// line.
 pub fn entries(text: &str) -> Result<Vec<Entry>, String> {
     let mut out = Vec::new();
     for (i, raw) in text.lines().enumerate() {
         let line = i + 1;
-        let trimmed = raw.trim();
+        let trimmed = raw.trim_ascii();
         if trimmed.is_empty() || trimmed.starts_with('#') || trimmed.starts_with(';') {
             continue;
         }
@@ -148,15 +150,15 @@ pub fn entries(text: &str) -> Result<Vec<Entry>, String> {
                 "bad line {line}: expected \"key = value\", got \"{trimmed}\""
             ));
         };
-        let key = k.trim().replace('-', "_");
+        let key = k.trim_ascii().replace('-', "_");
         if key.is_empty()
             || !key
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
         {
-            return Err(format!("bad line {line}: bad key \"{}\"", k.trim()));
+            return Err(format!("bad line {line}: bad key \"{}\"", k.trim_ascii()));
         }
-        let value = unquote(v.trim()).map_err(|e| format!("bad line {line}: {e}"))?;
+        let value = unquote(v.trim_ascii()).map_err(|e| format!("bad line {line}: {e}"))?;
         out.push(Entry { key, value, line });
     }
     Ok(out)
@@ -173,7 +175,7 @@ fn unquote(v: &str) -> Result<String, String> {
         match c {
             '"' => {
                 let rest: String = chars.collect();
-                if !rest.trim().is_empty() {
+                if !rest.trim_ascii().is_empty() {
                     return Err(format!(
                         "unexpected text after the closing quote: \"{rest}\""
                     ));
@@ -551,6 +553,13 @@ mod tests {
             }
         );
         assert!(c.tls.is_none());
+    }
+
+    #[test]
+    fn only_ascii_blanks_are_trimmed() {
+        let e = entries("  log_encoder = suffix |\u{a0}\u{2003}\t\nhost =\u{a0}h ").unwrap();
+        assert_eq!(e[0].value, "suffix |\u{a0}\u{2003}");
+        assert_eq!(e[1].value, "\u{a0}h");
     }
 
     #[test]

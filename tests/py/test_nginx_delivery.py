@@ -272,6 +272,51 @@ def test_init_in_master_then_fork_to_two_workers(nginx, make_collector):
         assert ng.problems() == []
 
 
+def test_reload_applies_a_changed_config_behind_the_initted_guard(nginx, make_collector):
+    # init_by_lua with resty's `if not logger.initted()` guard: nginx re-runs it on reload in a
+    # fresh Lua VM of the same master process. resty's initted() is per VM, so the new config
+    # applies; the binding's must be too, although librlog's state outlives the VM.
+    before, after = make_collector("tcp"), make_collector("tcp")
+
+    def block(col):
+        cfg = {"host": "127.0.0.1", "port": col.port, **HOLD}
+        master = "init_by_lua_block { " + INIT.replace("CFG", lua_table(cfg)) + " } "
+        log = LOG_BY_LUA.replace("INIT", 'local logger = require "resty.logger.socket"')
+        return master + Nginx.server("location /t { content_by_lua_block { ngx.say(\"ok\") } " + log + " }")
+
+    ng = nginx(block(before), workers=2)
+    drive(ng, range(50))
+    ng.reload(block(after))
+    assert before.wait_for(n_lines=50, timeout=10), f"{len(before.lines())}/50 before the reload"
+    drive(ng, range(50, 100))
+    assert ng.quit() == 0
+    assert after.wait_for(n_lines=50, timeout=10), f"{len(after.lines())}/50 after the reload"
+    assert sorted(ids_received(before.lines())) == list(range(50))
+    assert sorted(ids_received(after.lines())) == list(range(50, 100))
+    assert len(before.lines()) == 50 and len(after.lines()) == 50
+    assert ng.problems() == []
+
+
+def test_quit_with_the_collector_down_says_what_was_lost_in_the_error_log(nginx, tmp_path):
+    # Nobody can ask a worker that exits for its stats: what it could not deliver within
+    # `timeout` is one line on its stderr, which nginx points at the error log.
+    import socket
+    held = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    held.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+    port = held.getsockname()[1]
+    try:
+        ng = nginx(http_block({"host": "127.0.0.1", "port": port, "timeout": 200, **HOLD}))
+        drive(ng, range(20))
+        assert ng.quit() == 0
+    finally:
+        held.close()
+    said = [ln for ln in ng.error_log().splitlines() if ln.startswith("rlog: ")]
+    assert len(said) == 1, ng.error_log()[-2000:]
+    assert said[0].startswith(f"rlog: 20 messages to tcp://127.0.0.1:{port} could not be delivered "
+                              "before exit: "), said[0]
+    assert "connection refused" in said[0], said[0]
+
+
 # bindings/lua/README.md's advice: the line built in a module function, which LuaJIT compiles
 # whole (an inline log_by_lua_block never is), the `log()` call inside the trace.
 ACCESSLOG_MODULE = """

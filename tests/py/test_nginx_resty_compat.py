@@ -213,6 +213,13 @@ CONFIG_TEXT_CASES = [
     ('{ path = "/s", logger = { x = 1 } }', 'ERR: "logger" must be an array of values'),
     ('{ path = "a\\0b" }', 'ERR: "path" must not contain NUL or carriage-return characters'),
     ('{ [1] = "x" }', 'ERR: bad key "1" in user_config'),
+    # A named logger's own keys (NAME.key), checked as the key itself.
+    ('{ logger = { "web tcp://127.0.0.1:1" }, ["log-route"] = { "web ." }, ["web.timeout"] = 100 }',
+     'log-route = web .\nlogger = web tcp://127.0.0.1:1\nweb.timeout = 100'),
+    ('{ logger = { "web rlogd://127.0.0.1:1" }, ["web.token"] = 12345 }', 'ERR: "token" must be a string'),
+    ('{ ["web.x.y"] = 1 }', 'ERR: bad key "web.x.y" in user_config'),
+    ('{ host = "h", port = 1.5 }', 'ERR: "port" must be a whole number'),
+    ('{ host = "h", port = 1, token = 12345678901234567890 }', 'ERR: "token" must be a string'),
     ('{ ["a b"] = 1 }', 'ERR: bad key "a b" in user_config'),
 ]
 

@@ -8,8 +8,11 @@
 --   initted()  -> true | false
 --   log(msg)   -> bytes[, err]             (0 when dropped; err is a pending error from earlier,
 --                                           returned once; nil, "not initialized" before init)
---   flush()    -> bytes | nil, err         (blocks until delivered or failed, bounded by the
---                                           configured timeout and retries; 0: nothing to send)
+--   flush()    -> bytes | nil, err         (blocks the caller until delivered or failed; 0:
+--                                           nothing to send. With the collector unreachable that
+--                                           is up to (max_retry_times + 1)^2 attempts of up to
+--                                           `timeout` each, plus backoff: resty's retry nesting.
+--                                           Do not call it per request; rlog sends by itself)
 -- Errors rlog reports are also written to the nginx error log at debug level (in nginx builds
 -- --with-debug, like Debian's), as resty does.
 --
@@ -31,6 +34,7 @@ local sort = table.sort
 local floor = math.floor
 local str_find = string.find
 local str_gsub = string.gsub
+local str_match = string.match
 local str_format = string.format
 local getenv = os.getenv
 
@@ -132,7 +136,11 @@ end
 ---------------------------------------------------------------------------------------------------
 
 -- Keys whose Lua type resty checks, with resty's wording.
-local STRING_KEYS = { host = true, path = true, sock_type = true, sni_host = true, ssl_ca = true }
+local STRING_KEYS = {
+    host = true, path = true, sock_type = true, sni_host = true, ssl_ca = true,
+    -- rlog's own: a token given as a Lua number would already have lost digits past 2^53.
+    token = true, token_file = true,
+}
 local NUMBER_KEYS = {
     flush_limit = true, drop_limit = true, timeout = true, max_retry_times = true,
     retry_interval = true, pool_size = true, max_buffer_reuse = true, periodic_flush = true,
@@ -184,6 +192,9 @@ local function check_type(key, v)
         if v < 0 or v > 65535 then
             return '"port" out of range 0~65535'
         end
+        if v ~= floor(v) then
+            return '"port" must be a whole number'
+        end
     elseif STRING_KEYS[key] then
         if t ~= "string" then
             return '"' .. key .. '" must be a string'
@@ -209,7 +220,9 @@ function _M.config_text(cfg)
     end
     local keys = {}
     for k in pairs(cfg) do
-        if type(k) ~= "string" or not str_find(k, "^[%a_][%w_%-]*$") then
+        -- NAME.key sets a key for one named logger (ENCODERS.md).
+        if type(k) ~= "string" or not str_find(k, "^[%a_][%w_%-]*$")
+                and not str_find(k, "^%w+%.[%a_][%w_%-]*$") then
             return nil, "bad key " .. str_format("%q", tostring(k)) .. " in user_config"
         end
         keys[#keys + 1] = k
@@ -219,7 +232,8 @@ function _M.config_text(cfg)
     for _, k in ipairs(keys) do
         local v = cfg[k]
         local norm = str_gsub(k, "-", "_")
-        local err = check_type(norm, v)
+        -- A named logger's key is checked as the key itself.
+        local err = check_type(str_match(norm, "^%w+%.(.+)$") or norm, v)
         if err then
             return nil, err
         end
@@ -256,6 +270,13 @@ end
 -- The API
 ---------------------------------------------------------------------------------------------------
 
+-- Whether init succeeded in this Lua VM. resty keeps `initted` in its module, so a new VM (nginx
+-- re-runs init_by_lua in a fresh one on every reload) starts uninitialised and the usual
+-- `if not logger.initted() then logger.init(cfg) end` applies the reloaded config. librlog's own
+-- state outlives the VM in the master process; an init with an unchanged config keeps its
+-- running logger, so this costs nothing.
+local initted_here = false
+
 --- Initialises (or re-initialises) this process's logger. Returns true, or nil and an error in
 -- resty's wording.
 function _M.init(user_config)
@@ -268,12 +289,13 @@ function _M.init(user_config)
         local msg = str_gsub(ffi_string(errbuf), " at line %d+", "")
         return nil, msg
     end
+    initted_here = true
     return true
 end
 
---- True once init succeeded in this process.
+--- True once init succeeded in this Lua VM (and the logger has not been shut down since).
 function _M.initted()
-    return lib.rlog_initted() == 1
+    return initted_here and lib.rlog_initted() == 1
 end
 
 --- Buffers one message (a non-string goes through tostring). Returns the bytes buffered (0 when
@@ -345,6 +367,7 @@ end
 -- logger; returns true if everything was delivered, else nil and a reason.
 function _M.shutdown(timeout_ms)
     local r = lib.rlog_shutdown(timeout_ms or -1)
+    initted_here = false
     if r == 0 then
         return true
     elseif r < 0 then
