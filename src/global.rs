@@ -5,8 +5,8 @@
 //! is never freed: a second `rlog_init` with a different config (or `rlog_shutdown`) retires the
 //! old one — it delivers what it holds and stops its thread, releasing its buffers — but its
 //! small header stays allocated, so a `log` racing with the swap never touches freed memory.
-//! That costs a few hundred bytes per re-init, which is rare by nature; a re-init with the same
-//! config text keeps the running logger.
+//! That costs a few KiB per re-init with another config, which is rare by nature; a re-init
+//! with the same config text keeps the running logger.
 //!
 //! A retired logger stays part of the default's accounting: `rlog_stats` adds its counters, and
 //! what it could not deliver within its `timeout` becomes the pending error of the logger that
@@ -26,7 +26,34 @@ static DEFAULT: AtomicPtr<Logger> = AtomicPtr::new(std::ptr::null_mut());
 /// Serialises init and shutdown; holds the installed default's config text.
 static SWAP: Mutex<Option<String>> = Mutex::new(None);
 /// Defaults retired by a re-init since the last `shutdown`, counted in `stats`.
-static RETIRED: Mutex<Vec<&'static Logger>> = Mutex::new(Vec::new());
+static RETIRED: Mutex<Retired> = Mutex::new(Retired {
+    closing: Vec::new(),
+    settled: NO_STATS,
+});
+
+/// All counters zero (a `const`, for the static above; not exported to C).
+const NO_STATS: rlog_stats = rlog_stats {
+    logged: 0,
+    logged_bytes: 0,
+    dropped: 0,
+    dropped_bytes: 0,
+    sent: 0,
+    sent_bytes: 0,
+    lost: 0,
+    lost_bytes: 0,
+    spooled: 0,
+    spooled_bytes: 0,
+    buffered: 0,
+    buffered_bytes: 0,
+    retries: 0,
+    connects: 0,
+};
+
+/// The retired defaults: those still delivering, and the final counters of those that stopped.
+struct Retired {
+    closing: Vec<&'static Logger>,
+    settled: rlog_stats,
+}
 
 /// The default logger, if initialised.
 #[inline]
@@ -63,7 +90,7 @@ pub fn init(text: &str) -> Result<(), String> {
 /// Closes a replaced default within its `timeout` and keeps it counted. A thread waits for it,
 /// so that `init` does not, and reports what it could not deliver.
 fn retire(old: &'static Logger) {
-    RETIRED.lock().push(old);
+    RETIRED.lock().closing.push(old);
     let timeout = old.config().limits.timeout;
     let lost_before = old.stats().lost;
     old.begin_close(timeout);
@@ -101,9 +128,20 @@ fn report_retired(old: &'static Logger, lost_before: u64, until: Instant) {
 /// `shutdown`. `None`: not initialised.
 pub fn stats() -> Option<rlog_stats> {
     let mut s = current()?.stats();
-    for old in RETIRED.lock().iter() {
-        s.add(&old.stats());
-    }
+    let mut retired = RETIRED.lock();
+    let Retired { closing, settled } = &mut *retired;
+    closing.retain(|old| {
+        let stopped = old.is_closed();
+        let now = old.stats();
+        if stopped {
+            // Its counters are final: keep their sum, not the logger.
+            settled.add(&now);
+        } else {
+            s.add(&now);
+        }
+        !stopped
+    });
+    s.add(settled);
     Some(s)
 }
 
@@ -118,14 +156,20 @@ pub fn log(msg: &[u8]) -> Option<Logged> {
     }
 }
 
-/// `log` met a closed logger: a concurrent `init` replaced it (log to the new one), or a
-/// `shutdown` removed it (not initialised).
+/// `log` met a closed logger: a concurrent `init` replaced it (log to the new one, and to the
+/// one after that if it was replaced too meanwhile), or a `shutdown` removed it (not
+/// initialised).
 #[cold]
 #[inline(never)]
-fn log_after_swap(old: &Logger, msg: &[u8]) -> Option<Logged> {
-    match current() {
-        Some(new) if !std::ptr::eq(new, old) => Some(new.log(msg)),
-        _ => None,
+fn log_after_swap(mut old: &Logger, msg: &[u8]) -> Option<Logged> {
+    loop {
+        match current() {
+            Some(new) if !std::ptr::eq(new, old) => match new.log(msg) {
+                Logged::Closed => old = new,
+                other => return Some(other),
+            },
+            _ => return None,
+        }
     }
 }
 
@@ -141,8 +185,11 @@ pub fn shutdown(timeout: Option<Duration>) -> Option<bool> {
     let timeout = timeout.unwrap_or(old.config().limits.timeout);
     let until = Instant::now() + timeout + CLOSE_GRACE;
     let mut all = old.close(timeout);
-    for retired in RETIRED.lock().drain(..) {
-        all &= retired.wait_closed(until);
+    let mut retired = RETIRED.lock();
+    for r in retired.closing.drain(..) {
+        all &= r.wait_closed(until);
     }
+    all &= retired.settled.sent == retired.settled.logged;
+    retired.settled = NO_STATS;
     Some(all)
 }

@@ -11,7 +11,7 @@
 //! (`State::collect`), which is what the worker swaps out and sends outside the lock.
 //! Everything that talks to the network runs on the worker (`worker.rs`).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -322,9 +322,29 @@ pub struct Inner {
     watch: AtomicU8,
     /// This logger's id in the threads' slots.
     id: u64,
+    /// Rings whose thread exited since the worker was last woken for them.
+    orphans: AtomicUsize,
 }
 
+/// Threads that exit before the worker is woken to drain and free their rings: each holds a
+/// `RING_BYTES` ring until then. Without it, a thread-per-request host with a large
+/// `flush_limit` kept one 256 KiB ring per finished thread until the next flush (500 MB for
+/// 2 000 threads between two periodic flushes).
+const ORPHANS_WAKE: usize = 4;
+
 impl Inner {
+    /// A thread that had a ring here exited: every `ORPHANS_WAKE` of them, wake the worker,
+    /// whose next collect drains their rings and frees them.
+    pub(crate) fn ring_orphaned(&self) {
+        if self.orphans.fetch_add(1, Ordering::AcqRel) + 1 < ORPHANS_WAKE {
+            return;
+        }
+        self.orphans.store(0, Ordering::Release);
+        // Under the lock: the worker is either waiting (and woken) or about to collect.
+        let _st = self.state.lock();
+        self.work.notify_one();
+    }
+
     /// The worker is about to sleep until `until` (None: until woken). While threads hold
     /// credit past `flush_limit`, a long sleep could leave what they write unflushed: set
     /// `WORKER_IDLE` (their next append then takes the lock and wakes the worker), fence so
@@ -422,6 +442,7 @@ impl Logger {
             error_pending: AtomicBool::new(false),
             watch: AtomicU8::new(0),
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            orphans: AtomicUsize::new(0),
         });
         sync::prepare_fences();
         let handle = worker::spawn(inner.clone())
@@ -672,7 +693,7 @@ impl Logger {
     }
 
     /// A ring and its registration, for a thread that logs here for the first time.
-    fn new_ring(&self) -> Option<Arc<Ring>> {
+    fn new_ring(&self) -> Option<(Arc<Ring>, std::sync::Weak<Inner>)> {
         let inner = &*self.0;
         let mut st = inner.state.lock();
         if st.closing.is_some() {
@@ -685,7 +706,7 @@ impl Logger {
             drained: 0,
             past_flush: false,
         });
-        Some(ring)
+        Some((ring, Arc::downgrade(&self.0)))
     }
 
     /// `log` appended a record and then saw a flag it watches. Closing: if the worker has
@@ -826,6 +847,11 @@ impl Logger {
         st.counters.snapshot(st.buffered())
     }
 
+    /// Whether the worker has stopped (after `close`): the counters are final.
+    pub fn is_closed(&self) -> bool {
+        self.0.state.lock().closed
+    }
+
     /// After a close that did not deliver everything: how many messages it left undelivered
     /// (lost since the count was `lost_before`, and any still held), as "N message(s)", and why
     /// (the pending error, else "timeout"). None when it left none.
@@ -907,4 +933,46 @@ pub fn now_micros() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Threads that log once and exit do not each leave a 256 KiB ring behind until the next
+    /// flush: every `ORPHANS_WAKE` exits wake the worker, which drains and frees their rings.
+    #[test]
+    fn rings_of_exited_threads_are_freed_without_waiting_for_a_flush() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let lg = Logger::start(
+            Config::parse(&format!(
+                "host = 127.0.0.1\nport = {port}\nflush_limit = 1000000\ndrop_limit = 2000000"
+            ))
+            .unwrap(),
+        )
+        .unwrap();
+        for _ in 0..200 {
+            let lg = lg.clone();
+            std::thread::spawn(move || lg.log(b"one line\n"))
+                .join()
+                .unwrap();
+        }
+        let mut rings = usize::MAX;
+        for _ in 0..500 {
+            rings = lg.0.state.lock().rings.len();
+            if rings < ORPHANS_WAKE {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(
+            rings < ORPHANS_WAKE,
+            "{rings} rings of exited threads still held"
+        );
+        let s = lg.stats();
+        assert_eq!((s.logged, s.buffered, s.sent), (200, 200, 0), "{s:?}");
+        drop(l);
+        assert!(!lg.close(Duration::from_millis(10)));
+    }
 }

@@ -11,8 +11,9 @@
 //! calls logs), which is what makes handing out `&mut Slot` from `with_slot` sound.
 
 use std::cell::{RefCell, UnsafeCell};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
+use crate::logger::Inner;
 use crate::ring::{Cursor, Ring};
 
 /// The calling thread's producer state for one logger.
@@ -82,6 +83,9 @@ struct Owned {
     logger_id: u64,
     generation: u64,
     ring: Arc<Ring>,
+    /// The ring's logger, told when this thread exits (weak: a thread that logged once must not
+    /// keep a freed logger alive).
+    logger: Weak<Inner>,
     cursor: Cursor,
     credit: usize,
     past_flush: bool,
@@ -104,6 +108,9 @@ impl Drop for OwnedList {
         });
         for o in &self.0 {
             o.ring.orphan();
+            if let Some(inner) = o.logger.upgrade() {
+                inner.ring_orphaned();
+            }
         }
     }
 }
@@ -136,14 +143,14 @@ pub(crate) fn forget_slot() {
 }
 
 /// Puts the ring of logger `logger_id` (generation `generation`) in `slot`, saving the current
-/// one. `make` creates and registers a ring when this thread has none for that logger yet;
-/// `None` from it leaves the slot empty. Rings of closed loggers and of another generation are
+/// one. `make` creates and registers a ring when this thread has none for that logger yet, and
+/// gives the logger to tell when the thread exits; `None` from it leaves the slot empty. Rings of closed loggers and of another generation are
 /// forgotten on the way.
 pub(crate) fn switch_to(
     slot: &mut Slot,
     logger_id: u64,
     generation: u64,
-    make: impl FnOnce() -> Option<Arc<Ring>>,
+    make: impl FnOnce() -> Option<(Arc<Ring>, Weak<Inner>)>,
 ) {
     // During thread teardown the list may be gone: the slot then stays empty and the caller
     // takes its locked path.
@@ -168,11 +175,12 @@ pub(crate) fn switch_to(
         let o = match found {
             Some(i) => &owned.0[i],
             None => {
-                let Some(ring) = make() else { return };
+                let Some((ring, logger)) = make() else { return };
                 owned.0.push(Owned {
                     logger_id,
                     generation,
                     ring,
+                    logger,
                     cursor: Cursor::default(),
                     credit: 0,
                     past_flush: false,
