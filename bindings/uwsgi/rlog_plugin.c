@@ -61,7 +61,8 @@ static void rlog_say(const char *fmt, ...) {
 	}
 }
 
-/* Reads a whole file (the "@PATH" form); NULL with errno set on failure. */
+/* Reads a whole file (the "@PATH" form); NULL with errno set on failure (EINVAL: the file holds a
+   NUL byte, which would end the config text there and hide every line after it). */
 static char *rlog_read_file(const char *path) {
 	FILE *f = fopen(path, "r");
 	if (!f)
@@ -94,6 +95,11 @@ static char *rlog_read_file(const char *path) {
 	if (failed) {
 		free(text);
 		errno = EIO;
+		return NULL;
+	}
+	if (memchr(text, 0, len)) {
+		free(text);
+		errno = EINVAL;
 		return NULL;
 	}
 	text[len] = 0;
@@ -148,7 +154,10 @@ static char *rlog_config_text(struct uwsgi_logger *ul) {
 	}
 	char *text = arg[0] == '@' ? rlog_read_file(arg + 1) : rlog_items_to_text(arg);
 	if (!text) {
-		rlog_say("[rlog] cannot read the config of logger \"rlog:%s\": %s\n", arg, strerror(errno));
+		if (errno == EINVAL)
+			rlog_say("[rlog] cannot read the config of logger \"rlog:%s\": the file contains a NUL byte\n", arg);
+		else
+			rlog_say("[rlog] cannot read the config of logger \"rlog:%s\": %s\n", arg, strerror(errno));
 		exit(1);
 	}
 	return text;

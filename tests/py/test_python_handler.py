@@ -209,3 +209,23 @@ def test_dict_config_and_close_delivers():
         h.close()  # the handler owns its logger: close delivers
         assert h.logger.closed
         assert col.wait_bytes(20) == b"INFO|via dictConfig\n"
+
+
+def test_close_with_undelivered_records_says_so_on_stderr(capsys):
+    # nothing listens on closed_port(): the handler's logger cannot deliver within its timeout
+    h = rlog.RlogHandler({"host": "127.0.0.1", "port": closed_port(), "timeout": 100,
+                          "flush_limit": 100000, "retry_interval": 10})
+    lg = logging.getLogger("rlog-test-undelivered")
+    lg.propagate = False
+    lg.addHandler(h)
+    try:
+        for i in range(3):
+            lg.warning("record %d", i)
+    finally:
+        lg.removeHandler(h)
+        h.close()
+    err = capsys.readouterr().err
+    assert err == ("rlog: RlogHandler closed its logger before every message was delivered "
+                   "(3 held at close; what its timeout did not allow is lost)\n"), err
+    h.close()  # closing again says nothing more
+    assert capsys.readouterr().err == ""

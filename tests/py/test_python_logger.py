@@ -130,6 +130,10 @@ def test_config_mapping_to_text():
         'log_encoder = "say \\"hi\\"\\t\\\\ok\\n"\n'
     )
     assert rlog.config_text("as = is") == "as = is"
+    # A path-like value is its path (ssl_ca, token_file, path).
+    import pathlib
+    assert rlog.config_text({"path": pathlib.Path("/run/rlog dir/s")}) == "path = /run/rlog dir/s\n"
+
     with pytest.raises(TypeError):
         rlog.config_text({"host": ["a", "b"]})  # not a repeatable key
     with pytest.raises(TypeError):

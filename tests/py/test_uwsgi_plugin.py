@@ -248,9 +248,15 @@ def test_comma_in_a_value_unix_socket(plugin, tmp_path):
         ("rlog:flush_limit=10", 'no logging server configured. "host"/"port" or "path" is required.'),
         ("rlog:@/nonexistent/rlog.conf", "cannot read the config"),
         ("rlog", "the rlog logger needs a config"),
+        # A NUL byte would end the text there and hide the bad lines after it.
+        ("rlog:@NULFILE", "the file contains a NUL byte"),
     ],
 )
 def test_bad_config_stops_uwsgi_before_it_serves(plugin, tmp_path, arg, want):
+    if arg == "rlog:@NULFILE":
+        f = tmp_path / "nul.conf"
+        f.write_bytes(b"host = 127.0.0.1\nport = 1\n\0nonsense = 1\nport = 99999\n")
+        arg = f"rlog:@{f}"
     u = start(plugin, tmp_path, ["--logger", arg])
     try:
         rc = u.proc.wait(30)

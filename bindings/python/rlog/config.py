@@ -20,6 +20,7 @@ it with its own wording.
 from __future__ import annotations
 
 import math
+import os
 import re
 from typing import Any, Iterable, Mapping, Union
 
@@ -51,7 +52,11 @@ def _scalar(key: str, value: Any) -> str:
         return repr(value)
     if isinstance(value, str):
         return quote(value)
-    raise TypeError(f"config key {key!r}: expected str, int, float or bool, got {type(value).__name__}")
+    if isinstance(value, os.PathLike):
+        path = os.fspath(value)
+        if isinstance(path, str):
+            return quote(path)
+    raise TypeError(f"config key {key!r}: expected str, path, int, float or bool, got {type(value).__name__}")
 
 
 def to_text(config: ConfigLike) -> str:

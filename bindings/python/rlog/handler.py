@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from typing import Optional, Union
 
 from . import _native
@@ -72,7 +73,8 @@ class RlogHandler(logging.Handler):
             self.handleError(record)
 
     def flush(self) -> None:
-        """Sends what is buffered and waits (bounded by the config's timeouts). A failed
+        """Sends what is buffered and waits: with the collector unreachable, up to
+        (``max_retry_times`` + 1)² attempts of up to ``timeout`` each, plus backoff. A failed
         delivery is not raised: the messages stay buffered, are retried, and are counted."""
         # Not under the handler's lock: emit() in other threads must not wait for the network.
         if self.logger.closed:
@@ -84,10 +86,16 @@ class RlogHandler(logging.Handler):
 
     def close(self) -> None:
         """Closes the logger when the handler owns it (delivering what it holds within the
-        config's ``timeout``), then the handler itself."""
+        config's ``timeout``), then the handler itself. What could not be delivered is lost
+        and, as ``logging`` does with its own failures, said on ``sys.stderr``: at interpreter
+        exit (``logging.shutdown()``) nobody is left to read the stats."""
         try:
-            if self._owns:
-                self.logger.close()
+            if self._owns and not self.logger.closed:
+                held = self.logger.stats().buffered
+                if not self.logger.close():
+                    sys.stderr.write(
+                        f"rlog: RlogHandler closed its logger before every message was delivered "
+                        f"({held} held at close; what its timeout did not allow is lost)\n")
         finally:
             super().close()
 
