@@ -363,36 +363,5 @@ fn a_send_that_times_out_mid_record_resumes_on_the_same_connection() {
         "host = 127.0.0.1\nport = {port}\nframing = newline\ntimeout = 100\nmax_retry_times = 0\n\
          retry_interval = 20\ndrop_limit = 30000000\nflush_limit = 20000000"
     ));
-    const N: usize = 6000;
-    let msg = |i: usize| format!("{i:05}:{}", "x".repeat(994));
-    for i in 0..N {
-        assert!(matches!(lg.log(msg(i).as_bytes()), Logged::Buffered(_)));
-    }
-    // The collector reads nothing yet: the send fills the socket buffers and times out.
-    assert_eq!(lg.flush(), -1);
-    let s = lg.stats();
-    assert!(s.sent < N as u64, "{s:?}");
-    assert_identity(&s);
-    // Now it reads (once the logger closes, to the end of the stream).
-    let closer = {
-        let lg = lg.clone();
-        thread::spawn(move || lg.close(Duration::from_secs(20)))
-    };
-    thread::sleep(Duration::from_millis(200));
-    tx.send(()).unwrap();
-    assert!(closer.join().unwrap(), "everything delivered");
-    let (conns, got) = reader.join().unwrap();
-    let s = lg.stats();
-    assert_eq!((s.logged, s.sent, s.lost), (N as u64, N as u64, 0), "{s:?}");
-    assert_identity(&s);
-    assert_eq!(s.connects, 1, "the timed-out connection was kept");
-    assert_eq!(conns, 1);
-    let lines: Vec<&[u8]> = got
-        .split(|&b| b == b'\n')
-        .filter(|l| !l.is_empty())
-        .collect();
-    assert_eq!(lines.len(), N, "no fragment, no duplicate");
-    for (i, l) in lines.iter().enumerate() {
-        assert_eq!(*l, msg(i).as_bytes(), "record {i}");
-    }
+    stall_then_resume(&lg, tx, reader);
 }
