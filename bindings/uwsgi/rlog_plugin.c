@@ -277,38 +277,42 @@ static void rlog_drain_pipes(void) {
 /* Drains, delivers within each config's timeout, frees. Idempotent; acts only in the process
  * that created the loggers (uWSGI's children inherit atexit handlers). */
 static void rlog_shutdown_all(void) {
+	/* Which process is this? Asked before taking any lock: a child (a worker, mule or gateway)
+	 * owns none of the loggers, and one forked while the master's logger thread held
+	 * threaded_logger_lock has a copy of that mutex that stays locked for good, so locking it
+	 * here would hang its exit. The list only changes in the owner while it configures. */
+	int mine = 0;
+	struct rlog_instance *in;
+	for (in = rlog_instances; in; in = in->next)
+		if (in->owner == getpid())
+			mine = 1;
+	if (!mine)
+		return;
 	int threaded = uwsgi.threaded_logger && uwsgi.log_master;
 	if (threaded)
 		pthread_mutex_lock(&uwsgi.threaded_logger_lock);
 	if (!rlog_shut) {
-		int mine = 0;
-		struct rlog_instance *in;
-		for (in = rlog_instances; in; in = in->next)
-			if (in->owner == getpid())
-				mine = 1;
-		if (mine) {
-			rlog_drain_pipes();
-			rlog_shut = 1;
-			pthread_mutex_lock(&rlog_lock);
-			for (in = rlog_instances; in; in = in->next) {
-				if (in->owner != getpid())
-					continue;
-				struct rlog_stats st;
-				memset(&st, 0, sizeof(st));
-				rlog_logger_stats(in->lg, &st, sizeof(st));
-				rlog_report(in, 1);
-				if (rlog_logger_free(in->lg, -1) != 0) {
-					rlog_say("[rlog] logger \"rlog:%s\": held %llu messages (%llu bytes) at shutdown and "
-						 "could not deliver them all within its timeout (logged %llu, sent %llu, lost %llu, dropped %llu before)\n",
-						 in->ul->arg ? in->ul->arg : "", (unsigned long long) st.buffered,
-						 (unsigned long long) st.buffered_bytes, (unsigned long long) st.logged,
-						 (unsigned long long) st.sent, (unsigned long long) st.lost,
-						 (unsigned long long) st.dropped);
-				}
-				in->lg = NULL;
+		rlog_drain_pipes();
+		rlog_shut = 1;
+		pthread_mutex_lock(&rlog_lock);
+		for (in = rlog_instances; in; in = in->next) {
+			if (in->owner != getpid())
+				continue;
+			struct rlog_stats st;
+			memset(&st, 0, sizeof(st));
+			rlog_logger_stats(in->lg, &st, sizeof(st));
+			rlog_report(in, 1);
+			if (rlog_logger_free(in->lg, -1) != 0) {
+				rlog_say("[rlog] logger \"rlog:%s\": held %llu messages (%llu bytes) at shutdown and "
+					 "could not deliver them all within its timeout (logged %llu, sent %llu, lost %llu, dropped %llu before)\n",
+					 in->ul->arg ? in->ul->arg : "", (unsigned long long) st.buffered,
+					 (unsigned long long) st.buffered_bytes, (unsigned long long) st.logged,
+					 (unsigned long long) st.sent, (unsigned long long) st.lost,
+					 (unsigned long long) st.dropped);
 			}
-			pthread_mutex_unlock(&rlog_lock);
+			in->lg = NULL;
 		}
+		pthread_mutex_unlock(&rlog_lock);
 	}
 	if (threaded)
 		pthread_mutex_unlock(&uwsgi.threaded_logger_lock);
