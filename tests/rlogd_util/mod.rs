@@ -70,6 +70,64 @@ impl Proc {
         }
     }
 
+    /// Starts `rlogd serve --data DATA ARGS...` as `serve` does, with the files it writes
+    /// limited to `max_file` bytes (`RLIMIT_FSIZE`, `SIGXFSZ` ignored): a write past the limit
+    /// fails as it does on a full disk, without needing a small filesystem (or root) for it.
+    pub fn serve_with_file_limit(data: &Path, args: &[&str], log: PathBuf, max_file: u64) -> Proc {
+        use std::os::unix::process::CommandExt;
+        let mut all = vec!["serve", "--data", data.to_str().unwrap()];
+        all.extend_from_slice(args);
+        let err = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let mut cmd = Command::new(BIN);
+        cmd.args(&all)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(err);
+        // SAFETY: between fork and exec the closure calls only setrlimit(2) and signal(2),
+        // both async-signal-safe, on values it owns.
+        unsafe {
+            cmd.pre_exec(move || {
+                let lim = libc::rlimit {
+                    rlim_cur: max_file,
+                    rlim_max: max_file,
+                };
+                if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+                Ok(())
+            });
+        }
+        let p = Proc {
+            child: Some(cmd.spawn().expect("start rlogd")),
+            log,
+        };
+        assert!(
+            p.wait_log(|s| s.contains("rlogd: serving")),
+            "rlogd did not start:\n{}",
+            p.log_text()
+        );
+        p
+    }
+
+    /// Waits (up to 20 s) for the process to exit; its exit code.
+    pub fn wait_exit(&mut self) -> Option<i32> {
+        let c = self.child.as_mut()?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = c.try_wait() {
+                self.child = None;
+                return st.code();
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+
     /// Starts `rlogd serve --data DATA ARGS...` and waits until it serves.
     pub fn serve(data: &Path, args: &[&str], log: PathBuf) -> Proc {
         let before = fs::read_to_string(&log).map(|s| s.len()).unwrap_or(0);
