@@ -6,7 +6,8 @@ mod common;
 
 use std::collections::HashSet;
 use std::net::TcpListener;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
@@ -360,8 +361,86 @@ fn a_send_that_times_out_mid_record_resumes_on_the_same_connection() {
         (conns, got)
     });
     let lg = logger(&format!(
-        "host = 127.0.0.1\nport = {port}\nframing = newline\ntimeout = 100\nmax_retry_times = 0\n\
+        "host = 127.0.0.1\nport = {port}\nframing = newline\ntimeout = 1000\nmax_retry_times = 0\n\
          retry_interval = 20\ndrop_limit = 30000000\nflush_limit = 20000000"
     ));
     stall_then_resume(&lg, tx, reader);
+}
+
+/// A collector that stops reading one connection (a wedged thread) but serves new ones: a send
+/// that times out without moving a byte gives that connection up, so delivery goes on over a
+/// new one instead of waiting on the dead one for good. Lines the kernel had already taken on
+/// the wedged connection count as sent (as for any stream); everything after them arrives whole
+/// and once on the new connection.
+#[test]
+fn a_connection_the_collector_stopped_reading_is_given_up_for_a_new_one() {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let got: Arc<Mutex<Vec<u8>>> = Arc::default();
+    let conns = Arc::new(AtomicUsize::new(0));
+    {
+        let (got, conns) = (got.clone(), conns.clone());
+        thread::spawn(move || {
+            let mut wedged = Vec::new();
+            for s in l.incoming().flatten() {
+                if conns.fetch_add(1, Ordering::SeqCst) == 0 {
+                    let _ = socket2::SockRef::from(&s).set_recv_buffer_size(4096);
+                    wedged.push(s); // never read
+                    continue;
+                }
+                let got = got.clone();
+                thread::spawn(move || {
+                    let mut s = s;
+                    let mut buf = [0u8; 65536];
+                    while let Ok(n) = std::io::Read::read(&mut s, &mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        got.lock().unwrap().extend_from_slice(&buf[..n]);
+                    }
+                });
+            }
+        });
+    }
+    let lg = logger(&format!(
+        "host = 127.0.0.1\nport = {port}\ntimeout = 200\nmax_retry_times = 2\nretry_interval = 10\n\
+         drop_limit = 30000000\nflush_limit = 20000000"
+    ));
+    const N: usize = 8000;
+    let msg = |i: usize| format!("{i:05}:{}\n", "x".repeat(993));
+    for i in 0..N {
+        assert!(matches!(lg.log(msg(i).as_bytes()), Logged::Buffered(_)));
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while lg.stats().sent < N as u64 && std::time::Instant::now() < deadline {
+        lg.flush();
+    }
+    let s = lg.stats();
+    assert_eq!((s.sent, s.lost, s.buffered), (N as u64, 0, 0), "{s:?}");
+    assert_identity(&s);
+    assert!(s.connects >= 2, "{s:?}");
+    assert!(lg.close(Duration::from_secs(5)));
+    let last = msg(N - 1);
+    assert!(
+        wait_until_true(|| got.lock().unwrap().ends_with(last.as_bytes())),
+        "the last line came over a new connection"
+    );
+    let data = got.lock().unwrap().clone();
+    let mut seen = HashSet::new();
+    for line in data.split_inclusive(|&b| b == b'\n') {
+        let i: usize = std::str::from_utf8(&line[..5]).unwrap().parse().unwrap();
+        assert_eq!(line, msg(i).as_bytes(), "a whole line");
+        assert!(seen.insert(i), "line {i} twice");
+    }
+}
+
+fn wait_until_true(mut f: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    false
 }

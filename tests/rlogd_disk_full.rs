@@ -45,7 +45,8 @@ fn a_full_disk_stops_rlogd_without_losing_or_doubling_a_message() {
     // 500 KB do not fit in 128 KiB files: rlogd fails a write, says why, and stops.
     assert_eq!(d.wait_exit(), Some(3), "{}", d.log_text());
     assert!(
-        d.log_text().contains("store failure, stopping: File too large"),
+        d.log_text()
+            .contains("store failure, stopping: File too large"),
         "{}",
         d.log_text()
     );

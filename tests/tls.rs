@@ -255,7 +255,7 @@ fn a_tls_send_that_times_out_resumes_on_the_same_connection() {
     });
     let lg = Logger::start(
         Config::parse(&format!(
-            "host = 127.0.0.1\nport = {port}\nssl = true\nssl_verify = false\ntimeout = 100\n\
+            "host = 127.0.0.1\nport = {port}\nssl = true\nssl_verify = false\ntimeout = 1000\n\
              max_retry_times = 0\nretry_interval = 20\ndrop_limit = 30000000\nflush_limit = 20000000"
         ))
         .unwrap(),

@@ -60,8 +60,8 @@ impl SendError {
 pub struct Resume {
     /// Bytes at the start of the next batch that the connection has already taken.
     taken: usize,
-    /// The last send failed with a timeout: the connection is sound, only slow.
-    timed_out: bool,
+    /// The last send timed out after moving bytes: the connection is sound, only slow.
+    slow: bool,
 }
 
 impl Resume {
@@ -71,15 +71,21 @@ impl Resume {
     }
 
     /// Settles a send of `batch`: `written` bytes of it reached the socket and the connection
-    /// took `taken` (the same for a plain stream; for TLS, what rustls sealed, which may be more).
-    /// Records count as delivered once their bytes are on the socket; the next send skips the
-    /// rest of what was taken.
+    /// took `taken` (the same for a plain stream; for TLS, what rustls sealed, which may be more);
+    /// `moved` says whether this send put any byte on the socket. Records count as delivered
+    /// once their bytes are on the socket; the next send skips the rest of what was taken.
+    ///
+    /// A send that timed out having moved bytes leaves the connection to be resumed. One that
+    /// moved nothing means the peer reads nothing on it (a wedged collector thread, a stuck
+    /// backend): it is given up for a new connection, which may well work, at the cost of the
+    /// record it had begun.
     pub fn settle(
         &mut self,
         batch: &Buffer,
         result: io::Result<()>,
         written: usize,
         taken: usize,
+        moved: bool,
     ) -> Result<(), SendError> {
         match result {
             Ok(()) => {
@@ -89,17 +95,18 @@ impl Resume {
             Err(error) => {
                 let delivered = batch.whole_records_within(written);
                 self.taken = taken - batch.tally_of_first(delivered).bytes as usize;
-                self.timed_out = matches!(
+                let timeout = matches!(
                     error.kind(),
                     io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                 );
+                self.slow = timeout && moved;
                 Err(SendError { delivered, error })
             }
         }
     }
 
     pub fn resumable(&self) -> bool {
-        self.timed_out
+        self.slow
     }
 }
 
@@ -128,9 +135,9 @@ pub trait Transport: Send {
 
     /// After a failed `send`: whether the next `send` on this connection, given the same batch
     /// less the records reported delivered, continues exactly where this one stopped. A stream
-    /// whose send timed out part-way through a record says so: closing it would leave that
-    /// record's first part on the old connection and send it whole on a new one, so the
-    /// collector would read a fragment and then the record.
+    /// whose send timed out part-way through a record, still moving bytes, says so: closing it
+    /// would leave that record's first part on the old connection and send it whole on a new
+    /// one, so the collector would read a fragment and then the record.
     fn resumable(&self) -> bool {
         false
     }

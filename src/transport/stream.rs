@@ -37,9 +37,11 @@ pub fn write_counted(w: &mut impl Write, data: &[u8], written: &mut usize) -> io
 
 impl Transport for Stream {
     fn send(&mut self, batch: &Buffer) -> Result<(), SendError> {
-        let mut written = self.resume.start(batch);
+        let start = self.resume.start(batch);
+        let mut written = start;
         let result = write_counted(&mut self.sock, batch.data(), &mut written);
-        self.resume.settle(batch, result, written, written)
+        self.resume
+            .settle(batch, result, written, written, written > start)
     }
 
     fn resumable(&self) -> bool {

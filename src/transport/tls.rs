@@ -150,6 +150,8 @@ pub struct Tls {
     /// to this connection (some perhaps partly written), so the next send pushes those and goes
     /// on after it.
     resume: Resume,
+    /// TLS bytes written to the socket, ever: whether a send moved anything.
+    on_wire: u64,
 }
 
 /// Plaintext handed to rustls per write before its records are pushed to the socket, so that
@@ -167,6 +169,7 @@ impl Tls {
             conn,
             sock: NoSigPipe(sock),
             resume: Resume::default(),
+            on_wire: 0,
         };
         while tls.conn.is_handshaking() {
             tls.conn
@@ -195,7 +198,7 @@ impl Tls {
         while self.conn.wants_write() {
             match self.conn.write_tls(&mut self.sock) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(_) => {}
+                Ok(n) => self.on_wire += n as u64,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
@@ -234,8 +237,10 @@ impl Transport for Tls {
     fn send(&mut self, batch: &Buffer) -> Result<(), SendError> {
         let mut accepted = self.resume.start(batch);
         let mut pushed = 0;
+        let wire_before = self.on_wire;
         let result = self.write_all(batch.data(), &mut accepted, &mut pushed);
-        self.resume.settle(batch, result, pushed, accepted)
+        let moved = self.on_wire > wire_before;
+        self.resume.settle(batch, result, pushed, accepted, moved)
     }
 
     fn resumable(&self) -> bool {
