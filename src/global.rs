@@ -16,7 +16,7 @@ use std::io::Write;
 use std::sync::atomic::{AtomicPtr, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::sync::Mutex;
+use crate::sync::{Mutex, MutexGuard};
 
 use crate::config::Config;
 use crate::logger::{Logged, Logger, CLOSE_GRACE};
@@ -30,6 +30,31 @@ static RETIRED: Mutex<Retired> = Mutex::new(Retired {
     closing: Vec::new(),
     settled: NO_STATS,
 });
+
+/// What `fork()` holds (the `pthread_atfork` handlers in `lifecycle.rs`): the init lock and the
+/// retired list, so that the child gets neither half-changed nor locked by a thread it does not
+/// have. Taken before the registry and the loggers' state locks.
+pub(crate) struct ForkGuards {
+    _swap: MutexGuard<'static, Option<String>>,
+    retired: MutexGuard<'static, Retired>,
+}
+
+pub(crate) fn before_fork() -> ForkGuards {
+    let swap = SWAP.lock();
+    ForkGuards {
+        _swap: swap,
+        retired: RETIRED.lock(),
+    }
+}
+
+impl ForkGuards {
+    /// In the child: the retired loggers are the parent's to finish and to count (its own
+    /// default starts with zeroed counters).
+    pub(crate) fn forget_retired(&mut self) {
+        self.retired.closing.clear();
+        self.retired.settled = NO_STATS;
+    }
+}
 
 /// All counters zero (a `const`, for the static above; not exported to C).
 const NO_STATS: rlog_stats = rlog_stats {
@@ -73,7 +98,7 @@ pub fn current() -> Option<&'static Logger> {
 /// stays in place.
 pub fn init(text: &str) -> Result<(), String> {
     let mut installed = SWAP.lock();
-    if current().is_some() && installed.as_deref() == Some(text) {
+    if current().is_some_and(|lg| lg.is_open()) && installed.as_deref() == Some(text) {
         return Ok(());
     }
     let config = Config::parse(text)?;
@@ -82,30 +107,28 @@ pub fn init(text: &str) -> Result<(), String> {
     *installed = Some(text.to_string());
     // SAFETY: as in `current`: a leaked, never-freed logger.
     if let Some(old) = unsafe { old.as_ref() } {
-        retire(old);
+        retire(old, logger);
     }
     Ok(())
 }
 
 /// Closes a replaced default within its `timeout` and keeps it counted. A thread waits for it,
-/// so that `init` does not, and reports what it could not deliver.
-fn retire(old: &'static Logger) {
+/// so that `init` does not, and reports to `successor` what it could not deliver.
+fn retire(old: &'static Logger, successor: &'static Logger) {
     RETIRED.lock().closing.push(old);
     let timeout = old.config().limits.timeout;
     let lost_before = old.stats().lost;
     old.begin_close(timeout);
     let until = Instant::now() + timeout + CLOSE_GRACE;
     let _mask = crate::lifecycle::BlockSignals::new();
-    let watcher = std::thread::Builder::new()
+    // Without a thread to wait with (none could start), the loss is still counted in the
+    // stats and said at exit; only this report is skipped.
+    let _ = std::thread::Builder::new()
         .name("rlog-retire".into())
-        .spawn(move || report_retired(old, lost_before, until));
-    if watcher.is_err() {
-        // No thread to wait with: the loss, if any, is still counted in the stats.
-        report_retired(old, lost_before, Instant::now());
-    }
+        .spawn(move || report_retired(old, successor, lost_before, until));
 }
 
-fn report_retired(old: &'static Logger, lost_before: u64, until: Instant) {
+fn report_retired(old: &Logger, successor: &'static Logger, lost_before: u64, until: Instant) {
     if old.wait_closed(until) {
         return;
     }
@@ -114,10 +137,12 @@ fn report_retired(old: &'static Logger, lost_before: u64, until: Instant) {
     };
     let msg = format!(
         "the logger to {} replaced by rlog_init could not deliver {what} within its timeout: {why}",
-        old.config().endpoint
+        old.config().describe_target()
     );
+    // To the logger that replaced it while it is the default; after a shutdown or another
+    // re-init, nobody would ask that one: stderr.
     match current() {
-        Some(now) if !std::ptr::eq(now, old) => now.set_error(msg),
+        Some(now) if std::ptr::eq(now, successor) => now.set_error(msg),
         _ => {
             let _ = writeln!(std::io::stderr(), "rlog: {msg}");
         }
@@ -174,8 +199,9 @@ fn log_after_swap(mut old: &Logger, msg: &[u8]) -> Option<Logged> {
 }
 
 /// Uninstalls the default logger and closes it within `timeout` (None: its configured
-/// `timeout`); the defaults it replaced get the same deadline. `None`: not initialised;
-/// `Some(true)`: every message they accepted was delivered.
+/// `timeout`), and waits as long for the defaults it replaced to finish (each within its own
+/// `timeout`). `None`: not initialised; `Some(true)`: every message they all accepted was
+/// delivered.
 pub fn shutdown(timeout: Option<Duration>) -> Option<bool> {
     let mut installed = SWAP.lock();
     let old = DEFAULT.swap(std::ptr::null_mut(), Ordering::AcqRel);
@@ -185,11 +211,17 @@ pub fn shutdown(timeout: Option<Duration>) -> Option<bool> {
     let timeout = timeout.unwrap_or(old.config().limits.timeout);
     let until = Instant::now() + timeout + CLOSE_GRACE;
     let mut all = old.close(timeout);
-    let mut retired = RETIRED.lock();
-    for r in retired.closing.drain(..) {
+    // Not waited for under the lock: `rlog_stats` (and a fork) must not wait on it.
+    let (closing, settled) = {
+        let mut r = RETIRED.lock();
+        (
+            std::mem::take(&mut r.closing),
+            std::mem::replace(&mut r.settled, NO_STATS),
+        )
+    };
+    for r in closing {
         all &= r.wait_closed(until);
     }
-    all &= retired.settled.sent == retired.settled.logged;
-    retired.settled = NO_STATS;
+    all &= settled.sent == settled.logged;
     Some(all)
 }

@@ -87,13 +87,22 @@ pub(crate) fn unregister(inner: &Arc<Inner>) {
 struct Held {
     states: Vec<(Arc<Inner>, crate::sync::MutexGuard<'static, State>)>,
     registry: Option<crate::sync::MutexGuard<'static, Vec<Arc<Inner>>>>,
+    /// The default logger's init lock and retired list (taken first).
+    global: Option<crate::global::ForkGuards>,
 }
 
 thread_local! {
-    static HELD: RefCell<Held> = const { RefCell::new(Held { states: Vec::new(), registry: None }) };
+    static HELD: RefCell<Held> = const {
+        RefCell::new(Held {
+            states: Vec::new(),
+            registry: None,
+            global: None,
+        })
+    };
 }
 
 extern "C" fn before_fork() {
+    let global = crate::global::before_fork();
     let reg = REGISTRY.lock();
     let mut states = Vec::with_capacity(reg.len());
     for inner in reg.iter() {
@@ -108,6 +117,7 @@ extern "C" fn before_fork() {
         let mut h = h.borrow_mut();
         h.states = states;
         h.registry = Some(reg);
+        h.global = Some(global);
     });
 }
 
@@ -121,6 +131,7 @@ fn release_all() {
             drop(inner);
         }
         h.registry = None;
+        h.global = None;
     });
 }
 
@@ -131,6 +142,11 @@ extern "C" fn after_fork_parent() {
 extern "C" fn after_fork_child() {
     GENERATION.fetch_add(1, Ordering::AcqRel);
     crate::producer::forget_slot();
+    HELD.with(|h| {
+        if let Some(g) = h.borrow_mut().global.as_mut() {
+            g.forget_retired();
+        }
+    });
     release_all();
 }
 
@@ -158,7 +174,7 @@ extern "C" fn at_exit() {
                 let _ = writeln!(
                     std::io::stderr(),
                     "rlog: {what} to {} could not be delivered before exit: {why}",
-                    lg.config().endpoint
+                    lg.config().describe_target()
                 );
             }
         }

@@ -490,7 +490,11 @@ impl Logger {
         st.flush_result = 0;
         // The parent's worker thread does not exist here: its handle must not be joined.
         std::mem::forget(st.worker.take());
-        if st.closing.is_none() {
+        if st.closing.is_some() {
+            // Closing in the parent (retired by a re-init, or being freed): the parent delivers
+            // what it held, and there is nothing here to wait for.
+            st.closed = true;
+        } else {
             match worker::spawn(inner.clone()) {
                 Ok(h) => st.worker = Some(h),
                 Err(e) => {
@@ -845,6 +849,12 @@ impl Logger {
         let mut st = self.0.state.lock();
         st.collect();
         st.counters.snapshot(st.buffered())
+    }
+
+    /// Whether the logger takes messages: not closing, not closed.
+    pub fn is_open(&self) -> bool {
+        self.own_process();
+        self.0.state.lock().closing.is_none()
     }
 
     /// Whether the worker has stopped (after `close`): the counters are final.

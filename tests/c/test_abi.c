@@ -335,6 +335,45 @@ static void test_fork(struct collector *c)
 }
 
 /*
+ * fork() after a re-init, while the retired logger is still trying to deliver (its collector is
+ * down): the child owns none of it. Its stats start at zero (no retired counters of the
+ * parent's), and its shutdown does not wait for, nor answer for, what the parent delivers.
+ */
+static void test_fork_after_reinit(struct collector *c)
+{
+    char cfg[256], err[256];
+    /* A port bound and never listening: connections to it are refused. */
+    int held = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof sa;
+    CHECK(bind(held, (struct sockaddr *)&sa, sizeof sa) == 0 &&
+          getsockname(held, (struct sockaddr *)&sa, &len) == 0, "bind a refusing port");
+    config_for(cfg, sizeof cfg, ntohs(sa.sin_port), "flush_limit = 100000\ntimeout = 3000\nretry_interval = 200");
+    CHECK(rlog_init(cfg, err, sizeof err) == 0, "init: %s", err);
+    for (int i = 0; i < 5; i++)
+        rlog_log("to-the-down-collector\n", 22);
+    config_for(cfg, sizeof cfg, c->port, "flush_limit = 100000\ndrop_limit = 200000");
+    CHECK(rlog_init(cfg, err, sizeof err) == 0, "re-init: %s", err);
+    pid_t pid = fork();
+    if (pid == 0) {
+        struct rlog_stats st;
+        rlog_stats(&st, sizeof st);
+        int ok = st.logged == 0 && st.buffered == 0;
+        ok &= rlog_log("child-after-reinit\n", 19) == 19;
+        /* 0: everything the child's loggers accepted was delivered (the retired one is the
+           parent's). It used to wait out the retired logger's timeout and answer 1. */
+        ok &= rlog_shutdown(3000) == 0;
+        _exit(ok ? 0 : 1);
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child: zeroed stats, its own shutdown");
+    /* The parent's retired logger gives up on its 5 (collector down) and says so. */
+    CHECK(rlog_shutdown(5000) == 1, "parent: the retired logger lost its 5");
+    close(held);
+}
+
+/*
  * fork() while other threads are appending to their rings: the child (only the forking thread
  * exists there) gets a fresh logger with none of the parent's lines; the parent's threads go on,
  * and every line they logged arrives exactly once.
@@ -514,6 +553,7 @@ int main(void)
     test_handles(c);
     test_no_sigpipe();
     test_fork(c);
+    test_fork_after_reinit(c);
     test_fork_while_threads_log(c);
     for (int round = 0; round < 5; round++)
         test_fork_children_exit(c);
