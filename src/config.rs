@@ -202,6 +202,23 @@ fn unquote(v: &str) -> Result<String, String> {
 const REPEATABLE: &[&str] = &["logger", "log_encoder", "log_route"];
 
 impl Config {
+    /// Where this handle sends, for messages about it: its loggers' targets as a config names
+    /// them (`tcp://h:p`, `tls://h:p`, `socket:/path`, ...), comma-separated.
+    pub fn describe_target(&self) -> String {
+        match &self.sinks {
+            Some(set) => set
+                .sinks
+                .iter()
+                .map(|s| s.target_text())
+                .collect::<Vec<_>>()
+                .join(", "),
+            None => match (&self.endpoint, &self.tls) {
+                (Endpoint::Tcp { host, port }, Some(_)) => format!("tls://{host}:{port}"),
+                (endpoint, _) => endpoint.to_string(),
+            },
+        }
+    }
+
     /// Parses and validates config text.
     ///
     /// Errors: the SPEC's resty-worded messages (`invalid "flush_limit"`, `"port" out of range
@@ -553,6 +570,17 @@ mod tests {
             }
         );
         assert!(c.tls.is_none());
+    }
+
+    #[test]
+    fn targets_are_described_as_a_config_names_them() {
+        let d = |t: &str| Config::parse(t).unwrap().describe_target();
+        assert_eq!(d("host = h\nport = 1"), "tcp://h:1");
+        assert_eq!(d("host = h\nport = 1\nssl = true\nssl_verify = false"), "tls://h:1");
+        assert_eq!(
+            d("logger = socket:/s\nlogger = tls://h:2\nssl_verify = false"),
+            "socket:/s, tls://h:2"
+        );
     }
 
     #[test]

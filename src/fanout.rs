@@ -241,7 +241,11 @@ impl SinkRt {
                 Err(e) => e,
                 Ok(()) => {
                     let conn = self.conn.as_mut().expect("connected above");
-                    match conn.send(&self.pending) {
+                    let sent = conn.send(&self.pending);
+                    if let Some(notice) = conn.take_notice() {
+                        round.error = Some(format!("{}: {notice}", spec.label()));
+                    }
+                    match sent {
                         Ok(()) => {
                             let n = self.pending.len();
                             self.settle_first(n, true, ledger, round);
@@ -257,9 +261,6 @@ impl SinkRt {
                                 round.error = Some(format!("{}: {why}: not sent", spec.label()));
                                 self.settle_first(1, false, ledger, round);
                                 continue;
-                            }
-                            if let Some(notice) = e.refused_earlier() {
-                                round.error = Some(format!("{}: {notice}", spec.label()));
                             }
                             if !resumable {
                                 self.conn = None;

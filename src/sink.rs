@@ -43,12 +43,16 @@ impl SinkSpec {
     pub fn label(&self) -> String {
         match &self.name {
             Some(n) => format!("logger \"{n}\""),
-            None => match (&self.target, &self.tls) {
-                (Target::Rlogd { host, port }, Some(_)) => {
-                    format!("logger rlogds://{host}:{port}")
-                }
-                (t, _) => format!("logger {t}"),
-            },
+            None => format!("logger {}", self.target_text()),
+        }
+    }
+
+    /// The target as a `logger` line names it (`tls://` and `rlogds://` with TLS).
+    pub fn target_text(&self) -> String {
+        match (&self.target, &self.tls) {
+            (Target::Tcp { host, port }, Some(_)) => format!("tls://{host}:{port}"),
+            (Target::Rlogd { host, port }, Some(_)) => format!("rlogds://{host}:{port}"),
+            (t, _) => t.to_string(),
         }
     }
 }

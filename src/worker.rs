@@ -162,7 +162,11 @@ impl<'a> Sink<'a> {
                 Err(e) => e,
                 Ok(()) => {
                     let conn = self.conn.as_mut().expect("connected above");
-                    match conn.send(batch) {
+                    let sent = conn.send(batch);
+                    if let Some(notice) = conn.take_notice() {
+                        out.error = Some(notice);
+                    }
+                    match sent {
                         Ok(()) => {
                             out.sent.add(batch.tally());
                             batch.clear();
@@ -182,9 +186,6 @@ impl<'a> Sink<'a> {
                                 out.error = Some(format!("{why}: not sent"));
                                 batch.consume(1);
                                 continue;
-                            }
-                            if let Some(notice) = e.refused_earlier() {
-                                out.error = Some(notice);
                             }
                             if !resumable {
                                 self.conn = None;

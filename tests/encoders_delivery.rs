@@ -520,7 +520,7 @@ fn a_socket_logger_reports_a_refused_datagram() {
     let err = lg.take_error().expect("the refusal is reported");
     assert!(
         err.as_str()
-            .contains("a UDP datagram counted sent was refused by 127.0.0.1:"),
+            .contains("1 UDP datagram counted sent was refused by 127.0.0.1:"),
         "{}",
         err.as_str()
     );

@@ -155,9 +155,9 @@ fn udp_message_too_large_is_lost_and_counted_never_truncated() {
 }
 
 /// With nothing listening on a UDP port, the kernel learns (ICMP port unreachable) that a
-/// datagram already counted sent went nowhere, and says so on the next send. The retry delivers
-/// the current message to the kernel again, but the refusal is not kept quiet: the next `log()`
-/// or `flush()` error says what happened.
+/// datagram already counted sent went nowhere, and says so on the next send, which sends
+/// nothing. That datagram is sent again at once (no pause, no retry counted: it was not the one
+/// refused), and the refusal is not kept quiet: the next `log()` or `flush()` error says so.
 #[test]
 fn a_udp_datagram_refused_after_it_was_sent_is_reported() {
     let port = {
@@ -178,13 +178,44 @@ fn a_udp_datagram_refused_after_it_was_sent_is_reported() {
     assert_eq!(
         err.as_str(),
         format!(
-            "a UDP datagram counted sent was refused by 127.0.0.1:{port}: connection refused \
+            "1 UDP datagram counted sent was refused by 127.0.0.1:{port}: connection refused \
              (is anything receiving there?)"
         )
     );
     let s = lg.stats();
-    assert_eq!((s.sent, s.retries), (2, 1), "{s:?}");
+    assert_eq!((s.sent, s.retries), (2, 0), "{s:?}");
     assert_identity(&s);
+}
+
+/// A whole batch to a UDP port with no receiver: each refusal makes the next datagram go again
+/// at once instead of failing the flush, so the batch is not held back (it was: 4 of 50 went
+/// per flush, the rest waited for retries), and the refusals are reported together.
+#[test]
+fn a_udp_batch_to_a_port_with_no_receiver_goes_out_and_the_refusals_are_reported() {
+    let port = {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.local_addr().unwrap().port()
+    };
+    let lg = logger(&format!(
+        "host = 127.0.0.1\nport = {port}\nsock_type = udp\nflush_limit = 100000\nretry_interval = 1000"
+    ));
+    for i in 0..50 {
+        lg.log(format!("line {i:02}").as_bytes());
+    }
+    assert_eq!(lg.flush(), 50 * 7);
+    let s = lg.stats();
+    assert_eq!((s.sent, s.buffered, s.retries), (50, 0, 0), "{s:?}");
+    assert_identity(&s);
+    let err = lg.take_error().expect("the refusals are reported");
+    assert!(
+        err.as_str()
+            .contains(" UDP datagrams counted sent were refused by 127.0.0.1:")
+            || err
+                .as_str()
+                .starts_with("1 UDP datagram counted sent was refused"),
+        "{}",
+        err.as_str()
+    );
 }
 
 #[test]

@@ -302,7 +302,8 @@ static void rlog_shutdown_all(void) {
 			memset(&st, 0, sizeof(st));
 			rlog_logger_stats(in->lg, &st, sizeof(st));
 			rlog_report(in, 1);
-			if (rlog_logger_free(in->lg, -1) != 0) {
+			/* The free answers for the logger's whole life; only what it held now is news. */
+			if (rlog_logger_free(in->lg, -1) != 0 && st.buffered > 0) {
 				rlog_say("[rlog] logger \"rlog:%s\": held %llu messages (%llu bytes) at shutdown and "
 					 "could not deliver them all within its timeout (logged %llu, sent %llu, lost %llu, dropped %llu before)\n",
 					 in->ul->arg ? in->ul->arg : "", (unsigned long long) st.buffered,

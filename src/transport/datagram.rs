@@ -19,29 +19,17 @@ pub const MAX_DATAGRAM: usize = 65507;
 /// unreachable, or no socket at the path) as an error on a later send.
 pub struct Datagram {
     sock: Socket,
-    /// `host:port` of a UDP peer, to name it when it refused an earlier datagram.
+    /// `host:port` of a UDP peer, to name it when it refused datagrams.
     udp_peer: Option<String>,
+    /// UDP datagrams the peer refused since the last [`Transport::take_notice`].
+    refused: u64,
 }
 
-/// A UDP send's `ECONNREFUSED`. It is about an *earlier* datagram: the kernel learnt from an
-/// ICMP port unreachable that it reached no receiver, after it was handed over and counted sent.
-/// The datagram being sent was not sent (the failed call only reported the old error), so it
-/// is retried as usual; the refusal itself is reported, since that earlier loss cannot be
-/// counted (not every refusal comes back, and none says which datagram it was about).
-#[derive(Debug)]
-pub struct RefusedEarlier(pub String);
-
-impl std::fmt::Display for RefusedEarlier {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "a UDP datagram counted sent was refused by {}: connection refused (is anything receiving there?)",
-            self.0
-        )
-    }
-}
-
-impl std::error::Error for RefusedEarlier {}
+/// A UDP send's `ECONNREFUSED` is about an *earlier* datagram: the kernel learnt from an ICMP port
+/// unreachable that it reached no receiver, after it was handed over and counted sent. The call
+/// that reports it sends nothing, so the datagram is sent again at once, this many times at most
+/// (each refusal comes from a datagram that went out, so more in a row would be another fault).
+const REFUSED_RESENDS: u32 = 3;
 
 /// Connects a UDP socket to `host:port` (the first address it resolves to); each send waits at
 /// most `timeout` for room in the socket's buffer.
@@ -55,6 +43,7 @@ pub fn udp(host: &str, port: u16, timeout: Duration) -> io::Result<Datagram> {
     Ok(Datagram {
         sock,
         udp_peer: Some(addr.to_string()),
+        refused: 0,
     })
 }
 
@@ -70,32 +59,54 @@ pub fn unix(path: &str, timeout: Duration) -> io::Result<Datagram> {
     Ok(Datagram {
         sock,
         udp_peer: None,
+        refused: 0,
     })
 }
 
 impl Transport for Datagram {
     fn send(&mut self, batch: &Buffer) -> Result<(), SendError> {
         for (i, rec) in batch.records().enumerate() {
+            let mut resends = 0;
             loop {
                 match self.sock.send_with_flags(rec.bytes, libc::MSG_NOSIGNAL) {
                     Ok(_) => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e)
+                        if e.kind() == io::ErrorKind::ConnectionRefused
+                            && self.udp_peer.is_some()
+                            && resends < REFUSED_RESENDS =>
+                    {
+                        self.refused += 1;
+                        resends += 1;
+                    }
                     Err(error) => {
-                        let error = match &self.udp_peer {
-                            Some(peer) if error.kind() == io::ErrorKind::ConnectionRefused => {
-                                io::Error::new(error.kind(), RefusedEarlier(peer.clone()))
-                            }
-                            _ => error,
-                        };
                         return Err(SendError {
                             delivered: i,
                             error,
-                        });
+                        })
                     }
                 }
             }
         }
         Ok(())
+    }
+
+    /// Refusals of datagrams already counted sent: reported, not counted as losses, since not
+    /// every refusal comes back and none says which datagram it was about.
+    fn take_notice(&mut self) -> Option<String> {
+        let n = std::mem::take(&mut self.refused);
+        let peer = self.udp_peer.as_deref()?;
+        (n > 0).then(|| {
+            let what = if n == 1 {
+                "1 UDP datagram".to_string()
+            } else {
+                format!("{n} UDP datagrams")
+            };
+            format!(
+                "{what} counted sent {} refused by {peer}: connection refused (is anything receiving there?)",
+                if n == 1 { "was" } else { "were" }
+            )
+        })
     }
 
     fn is_alive(&mut self) -> bool {

@@ -43,15 +43,6 @@ impl SendError {
             .filter(|e| e.is::<RecordTooLarge>())
             .map(|e| e.to_string())
     }
-
-    /// What to report even if a retry then succeeds: a UDP peer refused a datagram already
-    /// counted sent ([`datagram::RefusedEarlier`]).
-    pub fn refused_earlier(&self) -> Option<String> {
-        self.error
-            .get_ref()
-            .filter(|e| e.is::<datagram::RefusedEarlier>())
-            .map(|e| e.to_string())
-    }
 }
 
 /// Where a stream transport stopped in a batch, so that after a send timeout the next send on the
@@ -140,6 +131,12 @@ pub trait Transport: Send {
     /// one, so the collector would read a fragment and then the record.
     fn resumable(&self) -> bool {
         false
+    }
+
+    /// Something to report that did not fail a send (UDP refusals of datagrams already
+    /// counted sent), once.
+    fn take_notice(&mut self) -> Option<String> {
+        None
     }
 }
 

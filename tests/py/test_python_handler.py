@@ -212,8 +212,12 @@ def test_dict_config_and_close_delivers():
 
 
 def test_close_with_undelivered_records_says_so_on_stderr(capsys):
-    # nothing listens on closed_port(): the handler's logger cannot deliver within its timeout
-    h = rlog.RlogHandler({"host": "127.0.0.1", "port": closed_port(), "timeout": 100,
+    # A port bound and never listening refuses connections while the test holds it: the
+    # handler's logger cannot deliver within its timeout.
+    import socket
+    held = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    held.bind(("127.0.0.1", 0))
+    h = rlog.RlogHandler({"host": "127.0.0.1", "port": held.getsockname()[1], "timeout": 100,
                           "flush_limit": 100000, "retry_interval": 10})
     lg = logging.getLogger("rlog-test-undelivered")
     lg.propagate = False
@@ -224,8 +228,21 @@ def test_close_with_undelivered_records_says_so_on_stderr(capsys):
     finally:
         lg.removeHandler(h)
         h.close()
+        held.close()
     err = capsys.readouterr().err
     assert err == ("rlog: RlogHandler closed its logger before every message was delivered "
                    "(3 held at close; what its timeout did not allow is lost)\n"), err
     h.close()  # closing again says nothing more
+    assert capsys.readouterr().err == ""
+
+
+def test_close_after_an_earlier_reported_loss_says_nothing_more(capsys):
+    # An oversize UDP record is lost (and reported) long before close: close holds nothing, so
+    # it has nothing to say although the logger's life was not loss-free.
+    h = rlog.RlogHandler({"host": "127.0.0.1", "port": closed_port(), "sock_type": "udp",
+                          "flush_limit": 200000, "drop_limit": 400000})
+    assert h.logger.log(b"x" * 70000) == 70000
+    assert h.logger.flush() == 0
+    assert h.logger.stats().lost == 1
+    h.close()
     assert capsys.readouterr().err == ""

@@ -91,8 +91,13 @@ class RlogHandler(logging.Handler):
         exit (``logging.shutdown()``) nobody is left to read the stats."""
         try:
             if self._owns and not self.logger.closed:
-                held = self.logger.stats().buffered
-                if not self.logger.close():
+                try:
+                    held = self.logger.stats().buffered
+                except RlogError:  # closed meanwhile by another thread
+                    held = 0
+                # close() answers for the logger's whole life (an earlier, reported loss makes
+                # it False too): only what it held now can be lost by this close.
+                if not self.logger.close() and held:
                     sys.stderr.write(
                         f"rlog: RlogHandler closed its logger before every message was delivered "
                         f"({held} held at close; what its timeout did not allow is lost)\n")
