@@ -576,7 +576,10 @@ mod tests {
     fn targets_are_described_as_a_config_names_them() {
         let d = |t: &str| Config::parse(t).unwrap().describe_target();
         assert_eq!(d("host = h\nport = 1"), "tcp://h:1");
-        assert_eq!(d("host = h\nport = 1\nssl = true\nssl_verify = false"), "tls://h:1");
+        assert_eq!(
+            d("host = h\nport = 1\nssl = true\nssl_verify = false"),
+            "tls://h:1"
+        );
         assert_eq!(
             d("logger = socket:/s\nlogger = tls://h:2\nssl_verify = false"),
             "socket:/s, tls://h:2"
