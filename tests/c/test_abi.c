@@ -494,6 +494,72 @@ static void test_fork_children_exit(struct collector *c)
     CHECK(count_substr(c, "parent-held\n") == held_before + 1, "the parent sent its own line once");
 }
 
+/*
+ * rlog_init with a new config, 20 times 2 ms apart, while 4 threads log: a log call that meets a
+ * logger being retired goes to its successor (even when the default changed twice during the
+ * call), so no call answers -1 while the process is initialised, and every accepted line
+ * arrives exactly once, the retired loggers delivering what they held.
+ */
+#define SWAP_THREADS 4
+#define SWAP_MAX 200000
+static volatile int swap_stop;
+static long swap_ok[SWAP_THREADS], swap_refused[SWAP_THREADS];
+
+static void *swap_logger_thread(void *arg)
+{
+    long i = (long)arg;
+    char line[32];
+    int n = snprintf(line, sizeof line, "swap-%ld\n", i);
+    while (!swap_stop && swap_ok[i] < SWAP_MAX) {
+        int r = rlog_log(line, (size_t)n);
+        if (r == n)
+            swap_ok[i]++;
+        else if (r < 0)
+            swap_refused[i]++;
+    }
+    return NULL;
+}
+
+static void test_reinit_while_threads_log(struct collector *c)
+{
+    char cfg[256], err[256], extra[128];
+    size_t base = collector_len(c);
+    config_for(cfg, sizeof cfg, c->port, "drop_limit = 67108864\ntimeout = 3000");
+    CHECK(rlog_init(cfg, err, sizeof err) == 0, "init: %s", err);
+    pthread_t t[SWAP_THREADS];
+    for (long i = 0; i < SWAP_THREADS; i++)
+        pthread_create(&t[i], NULL, swap_logger_thread, (void *)i);
+    usleep(10000);
+    int inits = 0;
+    for (int k = 0; k < 20; k++) {
+        /* A different text each time (a comment line), so each init really replaces the logger. */
+        snprintf(extra, sizeof extra, "drop_limit = 67108864\ntimeout = 3000\n# config %d", k);
+        config_for(cfg, sizeof cfg, c->port, extra);
+        inits += rlog_init(cfg, err, sizeof err) == 0;
+        usleep(2000);
+    }
+    swap_stop = 1;
+    for (int i = 0; i < SWAP_THREADS; i++)
+        pthread_join(t[i], NULL);
+    CHECK(inits == 20, "20 re-inits");
+    long refused = 0, ok = 0;
+    for (int i = 0; i < SWAP_THREADS; i++) {
+        refused += swap_refused[i];
+        ok += swap_ok[i];
+    }
+    CHECK(refused == 0, "no rlog_log answered -1 while initialised: %ld did", refused);
+    struct rlog_stats st;
+    CHECK(rlog_stats(&st, sizeof st) == 0 && st.logged == (uint64_t)ok,
+          "the default's stats count every accepted line, retired loggers' included: %llu of %ld",
+          (unsigned long long)st.logged, ok);
+    CHECK(rlog_shutdown(5000) == 0, "the last logger and every retired one delivered");
+    /* Lines of several connections interleave in the collector's one buffer, so count bytes:
+       every accepted line ("swap-N\n", 7 bytes) arrived, and nothing twice. */
+    size_t want = base + (size_t)ok * 7;
+    CHECK(collector_wait(c, want) == want, "%zu bytes arrived, %zu expected", collector_len(c) - base,
+          (size_t)ok * 7);
+}
+
 static void test_flush_at_exit(struct collector *c)
 {
     size_t base = collector_len(c);
@@ -557,6 +623,7 @@ int main(void)
     test_fork_while_threads_log(c);
     for (int round = 0; round < 5; round++)
         test_fork_children_exit(c);
+    test_reinit_while_threads_log(c);
     test_flush_at_exit(c);
     test_threads(c);
     printf("%d passed, %d failed\n", passed, failed);
