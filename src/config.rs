@@ -591,6 +591,10 @@ mod tests {
         let e = entries("  log_encoder = suffix |\u{a0}\u{2003}\t\nhost =\u{a0}h ").unwrap();
         assert_eq!(e[0].value, "suffix |\u{a0}\u{2003}");
         assert_eq!(e[1].value, "\u{a0}h");
+        // A carriage return inside quotes is kept (the bindings write CRLF suffixes so).
+        let e = entries("log_encoder = \"suffix \r\\n\"\r\nport = 1").unwrap();
+        assert_eq!(e[0].value, "suffix \r\n");
+        assert_eq!(e[1].value, "1");
     }
 
     #[test]

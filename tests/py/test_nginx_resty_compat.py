@@ -211,7 +211,9 @@ CONFIG_TEXT_CASES = [
     ('{ path = "/s", retry_interval = 0/0 }', 'ERR: invalid "retry_interval"'),
     ('{ ["flush-limit"] = "9" }', 'ERR: invalid "flush_limit"'),
     ('{ path = "/s", logger = { x = 1 } }', 'ERR: "logger" must be an array of values'),
-    ('{ path = "a\\0b" }', 'ERR: "path" must not contain NUL or carriage-return characters'),
+    ('{ path = "a\\0b" }', 'ERR: "path" must not contain NUL characters'),
+    # A carriage return is kept raw inside quotes (a CRLF suffix).
+    ('{ path = "/s", log_encoder = { "suffix \\r\\n" } }', 'log_encoder = "suffix \r\\n"\npath = /s'),
     ('{ [1] = "x" }', 'ERR: bad key "1" in user_config'),
     # A named logger's own keys (NAME.key), checked as the key itself.
     ('{ logger = { "web tcp://127.0.0.1:1" }, ["log-route"] = { "web ." }, ["web.timeout"] = 100 }',

@@ -160,10 +160,12 @@ local function format_number(key, v)
 end
 
 local function format_string(key, v)
-    if str_find(v, "\0", 1, true) or str_find(v, "\r", 1, true) then
-        return nil, '"' .. key .. '" must not contain NUL or carriage-return characters'
+    if str_find(v, "\0", 1, true) then
+        return nil, '"' .. key .. '" must not contain NUL characters'
     end
-    if v == "" or str_find(v, '^%s') or str_find(v, '%s$') or str_find(v, '["\\\n\t]') then
+    -- Quoted when it must be; a carriage return stays raw inside the quotes (the parser splits
+    -- lines on "\n" only, and a quoted value never ends a line with it: CRLF suffixes work).
+    if v == "" or str_find(v, '^%s') or str_find(v, '%s$') or str_find(v, '["\\\n\t\r]') then
         v = str_gsub(v, '[\\"\n\t]', { ["\\"] = "\\\\", ['"'] = '\\"', ["\n"] = "\\n", ["\t"] = "\\t" })
         return '"' .. v .. '"'
     end
