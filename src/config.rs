@@ -212,8 +212,10 @@ impl Config {
                 .map(|s| s.target_text())
                 .collect::<Vec<_>>()
                 .join(", "),
+            // As `SinkSpec::target_text` names a logger line's target.
             None => match (&self.endpoint, &self.tls) {
                 (Endpoint::Tcp { host, port }, Some(_)) => format!("tls://{host}:{port}"),
+                (Endpoint::Rlogd { host, port }, Some(_)) => format!("rlogds://{host}:{port}"),
                 (endpoint, _) => endpoint.to_string(),
             },
         }
@@ -579,6 +581,10 @@ mod tests {
         assert_eq!(
             d("host = h\nport = 1\nssl = true\nssl_verify = false"),
             "tls://h:1"
+        );
+        assert_eq!(
+            d("host = h\nport = 1\nsock_type = rlogd\nssl = true\nssl_verify = false"),
+            "rlogds://h:1"
         );
         assert_eq!(
             d("logger = socket:/s\nlogger = tls://h:2\nssl_verify = false"),

@@ -144,8 +144,8 @@ pub(crate) fn forget_slot() {
 
 /// Puts the ring of logger `logger_id` (generation `generation`) in `slot`, saving the current
 /// one. `make` creates and registers a ring when this thread has none for that logger yet, and
-/// gives the logger to tell when the thread exits; `None` from it leaves the slot empty. Rings of closed loggers and of another generation are
-/// forgotten on the way.
+/// gives the logger to tell when the thread exits; `None` from it leaves the slot empty. Rings
+/// of closed loggers and of another generation are forgotten on the way.
 pub(crate) fn switch_to(
     slot: &mut Slot,
     logger_id: u64,

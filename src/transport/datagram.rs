@@ -118,13 +118,26 @@ impl Transport for Datagram {
 mod tests {
     use super::*;
 
-    #[test]
-    fn unix_one_datagram_per_record() {
-        let dir = std::env::temp_dir().join(format!("rlog-ud-{}", std::process::id()));
+    /// A unix datagram receiver bound in a fresh directory named after `name`: the directory,
+    /// the socket's path and the receiver.
+    fn receiver(
+        name: &str,
+    ) -> (
+        std::path::PathBuf,
+        std::path::PathBuf,
+        std::os::unix::net::UnixDatagram,
+    ) {
+        let dir = std::env::temp_dir().join(format!("rlog-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("s");
         let _ = std::fs::remove_file(&path);
         let rx = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        (dir, path, rx)
+    }
+
+    #[test]
+    fn unix_one_datagram_per_record() {
+        let (dir, path, rx) = receiver("ud");
         let mut t = unix(path.to_str().unwrap(), Duration::from_secs(1)).unwrap();
         let mut b = Buffer::default();
         b.push(b"one", None);
@@ -145,11 +158,7 @@ mod tests {
 
     #[test]
     fn unix_send_to_a_receiver_that_stops_reading_times_out() {
-        let dir = std::env::temp_dir().join(format!("rlog-ud-full-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("s");
-        let _ = std::fs::remove_file(&path);
-        let _rx = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        let (dir, path, _rx) = receiver("ud-full");
         let mut t = unix(path.to_str().unwrap(), Duration::from_millis(50)).unwrap();
         // The kernel keeps timeouts in ticks: what it reports back is rounded up to one.
         let set = t.sock.write_timeout().unwrap().expect("a send timeout");

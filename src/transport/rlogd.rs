@@ -280,7 +280,7 @@ impl Transport for Rlogd {
                     Err(e) => {
                         // Record `sent` exceeds this server's frame limit. What is in flight
                         // is acknowledged first, so the caller knows exactly which record it
-                        // gives up on (see `SendError::record_unsendable`).
+                        // gives up on (see `SendError::unsendable`).
                         while let Some((end, next_seq)) = window.pop_front() {
                             self.read_ack(next_seq).map_err(|e| fail(acked, e))?;
                             acked = end;
