@@ -19,8 +19,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rlog::rlogd::format::{Date, ENTRY, FILE_HEADER};
-use rlog::rlogd::frame::{self, Hello, Role};
+use rlog::proto::format::{Date, ENTRY, FILE_HEADER};
+use rlog::proto::frame::{self, Hello, Role};
 use rlog::{Config, Logged, Logger};
 
 struct Daemon(Child);
@@ -159,7 +159,7 @@ impl Probe {
     fn send(&mut self, producer: u64, n: usize) {
         let mut raw = Vec::new();
         for _ in 0..n {
-            frame::batch_record(&mut raw, rlog::rlogd::format::now_micros(), 0, &[b'p'; 200]);
+            frame::batch_record(&mut raw, rlog::proto::format::now_micros(), 0, &[b'p'; 200]);
         }
         let mut body = Vec::new();
         frame::batch_head(
@@ -214,7 +214,7 @@ impl IndexWatch {
         self.f.read_exact_at(&mut self.buf, self.pos).unwrap();
         self.pos += whole;
         self.buf.chunks_exact(ENTRY).any(|e| {
-            let e = rlog::rlogd::format::Entry::decode(e).unwrap();
+            let e = rlog::proto::format::Entry::decode(e).unwrap();
             e.producer == producer && e.seq == seq
         })
     }

@@ -383,7 +383,7 @@ fn max_record(t: &Target) -> Option<(usize, &'static str)> {
     match t {
         Target::Udp { .. } => Some((datagram::MAX_DATAGRAM, "the largest UDP datagram")),
         Target::Rlogd { .. } | Target::RlogdTls { .. } => Some((
-            crate::rlogd::format::MAX_PAYLOAD,
+            crate::proto::format::MAX_PAYLOAD,
             "the largest rlogd record",
         )),
         _ => None,

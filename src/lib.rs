@@ -30,14 +30,14 @@ mod ledger;
 mod lifecycle;
 pub mod logger;
 mod producer;
-mod ring;
-/// The rlogd collector's library modules (not part of the C ABI).
+/// rlogd's wire frames and record format, the client side (not part of the C ABI).
 /// cbindgen:ignore
-pub mod rlogd;
+pub mod proto;
+mod ring;
 pub mod route;
 pub mod sink;
 pub mod stats;
-mod sync;
+pub mod sync;
 pub mod target;
 pub mod transport;
 pub mod worker;

@@ -11,7 +11,7 @@ use std::io::Write;
 use std::net::TcpStream;
 use std::time::Duration;
 
-use rlog::rlogd::frame::{self, Hello, Position, Role};
+use rlog::proto::frame::{self, Hello, Position, Role};
 use rlog::{Config, Logger};
 use rlogd_util::*;
 
@@ -112,7 +112,7 @@ fn bad_frames_bombs_and_bad_followers_are_refused_and_counted() {
         version: frame::PROTOCOL,
         token: Vec::new(),
         role: Role::Follower(Position::Sealed {
-            date: rlog::rlogd::format::Date::parse("20260101").unwrap(),
+            date: rlog::proto::format::Date::parse("20260101").unwrap(),
         }),
     }
     .encode();
@@ -123,7 +123,7 @@ fn bad_frames_bombs_and_bad_followers_are_refused_and_counted() {
     // A follower asking for a valid date this master does not have.
     let mut s = connect(&addr);
     let pos = Position::Open {
-        date: rlog::rlogd::format::Date::parse("20200101").unwrap(),
+        date: rlog::proto::format::Date::parse("20200101").unwrap(),
         count: 5,
     };
     assert_eq!(hello(&mut s, b"", Role::Follower(pos)), frame::WELCOME);
@@ -273,7 +273,7 @@ fn token_and_tls_for_ingest_and_replication() {
 
 #[test]
 fn follower_validates_everything_the_master_sends() {
-    use rlog::rlogd::format::{self, Entry, Meta};
+    use rlog::proto::format::{self, Entry, Meta};
     let dir = TempDir::new("badmaster");
     let fdata = dir.join("follower");
     // A fake master on 127.0.0.1: each connection gets one hostile frame after the handshake.
@@ -365,5 +365,5 @@ fn follower_validates_everything_the_master_sends() {
     }
     assert!(f.log_text().matches("replication from").count() >= n);
     // Nothing the fake master sent was written.
-    assert!(rlog::rlogd::store::list_dates(&fdata).unwrap().is_empty());
+    assert!(rlog::proto::reader::list_dates(&fdata).unwrap().is_empty());
 }

@@ -23,7 +23,7 @@ fn librlog_over_rlogd_roundtrip_with_time_type_and_bytes() {
     ))
     .unwrap();
     let lg = Logger::start(cfg).unwrap();
-    let t0 = rlog::rlogd::format::now_micros();
+    let t0 = rlog::proto::format::now_micros();
     let mut sent = Vec::new();
     for i in 0..3000u32 {
         // Binary bytes, newlines and NULs included: carried as they are.
@@ -34,7 +34,7 @@ fn librlog_over_rlogd_roundtrip_with_time_type_and_bytes() {
     lg.log(&[0xff, 0xfe, b'\n']);
     sent.push(vec![0xff, 0xfe, b'\n']);
     assert!(lg.flush() > 0);
-    let t1 = rlog::rlogd::format::now_micros();
+    let t1 = rlog::proto::format::now_micros();
     let st = lg.stats();
     assert_eq!(st.sent, sent.len() as u64, "{st:?}");
     assert_identity(&st);
@@ -172,7 +172,7 @@ fn sigterm_is_graceful_and_restart_recovers() {
     let (code, out) = verify(&data);
     assert_eq!(code, 0, "{out}");
     // Damage the tail by hand: verify says so (exit 1); a restart repairs it and reports it.
-    let date = rlog::rlogd::store::list_dates(&data).unwrap()[0];
+    let date = rlog::proto::reader::list_dates(&data).unwrap()[0];
     let idx = data.join(date.to_string()).join("index");
     std::fs::OpenOptions::new()
         .append(true)

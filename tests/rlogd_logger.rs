@@ -321,7 +321,7 @@ fn bad_rlogd_logger_configs_are_init_errors_naming_the_line() {
 /// first connection it forwards rlogd's frames up to the first ACK, then closes both sides
 /// instead of forwarding it. Later connections are relayed as they are. Returns its address.
 fn ack_losing_relay(upstream: String) -> String {
-    use rlog::rlogd::frame;
+    use rlog::proto::frame;
     use std::io::{Read, Write};
     use std::net::{Shutdown, TcpListener, TcpStream};
     let l = TcpListener::bind("127.0.0.1:0").unwrap();

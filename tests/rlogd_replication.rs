@@ -9,8 +9,8 @@ use std::fs;
 use std::path::Path;
 use std::time::Duration;
 
-use rlog::rlogd::format::Date;
-use rlog::rlogd::store;
+use rlog::proto::format::Date;
+use rlog::proto::reader;
 use rlog::{Config, Logger};
 use rlogd_util::*;
 
@@ -29,7 +29,7 @@ fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
 }
 
 fn count(data: &Path, d: Date) -> u64 {
-    rlog::rlogd::reader::DateReader::open(data, d)
+    rlog::proto::reader::DateReader::open(data, d)
         .and_then(|r| r.count_on_disk())
         .unwrap_or(0)
 }
@@ -80,7 +80,7 @@ fn follower_catches_up_survives_kills_and_master_restart_and_matches_byte_for_by
     let flog = dir.join("flog");
     // Kill the follower as soon as it has started copying.
     let mut f = Proc::start(&follow_args, flog.clone());
-    assert!(wait_until(Duration::from_secs(20), || store::list_dates(
+    assert!(wait_until(Duration::from_secs(20), || reader::list_dates(
         &fdata
     )
     .map(|d| !d.is_empty())
@@ -140,9 +140,9 @@ fn follower_catches_up_survives_kills_and_master_restart_and_matches_byte_for_by
     );
     // Sealed dates: byte-identical folders (finish included). Live date: identical too, now
     // that both have every record.
-    let dates = store::list_dates(&mdata).unwrap();
+    let dates = reader::list_dates(&mdata).unwrap();
     assert_eq!(dates.len(), 4);
-    assert_eq!(store::list_dates(&fdata).unwrap(), dates);
+    assert_eq!(reader::list_dates(&fdata).unwrap(), dates);
     for d in &dates {
         let (a, b) = (
             files(&mdata.join(d.to_string())),
@@ -158,7 +158,7 @@ fn follower_catches_up_survives_kills_and_master_restart_and_matches_byte_for_by
         }
     }
     for d in &dates[..3] {
-        assert!(store::is_sealed(&fdata, *d));
+        assert!(reader::is_sealed(&fdata, *d));
     }
     let (code, out) = verify(&fdata);
     assert_eq!(code, 0, "{out}");
@@ -214,7 +214,7 @@ fn replication_listener_is_separate_and_live_lag_is_pushed() {
         ],
         dir.join("flog"),
     );
-    let now = rlog::rlogd::format::now_micros();
+    let now = rlog::proto::format::now_micros();
     send_dated(&ingest, 9, 0, now, &[b"pushed".to_vec()]);
     assert!(wait_until(Duration::from_secs(10), || payloads(&fdata)
         == vec![b"pushed".to_vec()]));
@@ -243,10 +243,10 @@ fn a_past_date_is_sealed_by_the_clock_and_finish_reaches_the_follower() {
     let yesterday = Date::today().add_days(-1);
     send_dated(&addr, 4, 0, yesterday.end_micros() - 1, &[b"late".to_vec()]);
     // Nothing else arrives: the master's clock alone seals the date, and the follower follows.
-    assert!(wait_until(Duration::from_secs(20), || store::is_sealed(
+    assert!(wait_until(Duration::from_secs(20), || reader::is_sealed(
         &mdata, yesterday
     )));
-    assert!(wait_until(Duration::from_secs(20), || store::is_sealed(
+    assert!(wait_until(Duration::from_secs(20), || reader::is_sealed(
         &fdata, yesterday
     )));
     assert_eq!(

@@ -8,8 +8,8 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use rlog::rlogd::format::Date;
-use rlog::rlogd::store;
+use rlog::proto::format::Date;
+use rlog::proto::reader;
 use rlogd_util::*;
 
 #[test]
@@ -55,19 +55,19 @@ fn retain_days_deletes_old_dates_on_master_and_follower() {
     // Kept: yesterday and today (two days); the older ones go, on both sides.
     let want = vec![today.add_days(-1), today];
     assert!(
-        wait_until(Duration::from_secs(20), || store::list_dates(&mdata)
+        wait_until(Duration::from_secs(20), || reader::list_dates(&mdata)
             .unwrap()
             == want),
         "{:?}",
-        store::list_dates(&mdata)
+        reader::list_dates(&mdata)
     );
     assert!(
-        wait_until(Duration::from_secs(20), || store::list_dates(&fdata)
+        wait_until(Duration::from_secs(20), || reader::list_dates(&fdata)
             .unwrap_or_default()
             == want
             && payloads(&fdata).contains(&b"day -0".to_vec())),
         "{:?}\n{}",
-        store::list_dates(&fdata),
+        reader::list_dates(&fdata),
         std::fs::read_to_string(dir.join("flog")).unwrap_or_default()
     );
     assert!(m

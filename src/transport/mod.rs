@@ -146,7 +146,7 @@ pub fn max_record(endpoint: &Endpoint) -> Option<(usize, &'static str)> {
     match endpoint {
         Endpoint::Udp { .. } => Some((datagram::MAX_DATAGRAM, "the largest UDP datagram")),
         Endpoint::Rlogd { .. } => Some((
-            crate::rlogd::format::MAX_PAYLOAD,
+            crate::proto::format::MAX_PAYLOAD,
             "the largest rlogd record",
         )),
         _ => None,

@@ -15,7 +15,7 @@ use super::socket::{connect_tcp, peek, NoSigPipe, Peek};
 use super::{SendError, Transport};
 use crate::buffer::Buffer;
 use crate::config::{Config, Endpoint, RlogdSettings};
-use crate::rlogd::frame::{self, FrameError, Hello, Role};
+use crate::proto::frame::{self, FrameError, Hello, Role};
 use crate::transport::tls::TlsSettings;
 
 /// Message bytes per frame: large enough for group commit to pay off, small enough to keep
@@ -190,7 +190,7 @@ impl Rlogd {
                 break;
             }
             if self.out.len() + size > self.max_frame - 16
-                || r.bytes.len() > crate::rlogd::format::MAX_PAYLOAD
+                || r.bytes.len() > crate::proto::format::MAX_PAYLOAD
             {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidInput,

@@ -10,10 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rlog::rlogd::format::Date;
-use rlog::rlogd::frame::{self, Hello, Role};
-use rlog::rlogd::reader::{DateReader, Record};
-use rlog::rlogd::store;
+use rlog::proto::format::Date;
+use rlog::proto::frame::{self, Hello, Role};
+use rlog::proto::reader::{self, DateReader, Record};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_rlogd");
 
@@ -220,7 +219,7 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 /// right now: one without its index yet is skipped (the caller polls again).
 pub fn records(data: &Path) -> Vec<(Date, Record)> {
     let mut out = Vec::new();
-    for d in store::list_dates(data).unwrap_or_default() {
+    for d in reader::list_dates(data).unwrap_or_default() {
         let Ok(mut r) = DateReader::open(data, d) else {
             continue;
         };

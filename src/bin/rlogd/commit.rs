@@ -13,11 +13,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::sync::{Condvar, Mutex};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use rlog::sync::{Condvar, Mutex};
 
-use super::format::{now_micros, Date, Meta};
-use super::store::{self, Store};
+use crate::store::{self, Store};
+use rlog::proto::format::{now_micros, Date, Meta};
 
 /// Records to store, from one connection.
 pub struct Incoming {
@@ -25,7 +25,7 @@ pub struct Incoming {
     pub producer: u64,
     /// Sequence number of the first record (records are numbered consecutively).
     pub first_seq: u64,
-    pub records: Vec<super::frame::BatchRecord>,
+    pub records: Vec<rlog::proto::frame::BatchRecord>,
     pub data: Vec<u8>,
     /// Where to say that the batch is durable (or why it is not).
     pub reply: Option<Reply>,
@@ -312,4 +312,22 @@ pub fn open_store(root: &Path, opts: store::Options) -> io::Result<Store> {
         log(r);
     }
     Ok(store)
+}
+
+/// Everything a connection handler (a producer's or a follower's) needs: the way to the
+/// committer and what it publishes.
+pub struct Ctx {
+    pub tx: crossbeam_channel::Sender<Msg>,
+    pub shared: Arc<Shared>,
+    pub counters: Arc<Counters>,
+    pub token: Option<Vec<u8>>,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub max_frame: usize,
+    pub root: std::path::PathBuf,
+    pub stopping: std::sync::atomic::AtomicBool,
+    /// Batches handed to the committer whose ack is not yet written.
+    pub inflight: std::sync::atomic::AtomicUsize,
+    /// Open connections, bounded by `max_connections`.
+    pub connections: std::sync::atomic::AtomicUsize,
+    pub max_connections: usize,
 }

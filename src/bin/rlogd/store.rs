@@ -12,7 +12,8 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use super::format::{self, Date, Entry, Meta, ENTRY, FILE_HEADER, RECORD_HEADER};
+use rlog::proto::format::{self, Date, Entry, Meta, ENTRY, FILE_HEADER, RECORD_HEADER};
+pub use rlog::proto::reader::{is_sealed, list_dates};
 
 /// Tuning of a store.
 #[derive(Debug, Clone, Copy)]
@@ -36,26 +37,6 @@ pub const MAX_FILE_SIZE: u64 = u32::MAX as u64;
 
 fn bad(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg)
-}
-
-/// The date folders under `root`, oldest first. Entries whose name is not a date are skipped.
-pub fn list_dates(root: &Path) -> io::Result<Vec<Date>> {
-    let mut out = Vec::new();
-    for e in fs::read_dir(root)? {
-        let e = e?;
-        if let Some(d) = e.file_name().to_str().and_then(|s| Date::parse(s).ok()) {
-            if e.file_type()?.is_dir() {
-                out.push(d);
-            }
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
-/// Whether a date folder has been sealed.
-pub fn is_sealed(root: &Path, date: Date) -> bool {
-    root.join(date.to_string()).join("finish").exists()
 }
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
@@ -393,16 +374,6 @@ impl DateWriter {
         Ok((w, scan))
     }
 
-    /// Records in this date, pending ones included.
-    pub fn count(&self) -> u64 {
-        self.count
-    }
-
-    /// Where the next record goes (data file, offset).
-    pub fn position(&self) -> (u32, u64) {
-        (self.file, self.end)
-    }
-
     fn write_pending_data(&mut self) -> io::Result<()> {
         if !self.dbuf.is_empty() {
             self.data.write_all(&self.dbuf)?;
@@ -614,10 +585,6 @@ impl Store {
             }
         }
         Ok((store, report))
-    }
-
-    pub fn root(&self) -> &Path {
-        &self.root
     }
 
     /// The open date and its record count (pending included).

@@ -189,11 +189,11 @@ pub fn accept_tls(sock: TcpStream, cfg: &Arc<ServerConfig>) -> io::Result<Conn> 
 /// Connects to `HOST:PORT`, with TLS when `tls` is given (client side: followers and tests).
 pub fn connect(
     addr: &str,
-    tls: Option<&crate::transport::tls::TlsSettings>,
+    tls: Option<&rlog::transport::tls::TlsSettings>,
     timeout: Duration,
 ) -> io::Result<Conn> {
     let (host, port) = split_host_port(addr);
-    let sock = crate::transport::socket::connect_tcp(&host, port, timeout)?;
+    let sock = rlog::transport::socket::connect_tcp(&host, port, timeout)?;
     let tcp: TcpStream = sock.into();
     match tls {
         None => Ok(Conn::Tcp(tcp)),

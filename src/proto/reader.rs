@@ -1,15 +1,36 @@
-//! The reading side of a store: index entries and records of a date, by record id. Used by
-//! `rlogd cat`/`tail`, and by the master to stream a date to its followers.
+//! The reading side of a store: its date folders, and the index entries and records of a date,
+//! by record id. Used by
+//! `rlogd cat`/`tail`, by the master to stream a date to its followers, and by tests.
 //!
 //! Every record read is checked against its index entry and its CRC; damage is an error, never
 //! a panic or a wrong record.
 
-use std::fs::File;
+use std::fs::{self, File};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use super::format::{self, Date, Entry, Meta, ENTRY, FILE_HEADER, RECORD_HEADER};
+
+/// The date folders under `root`, oldest first. Entries whose name is not a date are skipped.
+pub fn list_dates(root: &Path) -> io::Result<Vec<Date>> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(root)? {
+        let e = e?;
+        if let Some(d) = e.file_name().to_str().and_then(|s| Date::parse(s).ok()) {
+            if e.file_type()?.is_dir() {
+                out.push(d);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Whether a date folder has been sealed.
+pub fn is_sealed(root: &Path, date: Date) -> bool {
+    root.join(date.to_string()).join("finish").exists()
+}
 
 fn bad(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg)

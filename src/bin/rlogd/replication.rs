@@ -10,18 +10,16 @@
 //! frame, and on any error reconnects and resumes from its own store.
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::commit::{apply_retention, log};
-use super::format::{self, Date, Entry, ENTRY, RECORD_HEADER};
-use super::frame::{self, Cursor, FrameError, Hello, Position, Role};
-use super::net::{self, Conn};
-use super::reader::DateReader;
-use super::server::Ctx;
-use super::store::{self, Store};
+use crate::commit::{apply_retention, log, Ctx};
+use crate::net::{self, Conn};
+use crate::store::{self, Store};
+use rlog::proto::format::{self, Date, Entry, ENTRY, RECORD_HEADER};
+use rlog::proto::frame::{self, Cursor, FrameError, Hello, Position, Role};
+use rlog::proto::reader::DateReader;
 
 /// Why the master stopped serving a follower.
 pub struct FollowerError {
@@ -197,7 +195,7 @@ pub struct FollowSettings {
     pub master: String,
     pub data: PathBuf,
     pub token: Vec<u8>,
-    pub tls: Option<crate::transport::tls::TlsSettings>,
+    pub tls: Option<rlog::transport::tls::TlsSettings>,
     pub retain_days: Option<u32>,
     pub max_frame: usize,
     pub file_size: u64,
@@ -216,7 +214,7 @@ pub fn position(store: &Store) -> Position {
 /// a backoff from 100 ms to 2 s) and resume from the local store. Errors: the local store
 /// cannot be opened.
 pub fn follow(settings: &FollowSettings, stop: &AtomicBool) -> io::Result<()> {
-    let mut store = super::commit::open_store(
+    let mut store = crate::commit::open_store(
         &settings.data,
         store::Options {
             file_size: settings.file_size,
@@ -240,7 +238,7 @@ pub fn follow(settings: &FollowSettings, stop: &AtomicBool) -> io::Result<()> {
                 // that failed) must not survive: reopen the store, which recovers it to what
                 // was committed.
                 drop(store);
-                store = super::commit::open_store(
+                store = crate::commit::open_store(
                     &settings.data,
                     store::Options {
                         file_size: settings.file_size,
@@ -394,12 +392,3 @@ fn apply_records(store: &mut Store, body: &[u8]) -> Result<(), String> {
     }
     store.commit().map_err(|e| format!("store: {e}"))
 }
-
-/// Whether `path` is a directory this process can use as a store.
-pub fn check_data_dir(path: &Path) -> Result<(), String> {
-    std::fs::create_dir_all(path)
-        .map_err(|e| format!("cannot create --data {}: {e}", path.display()))
-}
-
-/// Shared flag type re-exported for the CLI.
-pub type Stop = Arc<AtomicBool>;

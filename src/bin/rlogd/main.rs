@@ -1,7 +1,17 @@
 //! rlogd: the collector that stores logs by date, the follower that replicates a collector's
 //! store, and the tools that read a store back (`cat`, `tail`) and check it (`verify`).
 //!
-//! The work is done by the `rlog::rlogd` library modules; this file parses the command line.
+//! The collector's modules are here, outside the library a host process loads:
+//!
+//! ```text
+//! producers ─ rlogd:// tcp:// udp:// unix:// ─▶ server.rs ─▶ commit.rs (group commit) ─▶ store.rs
+//!                                                                 │ publishes what is durable
+//! followers ◀──────────── rlogd:// ─ replication.rs (master) ◀────┘   rlog::proto::reader reads it back
+//! ```
+//!
+//! `net.rs` has listener URLs, TLS and the connection type; the wire frames and the on-disk
+//! format are the library's (`rlog::proto`), shared with the client side. This file parses
+//! the command line.
 
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -10,14 +20,20 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rlog::rlogd::commit::{self, log, Counters, Shared};
-use rlog::rlogd::format::Date;
-use rlog::rlogd::frame::DEFAULT_MAX_FRAME;
-use rlog::rlogd::net::{self, Url};
-use rlog::rlogd::reader::{DateReader, Record};
-use rlog::rlogd::replication::{self, FollowSettings};
-use rlog::rlogd::server::{self, Ctx, Roles};
-use rlog::rlogd::store::{self, scan_date};
+mod commit;
+mod net;
+mod replication;
+mod server;
+mod store;
+
+use commit::{log, Counters, Ctx, Shared};
+use net::Url;
+use replication::FollowSettings;
+use rlog::proto::format::Date;
+use rlog::proto::frame::DEFAULT_MAX_FRAME;
+use rlog::proto::reader::{DateReader, Record};
+use server::Roles;
+use store::scan_date;
 
 const USAGE: &str = "usage:
   rlogd serve  --data DIR --listen URL... [--replication URL] [--token-file F]

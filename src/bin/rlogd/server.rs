@@ -8,36 +8,15 @@
 use std::io::{self, BufReader, Read, Write};
 use std::net::{TcpListener, UdpSocket};
 use std::os::unix::net::UnixListener;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crossbeam_channel::Sender;
-use rustls::ServerConfig;
-
-use super::commit::{log, Counters, Incoming, Msg, Shared};
-use super::format::{now_micros, MAX_PAYLOAD};
-use super::frame::{self, BatchError, FrameError, Hello, Role};
-use super::net::{self, Conn, Url};
-use super::replication;
-
-/// Everything a connection handler needs.
-pub struct Ctx {
-    pub tx: Sender<Msg>,
-    pub shared: Arc<Shared>,
-    pub counters: Arc<Counters>,
-    pub token: Option<Vec<u8>>,
-    pub tls: Option<Arc<ServerConfig>>,
-    pub max_frame: usize,
-    pub root: PathBuf,
-    pub stopping: AtomicBool,
-    /// Batches handed to the committer whose ack is not yet written.
-    pub inflight: AtomicUsize,
-    /// Open connections, bounded by `max_connections`.
-    pub connections: AtomicUsize,
-    pub max_connections: usize,
-}
+use crate::commit::{log, Ctx, Incoming, Msg};
+use crate::net::{self, Conn, Url};
+use crate::replication;
+use rlog::proto::format::{now_micros, MAX_PAYLOAD};
+use rlog::proto::frame::{self, BatchError, FrameError, Hello, Role};
 
 /// What an `rlogd://` listener accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
