@@ -340,7 +340,7 @@ fn follow(args: &[String]) -> Result<ExitCode, String> {
                 Some(h) => h.to_string(),
                 None => net::split_host_port(&master).0,
             };
-            Some(rlog::transport::tls::settings(&host, true, Some(ca))?)
+            Some(rlog::output::tls::settings(&host, true, Some(ca))?)
         }
         None => None,
     };

@@ -195,7 +195,7 @@ pub struct FollowSettings {
     pub master: String,
     pub data: PathBuf,
     pub token: Vec<u8>,
-    pub tls: Option<rlog::transport::tls::TlsSettings>,
+    pub tls: Option<rlog::output::tls::TlsSettings>,
     pub retain_days: Option<u32>,
     pub max_frame: usize,
     pub file_size: u64,
