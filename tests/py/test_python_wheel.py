@@ -23,10 +23,8 @@ BUILD_TIMEOUT = 1800  # a first build compiles the whole crate without debug inf
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory):
-    try:
-        import setuptools_rust  # noqa: F401
-        import wheel as _wheel  # noqa: F401
-    except ImportError:
+    import importlib.util
+    if not all(importlib.util.find_spec(m) for m in ("setuptools_rust", "wheel")):
         msg = "setuptools-rust and wheel are not installed (.ci/deps installs them)"
         if os.environ.get("CI"):
             pytest.fail(msg)
