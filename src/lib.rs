@@ -36,6 +36,7 @@ mod ring;
 pub mod rlogd;
 pub mod route;
 pub mod sink;
+pub mod spool;
 pub mod stats;
 mod sync;
 pub mod target;
