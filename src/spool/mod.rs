@@ -70,6 +70,8 @@ mod format;
 mod fsutil;
 mod inspect;
 mod ledger;
+#[cfg(test)]
+mod tests;
 
 pub use inspect::{inspect, InstanceReport, KeyReport, LedgerStatus, Report};
 
@@ -820,10 +822,10 @@ impl OutputSpool {
                 break;
             }
             unlink += 1;
-            pos = Pos {
+            pos = pos.max(Pos {
                 seg: g.seq + 1,
                 off: HEADER_LEN,
-            };
+            });
         }
         if pos == src.ledger_pos && unlink == 0 {
             return Ok(());
