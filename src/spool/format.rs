@@ -281,6 +281,9 @@ impl SegReader {
                 })
             }
             None => {
+                // Keep the buffered reader where `pos` says: the end may grow later (the
+                // segment being appended to), and reading then goes on from here.
+                self.reader.seek(SeekFrom::Start(self.end))?;
                 self.pos = self.end;
                 Ok(Step::Tail { from: start })
             }

@@ -101,7 +101,7 @@ pub fn inspect(root: &Path) -> io::Result<Report> {
     for kp in key_paths {
         let key = kp.file_name().unwrap().to_string_lossy().into_owned();
         let mut instances = Vec::new();
-        for d in fsutil::list_dirs(&kp, fsutil::is_instance_name)? {
+        for d in fsutil::list_dirs(&kp, fsutil::is_instance_name).unwrap_or_default() {
             instances.push(inspect_instance(&d));
         }
         keys.push(KeyReport { key, instances });

@@ -130,7 +130,8 @@ impl Default for SpoolOptions {
 /// Why the spool refused an operation.
 #[derive(Debug)]
 pub enum SpoolError {
-    /// The batch does not fit under `max_bytes`; nothing was written.
+    /// The batch does not fit under `max_bytes`; nothing was written. Delivering (commit)
+    /// makes room; a batch larger than `max_bytes` never fits.
     Full,
     /// A record's payload is larger than the spool's record limit (64 MiB); nothing was written.
     TooLarge,
@@ -239,6 +240,8 @@ struct Seg {
     delivered_payload: u64,
     /// Corrupt spans before this offset were counted already (adoption scan or an earlier read).
     corrupt_seen: u64,
+    /// Reads of it that failed in a row.
+    failures: u32,
 }
 
 /// A directory of segments with its own ledger: this instance, or an adopted one.
@@ -304,6 +307,8 @@ pub struct OutputSpool {
     dir_dirty: bool,
     /// Set by `after_fork_in_child`: Drop touches no file.
     forked: bool,
+    /// The process that opened it: a fork child must not use the parent's spool.
+    owner_pid: u32,
 }
 
 fn valid_key(key: &str) -> bool {
@@ -400,6 +405,7 @@ impl OutputSpool {
             data_dirty: false,
             dir_dirty: false,
             forked: false,
+            owner_pid: std::process::id(),
         };
         // A failure to list the key directory leaves adoption to a later call: never refuse to
         // start because of what an earlier process left.
@@ -412,6 +418,18 @@ impl OutputSpool {
         &self.dir
     }
 
+    /// A fork child that did not call `after_fork_in_child` must not write the parent's files.
+    fn check_owner(&self) -> io::Result<()> {
+        if std::process::id() == self.owner_pid {
+            Ok(())
+        } else {
+            Err(io::Error::other(
+                "spool opened by the parent process: after fork(), call after_fork_in_child \
+                 and open a new spool",
+            ))
+        }
+    }
+
     /// Appends a batch. A later reader sees all of it or none of it (a batch torn by a crash is
     /// cut off at recovery). With `SyncMode::Batch`, returns only after the data is fdatasynced.
     ///
@@ -420,6 +438,7 @@ impl OutputSpool {
     /// EIO): the partial write is truncated away (or fenced off if truncating fails too), and the
     /// spool stays usable, so the batch can be retried later.
     pub fn append(&mut self, recs: &[SpoolRecord<'_>]) -> Result<(), SpoolError> {
+        self.check_owner()?;
         if recs.is_empty() {
             return Ok(());
         }
@@ -433,10 +452,14 @@ impl OutputSpool {
             payload += r.bytes.len() as u64;
         }
         let head_len = self.head_seg().map(|s| s.len);
-        let roll = match head_len {
+        let mut roll = match head_len {
             None => true,
             Some(len) => len > HEADER_LEN && len + framed > self.opts.segment_bytes,
         };
+        let over_cap = self.stats.disk_bytes.saturating_add(framed) > self.opts.max_bytes;
+        if (roll || over_cap) && self.retire_drained_head() {
+            roll = true;
+        }
         let need = framed + if roll { HEADER_LEN } else { 0 };
         if self.stats.disk_bytes.saturating_add(need) > self.opts.max_bytes {
             return Err(SpoolError::Full);
@@ -529,9 +552,39 @@ impl OutputSpool {
         self.own().segs.back().filter(|s| s.seq == head.seq)
     }
 
+    /// If every record of the segment being appended to is delivered, stops appending to it
+    /// and unlinks it (a drained spool does not keep a segment of delivered records that would
+    /// count against `max_bytes`). Returns whether it did.
+    fn retire_drained_head(&mut self) -> bool {
+        let Some(seg) = self.head_seg() else {
+            return false;
+        };
+        let end = Pos {
+            seg: seg.seq,
+            off: seg.len,
+        };
+        if seg.len <= HEADER_LEN || self.own().done < end {
+            return false;
+        }
+        self.head = None;
+        self.data_dirty = false;
+        let own = self.own().id;
+        let _ = self.settle(own);
+        true
+    }
+
     /// Starts a new own segment (a header-only file; with `SyncMode::Batch` its directory entry
     /// is made durable before any record goes in).
     fn roll(&mut self) -> Result<(), SpoolError> {
+        if self.data_dirty && matches!(self.opts.sync, SyncMode::Interval(_)) {
+            // The segment being closed may hold unsynced batches: they get their sync now,
+            // since later syncs only cover the new segment.
+            if let Some(h) = &self.head {
+                if h.file.sync_data().is_ok() {
+                    self.data_dirty = false;
+                }
+            }
+        }
         let seq = self.next_seq;
         let path = self.dir.join(fsutil::segment_name(seq));
         let file = OpenOptions::new()
@@ -577,6 +630,7 @@ impl OutputSpool {
             delivered: 0,
             delivered_payload: 0,
             corrupt_seen: 0,
+            failures: 0,
         });
         Ok(())
     }
@@ -588,16 +642,19 @@ impl OutputSpool {
     /// Memory is bounded: segments are read through a 64 KiB buffer, one record at a time.
     ///
     /// Returns the number of records added (0: nothing unread). Corrupt records are skipped and
-    /// counted in `stats().corrupt_records`. A segment that cannot be opened or read is renamed
-    /// `*.bad`, counted in `stats().bad_segments`, and skipped: its unread records leave
-    /// `stats().records`. The `io::Result` is kept for the caller's error path; damage on disk is
-    /// never returned as an error (it would wedge the queue).
+    /// counted in `stats().corrupt_records`. A segment that has vanished, or that failed to open
+    /// or read three times in a row, is renamed `*.bad`, counted in `stats().bad_segments`, and
+    /// skipped: its unread records leave `stats().records`. Errors: a failure to open or read a
+    /// segment before that (it may pass: EMFILE, ENOMEM), when no record was read in this call
+    /// (otherwise the records read so far are returned); an error for a spool opened by the
+    /// parent of a fork child. Damage on disk never makes `read` fail for good.
     pub fn read(
         &mut self,
         max_records: usize,
         max_bytes: usize,
         out: &mut Vec<OwnedRecord>,
     ) -> io::Result<usize> {
+        self.check_owner()?;
         let mut n = 0usize;
         let mut bytes = 0usize;
         'sources: while n < max_records && (n == 0 || bytes < max_bytes) {
@@ -627,9 +684,6 @@ impl OutputSpool {
                     },
                     None => Pos { seg: seq, off: len },
                 };
-                if src.segs.get(gi + 1).is_none() {
-                    break;
-                }
                 continue 'sources;
             }
             let reuse = matches!(&self.reader,
@@ -644,10 +698,10 @@ impl OutputSpool {
                             rd,
                         })
                     }
-                    Err(_) => {
-                        self.quarantine(si, gi);
-                        continue 'sources;
-                    }
+                    Err(e) => match self.read_failed(si, gi, e, n) {
+                        Some(ret) => return ret,
+                        None => continue 'sources,
+                    },
                 }
             }
             let reader = self.reader.as_mut().expect("reader");
@@ -655,12 +709,15 @@ impl OutputSpool {
             while n < max_records && (n == 0 || bytes < max_bytes) {
                 let step = match reader.rd.step() {
                     Ok(s) => s,
-                    Err(_) => {
+                    Err(e) => {
                         self.reader = None;
-                        self.quarantine(si, gi);
-                        continue 'sources;
+                        match self.read_failed(si, gi, e, n) {
+                            Some(ret) => return ret,
+                            None => continue 'sources,
+                        }
                     }
                 };
+                self.sources[si].segs[gi].failures = 0;
                 let src = &mut self.sources[si];
                 let (skip_from, skip_to) = match step {
                     Step::Record { head, payload, end } => {
@@ -708,6 +765,26 @@ impl OutputSpool {
             }
         }
         Ok(n)
+    }
+
+    /// Opening or reading segment `gi` of source `si` failed with `e`, after `n` records of this
+    /// `read`. A vanished segment, or one that failed three reads in a row, is quarantined
+    /// (`None`: reading goes on). Otherwise the error may be passing (EMFILE, ENOMEM): `read`
+    /// returns the records it has, or the error if it has none.
+    fn read_failed(
+        &mut self,
+        si: usize,
+        gi: usize,
+        e: io::Error,
+        n: usize,
+    ) -> Option<io::Result<usize>> {
+        let g = &mut self.sources[si].segs[gi];
+        g.failures += 1;
+        if e.kind() == io::ErrorKind::NotFound || g.failures >= 3 {
+            self.quarantine(si, gi);
+            return None;
+        }
+        Some(if n > 0 { Ok(n) } else { Err(e) })
     }
 
     /// A segment that cannot be opened or read: rename it `*.bad`, count it, drop it from the
@@ -759,6 +836,7 @@ impl OutputSpool {
     /// delivered in this process (they are not read again); the segments holding them are kept
     /// until a later commit writes the ledger, and a crash before that delivers them again.
     pub fn commit(&mut self, n: usize) -> io::Result<()> {
+        self.check_owner()?;
         let mut left = n.min(self.inflight_records);
         while let Some(f) = self.inflight.front() {
             if f.record {
@@ -887,6 +965,7 @@ impl OutputSpool {
     /// fdatasyncs everything written so far (the segment being written, the ledgers, the
     /// directory), in any mode.
     pub fn sync(&mut self) -> io::Result<()> {
+        self.check_owner()?;
         if self.data_dirty {
             if let Some(h) = &self.head {
                 h.file.sync_data()?;
@@ -932,6 +1011,7 @@ impl OutputSpool {
     /// Errors: only when the output key's directory cannot be listed; a dead instance that
     /// cannot be taken now is left for a later call.
     pub fn adopt(&mut self) -> io::Result<AdoptReport> {
+        self.check_owner()?;
         let mut report = AdoptReport::default();
         let own_name = self.name.clone();
         let dirs = fsutil::list_dirs(&self.key_dir, |n| {
@@ -1063,6 +1143,7 @@ impl OutputSpool {
                 delivered: 0,
                 delivered_payload: 0,
                 corrupt_seen: scan.valid_end,
+                failures: 0,
             });
         }
         let first = out.front()?;
@@ -1133,7 +1214,7 @@ impl Drop for OutputSpool {
     /// nothing undelivered is left, removes the instance directory; otherwise leaves it for the
     /// next process to adopt. In a fork child (`after_fork_in_child`) only closes descriptors.
     fn drop(&mut self) {
-        if self.forked {
+        if self.forked || std::process::id() != self.owner_pid {
             return;
         }
         if self.opts.sync != SyncMode::None {

@@ -1061,3 +1061,97 @@ fn walk_segments(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+#[test]
+fn spool_is_send() {
+    fn send<T: Send>() {}
+    send::<OutputSpool>();
+}
+
+#[test]
+fn long_garbage_span_across_resync_windows() {
+    let _g = shared();
+    let t = TempDir::new("garbage");
+    let dir = dead_instance(&t.0, 0..6000, 500, 16 << 20);
+    let seg = segs_in(&dir)[0].clone();
+    let offs = record_offsets(&seg);
+    assert_eq!(offs.len(), 6000);
+    // Random bytes from inside record 100 to inside record 2000: far more than one 64 KiB
+    // resync window.
+    let (from, to) = (offs[100] + 5, offs[5000] + 3);
+    assert!(to - from > 3 * 65536);
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let junk: Vec<u8> = (from..to)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .unwrap()
+        .write_all_at(&junk, from)
+        .unwrap();
+    let mut sp = OutputSpool::open(&t.0, KEY, opts(16 << 20)).unwrap();
+    assert_eq!(sp.stats().corrupt_records, 1);
+    let got = read_all(&mut sp, 500);
+    let mut want: Vec<u64> = (0..100).collect();
+    want.extend(5001..6000);
+    assert_eq!(ids(&got), want);
+    check_contents(&got);
+}
+
+#[test]
+fn a_drained_spool_never_fills_up() {
+    let _g = shared();
+    let t = TempDir::new("drained");
+    // spool_mode = always: every batch is written, then sent and committed. The cap is far
+    // below the segment size, so only retiring the drained segment keeps room.
+    let o = SpoolOptions {
+        max_bytes: 2000,
+        sync: SyncMode::None,
+        segment_bytes: 1 << 20,
+    };
+    let mut sp = OutputSpool::open(&t.0, KEY, o).unwrap();
+    for b in 0..200 {
+        append_ids(&mut sp, b * 3..b * 3 + 3);
+        let got = read_all(&mut sp, 10);
+        assert_eq!(ids(&got), (b * 3..b * 3 + 3).collect::<Vec<_>>());
+        sp.commit(3).unwrap();
+    }
+    assert!(sp.stats().disk_bytes <= 2000);
+}
+
+#[test]
+fn fork_child_cannot_use_or_remove_the_parents_spool() {
+    let _g = exclusive();
+    let t = TempDir::new("forkmisuse");
+    let parent = OutputSpool::open(&t.0, KEY, opts(1 << 20)).unwrap();
+    let dir = parent.dir().to_path_buf();
+    let mut parent = Some(parent);
+    let pid = fork_child(|| {
+        let mut sp = parent.take().unwrap();
+        let appended = sp.append(&[SpoolRecord {
+            id: 1,
+            time_us: None,
+            bytes: b"from the child",
+        }]);
+        if !matches!(appended, Err(SpoolError::Io(_))) {
+            return 3;
+        }
+        drop(sp); // empty: in the parent this would remove the directory
+        0
+    });
+    assert_eq!(wait_child(pid), 0);
+    assert!(
+        dir.join("lock").exists(),
+        "the child's drop removed nothing"
+    );
+    let mut parent = parent.take().unwrap();
+    assert!(parent.is_empty());
+    append_ids(&mut parent, 0..2);
+    assert_eq!(ids(&read_all(&mut parent, 10)), vec![0, 1]);
+}
