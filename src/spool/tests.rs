@@ -1155,3 +1155,46 @@ fn fork_child_cannot_use_or_remove_the_parents_spool() {
     append_ids(&mut parent, 0..2);
     assert_eq!(ids(&read_all(&mut parent, 10)), vec![0, 1]);
 }
+
+#[test]
+fn corrupt_tail_of_the_head_segment_then_more_appends() {
+    let _g = shared();
+    let t = TempDir::new("headtail");
+    let mut sp = OutputSpool::open(&t.0, KEY, opts(1 << 20)).unwrap();
+    append_ids(&mut sp, 0..3);
+    let seg = segs_in(sp.dir())[0].clone();
+    // The last record's flags get a reserved bit: its header is refused before its payload is
+    // read, and nothing valid follows it.
+    flip_byte(&seg, record_offsets(&seg)[2] + 9);
+    assert_eq!(ids(&read_all(&mut sp, 10)), vec![0, 1]);
+    assert_eq!(sp.stats().corrupt_records, 1);
+    append_ids(&mut sp, 3..6);
+    assert_eq!(ids(&read_all(&mut sp, 10)), vec![3, 4, 5]);
+    assert_eq!(
+        sp.stats().corrupt_records,
+        1,
+        "reading went on where the new batch starts"
+    );
+    sp.commit(5).unwrap();
+    assert_eq!(sp.in_flight(), 0);
+}
+
+#[test]
+fn a_vanished_segment_is_skipped_and_counted() {
+    let _g = shared();
+    let t = TempDir::new("vanished");
+    let mut sp = OutputSpool::open(&t.0, KEY, opts(300)).unwrap();
+    for b in 0..4 {
+        append_ids(&mut sp, b * 4..b * 4 + 4); // one segment per batch
+    }
+    let segs = segs_in(sp.dir());
+    assert_eq!(segs.len(), 4);
+    fs::remove_file(&segs[1]).unwrap();
+    let got = read_all(&mut sp, 3);
+    assert_eq!(ids(&got), vec![0, 1, 2, 3, 8, 9, 10, 11, 12, 13, 14, 15]);
+    let st = sp.stats();
+    assert_eq!(st.bad_segments, 1);
+    assert_eq!(st.records, 12, "the vanished records left the count");
+    sp.commit(12).unwrap();
+    assert!(sp.is_empty());
+}
