@@ -177,11 +177,14 @@ pub struct SpoolRecord<'a> {
     pub bytes: &'a [u8],
 }
 
-/// A record read back from the spool.
+/// A record read back from the spool: the fields given to `append`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OwnedRecord {
+    /// The caller's stable id.
     pub id: u64,
+    /// The `log` time, µs since the Unix epoch, if it was given.
     pub time_us: Option<i64>,
+    /// The record's bytes.
     pub bytes: Vec<u8>,
 }
 
@@ -200,6 +203,12 @@ pub struct SpoolStats {
     pub corrupt_records: u64,
     /// Segments renamed `*.bad` since open (unreadable or foreign header).
     pub bad_segments: u64,
+    /// Records counted in `records` that left the spool undelivered since open (corrupt records
+    /// found when reading this instance's own segments, segments quarantined while reading),
+    /// and their payload bytes: the driver counts them `lost`. Damage found when adopting is
+    /// not here: such records never entered `records` (see `corrupt_records`).
+    pub lost_records: u64,
+    pub lost_bytes: u64,
     /// Bytes cut off as torn tails (incomplete batches) since open.
     pub torn_bytes: u64,
     /// Records and payload bytes taken over from dead instances since open.
@@ -491,6 +500,9 @@ impl OutputSpool {
             return Err(SpoolError::Io(e));
         }
         let end = at + self.buf.len() as u64;
+        if self.buf.capacity() > 4 << 20 {
+            self.buf = Vec::new(); // one huge batch does not pin its memory
+        }
         let seg = self.own_mut().segs.back_mut().expect("head segment");
         seg.len = end;
         seg.disk_len = end;
@@ -804,7 +816,13 @@ impl OutputSpool {
         let g = self.sources[si].segs.remove(gi).expect("segment");
         mark_bad(&g.path);
         self.stats.bad_segments += 1;
-        self.forget_seg(&g);
+        let sid = self.sources[si].id;
+        let handed = self
+            .inflight
+            .iter()
+            .filter(|f| f.record && f.source == sid && f.seq == g.seq)
+            .fold((0, 0), |(n, b), f| (n + 1, b + f.payload));
+        self.forget_seg(&g, handed);
         let src = &mut self.sources[si];
         if src.read.seg == g.seq {
             src.read = Pos {
@@ -814,15 +832,16 @@ impl OutputSpool {
         }
     }
 
-    /// Takes a segment leaving the queue out of the counters.
-    fn forget_seg(&mut self, g: &Seg) {
+    /// Takes a segment leaving the queue out of the counters: its records neither delivered
+    /// nor handed out by `read` (`handed`: count, payload bytes) are lost.
+    fn forget_seg(&mut self, g: &Seg, handed: (u64, u64)) {
+        let lost = g.records.saturating_sub(g.delivered + handed.0);
+        let lost_bytes = g.payload.saturating_sub(g.delivered_payload + handed.1);
         let s = &mut self.stats;
-        s.records = s
-            .records
-            .saturating_sub(g.records.saturating_sub(g.delivered));
-        s.bytes = s
-            .bytes
-            .saturating_sub(g.payload.saturating_sub(g.delivered_payload));
+        s.records = s.records.saturating_sub(lost);
+        s.bytes = s.bytes.saturating_sub(lost_bytes);
+        s.lost_records += lost;
+        s.lost_bytes += lost_bytes;
         s.disk_bytes = s.disk_bytes.saturating_sub(g.disk_len);
     }
 
@@ -848,14 +867,18 @@ impl OutputSpool {
             }
             let f = self.inflight.pop_front().expect("front");
             let Some(src) = self.sources.iter_mut().find(|s| s.id == f.source) else {
+                if f.record {
+                    self.stats.records = self.stats.records.saturating_sub(1);
+                    self.stats.bytes = self.stats.bytes.saturating_sub(f.payload);
+                }
                 continue;
             };
             if f.record {
+                self.stats.records = self.stats.records.saturating_sub(1);
+                self.stats.bytes = self.stats.bytes.saturating_sub(f.payload);
                 if let Some(g) = src.segs.iter_mut().find(|g| g.seq == f.seq) {
                     g.delivered += 1;
                     g.delivered_payload += f.payload;
-                    self.stats.records = self.stats.records.saturating_sub(1);
-                    self.stats.bytes = self.stats.bytes.saturating_sub(f.payload);
                 }
             }
             let p = Pos {
@@ -928,7 +951,7 @@ impl OutputSpool {
             {
                 self.reader = None;
             }
-            self.forget_seg(g);
+            self.forget_seg(g, (0, 0));
         }
         if !own && empty && !self.inflight.iter().any(|f| f.source == sid) {
             self.sources.remove(si);
@@ -939,6 +962,21 @@ impl OutputSpool {
 
     /// What was read but not committed will be read again (its delivery failed).
     pub fn rewind(&mut self) {
+        // Handed-out records of a segment quarantined since cannot be read again: lost.
+        for f in self.inflight.iter().filter(|f| f.record) {
+            let there = self
+                .sources
+                .iter()
+                .find(|s| s.id == f.source)
+                .is_some_and(|s| s.segs.iter().any(|g| g.seq == f.seq));
+            if !there {
+                let st = &mut self.stats;
+                st.records = st.records.saturating_sub(1);
+                st.bytes = st.bytes.saturating_sub(f.payload);
+                st.lost_records += 1;
+                st.lost_bytes += f.payload;
+            }
+        }
         self.inflight.clear();
         self.inflight_records = 0;
         self.reader = None;

@@ -575,6 +575,27 @@ fn corruption_in_own_segment_is_skipped_when_read() {
     );
     sp.commit(5).unwrap();
     assert_eq!(sp.in_flight(), 0);
+    // The damaged record is counted lost once its segment leaves the spool: here when the
+    // drained segment is retired to make room for a new one.
+    assert_eq!(sp.stats().records, 1);
+    assert_eq!(sp.stats().lost_records, 0);
+    assert!(
+        sp.retire_drained_head(),
+        "everything readable in it is delivered"
+    );
+    assert_eq!(sp.stats().records, 0);
+    assert_eq!(sp.stats().lost_records, 1);
+    assert_eq!(sp.stats().lost_bytes, payload(2).len() as u64);
+    assert!(segs_in(sp.dir()).is_empty());
+    append_ids(&mut sp, 6..7);
+    drop(sp);
+    let sp = OutputSpool::open(&t.0, KEY, opts(1 << 20)).unwrap();
+    assert_eq!(
+        sp.stats().adopted_records,
+        1,
+        "only record 6 was not delivered"
+    );
+    assert_eq!(sp.stats().corrupt_records, 0, "the damaged segment is gone");
 }
 
 #[test]
@@ -1040,6 +1061,7 @@ fn random_walk_matches_a_model() {
             }
         }
         assert_eq!(sp.stats().records, model.len() as u64, "step {step}");
+        assert_eq!(sp.stats().lost_records, 0, "step {step}");
         assert_eq!(sp.in_flight(), inflight, "step {step}");
         let on_disk: u64 = walk_segments(sp.dir())
             .iter()
@@ -1195,6 +1217,11 @@ fn a_vanished_segment_is_skipped_and_counted() {
     let st = sp.stats();
     assert_eq!(st.bad_segments, 1);
     assert_eq!(st.records, 12, "the vanished records left the count");
+    assert_eq!(st.lost_records, 4, "and are counted lost");
+    assert_eq!(
+        st.lost_bytes,
+        (4..8).map(|i| payload(i).len() as u64).sum::<u64>()
+    );
     sp.commit(12).unwrap();
     assert!(sp.is_empty());
 }
