@@ -928,17 +928,16 @@ impl OutputSpool {
                 off: HEADER_LEN,
             });
         }
-        if pos == src.ledger_pos && unlink == 0 {
-            return Ok(());
-        }
-        // Before an unlink the ledger must be durable, whatever the mode.
-        let sync = batch || unlink > 0;
-        src.ledger.write(pos, sync)?;
-        src.ledger_pos = pos;
-        src.ledger_unsynced = !sync;
-        src.done = pos;
-        if src.read < pos {
-            src.read = pos;
+        if pos != src.ledger_pos || unlink > 0 {
+            // Before an unlink the ledger must be durable, whatever the mode.
+            let sync = batch || unlink > 0;
+            src.ledger.write(pos, sync)?;
+            src.ledger_pos = pos;
+            src.ledger_unsynced = !sync;
+            src.done = pos;
+            if src.read < pos {
+                src.read = pos;
+            }
         }
         let gone: Vec<Seg> = src.segs.drain(..unlink).collect();
         let (own, empty, dir) = (src.own, src.segs.is_empty(), src.dir.clone());
@@ -953,6 +952,7 @@ impl OutputSpool {
             }
             self.forget_seg(g, (0, 0));
         }
+        // An adopted directory with nothing left (delivered, or its last segments quarantined).
         if !own && empty && !self.inflight.iter().any(|f| f.source == sid) {
             self.sources.remove(si);
             remove_instance_dir(&dir);

@@ -1225,3 +1225,36 @@ fn a_vanished_segment_is_skipped_and_counted() {
     sp.commit(12).unwrap();
     assert!(sp.is_empty());
 }
+
+#[test]
+fn adopted_instance_whose_segment_vanishes_is_dropped() {
+    let _g = shared();
+    let t = TempDir::new("adoptvanish");
+    {
+        // A process that delivered part of its spool (its ledger is written), then died.
+        let mut sp = OutputSpool::open(&t.0, KEY, opts(1 << 20)).unwrap();
+        append_ids(&mut sp, 0..2);
+        append_ids(&mut sp, 2..6);
+        let mut out = Vec::new();
+        sp.read(2, usize::MAX, &mut out).unwrap();
+        sp.commit(2).unwrap();
+    }
+    let mut sp = OutputSpool::open(&t.0, KEY, opts(1 << 20)).unwrap();
+    assert_eq!(sp.stats().adopted_records, 4);
+    let adopted = fsutil::list_dirs(&sp.dir().join("adopted"), |_| true).unwrap();
+    assert_eq!(adopted.len(), 1);
+    fs::remove_file(&segs_in(&adopted[0])[0]).unwrap();
+    append_ids(&mut sp, 10..12);
+    let got = read_all(&mut sp, 10);
+    assert_eq!(ids(&got), vec![10, 11]);
+    assert_eq!(sp.stats().lost_records, 4);
+    sp.commit(2).unwrap();
+    assert!(sp.is_empty());
+    assert!(
+        !adopted[0].exists(),
+        "the emptied adopted directory is removed"
+    );
+    let dir = sp.dir().to_path_buf();
+    drop(sp);
+    assert!(!dir.exists(), "and the drained spool removes itself");
+}
