@@ -776,6 +776,12 @@ impl OutputSpool {
                 });
             }
         }
+        if self.inflight.front().is_some_and(|f| !f.record) {
+            // Corrupt bytes before every handed-out record: pass over them now, so a spool
+            // whose only undelivered bytes are damaged drains without waiting for a commit.
+            // (A failure to write the ledger here is retried by the next commit.)
+            let _ = self.commit(0);
+        }
         Ok(n)
     }
 
@@ -916,6 +922,24 @@ impl OutputSpool {
         // Fully delivered segments at the front (the own head is kept: it is appended to).
         let mut unlink = 0;
         let mut pos = src.done;
+        // Records of segments read to their end but never handed out (damaged) are lost.
+        for g in src.segs.iter_mut() {
+            let passed = g.seq < pos.seg || (g.seq == pos.seg && pos.off >= g.len);
+            if !passed {
+                break;
+            }
+            let lost = g.records.saturating_sub(g.delivered);
+            let lost_bytes = g.payload.saturating_sub(g.delivered_payload);
+            if lost > 0 || lost_bytes > 0 {
+                let st = &mut self.stats;
+                st.records = st.records.saturating_sub(lost);
+                st.bytes = st.bytes.saturating_sub(lost_bytes);
+                st.lost_records += lost;
+                st.lost_bytes += lost_bytes;
+                g.records = g.delivered;
+                g.payload = g.delivered_payload;
+            }
+        }
         for g in src.segs.iter() {
             let is_head = src.own && Some(g.seq) == head_seq;
             let delivered = g.seq < pos.seg || (g.seq == pos.seg && pos.off >= g.len);
@@ -1034,7 +1058,8 @@ impl OutputSpool {
         self.stats
     }
 
-    /// No undelivered record is left (read-but-uncommitted records count as undelivered).
+    /// No undelivered record is left (read-but-uncommitted records count as undelivered;
+    /// damaged records count until `read` has passed over them).
     pub fn is_empty(&self) -> bool {
         self.stats.records == 0
     }

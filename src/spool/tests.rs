@@ -575,17 +575,16 @@ fn corruption_in_own_segment_is_skipped_when_read() {
     );
     sp.commit(5).unwrap();
     assert_eq!(sp.in_flight(), 0);
-    // The damaged record is counted lost once its segment leaves the spool: here when the
-    // drained segment is retired to make room for a new one.
-    assert_eq!(sp.stats().records, 1);
-    assert_eq!(sp.stats().lost_records, 0);
+    // The damaged record is counted lost once every record after it is delivered.
+    assert_eq!(sp.stats().records, 0);
+    assert!(sp.is_empty());
+    assert_eq!(sp.stats().lost_records, 1);
+    assert_eq!(sp.stats().lost_bytes, payload(2).len() as u64);
     assert!(
         sp.retire_drained_head(),
         "everything readable in it is delivered"
     );
-    assert_eq!(sp.stats().records, 0);
-    assert_eq!(sp.stats().lost_records, 1);
-    assert_eq!(sp.stats().lost_bytes, payload(2).len() as u64);
+    assert_eq!(sp.stats().lost_records, 1, "counted once");
     assert!(segs_in(sp.dir()).is_empty());
     append_ids(&mut sp, 6..7);
     drop(sp);
@@ -1257,4 +1256,23 @@ fn adopted_instance_whose_segment_vanishes_is_dropped() {
     let dir = sp.dir().to_path_buf();
     drop(sp);
     assert!(!dir.exists(), "and the drained spool removes itself");
+}
+
+#[test]
+fn a_spool_holding_only_damaged_bytes_drains_without_a_commit() {
+    let _g = shared();
+    let t = TempDir::new("onlydamage");
+    let mut sp = OutputSpool::open(&t.0, KEY, opts(1 << 20)).unwrap();
+    append_ids(&mut sp, 0..1);
+    let seg = segs_in(sp.dir())[0].clone();
+    flip_byte(&seg, record_offsets(&seg)[0] + 30);
+    assert!(!sp.is_empty());
+    let mut out = Vec::new();
+    assert_eq!(sp.read(10, usize::MAX, &mut out).unwrap(), 0);
+    assert!(sp.is_empty(), "nothing readable is left");
+    assert_eq!(sp.stats().lost_records, 1);
+    assert_eq!(sp.in_flight(), 0);
+    let dir = sp.dir().to_path_buf();
+    drop(sp);
+    assert!(!dir.exists());
 }
