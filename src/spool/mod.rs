@@ -32,6 +32,22 @@
 //! is delivered again by whoever adopts the spool. Record ids are stable across resends, so a
 //! collector can drop the duplicates (NATS `Nats-Msg-Id`).
 //!
+//! # Use from the output driver (one worker thread owns the spool)
+//!
+//! ```text
+//! init:          OutputSpool::open(spool_dir, output_key, opts)   adopts what dead processes left
+//! cannot send:   append(&batch)      Full -> count lost; Io -> keep in memory, count, report
+//! output is up:  read(n, bytes, &mut v) -> send v -> commit(v.len())  |  rewind() on failure
+//! every loop:    maybe_sync()        (SyncMode::Interval)
+//! now and then:  adopt()             (a prefork sibling may have died)
+//! counters:      stats(): records/bytes = spooled; adopted_*; lost_* -> lost
+//! fork child:    spool.after_fork_in_child(); then OutputSpool::open(...) for the child
+//! ```
+//!
+//! `append`, `read` and `commit` do blocking file I/O: call them from the worker, never from
+//! `rlog_log`. `open` and `adopt` read every adopted record once (to check its CRC), so their
+//! cost grows with what is adopted (about a second per GiB from a warm disk).
+//!
 //! # What each [`SyncMode`] promises
 //!
 //! A `kill -9` (or a crash, or `_exit`) of the process never loses a record that `append` returned
@@ -107,7 +123,9 @@ pub struct SpoolOptions {
     /// and delivered-but-not-yet-unlinked bytes included), measured from the files at open and
     /// kept up to date after. An `append` that would exceed it fails with [`SpoolError::Full`].
     /// Adoption is never refused by the cap (a dead process's records are taken over anyway);
-    /// the spool then refuses appends until delivery brings it under the cap.
+    /// the spool then refuses appends until delivery brings it under the cap. The cap is this
+    /// instance's: live sibling processes (prefork workers) sharing the directory each have
+    /// their own.
     pub max_bytes: u64,
     /// Durability of appends and commits.
     pub sync: SyncMode,

@@ -1276,3 +1276,47 @@ fn a_spool_holding_only_damaged_bytes_drains_without_a_commit() {
     drop(sp);
     assert!(!dir.exists());
 }
+
+#[test]
+fn racing_opens_adopt_a_dead_instance_exactly_once() {
+    let _g = shared();
+    let t = TempDir::new("race");
+    for round in 0..5 {
+        dead_instance(&t.0, 0..40, 8, 200);
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(4));
+        let spools: Vec<OutputSpool> = (0..4)
+            .map(|_| {
+                let (root, b) = (t.0.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    b.wait();
+                    OutputSpool::open(&root, KEY, opts(200)).unwrap()
+                })
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .collect();
+        let adopted: Vec<u64> = spools.iter().map(|s| s.stats().adopted_records).collect();
+        assert_eq!(
+            adopted.iter().sum::<u64>(),
+            40,
+            "round {round}: {adopted:?}"
+        );
+        assert_eq!(
+            adopted.iter().filter(|&&a| a > 0).count(),
+            1,
+            "round {round}"
+        );
+        for mut sp in spools {
+            let got = read_all(&mut sp, 16);
+            if !got.is_empty() {
+                assert_eq!(ids(&got), (0..40).collect::<Vec<_>>());
+            }
+            sp.commit(got.len()).unwrap();
+        }
+        assert!(
+            instances(&t.0).is_empty(),
+            "round {round}: all drained and removed"
+        );
+    }
+}
