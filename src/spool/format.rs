@@ -208,12 +208,9 @@ pub(crate) struct SegReader {
 
 /// One step of a [`SegReader`].
 pub(crate) enum Step {
-    /// A valid record; `end` is the offset just after it.
-    Record {
-        head: RecHead,
-        payload: Vec<u8>,
-        end: u64,
-    },
+    /// A valid record (its payload is in the caller's buffer); `end` is the offset just
+    /// after it.
+    Record { head: RecHead, end: u64 },
     /// Bytes `[from, to)` are not a valid record; reading goes on at `to`.
     Corrupt { from: u64, to: u64 },
     /// Nothing valid from `from` to the end of the segment.
@@ -247,8 +244,9 @@ impl SegReader {
         self.end = end;
     }
 
-    /// Reads the next record (or reports the corrupt span / torn tail in front of it).
-    pub(crate) fn step(&mut self) -> io::Result<Step> {
+    /// Reads the next record into `payload` (or reports the corrupt span / torn tail in front
+    /// of it).
+    pub(crate) fn step(&mut self, payload: &mut Vec<u8>) -> io::Result<Step> {
         use std::io::{Seek, SeekFrom};
         if self.pos >= self.end {
             return Ok(Step::End);
@@ -259,13 +257,13 @@ impl SegReader {
             self.reader.read_exact(&mut raw)?;
             let head = RecHead::parse(&raw);
             if let Some(plen) = head.plausible(start, self.end) {
-                let mut payload = vec![0u8; plen];
-                self.reader.read_exact(&mut payload)?;
-                if head.crc_ok(&raw, &payload) {
+                payload.clear();
+                payload.resize(plen, 0);
+                self.reader.read_exact(payload)?;
+                if head.crc_ok(&raw, payload) {
                     self.pos = start + framed_len(plen);
                     return Ok(Step::Record {
                         head,
-                        payload,
                         end: self.pos,
                     });
                 }
@@ -355,9 +353,10 @@ pub(crate) fn scan(file: &File, from: u64) -> Result<Scan, ScanError> {
     // span shows the data goes on after it, which is not a torn tail).
     let mut pending = Scan::default();
     let mut batch_start = from;
+    let mut payload = Vec::new();
     loop {
-        match rd.step()? {
-            Step::Record { head, payload, end } => {
+        match rd.step(&mut payload)? {
+            Step::Record { head, end } => {
                 pending.records += 1;
                 pending.payload_bytes += payload.len() as u64;
                 if let Some(t) = head.time_us() {

@@ -46,7 +46,7 @@
 //!
 //! `append`, `read` and `commit` do blocking file I/O: call them from the worker, never from
 //! `rlog_log`. `open` and `adopt` read every adopted record once (to check its CRC), so their
-//! cost grows with what is adopted (about a second per GiB from a warm disk).
+//! cost grows with what is adopted (one sequential read of it).
 //!
 //! # What each [`SyncMode`] promises
 //!
@@ -737,7 +737,8 @@ impl OutputSpool {
             let reader = self.reader.as_mut().expect("reader");
             reader.rd.set_end(len);
             while n < max_records && (n == 0 || bytes < max_bytes) {
-                let step = match reader.rd.step() {
+                let mut payload = Vec::new();
+                let step = match reader.rd.step(&mut payload) {
                     Ok(s) => s,
                     Err(e) => {
                         self.reader = None;
@@ -750,7 +751,7 @@ impl OutputSpool {
                 self.sources[si].segs[gi].failures = 0;
                 let src = &mut self.sources[si];
                 let (skip_from, skip_to) = match step {
-                    Step::Record { head, payload, end } => {
+                    Step::Record { head, end } => {
                         bytes += payload.len();
                         n += 1;
                         self.inflight_records += 1;
