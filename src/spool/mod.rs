@@ -1285,9 +1285,14 @@ impl OutputSpool {
     /// the open file description, which the child shares: kept open, it would keep the parent's
     /// instance locked after the parent dies, and nobody would adopt it). The child then opens
     /// its own spool with [`OutputSpool::open`].
+    ///
+    /// The fork must not have happened in the middle of a method of this spool on another
+    /// thread (the driver's `pthread_atfork` prepare handler keeps the worker out of the spool):
+    /// the child drops the spool's memory, which must be consistent.
     pub fn after_fork_in_child(mut self) {
         self.forked = true;
-        // Drop closes the descriptors and writes nothing.
+        // The lock first; Drop then closes the other descriptors and writes nothing.
+        self.lock = None;
     }
 }
 

@@ -411,7 +411,23 @@ fn fork_child_drops_parent_spool_and_lock() {
     // The child gets a copy of `parent` (and of its lock's open file description).
     let mut parent = Some(parent);
     let pid = fork_child(|| {
+        let parent_dir = parent.as_ref().unwrap().dir().to_path_buf();
+        let open_in = |dir: &Path| {
+            fs::read_dir("/proc/self/fd")
+                .map(|rd| {
+                    rd.filter_map(|e| fs::read_link(e.ok()?.path()).ok())
+                        .filter(|l| l.starts_with(dir))
+                        .count()
+                })
+                .unwrap_or(0)
+        };
+        if open_in(&parent_dir) < 3 {
+            return 4; // lock, ledger, segment: inherited (else this check proves nothing)
+        }
         parent.take().unwrap().after_fork_in_child();
+        if open_in(&parent_dir) != 0 {
+            return 5; // a descriptor of the parent's spool is still open
+        }
         let Ok(mut own) = OutputSpool::open(&root, KEY, opts(1 << 20)) else {
             return 2;
         };
@@ -425,9 +441,12 @@ fn fork_child_drops_parent_spool_and_lock() {
             std::thread::sleep(Duration::from_secs(1));
         }
     });
+    drop(tx); // so that a child that fails early closes the pipe's last writer
     use std::io::Read;
     let mut b = [0u8; 1];
-    assert_eq!(rx.read(&mut b).unwrap(), 1, "child failed before spooling");
+    if rx.read(&mut b).unwrap() != 1 {
+        panic!("child failed before spooling: {}", wait_child(pid));
+    }
     // The child touched none of the parent's files.
     assert_eq!(fs::metadata(&parent_seg).unwrap().len(), seg_len);
     assert!(parent_dir.join("lock").exists());
