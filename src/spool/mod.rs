@@ -367,6 +367,12 @@ impl OutputSpool {
         fsutil::create_dir_0700(root)?;
         let key_dir = root.join(output_key);
         fsutil::create_dir_0700(&key_dir)?;
+        // Make the two directories' names durable (they may have just been created); best
+        // effort: a filesystem that cannot fsync a directory still holds a working spool.
+        let _ = fsutil::sync_dir(root);
+        if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty()) {
+            let _ = fsutil::sync_dir(parent);
+        }
         let name = fsutil::instance_name();
         let tmp = key_dir.join(format!(".tmp-{name}"));
         let dir = key_dir.join(&name);
