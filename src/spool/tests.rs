@@ -1339,3 +1339,60 @@ fn racing_opens_adopt_a_dead_instance_exactly_once() {
         );
     }
 }
+
+#[test]
+fn kill_9_during_appends_loses_no_acknowledged_batch_and_tears_none() {
+    let _g = exclusive();
+    for sync in [SyncMode::None, SyncMode::Batch] {
+        let t = TempDir::new("kill9");
+        let root = t.0.clone();
+        let (mut rx, tx) = pipe();
+        let o = SpoolOptions { sync, ..opts(4096) };
+        let pid = fork_child(move || {
+            let Ok(mut sp) = OutputSpool::open(&root, KEY, o) else {
+                return 2;
+            };
+            use std::io::Write;
+            for b in 0u64.. {
+                append_ids(&mut sp, b * 5..b * 5 + 5);
+                if (&tx).write_all(&b.to_le_bytes()).is_err() {
+                    return 3;
+                }
+            }
+            0
+        });
+        use std::io::Read;
+        let mut acked = None;
+        let start = Instant::now();
+        let mut buf = [0u8; 8];
+        while start.elapsed() < Duration::from_millis(150) {
+            rx.read_exact(&mut buf).unwrap();
+            acked = Some(u64::from_le_bytes(buf));
+        }
+        // SAFETY: signal to our own child.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        assert_eq!(wait_child(pid), -libc::SIGKILL);
+        // Acknowledgements still in the pipe.
+        let mut rest = Vec::new();
+        rx.read_to_end(&mut rest).unwrap();
+        for c in rest.chunks_exact(8) {
+            acked = Some(u64::from_le_bytes(c.try_into().unwrap()));
+        }
+        let acked = acked.expect("the child appended");
+        let mut sp = OutputSpool::open(&t.0, KEY, opts(4096)).unwrap();
+        let got = read_all(&mut sp, 1000);
+        let n = got.len() as u64;
+        assert_eq!(n % 5, 0, "{sync:?}: whole batches only, got {n}");
+        assert!(
+            n / 5 > acked,
+            "{sync:?}: batch {acked} was acknowledged, {n} records adopted"
+        );
+        assert!(
+            n / 5 <= acked + 2,
+            "{sync:?}: at most the batch being written on top"
+        );
+        assert_eq!(ids(&got), (0..n).collect::<Vec<_>>(), "{sync:?}");
+        check_contents(&got);
+        assert_eq!(sp.stats().corrupt_records, 0);
+    }
+}
