@@ -1396,3 +1396,28 @@ fn kill_9_during_appends_loses_no_acknowledged_batch_and_tears_none() {
         assert_eq!(sp.stats().corrupt_records, 0);
     }
 }
+
+#[test]
+fn stale_temporary_directories_are_cleaned_fresh_ones_kept() {
+    let _g = shared();
+    let t = TempDir::new("stale");
+    let key = t.0.join(KEY);
+    fs::create_dir_all(&key).unwrap();
+    let make = |name: &str, age: Duration| {
+        let d = key.join(name);
+        fs::create_dir(&d).unwrap();
+        fs::write(d.join("pid"), b"1\n").unwrap();
+        drop(fsutil::open_lock_file(&d.join("lock")).unwrap());
+        let old = std::time::SystemTime::now() - age;
+        File::open(&d).unwrap().set_modified(old).unwrap();
+        d
+    };
+    let stale = make(".tmp-1-aa", Duration::from_secs(3600));
+    let fresh = make(".tmp-2-bb", Duration::from_secs(5));
+    let _sp = OutputSpool::open(&t.0, KEY, opts(1 << 20)).unwrap();
+    assert!(!stale.exists(), "a stale creation leftover is removed");
+    assert!(
+        fresh.exists(),
+        "one that may be in the middle of its creation is kept"
+    );
+}
