@@ -1273,14 +1273,13 @@ impl OutputSpool {
             if !old {
                 continue;
             }
-            let Ok(lock) = fsutil::open_lock_file_existing(&d.join("lock")) else {
-                continue;
+            // Free lock, or none at all (the creator died between mkdir and creating it).
+            // remove_instance_dir keeps a directory that holds segments.
+            let free = match fsutil::open_lock_file_existing(&d.join("lock")) {
+                Ok(lock) => fsutil::try_flock(&lock, false).ok() == Some(Lock::Taken),
+                Err(e) => e.kind() == io::ErrorKind::NotFound,
             };
-            if fsutil::try_flock(&lock, false).ok() == Some(Lock::Taken)
-                && fsutil::list_segments(&d)
-                    .map(|s| s.is_empty())
-                    .unwrap_or(false)
-            {
+            if free {
                 remove_instance_dir(&d);
             }
         }

@@ -1413,9 +1413,16 @@ fn stale_temporary_directories_are_cleaned_fresh_ones_kept() {
         d
     };
     let stale = make(".tmp-1-aa", Duration::from_secs(3600));
+    let lockless = make(".tmp-3-cc", Duration::from_secs(3600));
+    fs::remove_file(lockless.join("lock")).unwrap();
+    File::open(&lockless)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - Duration::from_secs(3600))
+        .unwrap();
     let fresh = make(".tmp-2-bb", Duration::from_secs(5));
     let _sp = OutputSpool::open(&t.0, KEY, opts(1 << 20)).unwrap();
     assert!(!stale.exists(), "a stale creation leftover is removed");
+    assert!(!lockless.exists(), "even without its lock file");
     assert!(
         fresh.exists(),
         "one that may be in the middle of its creation is kept"
