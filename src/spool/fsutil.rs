@@ -23,6 +23,11 @@ pub(crate) fn create_dir_0700(dir: &Path) -> io::Result<()> {
         .map_err(|e| with_path(e, "cannot create spool directory", dir))
 }
 
+/// Creates one directory with mode 0700 (its parent must exist; an existing one is an error).
+pub(crate) fn mkdir_0700(dir: &Path) -> io::Result<()> {
+    DirBuilder::new().mode(0o700).create(dir)
+}
+
 /// fsyncs a directory, making the creation, rename and unlink of its entries durable.
 pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()

@@ -377,9 +377,7 @@ impl OutputSpool {
         let tmp = key_dir.join(format!(".tmp-{name}"));
         let dir = key_dir.join(&name);
         let created = (|| -> io::Result<(File, Ledger)> {
-            fs::DirBuilder::new()
-                .mode_0700()
-                .create(&tmp)
+            fsutil::mkdir_0700(&tmp)
                 .map_err(|e| with_path(e, "cannot create spool directory", &tmp))?;
             let lock = fsutil::open_lock_file(&tmp.join("lock"))
                 .map_err(|e| with_path(e, "cannot create spool lock", &tmp))?;
@@ -415,7 +413,11 @@ impl OutputSpool {
                 seg: 1,
                 off: HEADER_LEN,
             },
-            ledger_pos: Pos::default(),
+            // The fresh ledger is empty, which means the same: nothing delivered yet.
+            ledger_pos: Pos {
+                seg: 1,
+                off: HEADER_LEN,
+            },
             ledger_unsynced: false,
         };
         let mut spool = OutputSpool {
@@ -1350,15 +1352,4 @@ fn remove_instance_dir(dir: &Path) {
     let _ = fs::remove_dir(dir.join("adopted"));
     let _ = fs::remove_file(dir.join("lock"));
     let _ = fs::remove_dir(dir);
-}
-
-trait DirBuilderExt0700 {
-    fn mode_0700(&mut self) -> &mut Self;
-}
-
-impl DirBuilderExt0700 for fs::DirBuilder {
-    fn mode_0700(&mut self) -> &mut Self {
-        use std::os::unix::fs::DirBuilderExt;
-        self.mode(0o700)
-    }
 }
