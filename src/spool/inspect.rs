@@ -27,23 +27,28 @@ pub enum LedgerStatus {
 /// One instance directory (with the dead instances it adopted, counted in its figures).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InstanceReport {
+    /// The directory's name, `<pid>-<random>`.
     pub name: String,
+    /// The directory.
     pub path: PathBuf,
     /// Its lock is held: a live process owns it. A dead one is adopted by the next `open` or
     /// `adopt` under the same key.
     pub live: bool,
     /// From its pid file.
     pub pid: Option<u32>,
+    /// Its ledger (adopted directories inside have their own, not shown here).
     pub ledger: LedgerStatus,
     /// Segment files (readable or not), `*.bad` files not included.
     pub segments: u64,
-    /// Valid records not yet delivered (per the ledger), and their payload bytes.
+    /// Valid records not yet delivered (per the ledgers), adopted directories included.
     pub records: u64,
+    /// Payload bytes of `records`.
     pub bytes: u64,
     /// Bytes of the segment files.
     pub disk_bytes: u64,
-    /// Oldest and newest `log` time (µs since the epoch) among those records.
+    /// Oldest `log` time (µs since the epoch) among those records that carry one.
     pub oldest_us: Option<i64>,
+    /// Newest `log` time among them.
     pub newest_us: Option<i64>,
     /// Corrupt spans (bad CRC, impossible length) found by the verify pass.
     pub corrupt_records: u64,
@@ -68,14 +73,18 @@ impl InstanceReport {
 /// One output key's directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyReport {
+    /// The output key (the directory's name).
     pub key: String,
+    /// Its instance directories, by name.
     pub instances: Vec<InstanceReport>,
 }
 
 /// The whole spool root.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Report {
+    /// The spool root given to `inspect`.
     pub root: PathBuf,
+    /// Its output keys, by name.
     pub keys: Vec<KeyReport>,
 }
 

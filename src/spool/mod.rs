@@ -226,11 +226,13 @@ pub struct SpoolStats {
     /// and their payload bytes: the driver counts them `lost`. Damage found when adopting is
     /// not here: such records never entered `records` (see `corrupt_records`).
     pub lost_records: u64,
+    /// Payload bytes of `lost_records`.
     pub lost_bytes: u64,
     /// Bytes cut off as torn tails (incomplete batches) since open.
     pub torn_bytes: u64,
     /// Records and payload bytes taken over from dead instances since open.
     pub adopted_records: u64,
+    /// Payload bytes of `adopted_records`.
     pub adopted_bytes: u64,
 }
 
@@ -239,8 +241,9 @@ pub struct SpoolStats {
 pub struct AdoptReport {
     /// Dead instance directories taken over.
     pub instances: u64,
-    /// Valid, undelivered records in them, and their payload bytes.
+    /// Valid, undelivered records in them.
     pub records: u64,
+    /// Payload bytes of `records`.
     pub bytes: u64,
     /// Corrupt spans skipped in them.
     pub corrupt: u64,
