@@ -10,6 +10,7 @@ pub mod datagram;
 pub mod driver;
 pub mod rlogd;
 pub mod socket;
+pub mod spool;
 pub mod stream;
 pub mod tls;
 
