@@ -82,6 +82,8 @@ struct Held {
     /// What the [`ForkHook`] holds (the default logger's init lock and retired list), taken
     /// first.
     global: Option<Box<dyn ForkHold>>,
+    /// The descriptors a child closes (`sync::ChildCloses`), taken last.
+    fds: Option<crate::sync::MutexGuard<'static, Vec<i32>>>,
 }
 
 thread_local! {
@@ -90,6 +92,7 @@ thread_local! {
             states: Vec::new(),
             registry: None,
             global: None,
+            fds: None,
         })
     };
 }
@@ -129,6 +132,7 @@ extern "C" fn before_fork() {
         h.states = states;
         h.registry = Some(reg);
         h.global = global;
+        h.fds = Some(crate::sync::child_closes_lock());
     });
 }
 
@@ -141,6 +145,7 @@ fn release_all() {
             drop(guard);
             drop(inner);
         }
+        h.fds = None;
         h.registry = None;
         h.global = None;
     });
@@ -156,6 +161,9 @@ extern "C" fn after_fork_child() {
     HELD.with(|h| {
         if let Some(g) = h.borrow_mut().global.as_mut() {
             g.in_child();
+        }
+        if let Some(fds) = h.borrow_mut().fds.as_mut() {
+            crate::sync::close_in_child(fds);
         }
     });
     release_all();

@@ -390,6 +390,52 @@ pub(crate) fn next_fork_generation() {
     FORK_GENERATION.fetch_add(1, Ordering::AcqRel);
 }
 
+/// Descriptors a fork child must not keep: a worker's connection to its collector (the
+/// collector would count a half-open connection against its limits for as long as the child
+/// lives) and a spool's lock (a `flock` lock belongs to the open file description: kept open in
+/// a child, it would keep a dead parent's spool from being adopted). The child's `pthread_atfork`
+/// handler closes them; the parent's threads that own them do not exist there.
+static CHILD_CLOSES: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+
+/// A registration in the list of descriptors a fork child closes. Drop it before the
+/// descriptor is closed (declare it first: fields drop in order), so that a fork in between
+/// never closes a number the parent has reused.
+#[derive(Debug)]
+pub struct ChildCloses(i32);
+
+impl ChildCloses {
+    pub fn new(fd: i32) -> ChildCloses {
+        CHILD_CLOSES.lock().push(fd);
+        ChildCloses(fd)
+    }
+}
+
+impl Drop for ChildCloses {
+    fn drop(&mut self) {
+        let mut l = CHILD_CLOSES.lock();
+        if let Some(i) = l.iter().position(|&f| f == self.0) {
+            l.swap_remove(i);
+        }
+    }
+}
+
+/// Held across `fork()` (taken by the prepare handler), so the list is whole in the child.
+pub(crate) fn child_closes_lock() -> MutexGuard<'static, Vec<i32>> {
+    CHILD_CLOSES.lock()
+}
+
+/// In a fork child, with the list held since before the fork: closes every registered
+/// descriptor and forgets them.
+pub(crate) fn close_in_child(list: &mut MutexGuard<'static, Vec<i32>>) {
+    for fd in list.drain(..) {
+        // SAFETY: the descriptor was open in the parent when it forked (it is unregistered
+        // before it is closed), so in the child it is the inherited copy nobody here uses.
+        unsafe {
+            libc::close(fd);
+        }
+    }
+}
+
 /// Blocks every signal in the calling thread while alive; threads spawned meanwhile inherit
 /// the mask. Restores the previous mask on drop.
 pub(crate) struct BlockSignals {

@@ -5,6 +5,7 @@
 
 use std::io;
 use std::net::ToSocketAddrs;
+use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
@@ -115,6 +116,10 @@ impl Output for Datagram {
 
     fn is_alive(&mut self) -> bool {
         true
+    }
+
+    fn fds(&self) -> Vec<i32> {
+        vec![self.sock.as_raw_fd()]
     }
 }
 

@@ -144,6 +144,9 @@ pub trait Output: Send {
     fn take_notice(&mut self) -> Option<String> {
         None
     }
+
+    /// The descriptors the connection holds (a fork child closes them: `sync::ChildCloses`).
+    fn fds(&self) -> Vec<i32>;
 }
 
 /// The reason part of resty's error strings: short, lower-case, as nginx's cosockets say it.

@@ -6,6 +6,7 @@
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rustls::{ClientConnection, StreamOwned};
@@ -309,5 +310,14 @@ impl Output for Rlogd {
                 },
             }
         }
+    }
+
+    fn fds(&self) -> Vec<i32> {
+        let mut v = vec![self.probe.as_raw_fd()];
+        match &self.stream {
+            Stream::Plain(s) => v.push(s.0.as_raw_fd()),
+            Stream::Tls(s) => v.push(s.sock.0.as_raw_fd()),
+        }
+        v
     }
 }

@@ -1,6 +1,7 @@
 //! Plain stream transport (TCP, unix stream): a batch goes out as one contiguous write.
 
 use std::io::{self, Write};
+use std::os::fd::AsRawFd;
 
 use super::socket::{peek, NoSigPipe, Peek};
 use super::{Output, Resume, SendError};
@@ -62,5 +63,9 @@ impl Output for Stream {
                 }
             }
         }
+    }
+
+    fn fds(&self) -> Vec<i32> {
+        vec![self.sock.0.as_raw_fd()]
     }
 }

@@ -5,6 +5,7 @@
 //! `sni_host`, else `host`.
 
 use std::io::{self, Write};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -286,5 +287,9 @@ impl Output for Tls {
                 }
             }
         }
+    }
+
+    fn fds(&self) -> Vec<i32> {
+        vec![self.sock.0.as_raw_fd()]
     }
 }
