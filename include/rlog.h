@@ -63,6 +63,17 @@ struct rlog_stats {
    * Connections established.
    */
   uint64_t connects;
+  /**
+   * Records taken over from the spool of an earlier process (killed, crashed, exited with
+   * the collector down, or a sibling prefork worker that died).
+   */
+  uint64_t adopted;
+  uint64_t adopted_bytes;
+  /**
+   * Records an output refused for good (part of `lost`).
+   */
+  uint64_t rejected;
+  uint64_t rejected_bytes;
 };
 
 /**

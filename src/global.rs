@@ -73,6 +73,10 @@ const NO_STATS: rlog_stats = rlog_stats {
     buffered_bytes: 0,
     retries: 0,
     connects: 0,
+    adopted: 0,
+    adopted_bytes: 0,
+    rejected: 0,
+    rejected_bytes: 0,
 };
 
 /// The retired defaults: those still delivering, and the final counters of those that stopped.

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::lifecycle;
+use crate::output::driver::Disk;
 use crate::output::tls::TlsSettings;
 use crate::pipeline;
 pub(crate) use crate::queue::{Inner, SpawnWorker, CLOSE_GRACE};
@@ -21,13 +22,40 @@ impl Logger {
     /// started.
     pub fn start(config: Config) -> Result<Logger, String> {
         let tls = build_tls(&config)?;
-        let spawn =
-            move |inner: Arc<Inner>| pipeline::spawn(inner, tls.clone(), lifecycle::unregister);
+        // The spool is opened here, so an unusable directory is an init error; a fork child's
+        // worker opens one of its own (the parent's stays the parent's).
+        let spool = config.spool.clone();
+        let key = spool_key(&config);
+        let mut opened = spool.as_ref().map(|s| Disk::open(s, &key)).transpose()?;
+        let first = std::sync::Mutex::new(opened.take());
+        let spawn = move |inner: Arc<Inner>| {
+            let disk = match first.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                Some(d) => Some(Ok(d)),
+                None => spool.as_ref().map(|s| Disk::open(s, &key)),
+            };
+            pipeline::spawn(inner, tls.clone(), disk, lifecycle::unregister)
+        };
         let lg = Logger::unstarted(config, SpawnWorker(Box::new(spawn)));
         lg.start_worker()?;
         lifecycle::register(lg.0.clone());
         Ok(lg)
     }
+}
+
+/// The spool's sub-directory for a plain config's one output: its target, as a file name.
+fn spool_key(config: &Config) -> String {
+    let target = config.describe_target();
+    let name: String = target
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("0-{name}")
 }
 
 /// Builds each output's TLS settings (reads CA files, chooses the verifier).

@@ -28,9 +28,9 @@ use crate::buffer::Buffer;
 use crate::config::OutputSet;
 use crate::encode::Scratch;
 use crate::ledger::{Ledger, Settled};
-use crate::output::driver::{self, Control, Driver, OutputCounters, Round, Settle};
+use crate::output::driver::{self, Control, Disk, Driver, OutputCounters, Round, Settle};
 use crate::output::tls::TlsSettings;
-use crate::queue::{Held, Inner, RoundEnd, Taken};
+use crate::queue::{Closed, Held, Inner, RoundEnd, Taken};
 use crate::stats::{rlog_sink_stats, Tally};
 
 /// An output's counters as the C struct, with what it holds now.
@@ -55,16 +55,18 @@ fn sink_stats(c: &OutputCounters, pending: Tally) -> rlog_sink_stats {
 /// handling (nginx's SIGQUIT/SIGHUP, a Python program's SIGINT) keeps going to the host's
 /// threads.
 /// `stopped` runs when the worker has stopped.
+/// `disk`: the output's disk queue (`spool`), opened by the caller, or the error opening it.
 pub(crate) fn spawn(
     inner: Arc<Inner>,
     tls: Vec<Option<Arc<TlsSettings>>>,
+    disk: Option<Result<Disk, String>>,
     stopped: impl FnOnce(&Arc<Inner>) + Send + 'static,
 ) -> io::Result<JoinHandle<()>> {
     let _mask = crate::sync::BlockSignals::new();
     std::thread::Builder::new()
         .name("rlog-worker".into())
         .spawn(move || {
-            run(&inner, tls);
+            run(&inner, tls, disk);
             stopped(&inner);
         })
 }
@@ -100,7 +102,7 @@ fn output_producer(worker: u64, index: usize) -> u64 {
 }
 
 /// The worker.
-fn run(inner: &Arc<Inner>, tls: Vec<Option<Arc<TlsSettings>>>) {
+fn run(inner: &Arc<Inner>, tls: Vec<Option<Arc<TlsSettings>>>, disk: Option<Result<Disk, String>>) {
     let set = inner.config.outputs.clone();
     // A new worker (a new logger, or a child after fork) gets new producer ids, so its
     // sequence numbers starting from 0 are never taken for a resend of another's.
@@ -121,7 +123,13 @@ fn run(inner: &Arc<Inner>, tls: Vec<Option<Arc<TlsSettings>>>) {
         })
         .collect();
     if drivers.len() == 1 {
-        let d = drivers.pop().expect("one driver");
+        let mut d = drivers.pop().expect("one driver");
+        match disk {
+            Some(Ok(disk)) => d = d.with_disk(disk),
+            // A fork child could not open a spool of its own: it delivers from memory.
+            Some(Err(e)) => inner.report(e),
+            None => {}
+        }
         run_inline(inner, &set, d, direct);
     } else {
         run_lanes(inner, &set, drivers);
@@ -339,16 +347,27 @@ fn run_inline(inner: &Inner, set: &OutputSet, mut d: Driver, direct: bool) {
     let mut reuse = 0u64;
     inner.publish(0, rlog_sink_stats::default());
     loop {
+        let wake = [d.retry_at, d.disk_due()].into_iter().flatten().min();
         let taken: Taken = if direct {
-            inner.take_round(&mut pacing, d.retry_at, &mut d.pending, Some(&mut next_seq))
+            inner.take_round(&mut pacing, wake, &mut d.pending, Some(&mut next_seq))
         } else {
-            inner.take_round(&mut pacing, d.retry_at, &mut batch, None)
+            inner.take_round(&mut pacing, wake, &mut batch, None)
         };
         let mut round = Round::default();
         let mut settled = Settled::default();
+        let mut loss = None;
+        d.tend_disk();
         if direct {
             if let Some(e) = drop_unsendable(&mut d, &mut settled.lost) {
                 round.error = Some(e);
+            }
+            // Write-ahead (`spool_mode = always`), or behind what already waits on disk.
+            let mut s = DirectSettle(Settled::default());
+            d.spool_pending(false, &mut s, &mut round);
+            settled.lost.add(s.0.lost);
+            if s.0.lost.msgs > 0 {
+                // A loss is the error to report, not this round's retries that follow.
+                loss = round.error.clone();
             }
         } else {
             ingest(
@@ -367,7 +386,16 @@ fn run_inline(inner: &Inner, set: &OutputSet, mut d: Driver, direct: bool) {
             let ctl = QueueControl(inner);
             let delivered = if direct {
                 let mut s = DirectSettle(Settled::default());
-                let ok = d.deliver(&ctl, &mut s, &mut round);
+                let mut ok = d.deliver_all(&ctl, &mut s, &mut round, &mut next_seq);
+                if !ok {
+                    // `spool_mode = overflow`: what could not be delivered goes to disk.
+                    let lost = s.0.lost;
+                    d.spool_pending(true, &mut s, &mut round);
+                    if s.0.lost != lost {
+                        loss = round.error.clone();
+                    }
+                    ok = !d.holds();
+                }
                 settled.sent.add(s.0.sent);
                 settled.lost.add(s.0.lost);
                 ok
@@ -385,13 +413,23 @@ fn run_inline(inner: &Inner, set: &OutputSet, mut d: Driver, direct: bool) {
                 d.after_failure(Instant::now());
             }
         }
+        let lost_error = loss.is_some();
+        if lost_error {
+            round.error = loss;
+        }
+        let disk = d.disk_counts().map(|c| {
+            settled.lost.add(c.lost);
+            (c.spooled, c.adopted)
+        });
         let end = RoundEnd {
             request: taken.request,
             closing: taken.closing,
             settled,
+            disk,
             bytes: round.bytes,
             failed: round.failed,
             error: round.error.take(),
+            loss: lost_error,
             retries: round.retries,
             connects: round.connects,
             held: if direct {
@@ -399,15 +437,17 @@ fn run_inline(inner: &Inner, set: &OutputSet, mut d: Driver, direct: bool) {
             } else {
                 Held::Outputs(ledger.unsettled())
             },
-            holding: !d.pending.is_empty(),
+            holding: d.holds(),
             outputs: vec![(0, sink_stats(&d.counters, d.pending.tally()))],
         };
         if inner.end_round(&mut pacing, end, &mut |settled| {
-            // Closing with records left: they are lost.
-            let n = d.pending.len();
+            // Closing with records left: with a spool they wait on disk for the next process;
+            // without one, or when the disk fails, they are lost.
             let mut r = Round::default();
             if direct {
                 let mut s = DirectSettle(Settled::default());
+                d.spool_pending(true, &mut s, &mut r);
+                let n = d.pending.len();
                 d.settle_first(n, false, &mut s, &mut r);
                 settled.lost.add(s.0.lost);
             } else {
@@ -415,13 +455,23 @@ fn run_inline(inner: &Inner, set: &OutputSet, mut d: Driver, direct: bool) {
                     ledger: &mut ledger,
                     settled: Settled::default(),
                 };
+                let n = d.pending.len();
                 d.settle_first(n, false, &mut s, &mut r);
                 settled.lost.add(s.settled.lost);
             }
-            (
-                Held::Outputs(Tally::ZERO),
-                vec![(0, sink_stats(&d.counters, d.pending.tally()))],
-            )
+            let disk = d.disk_counts().map(|c| {
+                settled.lost.add(c.lost);
+                (c.spooled, c.adopted)
+            });
+            Closed {
+                held: if direct {
+                    Held::Inflight(Tally::ZERO)
+                } else {
+                    Held::Outputs(Tally::ZERO)
+                },
+                outputs: vec![(0, sink_stats(&d.counters, d.pending.tally()))],
+                disk,
+            }
         }) {
             return;
         }
@@ -663,11 +713,13 @@ fn run_lanes(inner: &Arc<Inner>, set: &Arc<OutputSet>, drivers: Vec<Driver>) {
             bytes: round.bytes,
             failed: round.failed,
             error: None,
+            loss: false,
             retries: 0,
             connects: 0,
             held: Held::Unchanged,
             holding,
             outputs: Vec::new(),
+            disk: None,
         };
         let closed = inner.end_round(&mut pacing, end, &mut |_| {
             // Closing: the drivers give up what they still hold and stop.
@@ -696,7 +748,11 @@ fn run_lanes(inner: &Arc<Inner>, set: &Arc<OutputSet>, drivers: Vec<Driver>) {
                 }
                 outputs.push((i, ls.stats()));
             }
-            (Held::Outputs(s.ledger.unsettled()), outputs)
+            Closed {
+                held: Held::Outputs(s.ledger.unsettled()),
+                outputs,
+                disk: None,
+            }
         });
         if closed {
             return;

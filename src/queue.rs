@@ -35,13 +35,16 @@ pub enum PendingError {
     /// [`BUFFER_FULL`], kept as a tag so the drop path never allocates.
     BufferFull,
     Text(String),
+    /// Messages were lost (a full spool): kept until it is read, not replaced by a later
+    /// [`PendingError::Text`] (the retries that go on meanwhile).
+    Loss(String),
 }
 
 impl PendingError {
     pub fn as_str(&self) -> &str {
         match self {
             PendingError::BufferFull => BUFFER_FULL,
-            PendingError::Text(s) => s,
+            PendingError::Text(s) | PendingError::Loss(s) => s,
         }
     }
 }
@@ -367,8 +370,16 @@ pub(crate) enum Held {
 
 /// Called by `Inner::end_round` when the worker stops: the outputs give up what they hold
 /// (adding it to the `Settled`), and say what they still hold and their final counters.
-pub(crate) type CloseOutputs<'a> =
-    dyn FnMut(&mut Settled) -> (Held, Vec<(usize, rlog_sink_stats)>) + 'a;
+pub(crate) type CloseOutputs<'a> = dyn FnMut(&mut Settled) -> Closed + 'a;
+
+/// What the outputs hold once the worker stops (see [`CloseOutputs`]).
+#[derive(Debug)]
+pub(crate) struct Closed {
+    pub held: Held,
+    pub outputs: Vec<(usize, rlog_sink_stats)>,
+    /// What the disk queue holds then, and what it adopted (see `RoundEnd::disk`).
+    pub disk: Option<(Tally, Tally)>,
+}
 
 /// How a round ended (see `Inner::end_round`).
 #[derive(Debug)]
@@ -376,10 +387,15 @@ pub(crate) struct RoundEnd {
     pub request: u64,
     pub closing: Option<Instant>,
     pub settled: Settled,
+    /// A disk queue's records now (`spooled`) and those it adopted from dead processes so far
+    /// (`adopted`): the counters are set to these.
+    pub disk: Option<(Tally, Tally)>,
     /// Bytes delivered, and whether a delivery failed (the flush's result is then -1).
     pub bytes: u64,
     pub failed: bool,
     pub error: Option<String>,
+    /// `error` says messages were lost: it is not replaced by later retry errors.
+    pub loss: bool,
     pub retries: u64,
     pub connects: u64,
     pub held: Held,
@@ -702,9 +718,18 @@ impl Inner {
         st.counters.retries += end.retries;
         st.counters.connects += end.connects;
         if let Some(e) = end.error {
-            self.post_error(&mut st, PendingError::Text(e));
+            let e = if end.loss {
+                PendingError::Loss(e)
+            } else {
+                PendingError::Text(e)
+            };
+            self.post_error(&mut st, e);
         }
         self.apply_held(&mut st, end.held);
+        if let Some((spooled, adopted)) = end.disk {
+            st.counters.spooled = spooled;
+            st.counters.adopted = adopted;
+        }
         for (i, stats) in end.outputs {
             if st.outputs.len() <= i {
                 st.outputs.resize(i + 1, rlog_sink_stats::default());
@@ -718,12 +743,16 @@ impl Inner {
             if st.buf.is_empty() && (!end.holding || out_of_time) {
                 drop(st);
                 let mut settled = Settled::default();
-                let (held, outputs) = close(&mut settled);
+                let closed = close(&mut settled);
                 let mut st = self.state.lock();
                 st.counters.sent.add(settled.sent);
                 st.counters.lost.add(settled.lost);
-                self.apply_held(&mut st, held);
-                for (i, stats) in outputs {
+                self.apply_held(&mut st, closed.held);
+                if let Some((spooled, adopted)) = closed.disk {
+                    st.counters.spooled = spooled;
+                    st.counters.adopted = adopted;
+                }
+                for (i, stats) in closed.outputs {
                     if i < st.outputs.len() {
                         st.outputs[i] = stats;
                     }
@@ -763,6 +792,9 @@ impl Inner {
 
     /// Makes `e` the pending error (the caller holds the state lock).
     pub(crate) fn post_error(&self, st: &mut State, e: PendingError) {
+        if matches!(e, PendingError::Text(_)) && matches!(st.error, Some(PendingError::Loss(_))) {
+            return;
+        }
         st.error = Some(e);
         self.error_pending.store(true, Ordering::Release);
     }
@@ -1272,7 +1304,8 @@ impl Logger {
     }
 
     /// Asks the worker to deliver what is held within `timeout`, then stop, and waits for it
-    /// (at most `timeout`). Returns true when every message this logger accepted was delivered.
+    /// (at most `timeout`). Returns true when every message this logger accepted (or adopted
+    /// from a dead process's spool) was delivered.
     /// Later `log` calls return [`Logged::Closed`].
     pub fn close(&self, timeout: Duration) -> bool {
         self.begin_close(timeout);
@@ -1304,7 +1337,9 @@ impl Logger {
                 break;
             }
         }
-        let all = st.closed && st.counters.sent == st.counters.logged;
+        // Delivered: what it accepted and what it adopted from dead processes' spools.
+        let all = st.closed
+            && st.counters.sent.msgs == st.counters.logged.msgs + st.counters.adopted.msgs;
         let handle = if st.closed { st.worker.take() } else { None };
         drop(st);
         if let Some(h) = handle {

@@ -1,8 +1,9 @@
 //! Delivery counters: the C `struct rlog_stats` and the bookkeeping behind it.
 //!
-//! Every message `rlog_log` accepts is counted once in `logged` and then sits in exactly one of
-//! `buffered` (memory, in flight included), `sent`, `lost` or `spooled`. That is the identity the
-//! tests check: `logged == sent + lost + spooled + buffered` at every quiescent moment.
+//! Every message `rlog_log` accepts is counted once in `logged`, and every record taken over
+//! from a dead process's spool once in `adopted`; each then sits in exactly one of `buffered`
+//! (memory, in flight included), `sent`, `lost` or `spooled`. That is the identity the tests
+//! check: `logged + adopted == sent + lost + spooled + buffered` at every quiescent moment.
 
 /// The C view of a logger's counters. Append-only: new fields go at the end, so a caller built
 /// against an older header, passing a smaller `out_size`, still gets the fields it knows.
@@ -32,6 +33,13 @@ pub struct rlog_stats {
     pub retries: u64,
     /// Connections established.
     pub connects: u64,
+    /// Records taken over from the spool of an earlier process (killed, crashed, exited with
+    /// the collector down, or a sibling prefork worker that died).
+    pub adopted: u64,
+    pub adopted_bytes: u64,
+    /// Records an output refused for good (part of `lost`).
+    pub rejected: u64,
+    pub rejected_bytes: u64,
 }
 
 impl rlog_stats {
@@ -51,6 +59,10 @@ impl rlog_stats {
         self.buffered_bytes += o.buffered_bytes;
         self.retries += o.retries;
         self.connects += o.connects;
+        self.adopted += o.adopted;
+        self.adopted_bytes += o.adopted_bytes;
+        self.rejected += o.rejected;
+        self.rejected_bytes += o.rejected_bytes;
     }
 }
 
@@ -90,6 +102,8 @@ pub struct Counters {
     pub sent: Tally,
     pub lost: Tally,
     pub spooled: Tally,
+    pub adopted: Tally,
+    pub rejected: Tally,
     pub retries: u64,
     pub connects: u64,
 }
@@ -112,6 +126,10 @@ impl Counters {
             buffered_bytes: buffered.bytes,
             retries: self.retries,
             connects: self.connects,
+            adopted: self.adopted.msgs,
+            adopted_bytes: self.adopted.bytes,
+            rejected: self.rejected.msgs,
+            rejected_bytes: self.rejected.bytes,
         }
     }
 }

@@ -125,6 +125,40 @@ pub struct Config {
     /// `NAME.key`): each output bounds what it holds by its own `drop_limit`, and messages name
     /// the output. A plain config keeps lua-resty-logger-socket's semantics and wording.
     pub uwsgi_style: bool,
+    /// `spool`: undeliverable records go to disk, replayed in order, adopted after a crash.
+    pub spool: Option<SpoolConfig>,
+}
+
+/// `spool_mode`: when records go to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpoolMode {
+    /// What the output could not deliver after `max_retry_times`, and what queues behind it
+    /// while the output is down.
+    Overflow,
+    /// Every batch, before it is sent (write-ahead).
+    Always,
+}
+
+/// `spool_sync`: when what is on disk is made durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpoolSync {
+    /// A batch counts as spooled only once fsynced.
+    Batch,
+    /// fsync at most this often.
+    Interval(Duration),
+    /// Left to the kernel.
+    None,
+}
+
+/// The `spool*` keys: a disk queue per output for what cannot be delivered now (SPEC §6).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpoolConfig {
+    /// `spool`: the directory (created 0700 when missing).
+    pub dir: String,
+    pub mode: SpoolMode,
+    /// `spool_max_bytes`: cap on the bytes this logger keeps on disk.
+    pub max_bytes: u64,
+    pub sync: SpoolSync,
 }
 
 /// Settings only the `rlogd` endpoint uses.
@@ -249,6 +283,7 @@ impl Config {
         let mut rlogd = RlogdSettings::default();
         // The first rlogd-only key seen, to report it when the endpoint is not rlogd.
         let mut rlogd_key: Option<(String, usize)> = None;
+        let mut spool = SpoolKeys::default();
 
         for e in &entries {
             let key = e.key.as_str();
@@ -325,6 +360,7 @@ impl Config {
                 "ssl_verify" => ssl_verify = boolean(e)?,
                 "sni_host" => sni_host = Some(nonempty(e, "\"sni_host\" must be a string")?),
                 "ssl_ca" => ssl_ca = Some((nonempty(e, "\"ssl_ca\" must be a file name")?, e.line)),
+                _ if spool.take(e)? => {}
                 _ if uwsgi.take(e)? => {}
                 k => return Err(format!("unknown key \"{k}\" at line {}", e.line)),
             }
@@ -365,12 +401,20 @@ impl Config {
                 first_key: rlogd_key,
             };
             let set = uwsgi.build(base, &limits, &tls_base, &rlogd_base)?;
+            if let Some(line) = spool.first_line {
+                return Err(format!(
+                    "\"spool\" at line {line}: a spool works with a plain host/port/path logger \
+                     for now; with logger/log-route/log-encoder lines a message may have \
+                     several copies, whose accounting on disk is not built yet"
+                ));
+            }
             return Ok(Config {
                 needs_time: set.needs_time(),
                 coarse_time: !set.needs_subsecond(),
                 limits,
                 outputs: Arc::new(set),
                 uwsgi_style: true,
+                spool: None,
             });
         }
 
@@ -451,7 +495,93 @@ impl Config {
             needs_time,
             coarse_time: false,
             uwsgi_style: false,
+            spool: spool.finish()?,
         })
+    }
+}
+
+/// The `spool*` keys as `Config::parse` meets them.
+#[derive(Debug, Default)]
+struct SpoolKeys {
+    dir: Option<String>,
+    mode: Option<SpoolMode>,
+    max_bytes: Option<u64>,
+    sync: Option<SpoolSync>,
+    interval: Option<Duration>,
+    /// The line of the first spool key, to name it in errors.
+    first_line: Option<usize>,
+}
+
+impl SpoolKeys {
+    /// Takes `e` if it is a spool key: `Ok(true)` taken, `Ok(false)` not one.
+    ///
+    /// Errors: a bad value, naming the key and the line.
+    fn take(&mut self, e: &Entry) -> Result<bool, String> {
+        match e.key.as_str() {
+            "spool" => self.dir = Some(nonempty(e, "\"spool\" must be a directory")?),
+            "spool_mode" => {
+                self.mode = Some(match e.value.as_str() {
+                    "overflow" => SpoolMode::Overflow,
+                    "always" => SpoolMode::Always,
+                    _ => return Err(invalid(e, "\"overflow\" or \"always\"")),
+                })
+            }
+            "spool_max_bytes" => {
+                let n = whole(e)?;
+                if n == 0 {
+                    return Err(invalid(e, "a number of bytes above 0"));
+                }
+                self.max_bytes = Some(n);
+            }
+            "spool_sync" => {
+                self.sync = Some(match e.value.as_str() {
+                    "batch" => SpoolSync::Batch,
+                    "interval" => SpoolSync::Interval(Duration::ZERO),
+                    "none" => SpoolSync::None,
+                    _ => return Err(invalid(e, "\"batch\", \"interval\" or \"none\"")),
+                })
+            }
+            "spool_sync_interval" => {
+                let d = millis(e)?;
+                if d < Duration::from_millis(1) {
+                    return Err(invalid(e, "a number of ms >= 1"));
+                }
+                self.interval = Some(d);
+            }
+            _ => return Ok(false),
+        }
+        self.first_line.get_or_insert(e.line);
+        Ok(true)
+    }
+
+    /// The spool settings, or `None` without a `spool` key.
+    ///
+    /// Errors: another spool key without `spool`; `spool_sync_interval` without
+    /// `spool_sync = interval`.
+    fn finish(self) -> Result<Option<SpoolConfig>, String> {
+        let Some(dir) = self.dir else {
+            return match self.first_line {
+                Some(line) => Err(format!(
+                    "the spool key at line {line} needs \"spool = DIRECTORY\""
+                )),
+                None => Ok(None),
+            };
+        };
+        let sync = match (self.sync, self.interval) {
+            (Some(SpoolSync::Interval(_)), d) => {
+                SpoolSync::Interval(d.unwrap_or(Duration::from_millis(500)))
+            }
+            (_, Some(_)) => {
+                return Err("\"spool_sync_interval\" needs \"spool_sync = interval\"".to_string())
+            }
+            (s, None) => s.unwrap_or(SpoolSync::Batch),
+        };
+        Ok(Some(SpoolConfig {
+            dir,
+            mode: self.mode.unwrap_or(SpoolMode::Overflow),
+            max_bytes: self.max_bytes.unwrap_or(1 << 30),
+            sync,
+        }))
     }
 }
 

@@ -15,12 +15,14 @@ use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::spool::{OutputSpool, OwnedRecord, SpoolError, SpoolOptions, SpoolRecord, SyncMode};
 use super::tls::TlsSettings;
 use super::{datagram, reason, rlogd, socket, stream, tls, Failure, Output};
 use crate::buffer::Buffer;
 use crate::config::target::Target;
-use crate::config::{Limits, OutputSpec};
+use crate::config::{Limits, OutputSpec, SpoolConfig, SpoolMode, SpoolSync};
 use crate::stats::Tally;
+use crate::sync::ChildCloses;
 
 /// Per-output counters (copies, and encoded bytes).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -67,7 +69,9 @@ pub struct Driver {
     pub spec: OutputSpec,
     /// TLS settings built when the logger started (`OutputSpec::tls` is only their text).
     tls: Option<Arc<TlsSettings>>,
-    conn: Option<Box<dyn Output>>,
+    /// The connection, its descriptors registered for a fork child to close (first: they are
+    /// unregistered before the connection closes them).
+    conn: Option<(Vec<ChildCloses>, Box<dyn Output>)>,
     /// Records waiting for delivery.
     pub pending: Buffer,
     /// The message each pending record is a copy of (empty for a direct output, whose records
@@ -84,6 +88,8 @@ pub struct Driver {
     label: String,
     /// State of the jitter's generator.
     rng: u64,
+    /// The disk queue, with `spool`.
+    disk: Option<Disk>,
 }
 
 impl Driver {
@@ -111,6 +117,7 @@ impl Driver {
             producer,
             label,
             rng: producer | 1,
+            disk: None,
         }
     }
 
@@ -163,7 +170,7 @@ impl Driver {
     /// A usable connection, with resty's connect retries. Errors: resty's "try to connect ..."
     /// string (unlabelled).
     fn connect(&mut self, ctl: &dyn Control, round: &mut Round) -> Result<(), String> {
-        if let Some(c) = self.conn.as_mut() {
+        if let Some((_, c)) = self.conn.as_mut() {
             if c.is_alive() {
                 return Ok(());
             }
@@ -175,7 +182,8 @@ impl Driver {
                 Ok(c) => {
                     self.counters.connects += 1;
                     round.connects += 1;
-                    self.conn = Some(c);
+                    let fds = c.fds().into_iter().map(ChildCloses::new).collect();
+                    self.conn = Some((fds, c));
                     return Ok(());
                 }
                 Err(e) => {
@@ -216,7 +224,7 @@ impl Driver {
             let (failure, connect) = match self.connect(ctl, round) {
                 Err(e) => (e, true),
                 Ok(()) => {
-                    let conn = self.conn.as_mut().expect("connected above");
+                    let (_, conn) = self.conn.as_mut().expect("connected above");
                     let sent = conn.send(&self.pending);
                     if let Some(notice) = conn.take_notice() {
                         round.error = Some(self.labelled(&notice));
@@ -277,10 +285,11 @@ impl Driver {
         self.failures = self.failures.saturating_add(1);
     }
 
-    /// Whether a delivery is due at `now`: records are held and no backoff is being waited
+    /// Whether a delivery is due at `now`: records are held (in memory or on disk) and no
+    /// backoff is being waited
     /// out (or `explicit`: a flush or close asks for one now).
     pub fn due(&self, now: Instant, explicit: bool) -> bool {
-        !self.pending.is_empty() && (explicit || self.retry_at.is_none_or(|t| now >= t))
+        self.holds() && (explicit || self.retry_at.is_none_or(|t| now >= t))
     }
 
     /// Closes the connection (a fork child must not keep its parent's).
@@ -331,5 +340,291 @@ pub fn max_record(t: &Target) -> Option<(usize, &'static str)> {
             "the largest rlogd record",
         )),
         _ => None,
+    }
+}
+
+/// An output's disk queue (`spool`, SPEC §6), for an output whose records are the caller's
+/// messages (a plain config's). The spool's own counters are the logger's `spooled` and
+/// `adopted`: a record counts as spooled from the `append` that wrote it until the `commit`
+/// after its delivery.
+pub struct Disk {
+    spool: OutputSpool,
+    always: bool,
+    /// The spool's directory and cap, for messages.
+    dir: String,
+    max_bytes: u64,
+    /// Records the spool lost to damage so far (reported to the logger as `lost` once).
+    lost_reported: Tally,
+    /// The disk failed (full, I/O error): records stay in memory (bounded by `drop_limit`)
+    /// until this instant, then the disk is tried again.
+    retry_disk_at: Option<Instant>,
+    /// When dead processes' spools were last looked for.
+    last_adopt: Instant,
+    read: Vec<OwnedRecord>,
+}
+
+/// How often a live logger looks for spools left by dead processes (a killed prefork worker).
+pub const ADOPT_EVERY: Duration = Duration::from_secs(5);
+
+/// What a disk queue holds, for the logger's counters.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct DiskCounts {
+    /// Records on disk, not yet delivered.
+    pub spooled: Tally,
+    /// Records taken over from dead processes since the spool was opened.
+    pub adopted: Tally,
+    /// Records the spool lost to damage since the last report.
+    pub lost: Tally,
+}
+
+impl Disk {
+    /// Opens output `key`'s queue under `cfg.dir`, adopting what dead processes left there.
+    ///
+    /// Errors: the directory cannot be created or used (the message names it).
+    pub fn open(cfg: &SpoolConfig, key: &str) -> Result<Disk, String> {
+        let opts = SpoolOptions {
+            max_bytes: cfg.max_bytes,
+            sync: match cfg.sync {
+                SpoolSync::Batch => SyncMode::Batch,
+                SpoolSync::Interval(d) => SyncMode::Interval(d),
+                SpoolSync::None => SyncMode::None,
+            },
+            ..SpoolOptions::default()
+        };
+        let spool = OutputSpool::open(std::path::Path::new(&cfg.dir), key, opts)
+            .map_err(|e| format!("cannot use \"spool\" directory {}: {e}", cfg.dir))?;
+        Ok(Disk {
+            spool,
+            always: cfg.mode == SpoolMode::Always,
+            dir: cfg.dir.clone(),
+            max_bytes: cfg.max_bytes,
+            lost_reported: Tally::ZERO,
+            retry_disk_at: None,
+            last_adopt: Instant::now(),
+            read: Vec::new(),
+        })
+    }
+
+    /// The spool's counters now; the records lost to damage since the last call.
+    pub fn counts(&mut self) -> DiskCounts {
+        let s = self.spool.stats();
+        let lost = Tally {
+            msgs: s.lost_records,
+            bytes: s.lost_bytes,
+        };
+        let new_lost = Tally {
+            msgs: lost.msgs - self.lost_reported.msgs,
+            bytes: lost.bytes - self.lost_reported.bytes,
+        };
+        self.lost_reported = lost;
+        DiskCounts {
+            spooled: Tally {
+                msgs: s.records,
+                bytes: s.bytes,
+            },
+            adopted: Tally {
+                msgs: s.adopted_records,
+                bytes: s.adopted_bytes,
+            },
+            lost: new_lost,
+        }
+    }
+
+    /// Whether records wait on disk.
+    pub fn holds(&self) -> bool {
+        !self.spool.is_empty()
+    }
+
+    /// In a fork child: lets go of the parent's spool without touching its files.
+    pub fn forget(self) {
+        self.spool.after_fork_in_child();
+    }
+}
+
+impl Driver {
+    /// Gives the driver a disk queue.
+    pub fn with_disk(mut self, disk: Disk) -> Driver {
+        if disk.holds() {
+            // Records left by a dead process: deliver them at the first round.
+            self.retry_at = Some(Instant::now());
+        }
+        self.disk = Some(disk);
+        self
+    }
+
+    /// Looks for spools left by dead processes (every [`ADOPT_EVERY`]) and syncs the disk queue
+    /// when `spool_sync = interval` wants it. Adopted records make a delivery due.
+    pub fn tend_disk(&mut self) {
+        let Some(disk) = self.disk.as_mut() else {
+            return;
+        };
+        let _ = disk.spool.maybe_sync();
+        if disk.last_adopt.elapsed() >= ADOPT_EVERY {
+            disk.last_adopt = Instant::now();
+            if disk.spool.adopt().is_ok_and(|r| r.records > 0) && self.retry_at.is_none() {
+                self.retry_at = Some(Instant::now());
+            }
+        }
+    }
+
+    /// When the disk queue next wants looking after (see [`Driver::tend_disk`]).
+    pub fn disk_due(&self) -> Option<Instant> {
+        self.disk.as_ref().map(|d| d.last_adopt + ADOPT_EVERY)
+    }
+
+    /// The disk queue's counters, if there is one.
+    pub fn disk_counts(&mut self) -> Option<DiskCounts> {
+        self.disk.as_mut().map(Disk::counts)
+    }
+
+    /// Whether records wait, in memory or on disk.
+    pub fn holds(&self) -> bool {
+        !self.pending.is_empty() || self.disk.as_ref().is_some_and(Disk::holds)
+    }
+
+    /// Writes the pending records to the disk queue (numbered from `pending.first_seq`) and
+    /// forgets them from memory. `when`: only in `always` mode or behind records already on
+    /// disk (`Some(false)`), or in any case (`Some(true)`: a delivery failed, or the logger
+    /// stops). A full spool loses them (counted, reported); a failing disk keeps them in memory
+    /// and is tried again a second later.
+    pub fn spool_pending(&mut self, failed: bool, settle: &mut dyn Settle, round: &mut Round) {
+        let Some(disk) = self.disk.as_mut() else {
+            return;
+        };
+        let now = Instant::now();
+        if self.pending.is_empty()
+            || !(failed || disk.always || disk.holds())
+            || disk.retry_disk_at.is_some_and(|t| now < t)
+        {
+            return;
+        }
+        // In chunks, so that a spool near its cap takes what fits and only the rest is lost.
+        let chunk = (disk.max_bytes / 8).clamp(4 << 10, 4 << 20) as usize;
+        let first = self.pending.first_seq;
+        let mut written = 0;
+        let mut failure = None;
+        {
+            let mut recs: Vec<SpoolRecord<'_>> = Vec::new();
+            let mut records = self.pending.records().enumerate().peekable();
+            while records.peek().is_some() {
+                recs.clear();
+                let mut bytes = 0;
+                while let Some((i, r)) = records.next_if(|_| recs.is_empty() || bytes < chunk) {
+                    bytes += r.bytes.len();
+                    recs.push(SpoolRecord {
+                        id: first + i as u64,
+                        time_us: r.time_us,
+                        bytes: r.bytes,
+                    });
+                }
+                match disk.spool.append(&recs) {
+                    Ok(()) => written += recs.len(),
+                    Err(e) => {
+                        failure = Some(e);
+                        break;
+                    }
+                }
+            }
+        }
+        self.pending.consume(written);
+        match failure {
+            None => disk.retry_disk_at = None,
+            Some(SpoolError::Full) | Some(SpoolError::TooLarge) => {
+                let n = self.pending.len();
+                let msg = format!(
+                    "spool {} is full (spool_max_bytes = {}): {n} message(s) lost",
+                    disk.dir, disk.max_bytes
+                );
+                round.error = Some(self.labelled(&msg));
+                self.settle_first(n, false, settle, round);
+            }
+            Some(SpoolError::Io(e)) => {
+                disk.retry_disk_at = Some(now + Duration::from_secs(1));
+                let msg = format!(
+                    "spool {}: {e}; the messages are held in memory meanwhile",
+                    disk.dir
+                );
+                round.error = Some(self.labelled(&msg));
+            }
+        }
+    }
+
+    /// Delivers what waits on disk, oldest first, then what is in memory. Spooled records are
+    /// numbered from `*next_seq` as they are read (a resend after a failure may carry new
+    /// numbers: delivery from the spool is at least once). Returns false when some are still
+    /// held.
+    pub fn deliver_all(
+        &mut self,
+        ctl: &dyn Control,
+        settle: &mut dyn Settle,
+        round: &mut Round,
+        next_seq: &mut u64,
+    ) -> bool {
+        while let Some(disk) = self.disk.as_mut() {
+            if !disk.holds() {
+                break;
+            }
+            disk.read.clear();
+            let n = match disk.spool.read(10_000, 4 << 20, &mut disk.read) {
+                Ok(n) => n,
+                Err(e) => {
+                    round.error = Some(self.labelled(&format!(
+                        "spool {}: cannot read: {e}",
+                        self.disk.as_ref().map_or("", |d| d.dir.as_str())
+                    )));
+                    round.failed = true;
+                    return false;
+                }
+            };
+            if n == 0 {
+                break;
+            }
+            let bytes: usize = disk.read.iter().map(|r| r.bytes.len()).sum();
+            let mut batch = Buffer::with_capacity(bytes);
+            batch.first_seq = *next_seq;
+            *next_seq += n as u64;
+            for r in &disk.read {
+                batch.push(&r.bytes, r.time_us);
+            }
+            // The spooled batch goes through the same delivery as the memory one.
+            let memory = std::mem::replace(&mut self.pending, batch);
+            let mut counting = Counting {
+                inner: settle,
+                done: 0,
+            };
+            let ok = self.deliver(ctl, &mut counting, round);
+            let done = counting.done;
+            self.pending = memory;
+            let disk = self.disk.as_mut().expect("checked above");
+            if let Err(e) = disk.spool.commit(done) {
+                round.error = Some(format!("spool {}: {e}", disk.dir));
+            }
+            if done < n {
+                disk.spool.rewind();
+            }
+            if !ok {
+                return false;
+            }
+        }
+        if self.pending.first_seq < *next_seq {
+            // Spooled records went out numbered after these (a disk that failed kept them in
+            // memory): number them after, so that a deduplicating collector keeps them.
+            self.pending.first_seq = *next_seq;
+            *next_seq += self.pending.len() as u64;
+        }
+        self.deliver(ctl, settle, round)
+    }
+}
+
+/// Counts the records a delivery settled (delivered or given up), for the spool's commit.
+struct Counting<'a> {
+    inner: &'a mut dyn Settle,
+    done: usize,
+}
+
+impl Settle for Counting<'_> {
+    fn settle(&mut self, owners: std::collections::vec_deque::Drain<'_, u64>, t: Tally, ok: bool) {
+        self.done += t.msgs as usize;
+        self.inner.settle(owners, t, ok);
     }
 }

@@ -1,6 +1,6 @@
 //! The disk spool of one output: a crash-safe, append-only queue on disk for the records an
-//! output cannot deliver now (SPEC §6 "Spool"). Self-contained: it uses std, libc (`flock`) and
-//! crc32c, nothing else of the crate, so it can move under `src/output/` unchanged.
+//! output cannot deliver now (SPEC §6 "Spool"). It uses std, libc (`flock`), crc32c and, of the
+//! crate, only `sync::ChildCloses` (a fork child closes the lock it inherited).
 //!
 //! # Layout
 //!
@@ -95,6 +95,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -319,6 +320,10 @@ pub struct OutputSpool {
     dir: PathBuf,
     name: String,
     opts: SpoolOptions,
+    /// The lock's descriptor, registered for a fork child to close (`crate::sync::ChildCloses`):
+    /// a child that kept it would keep this instance locked after this process dies. Before
+    /// `lock`, so that it is unregistered before the descriptor closes.
+    lock_in_child: Option<crate::sync::ChildCloses>,
     lock: Option<File>,
     /// Adopted sources in adoption order, then this instance's own (always last).
     sources: Vec<Source>,
@@ -428,6 +433,7 @@ impl OutputSpool {
             dir,
             name,
             opts,
+            lock_in_child: Some(crate::sync::ChildCloses::new(lock.as_raw_fd())),
             lock: Some(lock),
             sources: vec![own],
             next_source_id: 1,
@@ -1302,6 +1308,7 @@ impl OutputSpool {
     pub fn after_fork_in_child(mut self) {
         self.forked = true;
         // The lock first; Drop then closes the other descriptors and writes nothing.
+        self.lock_in_child = None;
         self.lock = None;
     }
 }
@@ -1326,6 +1333,7 @@ impl Drop for OutputSpool {
             }
             remove_instance_dir(&self.dir);
         }
+        self.lock_in_child = None;
         self.lock = None;
     }
 }

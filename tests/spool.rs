@@ -1,0 +1,258 @@
+//! The disk spool (SPEC §6) from a host's point of view: what cannot be delivered goes to disk,
+//! survives a `kill -9` of the host, is adopted and delivered once, in order, by the next
+//! process; the cap and a disk that fails are counted and reported, never a crash.
+//!
+//! The host processes are this test binary, forked: the child logs and is killed with SIGKILL
+//! by the parent, which then plays the next process (or the collector coming back).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{assert_identity, refusing_port, temp_dir, Collector};
+use rlog::{Config, Logged, Logger};
+
+fn config(port: u16, spool: &Path, extra: &str) -> String {
+    format!(
+        "host = 127.0.0.1\nport = {port}\nspool = {}\nmax_retry_times = 0\nretry_interval = 10\n\
+         drop_limit = 67108864\n{extra}",
+        spool.display()
+    )
+}
+
+fn wait_for(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
+    let until = Instant::now() + Duration::from_secs(secs);
+    while !ok() {
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Forks; the child runs `child` (which tells the parent through the socket when to act) and
+/// never returns. Returns the child's pid and the parent's end of the socket.
+fn fork_child(child: impl FnOnce(&mut UnixStream)) -> (libc::pid_t, UnixStream) {
+    let (mut parent_end, mut child_end) = UnixStream::pair().unwrap();
+    // SAFETY: the child only runs `child` (rlog, std I/O on its own socket) and then _exit;
+    // it never returns into the test harness.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        drop(parent_end);
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| child(&mut child_end)));
+        // SAFETY: _exit ends the child without running the parent's atexit handlers twice.
+        unsafe { libc::_exit(if r.is_ok() { 0 } else { 101 }) };
+    }
+    drop(child_end);
+    parent_end
+        .set_read_timeout(Some(Duration::from_secs(120)))
+        .unwrap();
+    let _ = &mut parent_end;
+    (pid, parent_end)
+}
+
+fn kill9(pid: libc::pid_t) {
+    // SAFETY: plain system calls on a child we forked.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+        let mut status = 0;
+        libc::waitpid(pid, &mut status, 0);
+    }
+}
+
+/// Lines received, split on newlines.
+fn lines(c: &Collector) -> Vec<String> {
+    c.lines()
+}
+
+#[test]
+fn a_killed_hosts_spool_is_delivered_once_in_order_by_the_next_process() {
+    const THREADS: usize = 2;
+    const PER_THREAD: usize = 50_000;
+    const N: u64 = (THREADS * PER_THREAD) as u64;
+    let dir = temp_dir("spool-kill9");
+    let (port, down) = refusing_port();
+    let text = config(port, &dir, "");
+
+    let (pid, mut from_child) = fork_child(|to_parent| {
+        let lg = Logger::start(Config::parse(&text).unwrap()).unwrap();
+        let threads: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let lg = lg.clone();
+                thread::spawn(move || {
+                    for i in 0..PER_THREAD {
+                        let m = format!("t{t}-{i:06}\n");
+                        assert_eq!(lg.log(m.as_bytes()), Logged::Buffered(m.len()));
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        // Every message on disk (and fsynced: spool_sync = batch), none in memory.
+        wait_for("everything spooled", 60, || {
+            let s = lg.stats();
+            s.spooled == N && s.buffered == 0
+        });
+        let s = lg.stats();
+        assert_identity(&s);
+        to_parent.write_all(&s.spooled_bytes.to_le_bytes()).unwrap();
+        // Killed here, with everything on disk.
+        loop {
+            thread::sleep(Duration::from_secs(1));
+        }
+    });
+    let mut bytes = [0u8; 8];
+    from_child
+        .read_exact(&mut bytes)
+        .expect("the child spooled everything");
+    let spooled_bytes = u64::from_le_bytes(bytes);
+    kill9(pid);
+
+    // The collector comes back on the same port; a new process starts with the same config.
+    let c = Collector::listen_on(down);
+    let lg = Logger::start(Config::parse(&text).unwrap()).unwrap();
+    wait_for("every adopted message delivered", 60, || {
+        lg.stats().sent == N
+    });
+    let s = lg.stats();
+    assert_eq!(
+        (
+            s.logged,
+            s.adopted,
+            s.adopted_bytes,
+            s.sent,
+            s.lost,
+            s.spooled,
+            s.buffered
+        ),
+        (0, N, spooled_bytes, N, 0, 0, 0),
+        "{s:?}"
+    );
+    assert_identity(&s);
+    assert!(lg.close(Duration::from_secs(5)));
+    assert!(c.wait(|d| d.iter().filter(|&&b| b == b'\n').count() as u64 >= N));
+    let got = lines(&c);
+    assert_eq!(got.len() as u64, N, "every message once");
+    // In order per producing thread.
+    let mut next = [0usize; THREADS];
+    for l in &got {
+        let (t, i) = l[1..].split_once('-').unwrap();
+        let (t, i): (usize, usize) = (t.parse().unwrap(), i.parse().unwrap());
+        assert_eq!(i, next[t], "thread {t} out of order at {l}");
+        next[t] += 1;
+    }
+    assert_eq!(next, [PER_THREAD; THREADS]);
+    // Delivered: nothing is left on disk for a later process.
+    let lg2 = Logger::start(Config::parse(&text).unwrap()).unwrap();
+    thread::sleep(Duration::from_millis(100));
+    assert_eq!(lg2.stats().adopted, 0);
+    lg2.close(Duration::from_secs(1));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn what_does_not_fit_under_the_cap_is_lost_counted_and_reported() {
+    let dir = temp_dir("spool-cap");
+    let (port, _down) = refusing_port();
+    let lg = Logger::start(
+        Config::parse(&config(
+            port,
+            &dir,
+            "spool_max_bytes = 65536\nflush_limit = 4096",
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let n = 5_000u64;
+    let msg = format!("{}\n", "c".repeat(99));
+    for _ in 0..n {
+        assert_eq!(lg.log(msg.as_bytes()), Logged::Buffered(100));
+    }
+    wait_for("everything spooled or lost", 30, || {
+        let s = lg.stats();
+        s.buffered == 0 && s.spooled + s.lost == n
+    });
+    let s = lg.stats();
+    assert_identity(&s);
+    assert!(s.spooled > 0 && s.spooled_bytes <= 65536, "{s:?}");
+    assert!(s.lost > 0, "{s:?}");
+    let mut saw_full = false;
+    wait_for("the spool-full error", 10, || {
+        if let Some(e) = lg.take_error() {
+            saw_full |= e.as_str().contains("is full (spool_max_bytes = 65536)");
+        }
+        saw_full
+    });
+    lg.close(Duration::from_millis(100));
+    let s = lg.stats();
+    assert_identity(&s);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn an_unusable_spool_directory_is_an_init_error() {
+    let dir = temp_dir("spool-unusable");
+    let file = dir.join("a-file");
+    std::fs::write(&file, "not a directory").unwrap();
+    let e = Logger::start(Config::parse(&config(1, &file, "")).unwrap()).unwrap_err();
+    assert!(e.contains("cannot use \"spool\" directory"), "{e}");
+    assert!(e.contains("a-file"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn spool_keys_are_checked() {
+    let e = |t: &str| Config::parse(t).unwrap_err();
+    assert!(e("path = /x\nspool_mode = always").contains("needs \"spool = DIRECTORY\""));
+    assert!(e("path = /x\nspool = /tmp/s\nspool_mode = sometimes")
+        .starts_with("invalid \"spool_mode\""));
+    assert!(
+        e("path = /x\nspool = /tmp/s\nspool_sync = often").starts_with("invalid \"spool_sync\"")
+    );
+    assert!(e("path = /x\nspool = /tmp/s\nspool_max_bytes = 0")
+        .starts_with("invalid \"spool_max_bytes\""));
+    assert!(e("path = /x\nspool = /tmp/s\nspool_sync_interval = 100")
+        .contains("needs \"spool_sync = interval\""));
+    assert!(e("logger = tcp://127.0.0.1:1\nspool = /tmp/s").contains("plain host/port/path"));
+    let c = Config::parse("path = /x\nspool = /tmp/s\nspool_sync = interval").unwrap();
+    assert_eq!(
+        c.spool.unwrap().sync,
+        rlog::config::SpoolSync::Interval(Duration::from_millis(500))
+    );
+}
+
+#[test]
+fn always_mode_writes_ahead_and_still_delivers_everything() {
+    let dir = temp_dir("spool-always");
+    let c = Collector::tcp();
+    let lg = Logger::start(
+        Config::parse(&config(
+            c.port(),
+            &dir,
+            "spool_mode = always\nspool_sync = none",
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let n = 20_000u64;
+    for i in 0..n {
+        let m = format!("a{i:06}\n");
+        assert_eq!(lg.log(m.as_bytes()), Logged::Buffered(m.len()));
+    }
+    assert!(lg.close(Duration::from_secs(10)));
+    let s = lg.stats();
+    assert_eq!((s.logged, s.sent, s.spooled, s.lost), (n, n, 0, 0), "{s:?}");
+    assert_identity(&s);
+    assert!(c.wait(|d| d.iter().filter(|&&b| b == b'\n').count() as u64 >= n));
+    let got = c.lines();
+    assert_eq!(got.len() as u64, n);
+    for (i, l) in got.iter().enumerate() {
+        assert_eq!(l, &format!("a{i:06}"));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
