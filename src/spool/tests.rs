@@ -1428,3 +1428,64 @@ fn stale_temporary_directories_are_cleaned_fresh_ones_kept() {
         "one that may be in the middle of its creation is kept"
     );
 }
+
+/// A dead instance whose ledger points inside its second segment (of three, 4 records each):
+/// records 0..6 delivered.
+fn dead_with_ledger_in_second_segment(root: &Path) -> PathBuf {
+    let mut sp = OutputSpool::open(root, KEY, opts(300)).unwrap();
+    for b in 0..3 {
+        append_ids(&mut sp, b * 4..b * 4 + 4);
+    }
+    assert_eq!(segs_in(sp.dir()).len(), 3);
+    let mut out = Vec::new();
+    sp.read(6, usize::MAX, &mut out).unwrap();
+    sp.commit(6).unwrap();
+    let dir = sp.dir().to_path_buf();
+    drop(sp);
+    assert_eq!(
+        segs_in(&dir).len(),
+        2,
+        "the first segment was delivered and unlinked"
+    );
+    dir
+}
+
+#[test]
+fn ledger_pointing_at_missing_or_shortened_data_never_wedges() {
+    let _g = shared();
+    // The segment the ledger names is gone (Vector PR #25570's crash loop): go on with the next.
+    let t = TempDir::new("ledgermissing");
+    let dir = dead_with_ledger_in_second_segment(&t.0);
+    fs::remove_file(&segs_in(&dir)[0]).unwrap();
+    let mut sp = OutputSpool::open(&t.0, KEY, opts(300)).unwrap();
+    assert_eq!(ids(&read_all(&mut sp, 10)), (8..12).collect::<Vec<_>>());
+
+    // The segment is shorter than the ledger's offset (its tail was lost, the ledger was not).
+    let t = TempDir::new("ledgershort");
+    let dir = dead_with_ledger_in_second_segment(&t.0);
+    let seg2 = segs_in(&dir)[0].clone();
+    OpenOptions::new()
+        .write(true)
+        .open(&seg2)
+        .unwrap()
+        .set_len(HEADER_LEN + 10)
+        .unwrap();
+    let mut sp = OutputSpool::open(&t.0, KEY, opts(300)).unwrap();
+    assert_eq!(ids(&read_all(&mut sp, 10)), (8..12).collect::<Vec<_>>());
+    assert!(!seg2.exists());
+
+    // The ledger is past every segment: nothing to deliver, the directory goes away.
+    let t = TempDir::new("ledgerpast");
+    let dir = dead_with_ledger_in_second_segment(&t.0);
+    let (mut l, _) = Ledger::open(&dir.join("ledger")).unwrap();
+    l.write(Pos { seg: 99, off: 0 }, true).unwrap();
+    drop(l);
+    let mut sp = OutputSpool::open(&t.0, KEY, opts(300)).unwrap();
+    assert!(sp.is_empty());
+    assert_eq!(read_all(&mut sp, 10).len(), 0);
+    assert!(
+        !sp.dir().join("adopted").exists()
+            || fs::read_dir(sp.dir().join("adopted")).unwrap().count() == 0
+    );
+    assert!(!dir.exists());
+}
