@@ -163,20 +163,22 @@ fn inspect_instance(dir: &Path) -> InstanceReport {
         empty_segments: 0,
         adopted_dirs: 0,
     };
-    add_tree(dir, &mut r, 0);
+    add_tree(dir, &mut r);
     r
 }
 
-/// Adds one directory's segments (and, recursively, its adopted ones) to `r`.
-fn add_tree(dir: &Path, r: &mut InstanceReport, depth: u32) {
-    if depth < 64 {
-        if let Ok(subs) = fsutil::list_dirs(&dir.join("adopted"), |n| !n.starts_with('.')) {
-            for sub in subs {
-                r.adopted_dirs += 1;
-                add_tree(&sub, r, depth + 1);
-            }
+/// Adds one instance directory's segments, and those of the instances it adopted, to `r`.
+fn add_tree(dir: &Path, r: &mut InstanceReport) {
+    for d in fsutil::delivery_order(dir) {
+        if d != dir {
+            r.adopted_dirs += 1;
         }
+        add_dir(&d, r);
     }
+}
+
+/// Adds one directory's segments to `r`.
+fn add_dir(dir: &Path, r: &mut InstanceReport) {
     let start = match ledger::read_state(&dir.join("ledger")) {
         LedgerState::Ok(p) => p,
         _ => ledger::Pos::default(),

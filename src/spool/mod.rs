@@ -341,6 +341,9 @@ pub struct OutputSpool {
     owner_pid: u32,
 }
 
+/// The `m` of an adopted instance's own directory name: after every instance it had adopted.
+const LAST: &str = "99999999999999999999";
+
 fn valid_key(key: &str) -> bool {
     !key.is_empty()
         && key != "."
@@ -1128,8 +1131,10 @@ impl OutputSpool {
             if fsutil::create_dir_0700(&adopted_dir).is_err() {
                 continue;
             }
-            let dname = d.file_name().and_then(|n| n.to_str()).unwrap_or("x");
-            let target = adopted_dir.join(format!("{:020}-{dname}", self.next_adopt));
+            // `<k>-<m>-<instance>`: the adopted instance itself sorts after the instances it
+            // had adopted (m = 0, 1, ...), which are moved up next to it below.
+            let k = self.next_adopt;
+            let target = adopted_dir.join(format!("{k:020}-{LAST}-{}", fsutil::instance_of(&d)));
             if fs::rename(&d, &target).is_err() {
                 // Taken by another process first (or not movable now): try again later.
                 continue;
@@ -1139,8 +1144,27 @@ impl OutputSpool {
             let _ = fsutil::sync_dir(&self.key_dir);
             drop(lock);
             report.instances += 1;
+            // Flatten: the instances it had adopted (a crash loop nests one level per restart)
+            // become siblings, in delivery order. Each rename keeps the order whole: what is
+            // not moved yet is still found nested, after what was moved.
+            let mut order = fsutil::delivery_order(&target);
+            order.pop(); // the target itself
+            let mut dirs = Vec::new();
+            for (m, e) in order.iter().enumerate() {
+                let flat = adopted_dir.join(format!("{k:020}-{m:020}-{}", fsutil::instance_of(e)));
+                if fs::rename(e, &flat).is_err() {
+                    break;
+                }
+                dirs.push(flat);
+            }
+            if !dirs.is_empty() {
+                let _ = fsutil::sync_dir(&adopted_dir);
+            }
+            dirs.push(target);
             let mut loaded = Vec::new();
-            self.load_tree(&target, &mut loaded, &mut report, 0);
+            for dir in &dirs {
+                self.load_tree(dir, &mut loaded, &mut report);
+            }
             let at = self.sources.len() - 1;
             self.sources.splice(at..at, loaded);
         }
@@ -1156,18 +1180,13 @@ impl OutputSpool {
     }
 
     /// Loads an adopted directory: its own adopted ones first (older), then its segments.
-    fn load_tree(&mut self, dir: &Path, out: &mut Vec<Source>, rep: &mut AdoptReport, depth: u32) {
-        if depth < 64 {
-            if let Ok(subs) = fsutil::list_dirs(&dir.join("adopted"), |n| !n.starts_with('.')) {
-                for sub in subs {
-                    self.load_tree(&sub, out, rep, depth + 1);
-                }
+    fn load_tree(&mut self, dir: &Path, out: &mut Vec<Source>, rep: &mut AdoptReport) {
+        for d in fsutil::delivery_order(dir) {
+            match self.load_source(&d, rep) {
+                Some(src) => out.push(src),
+                // Nothing left in it: remove it (kept if nested sources or `*.bad` files remain).
+                None => remove_instance_dir(&d),
             }
-        }
-        match self.load_source(dir, rep) {
-            Some(src) => out.push(src),
-            // Nothing left in it: remove it (kept if nested sources or `*.bad` files remain).
-            None => remove_instance_dir(dir),
         }
     }
 

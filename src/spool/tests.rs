@@ -1489,3 +1489,177 @@ fn ledger_pointing_at_missing_or_shortened_data_never_wedges() {
     );
     assert!(!dir.exists());
 }
+
+/// A random walk with periodic adoption of other (dead) instances, against a model of the
+/// order the spool promises: adopted sources first (in adoption order), then the own records;
+/// each source from its first undelivered record after a rewind.
+#[test]
+fn random_walk_with_adoptions_matches_a_model() {
+    let _g = shared();
+    let t = TempDir::new("walk2");
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let mut next = || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    // (source id, undelivered ids in order, how many of them were read); the last is the own.
+    let mut model: Vec<(u64, VecDeque<u64>, usize)> = vec![(0, VecDeque::new(), 0)];
+    let mut inflight: VecDeque<(u64, u64)> = VecDeque::new();
+    let mut next_source = 1u64;
+    let mut id = 0u64;
+    let mut sp = OutputSpool::open(&t.0, KEY, opts(500)).unwrap();
+    for step in 0..1200 {
+        match next() % 12 {
+            0..=3 => {
+                let n = 1 + next() % 5;
+                append_ids(&mut sp, id..id + n);
+                model.last_mut().unwrap().1.extend(id..id + n);
+                id += n;
+            }
+            4..=6 => {
+                let want = 1 + (next() % 8) as usize;
+                let mut out = Vec::new();
+                sp.read(want, usize::MAX, &mut out).unwrap();
+                let mut expect = Vec::new();
+                for (sid, q, read) in model.iter_mut() {
+                    while expect.len() < want && *read < q.len() {
+                        expect.push(q[*read]);
+                        inflight.push_back((*sid, q[*read]));
+                        *read += 1;
+                    }
+                }
+                assert_eq!(ids(&out), expect, "step {step}");
+            }
+            7 | 8 => {
+                let n = (next() as usize) % (inflight.len() + 1);
+                sp.commit(n).unwrap();
+                for (sid, rid) in inflight.drain(..n) {
+                    let src = model.iter_mut().find(|s| s.0 == sid).unwrap();
+                    assert_eq!(src.1.pop_front(), Some(rid));
+                    src.2 -= 1;
+                }
+                let own = model.len() - 1;
+                let mut i = 0;
+                model.retain(|s| {
+                    i += 1;
+                    i - 1 == own || !s.1.is_empty() || s.2 > 0
+                });
+            }
+            9 => {
+                // Another process spools and dies; this one adopts it.
+                let n = 1 + next() % 9;
+                {
+                    let mut other = OutputSpool::open(&t.0, KEY, opts(500)).unwrap();
+                    assert_eq!(
+                        other.stats().adopted_records,
+                        0,
+                        "step {step}: ours is live"
+                    );
+                    append_ids(&mut other, id..id + n);
+                }
+                let rep = sp.adopt().unwrap();
+                assert_eq!(rep.records, n, "step {step}");
+                let at = model.len() - 1;
+                model.insert(at, (next_source, (id..id + n).collect(), 0));
+                next_source += 1;
+                id += n;
+            }
+            _ => {
+                if next() % 2 == 0 {
+                    drop(sp);
+                    sp = OutputSpool::open(&t.0, KEY, opts(500)).unwrap();
+                    let all: VecDeque<u64> = model.drain(..).flat_map(|s| s.1).collect();
+                    model.push((next_source, all, 0));
+                    model.push((0, VecDeque::new(), 0));
+                    next_source += 1;
+                } else {
+                    sp.rewind();
+                    for s in model.iter_mut() {
+                        s.2 = 0;
+                    }
+                }
+                inflight.clear();
+            }
+        }
+        let undelivered: usize = model.iter().map(|s| s.1.len()).sum();
+        assert_eq!(sp.stats().records, undelivered as u64, "step {step}");
+        assert_eq!(sp.in_flight(), inflight.len(), "step {step}");
+    }
+    sp.rewind();
+    let rest = read_all(&mut sp, 50);
+    let want: Vec<u64> = model.iter().flat_map(|s| s.1.iter().copied()).collect();
+    assert_eq!(ids(&rest), want);
+    sp.commit(rest.len()).unwrap();
+    assert_eq!(
+        sp.stats().disk_bytes,
+        walk_segments(sp.dir())
+            .iter()
+            .map(|s| fs::metadata(s).unwrap().len())
+            .sum::<u64>()
+    );
+}
+
+#[test]
+fn a_crash_loop_does_not_nest_adopted_directories() {
+    let _g = shared();
+    let t = TempDir::new("crashloop");
+    // 80 restarts with the collector down: each process adopts the last one's spool, appends
+    // one record and dies. (An earlier version nested one directory level per restart and
+    // stopped looking below 64.)
+    for i in 0..80 {
+        let mut sp = OutputSpool::open(&t.0, KEY, fast()).unwrap();
+        assert_eq!(sp.stats().adopted_records, i);
+        append_ids(&mut sp, i..i + 1);
+    }
+    let mut sp = OutputSpool::open(&t.0, KEY, fast()).unwrap();
+    let adopted = sp.dir().join("adopted");
+    for d in fsutil::list_dirs(&adopted, |_| true).unwrap() {
+        assert!(
+            fsutil::list_dirs(&d.join("adopted"), |_| true)
+                .unwrap()
+                .is_empty(),
+            "flat: {d:?} has nested adopted directories"
+        );
+    }
+    let got = read_all(&mut sp, 64);
+    assert_eq!(ids(&got), (0..80).collect::<Vec<_>>());
+    sp.commit(80).unwrap();
+    assert!(fsutil::list_dirs(&adopted, |_| true).unwrap().is_empty());
+}
+
+#[test]
+fn nested_leftovers_are_delivered_before_their_parent() {
+    let _g = shared();
+    // A flattening cut short (a crash between renames) leaves adopted directories nested:
+    // they are still delivered, children first.
+    let t = TempDir::new("nestedleft");
+    let a = dead_instance(&t.0, 0..3, 3, 1 << 20);
+    let b = {
+        let mut sp = OutputSpool::open(&t.0, KEY, opts(1 << 20)).unwrap(); // adopts a
+        append_ids(&mut sp, 3..5);
+        sp.dir().to_path_buf()
+    };
+    // Nest b's (flat) adopted entry one level deeper, as an older layout would have it.
+    let inner = fsutil::list_dirs(&b.join("adopted"), |_| true)
+        .unwrap()
+        .remove(0);
+    let holder = b.join("adopted").join("00000000000000000000-1-aa");
+    fs::create_dir_all(holder.join("adopted")).unwrap();
+    fs::rename(
+        &inner,
+        holder.join("adopted").join(inner.file_name().unwrap()),
+    )
+    .unwrap();
+    let mut sp = OutputSpool::open(&t.0, KEY, opts(1 << 20)).unwrap();
+    assert_eq!(ids(&read_all(&mut sp, 10)), vec![0, 1, 2, 3, 4]);
+    let _ = a;
+}
+
+fn fast() -> SpoolOptions {
+    SpoolOptions {
+        sync: SyncMode::None,
+        ..opts(1 << 20)
+    }
+}
