@@ -10,7 +10,7 @@
 //!     pid                                  the owner's pid (for people and `inspect`)
 //!     ledger                               how far delivery got (two checksummed slots)
 //!     00000000000000000001.seg ...         segments: a header, then CRC'd records (see format.rs)
-//!     adopted/<NNN...>-<instance>/         dead instances taken over, read in place, oldest first
+//!     adopted/<k>-<m>-<instance>/          dead instances taken over, read in place, in name order
 //! ```
 //!
 //! An instance directory is created under a temporary name (`.tmp-...`) and renamed into place
@@ -20,7 +20,8 @@
 //! `adopted/`. The rename is the claim: two live processes never both deliver one file, and a
 //! directory whose lock is held (its owner is alive, in this process or another) is left alone.
 //! Adopted directories keep their own ledger and are read in place, before this instance's own
-//! segments.
+//! segments. What a dead instance had itself adopted is moved up beside it (before it, in
+//! order), so a crash loop does not nest directories one level per restart.
 //!
 //! # Delivery
 //!
