@@ -1327,7 +1327,7 @@ impl OutputSpool {
 }
 
 impl Drop for OutputSpool {
-    /// Releases the lock. With `Interval` or `None`, syncs what is pending (best effort). If
+    /// Releases the lock. With `Interval`, syncs what is pending (best effort). If
     /// nothing undelivered is left, removes the instance directory; otherwise leaves it for the
     /// next process to adopt. In a fork child (`after_fork_in_child`) only closes descriptors.
     fn drop(&mut self) {
