@@ -1343,7 +1343,12 @@ fn racing_opens_adopt_a_dead_instance_exactly_once() {
 #[test]
 fn kill_9_during_appends_loses_no_acknowledged_batch_and_tears_none() {
     let _g = exclusive();
-    for sync in [SyncMode::None, SyncMode::Batch] {
+    let modes = [
+        SyncMode::None,
+        SyncMode::Interval(Duration::from_millis(5)),
+        SyncMode::Batch,
+    ];
+    for sync in modes {
         let t = TempDir::new("kill9");
         let root = t.0.clone();
         let (mut rx, tx) = pipe();
@@ -1662,4 +1667,19 @@ fn fast() -> SpoolOptions {
         sync: SyncMode::None,
         ..opts(1 << 20)
     }
+}
+
+#[test]
+fn a_batch_larger_than_a_segment_gets_one_of_its_own() {
+    let _g = shared();
+    let t = TempDir::new("bigbatch");
+    let mut sp = OutputSpool::open(&t.0, KEY, opts(200)).unwrap();
+    append_ids(&mut sp, 0..2);
+    append_ids(&mut sp, 2..14); // about 600 bytes: never split
+    append_ids(&mut sp, 14..15);
+    let segs = segs_in(sp.dir());
+    assert_eq!(segs.len(), 3);
+    assert_eq!(record_offsets(&segs[1]).len(), 12);
+    assert!(fs::metadata(&segs[1]).unwrap().len() > 200);
+    assert_eq!(ids(&read_all(&mut sp, 5)), (0..15).collect::<Vec<_>>());
 }
