@@ -1683,3 +1683,114 @@ fn a_batch_larger_than_a_segment_gets_one_of_its_own() {
     assert!(fs::metadata(&segs[1]).unwrap().len() > 200);
     assert_eq!(ids(&read_all(&mut sp, 5)), (0..15).collect::<Vec<_>>());
 }
+
+/// A real ENOSPC: a 64 KiB tmpfs mounted in a private mount namespace of a forked child (the
+/// mount goes away with the child). Skipped (with a note) where mounting is not permitted.
+#[test]
+fn disk_full_on_a_tiny_tmpfs() {
+    let _g = exclusive();
+    let t = TempDir::new("tmpfs");
+    let mnt = t.0.join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    let pid = fork_child(move || {
+        use std::ffi::CString;
+        // SAFETY: unshare affects only this (child) process's namespaces.
+        if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
+            return 77;
+        }
+        let root = CString::new("/").unwrap();
+        // SAFETY: the strings outlive the call; NULL source/type/data are allowed for a
+        // propagation change.
+        let private = unsafe {
+            libc::mount(
+                std::ptr::null(),
+                root.as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            )
+        };
+        if private != 0 {
+            return 77;
+        }
+        let (src, target) = (
+            CString::new("tmpfs").unwrap(),
+            CString::new(mnt.as_os_str().as_encoded_bytes()).unwrap(),
+        );
+        let data = CString::new("size=64k,mode=0700").unwrap();
+        // SAFETY: all pointers are valid NUL-terminated strings for the duration of the call.
+        let mounted = unsafe {
+            libc::mount(
+                src.as_ptr(),
+                target.as_ptr(),
+                src.as_ptr(),
+                0,
+                data.as_ptr().cast(),
+            )
+        };
+        if mounted != 0 {
+            return 77;
+        }
+        let Ok(mut sp) = OutputSpool::open(&mnt.join("spool"), KEY, opts(8192)) else {
+            return 10;
+        };
+        let body = vec![b'n'; 500];
+        let mut ok = 0u64;
+        let err = loop {
+            let recs: Vec<SpoolRecord<'_>> = (0..4)
+                .map(|i| SpoolRecord {
+                    id: ok * 4 + i,
+                    time_us: None,
+                    bytes: &body,
+                })
+                .collect();
+            match sp.append(&recs) {
+                Ok(()) => ok += 1,
+                Err(e) => break e,
+            }
+            if ok > 1000 {
+                return 11;
+            }
+        };
+        match &err {
+            SpoolError::Io(e) if e.raw_os_error() == Some(libc::ENOSPC) => {}
+            _ => return 12,
+        }
+        if ok < 4 || sp.stats().records != ok * 4 {
+            return 13;
+        }
+        let on_disk: u64 = segs_in(sp.dir())
+            .iter()
+            .map(|s| fs::metadata(s).unwrap().len())
+            .sum();
+        if on_disk != sp.stats().disk_bytes {
+            return 14; // something partial was left
+        }
+        // Deliver everything: the segments go, and there is room again.
+        let got = read_all(&mut sp, 100);
+        if got.len() as u64 != ok * 4 || ids(&got) != (0..ok * 4).collect::<Vec<_>>() {
+            return 15;
+        }
+        if sp.commit(got.len()).is_err() {
+            return 16;
+        }
+        if sp
+            .append(&[SpoolRecord {
+                id: 9999,
+                time_us: None,
+                bytes: &body,
+            }])
+            .is_err()
+        {
+            return 17;
+        }
+        if ids(&read_all(&mut sp, 10)) != vec![9999] {
+            return 18;
+        }
+        0
+    });
+    match wait_child(pid) {
+        77 => eprintln!("disk_full_on_a_tiny_tmpfs: skipped (cannot mount a tmpfs here)"),
+        code => assert_eq!(code, 0, "see the return codes in the child"),
+    }
+}
