@@ -851,7 +851,6 @@ fn inspect_reports_live_dead_corrupt_and_times() {
         b"junk",
     )
     .unwrap();
-    let size_before = fs::metadata(&seg).unwrap().len();
     // A live one, with a delivered part.
     let mut live = OutputSpool::open(&t.0, KEY, opts(1 << 20)).unwrap();
     // (The live spool adopted the dead one: make a new dead one for the report.)
@@ -865,8 +864,7 @@ fn inspect_reports_live_dead_corrupt_and_times() {
     live.read(2, usize::MAX, &mut out).unwrap();
     live.commit(2).unwrap();
     let dead2 = {
-        // A dead instance that nobody adopted yet: created by a forgotten open that is then
-        // released by hand (its lock file is closed when the spool is dropped).
+        // A dead instance that nobody adopted yet (dropped with records: its lock is free).
         let mut sp = OutputSpool::open(&t.0, KEY, opts(1 << 20)).unwrap();
         append_ids(&mut sp, 30..34);
         let d = sp.dir().to_path_buf();
@@ -921,7 +919,6 @@ fn inspect_reports_live_dead_corrupt_and_times() {
     // inspect changed nothing.
     assert_eq!(fs::metadata(&seg2).unwrap().len(), size2);
     assert!(dead2.is_dir());
-    let _ = size_before;
     // And the dead one can still be adopted afterwards (inspect let its lock go).
     assert_eq!(live.adopt().unwrap().records, 3);
 }
@@ -1640,7 +1637,7 @@ fn nested_leftovers_are_delivered_before_their_parent() {
     // A flattening cut short (a crash between renames) leaves adopted directories nested:
     // they are still delivered, children first.
     let t = TempDir::new("nestedleft");
-    let a = dead_instance(&t.0, 0..3, 3, 1 << 20);
+    dead_instance(&t.0, 0..3, 3, 1 << 20);
     let b = {
         let mut sp = OutputSpool::open(&t.0, KEY, opts(1 << 20)).unwrap(); // adopts a
         append_ids(&mut sp, 3..5);
@@ -1659,7 +1656,6 @@ fn nested_leftovers_are_delivered_before_their_parent() {
     .unwrap();
     let mut sp = OutputSpool::open(&t.0, KEY, opts(1 << 20)).unwrap();
     assert_eq!(ids(&read_all(&mut sp, 10)), vec![0, 1, 2, 3, 4]);
-    let _ = a;
 }
 
 fn fast() -> SpoolOptions {
