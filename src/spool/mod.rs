@@ -372,6 +372,8 @@ impl OutputSpool {
             )));
         }
         fsutil::create_dir_0700(root)?;
+        // An absolute path: the host may chdir later (a daemon, a prefork master).
+        let root = &fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
         let key_dir = root.join(output_key);
         fsutil::create_dir_0700(&key_dir)?;
         // Make the two directories' names durable (they may have just been created); best

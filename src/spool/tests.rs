@@ -1790,3 +1790,29 @@ fn disk_full_on_a_tiny_tmpfs() {
         code => assert_eq!(code, 0, "see the return codes in the child"),
     }
 }
+
+#[test]
+fn a_relative_root_is_made_absolute() {
+    let _g = shared();
+    let t = TempDir::new("relative");
+    let cwd = std::env::current_dir().unwrap();
+    let rel = pathdiff(&t.0, &cwd);
+    let sp = OutputSpool::open(&rel, KEY, opts(1 << 20)).unwrap();
+    assert!(sp.dir().is_absolute(), "{:?}", sp.dir());
+    assert!(sp.dir().starts_with(fs::canonicalize(&t.0).unwrap()));
+}
+
+/// `target` relative to `base` (both absolute), with `..` components.
+fn pathdiff(target: &Path, base: &Path) -> PathBuf {
+    let mut up = PathBuf::new();
+    let mut b = base.to_path_buf();
+    loop {
+        if let Ok(rest) = target.strip_prefix(&b) {
+            return up.join(rest);
+        }
+        up.push("..");
+        if !b.pop() {
+            return target.to_path_buf();
+        }
+    }
+}
