@@ -82,6 +82,23 @@
 //! that cannot be read or has a foreign header is renamed `*.bad`, counted, and left for people
 //! (`inspect` lists it); a missing or corrupt ledger means "deliver everything still on disk"
 //! (duplicates possible). None of these is an error, a panic or a hang.
+//!
+//! # Limits
+//!
+//! - `max_bytes` caps one instance; live sibling processes sharing the directory each have
+//!   their own cap, and splitting a logger's `spool_max_bytes` among its outputs is the driver's.
+//! - Adopted records are read before this instance's unread ones, even when adopted later than
+//!   those were appended: order is kept within each process's records, not across processes.
+//! - `corrupt_records` counts damaged spans: one span may hide several records.
+//! - `flock` is unreliable on network filesystems: the spool belongs on a local one.
+//! - A fork child that does not call `after_fork_in_child` (and does not `exec`) keeps the
+//!   parent's instance locked, so nobody adopts it, until the child exits.
+//! - On a copy-on-write filesystem even a ledger overwrite needs free space, so a full disk can
+//!   block commits there.
+//! - `*.bad` files stay, keeping their directory, until someone removes them (`inspect` lists
+//!   them).
+//! - A host running under `RLIMIT_FSIZE` gets `SIGXFSZ` (fatal by default) when a segment
+//!   grows past it: keep `segment_bytes` below the limit there.
 
 mod format;
 mod fsutil;
