@@ -378,7 +378,8 @@ impl OutputSpool {
     /// key in this process (a second logger) gets its own instance and never takes this one.
     ///
     /// Errors: `Io` when the root cannot be created or written (the message names the path), or
-    /// `Io(InvalidInput)` for an `output_key` that is empty, starts with `.`, or holds `/` or NUL.
+    /// `Io(InvalidInput)` for an `output_key` that is empty, longer than 200 bytes, starts with
+    /// `.`, or holds `/` or NUL.
     /// Damage in what is adopted is never an error (see the module doc), and adoption problems
     /// other than an unreadable key directory leave the dead instance for a later `adopt`.
     pub fn open(root: &Path, output_key: &str, opts: SpoolOptions) -> Result<Self, SpoolError> {
