@@ -383,6 +383,22 @@ impl OutputSpool {
     /// Damage in what is adopted is never an error (see the module doc), and adoption problems
     /// other than an unreadable key directory leave the dead instance for a later `adopt`.
     pub fn open(root: &Path, output_key: &str, opts: SpoolOptions) -> Result<Self, SpoolError> {
+        let mut spool = Self::open_without_adopting(root, output_key, opts)?;
+        // A failure to list the key directory leaves adoption to a later call: never refuse to
+        // start because of what an earlier process left.
+        let _ = spool.adopt();
+        Ok(spool)
+    }
+
+    /// [`open`](Self::open) without the adoption: creates and locks this process's instance
+    /// only, which costs a few small file operations whatever an earlier process left. For a
+    /// caller that validates the spool at `rlog_init` and lets its worker thread call
+    /// [`adopt`](Self::adopt) (which reads every adopted record). Errors: as `open`.
+    pub fn open_without_adopting(
+        root: &Path,
+        output_key: &str,
+        opts: SpoolOptions,
+    ) -> Result<Self, SpoolError> {
         if !valid_key(output_key) {
             return Err(SpoolError::Io(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -447,7 +463,7 @@ impl OutputSpool {
             },
             ledger_unsynced: false,
         };
-        let mut spool = OutputSpool {
+        Ok(OutputSpool {
             key_dir,
             dir,
             name,
@@ -468,11 +484,7 @@ impl OutputSpool {
             dir_dirty: false,
             forked: false,
             owner_pid: std::process::id(),
-        };
-        // A failure to list the key directory leaves adoption to a later call: never refuse to
-        // start because of what an earlier process left.
-        let _ = spool.adopt();
-        Ok(spool)
+        })
     }
 
     /// This instance's directory.

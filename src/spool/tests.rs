@@ -1816,3 +1816,17 @@ fn pathdiff(target: &Path, base: &Path) -> PathBuf {
         }
     }
 }
+
+#[test]
+fn open_without_adopting_leaves_adoption_to_the_worker() {
+    let _g = shared();
+    let t = TempDir::new("lazy");
+    let dead = dead_instance(&t.0, 0..5, 5, 1 << 20);
+    let mut sp = OutputSpool::open_without_adopting(&t.0, KEY, opts(1 << 20)).unwrap();
+    assert_eq!(sp.stats().adopted_records, 0);
+    assert!(dead.is_dir(), "not taken yet");
+    assert_eq!(read_all(&mut sp, 10).len(), 0);
+    assert_eq!(sp.adopt().unwrap().records, 5);
+    assert!(!dead.exists());
+    assert_eq!(ids(&read_all(&mut sp, 10)), (0..5).collect::<Vec<_>>());
+}
