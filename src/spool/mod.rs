@@ -37,6 +37,7 @@
 //!
 //! ```text
 //! init:          OutputSpool::open(spool_dir, output_key, opts)   adopts what dead processes left
+//!                (or open_without_adopting at rlog_init, then adopt() first thing on the worker)
 //! cannot send:   append(&batch)      Full -> count lost; Io -> keep in memory, count, report
 //! output is up:  read(n, bytes, &mut v) -> send v -> commit(v.len())  |  rewind() on failure
 //! every loop:    maybe_sync()        (SyncMode::Interval)
