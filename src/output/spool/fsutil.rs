@@ -166,3 +166,35 @@ pub(crate) fn open_lock_file_existing(path: &Path) -> io::Result<File> {
         .custom_flags(libc::O_CLOEXEC)
         .open(path)
 }
+
+/// The directories of segments under an instance directory, in delivery order: the instances
+/// it adopted (in `adopted/`, by name, each preceded by its own adopted ones), then `dir`
+/// itself. Iterative: nesting depth costs no stack.
+pub(crate) fn delivery_order(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![(dir.to_path_buf(), false)];
+    while let Some((d, expanded)) = stack.pop() {
+        if expanded {
+            out.push(d);
+            continue;
+        }
+        let subs = list_dirs(&d.join("adopted"), |n| !n.starts_with('.')).unwrap_or_default();
+        stack.push((d, true));
+        stack.extend(subs.into_iter().rev().map(|s| (s, false)));
+    }
+    out
+}
+
+/// The instance name (`<pid>-<hex>`) at the end of an adopted directory's name
+/// (`<n>-<m>-<pid>-<hex>`), or of an instance directory's own name.
+pub(crate) fn instance_of(path: &Path) -> String {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let parts: Vec<&str> = name.rsplitn(3, '-').collect();
+    match parts.as_slice() {
+        [hex, pid, ..] => format!("{pid}-{hex}"),
+        _ => name,
+    }
+}

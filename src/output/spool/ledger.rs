@@ -115,6 +115,13 @@ impl Ledger {
         let mut bytes = vec![0u8; 2 * SLOT];
         let n = read_up_to(&file, &mut bytes)?;
         let (generation, mut state) = state_of(&bytes[..n]);
+        if n < 2 * SLOT {
+            // Allocate both slots now (zeros read as "never written"), so that a later commit
+            // overwrites blocks the file already has: on a full disk, delivering is what makes
+            // room, and it must not need room itself. Best effort: a ledger that cannot be
+            // extended now is still read and written as before.
+            let _ = file.write_all_at(&bytes[n..], n as u64);
+        }
         if !existed {
             state = LedgerState::Missing;
         }

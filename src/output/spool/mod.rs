@@ -10,7 +10,7 @@
 //!     pid                                  the owner's pid (for people and `inspect`)
 //!     ledger                               how far delivery got (two checksummed slots)
 //!     00000000000000000001.seg ...         segments: a header, then CRC'd records (see format.rs)
-//!     adopted/<NNN...>-<instance>/         dead instances taken over, read in place, oldest first
+//!     adopted/<k>-<m>-<instance>/          dead instances taken over, read in place, in name order
 //! ```
 //!
 //! An instance directory is created under a temporary name (`.tmp-...`) and renamed into place
@@ -20,7 +20,8 @@
 //! `adopted/`. The rename is the claim: two live processes never both deliver one file, and a
 //! directory whose lock is held (its owner is alive, in this process or another) is left alone.
 //! Adopted directories keep their own ledger and are read in place, before this instance's own
-//! segments.
+//! segments. What a dead instance had itself adopted is moved up beside it (before it, in
+//! order), so a crash loop does not nest directories one level per restart.
 //!
 //! # Delivery
 //!
@@ -36,6 +37,7 @@
 //!
 //! ```text
 //! init:          OutputSpool::open(spool_dir, output_key, opts)   adopts what dead processes left
+//!                (or open_without_adopting at rlog_init, then adopt() first thing on the worker)
 //! cannot send:   append(&batch)      Full -> count lost; Io -> keep in memory, count, report
 //! output is up:  read(n, bytes, &mut v) -> send v -> commit(v.len())  |  rewind() on failure
 //! every loop:    maybe_sync()        (SyncMode::Interval)
@@ -81,6 +83,23 @@
 //! that cannot be read or has a foreign header is renamed `*.bad`, counted, and left for people
 //! (`inspect` lists it); a missing or corrupt ledger means "deliver everything still on disk"
 //! (duplicates possible). None of these is an error, a panic or a hang.
+//!
+//! # Limits
+//!
+//! - `max_bytes` caps one instance; live sibling processes sharing the directory each have
+//!   their own cap, and splitting a logger's `spool_max_bytes` among its outputs is the driver's.
+//! - Adopted records are read before this instance's unread ones, even when adopted later than
+//!   those were appended: order is kept within each process's records, not across processes.
+//! - `corrupt_records` counts damaged spans: one span may hide several records.
+//! - `flock` is unreliable on network filesystems: the spool belongs on a local one.
+//! - A fork child that does not call `after_fork_in_child` (and does not `exec`) keeps the
+//!   parent's instance locked, so nobody adopts it, until the child exits.
+//! - On a copy-on-write filesystem even a ledger overwrite needs free space, so a full disk can
+//!   block commits there.
+//! - `*.bad` files stay, keeping their directory, until someone removes them (`inspect` lists
+//!   them).
+//! - A host running under `RLIMIT_FSIZE` gets `SIGXFSZ` (fatal by default) when a segment
+//!   grows past it: keep `segment_bytes` below the limit there.
 
 mod format;
 mod fsutil;
@@ -346,6 +365,9 @@ pub struct OutputSpool {
     owner_pid: u32,
 }
 
+/// The `m` of an adopted instance's own directory name: after every instance it had adopted.
+const LAST: &str = "99999999999999999999";
+
 fn valid_key(key: &str) -> bool {
     !key.is_empty()
         && key != "."
@@ -362,10 +384,27 @@ impl OutputSpool {
     /// key in this process (a second logger) gets its own instance and never takes this one.
     ///
     /// Errors: `Io` when the root cannot be created or written (the message names the path), or
-    /// `Io(InvalidInput)` for an `output_key` that is empty, starts with `.`, or holds `/` or NUL.
+    /// `Io(InvalidInput)` for an `output_key` that is empty, longer than 200 bytes, starts with
+    /// `.`, or holds `/` or NUL.
     /// Damage in what is adopted is never an error (see the module doc), and adoption problems
     /// other than an unreadable key directory leave the dead instance for a later `adopt`.
     pub fn open(root: &Path, output_key: &str, opts: SpoolOptions) -> Result<Self, SpoolError> {
+        let mut spool = Self::open_without_adopting(root, output_key, opts)?;
+        // A failure to list the key directory leaves adoption to a later call: never refuse to
+        // start because of what an earlier process left.
+        let _ = spool.adopt();
+        Ok(spool)
+    }
+
+    /// [`open`](Self::open) without the adoption: creates and locks this process's instance
+    /// only, which costs a few small file operations whatever an earlier process left. For a
+    /// caller that validates the spool at `rlog_init` and lets its worker thread call
+    /// [`adopt`](Self::adopt) (which reads every adopted record). Errors: as `open`.
+    pub fn open_without_adopting(
+        root: &Path,
+        output_key: &str,
+        opts: SpoolOptions,
+    ) -> Result<Self, SpoolError> {
         if !valid_key(output_key) {
             return Err(SpoolError::Io(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -373,6 +412,8 @@ impl OutputSpool {
             )));
         }
         fsutil::create_dir_0700(root)?;
+        // An absolute path: the host may chdir later (a daemon, a prefork master).
+        let root = &fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
         let key_dir = root.join(output_key);
         fsutil::create_dir_0700(&key_dir)?;
         // Make the two directories' names durable (they may have just been created); best
@@ -428,7 +469,7 @@ impl OutputSpool {
             },
             ledger_unsynced: false,
         };
-        let mut spool = OutputSpool {
+        Ok(OutputSpool {
             key_dir,
             dir,
             name,
@@ -450,11 +491,7 @@ impl OutputSpool {
             dir_dirty: false,
             forked: false,
             owner_pid: std::process::id(),
-        };
-        // A failure to list the key directory leaves adoption to a later call: never refuse to
-        // start because of what an earlier process left.
-        let _ = spool.adopt();
-        Ok(spool)
+        })
     }
 
     /// This instance's directory.
@@ -1134,8 +1171,10 @@ impl OutputSpool {
             if fsutil::create_dir_0700(&adopted_dir).is_err() {
                 continue;
             }
-            let dname = d.file_name().and_then(|n| n.to_str()).unwrap_or("x");
-            let target = adopted_dir.join(format!("{:020}-{dname}", self.next_adopt));
+            // `<k>-<m>-<instance>`: the adopted instance itself sorts after the instances it
+            // had adopted (m = 0, 1, ...), which are moved up next to it below.
+            let k = self.next_adopt;
+            let target = adopted_dir.join(format!("{k:020}-{LAST}-{}", fsutil::instance_of(&d)));
             if fs::rename(&d, &target).is_err() {
                 // Taken by another process first (or not movable now): try again later.
                 continue;
@@ -1145,8 +1184,27 @@ impl OutputSpool {
             let _ = fsutil::sync_dir(&self.key_dir);
             drop(lock);
             report.instances += 1;
+            // Flatten: the instances it had adopted (a crash loop nests one level per restart)
+            // become siblings, in delivery order. Each rename keeps the order whole: what is
+            // not moved yet is still found nested, after what was moved.
+            let mut order = fsutil::delivery_order(&target);
+            order.pop(); // the target itself
+            let mut dirs = Vec::new();
+            for (m, e) in order.iter().enumerate() {
+                let flat = adopted_dir.join(format!("{k:020}-{m:020}-{}", fsutil::instance_of(e)));
+                if fs::rename(e, &flat).is_err() {
+                    break;
+                }
+                dirs.push(flat);
+            }
+            if !dirs.is_empty() {
+                let _ = fsutil::sync_dir(&adopted_dir);
+            }
+            dirs.push(target);
             let mut loaded = Vec::new();
-            self.load_tree(&target, &mut loaded, &mut report, 0);
+            for dir in &dirs {
+                self.load_tree(dir, &mut loaded, &mut report);
+            }
             let at = self.sources.len() - 1;
             self.sources.splice(at..at, loaded);
         }
@@ -1162,18 +1220,13 @@ impl OutputSpool {
     }
 
     /// Loads an adopted directory: its own adopted ones first (older), then its segments.
-    fn load_tree(&mut self, dir: &Path, out: &mut Vec<Source>, rep: &mut AdoptReport, depth: u32) {
-        if depth < 64 {
-            if let Ok(subs) = fsutil::list_dirs(&dir.join("adopted"), |n| !n.starts_with('.')) {
-                for sub in subs {
-                    self.load_tree(&sub, out, rep, depth + 1);
-                }
+    fn load_tree(&mut self, dir: &Path, out: &mut Vec<Source>, rep: &mut AdoptReport) {
+        for d in fsutil::delivery_order(dir) {
+            match self.load_source(&d, rep) {
+                Some(src) => out.push(src),
+                // Nothing left in it: remove it (kept if nested sources or `*.bad` files remain).
+                None => remove_instance_dir(&d),
             }
-        }
-        match self.load_source(dir, rep) {
-            Some(src) => out.push(src),
-            // Nothing left in it: remove it (kept if nested sources or `*.bad` files remain).
-            None => remove_instance_dir(dir),
         }
     }
 
@@ -1314,7 +1367,7 @@ impl OutputSpool {
 }
 
 impl Drop for OutputSpool {
-    /// Releases the lock. With `Interval` or `None`, syncs what is pending (best effort). If
+    /// Releases the lock. With `Interval`, syncs what is pending (best effort). If
     /// nothing undelivered is left, removes the instance directory; otherwise leaves it for the
     /// next process to adopt. In a fork child (`after_fork_in_child`) only closes descriptors.
     fn drop(&mut self) {
