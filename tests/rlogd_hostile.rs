@@ -287,6 +287,19 @@ fn token_and_tls_for_ingest_and_replication() {
         "{}",
         d.log_text()
     );
+    // A line-based logger on the TLS listener is told, in text, what the port speaks.
+    let mut s = connect(&addr);
+    s.write_all(b"a plain line\n").unwrap();
+    let answer = String::from_utf8_lossy(&read_all(&mut s)).into_owned();
+    assert!(
+        answer.contains("TLS") && answer.contains("tcp://"),
+        "{answer}"
+    );
+    assert!(
+        d.wait_log(|l| l.contains("refused_protocol=1")),
+        "{}",
+        d.log_text()
+    );
     // Trusted, wrong token: refused with a clear error.
     let lg =
         Logger::start(Config::parse(&format!("{base}\n{ca}\ntoken = wrong")).unwrap()).unwrap();

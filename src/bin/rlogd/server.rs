@@ -276,6 +276,32 @@ fn serve_rlogd(s: std::net::TcpStream, ctx: &Ctx, roles: Roles, mut slot: Slot) 
     let deadline = Instant::now() + ctx.handshake_timeout;
     let _ = s.set_write_timeout(Some(ctx.handshake_timeout));
     let tls = ctx.tls.lock().clone();
+    let sniffed = match sniff(&s, deadline) {
+        Ok(x) => x,
+        Err(e) => {
+            handshake_failed(ctx, None, &peer, &e);
+            return slot;
+        }
+    };
+    if let Sniffed::Text(b) = &sniffed {
+        let mut s = &s;
+        let _ = s.write_all(if tls.is_some() {
+            &b"rlogd: this port speaks TLS and rlogd's framed protocol (librlog: sock_type = rlogd, ssl = true); send plain lines to an rlogd tcp:// listener\n"[..]
+        } else {
+            &b"rlogd: this port speaks rlogd's framed protocol (librlog: sock_type = rlogd); send plain lines to an rlogd tcp:// listener\n"[..]
+        });
+        refuse(
+            ctx,
+            None,
+            &peer,
+            &ctx.counters.refused_protocol,
+            &format!(
+                "not rlogd's protocol: text (\"{}\"); plain lines go to a tcp:// listener",
+                excerpt(b)
+            ),
+        );
+        return slot;
+    }
     let mut conn = match tls {
         Some(cfg) => match net::accept_tls(s, &cfg, deadline) {
             Ok(c) => c,
@@ -295,42 +321,17 @@ fn serve_rlogd(s: std::net::TcpStream, ctx: &Ctx, roles: Roles, mut slot: Slot) 
             }
         },
         None => {
-            match sniff(&s, deadline) {
-                Ok(Sniffed::Frames) => {}
-                Ok(Sniffed::Tls) => {
-                    let mut s = s;
-                    let _ = s.write_all(&TLS_ALERT_HANDSHAKE_FAILURE);
-                    refuse(
-                        ctx,
-                        None,
-                        &peer,
-                        &ctx.counters.refused_protocol,
-                        "a TLS ClientHello on an rlogd:// listener without TLS (start rlogd with --tls-cert and --tls-key, or connect without TLS)",
-                    );
-                    return slot;
-                }
-                Ok(Sniffed::Text(b)) => {
-                    let mut s = s;
-                    let _ = s.write_all(
-                        b"rlogd: this port speaks rlogd's framed protocol (librlog: sock_type = rlogd); \
-                          send plain lines to an rlogd tcp:// listener\n",
-                    );
-                    refuse(
-                        ctx,
-                        None,
-                        &peer,
-                        &ctx.counters.refused_protocol,
-                        &format!(
-                            "not rlogd's protocol: text (\"{}\"); plain lines go to a tcp:// listener",
-                            excerpt(&b)
-                        ),
-                    );
-                    return slot;
-                }
-                Err(e) => {
-                    handshake_failed(ctx, None, &peer, &e);
-                    return slot;
-                }
+            if sniffed == Sniffed::Tls {
+                let mut s = &s;
+                let _ = s.write_all(&TLS_ALERT_HANDSHAKE_FAILURE);
+                refuse(
+                    ctx,
+                    None,
+                    &peer,
+                    &ctx.counters.refused_protocol,
+                    "a TLS ClientHello on an rlogd:// listener without TLS (start rlogd with --tls-cert and --tls-key, or connect without TLS)",
+                );
+                return slot;
             }
             Conn::Tcp(s)
         }
