@@ -264,3 +264,39 @@ fn slow_handshakes_cannot_take_every_slot_from_producers() {
     );
     drop(slow);
 }
+
+#[test]
+fn with_every_slot_taken_a_new_client_is_told_why() {
+    let dir = TempDir::new("full");
+    let d = Proc::serve(
+        &dir.join("data"),
+        &["--listen", "rlogd://127.0.0.1:0", "--max-connections", "4"],
+        dir.join("log"),
+    );
+    let addr = d.bound("rlogd");
+    let held: Vec<TcpStream> = (0..4).map(|_| producer(&addr)).collect();
+    let mut s = TcpStream::connect(&addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = Vec::new();
+    let got = frame::read_frame(&mut s, 1 << 20, &mut buf).map_err(|e| e.to_string());
+    assert_eq!(got, Ok(frame::ERROR), "{}", d.log_text());
+    assert!(String::from_utf8_lossy(&buf).contains("every connection slot is taken"));
+    assert!(
+        d.wait_log(|l| l.contains("refused_slots=1")),
+        "{}",
+        d.log_text()
+    );
+    // One goes away: its slot is free again.
+    drop(held);
+    assert!(wait_until(Duration::from_secs(10), || {
+        let mut p = TcpStream::connect(&addr).unwrap();
+        p.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let h = Hello {
+            version: frame::PROTOCOL,
+            token: Vec::new(),
+            role: Role::Producer,
+        };
+        frame::write_frame(&mut p, frame::HELLO, &h.encode()).is_ok()
+            && frame::read_frame(&mut p, 1 << 20, &mut Vec::new()).ok() == Some(frame::WELCOME)
+    }));
+}

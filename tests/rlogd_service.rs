@@ -171,6 +171,28 @@ fn a_config_file_mirrors_the_flags_and_the_command_line_wins() {
     assert!(d.log_text().contains("listening on udp://"));
     assert!(!d.log_text().contains("listening on rlogd://"));
     drop(d);
+    // The example shipped in dist/ is a valid config (its paths replaced on the command line).
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/dist/rlogd.conf");
+    let d = Proc::start(
+        &[
+            "serve",
+            "--config",
+            example,
+            "--data",
+            data.to_str().unwrap(),
+            "--listen",
+            "rlogd://127.0.0.1:0",
+            "--metrics",
+            "127.0.0.1:0",
+        ],
+        dir.join("log3"),
+    );
+    assert!(
+        d.wait_log(|l| l.contains("rlogd: serving")),
+        "{}",
+        d.log_text()
+    );
+    drop(d);
     // Mistakes are named with their line.
     fs::write(
         &conf,

@@ -18,10 +18,8 @@ pub fn listen(addr: &str, ctx: Arc<Ctx>) -> io::Result<String> {
     std::thread::Builder::new()
         .name("rlogd metrics".into())
         .spawn(move || {
-            for s in l.incoming() {
-                if let Ok(s) = s {
-                    let _ = answer(s, &ctx);
-                }
+            for s in l.incoming().flatten() {
+                let _ = answer(s, &ctx);
             }
         })?;
     Ok(local)

@@ -106,6 +106,16 @@ pub fn listen(url: &Url, ctx: Arc<Ctx>, roles: Roles) -> io::Result<String> {
                             ctx.slots.admit_plain()
                         };
                         let Some(slot) = admitted(&ctx, slot, evicted, &peer) else {
+                            if rlogd {
+                                // Say why (librlog shows it), without waiting on the peer.
+                                let mut s = s;
+                                let _ = s.set_nonblocking(true);
+                                let _ = frame::write_frame(
+                                    &mut s,
+                                    frame::ERROR,
+                                    b"rlogd: every connection slot is taken, try again later",
+                                );
+                            }
                             continue;
                         };
                         spawn_conn(ctx.clone(), slot, move |ctx, slot| {
