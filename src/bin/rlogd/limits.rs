@@ -111,7 +111,7 @@ impl Slots {
         };
         let mut st = self.state.lock();
         if st.handshakes.remove(&id).is_none() {
-            *slot = Slot::Plain; // already released by the eviction
+            // Released by the eviction already; releasing `slot` again finds nothing to free.
             return false;
         }
         st.unauth -= 1;
@@ -119,22 +119,22 @@ impl Slots {
         true
     }
 
-    /// Gives a connection's slot back.
+    /// Gives a connection's slot back (a handshake that was dropped to make room has nothing
+    /// left to give back).
     pub fn release(&self, slot: Slot) {
         let mut st = self.state.lock();
-        match slot {
-            Slot::Handshake(id) => {
-                if st.handshakes.remove(&id).is_some() {
-                    st.total -= 1;
-                    st.unauth -= 1;
-                }
-            }
-            Slot::Authenticated => st.total -= 1,
-            Slot::Plain => {
-                st.total -= 1;
-                st.unauth -= 1;
-            }
-        }
+        let (total, unauth) = match slot {
+            Slot::Handshake(id) => match st.handshakes.remove(&id) {
+                Some(_) => (1, 1),
+                None => (0, 0),
+            },
+            Slot::Authenticated => (1, 0),
+            Slot::Plain => (1, 1),
+        };
+        debug_assert!(st.total >= total && st.unauth >= unauth);
+        // Saturating: a miscount must never wrap into "every slot is taken" forever.
+        st.total = st.total.saturating_sub(total);
+        st.unauth = st.unauth.saturating_sub(unauth);
     }
 }
 
