@@ -124,6 +124,26 @@ fn hup_reopens_the_log_file_after_rotation() {
     );
     assert!(alive(&mut d));
     assert!(read(&dir.join("stderr")).is_empty());
+    // Why it could not start is in the log file too, not only on stderr.
+    let flog = dir.join("failed.log");
+    let blocker = dir.join("a-file");
+    fs::write(&blocker, "").unwrap();
+    let (code, _, err) = run(&[
+        "serve",
+        "--data",
+        blocker.join("data").to_str().unwrap(),
+        "--listen",
+        "rlogd://127.0.0.1:0",
+        "--log-file",
+        flog.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("cannot open the store"), "{err}");
+    assert!(
+        read(&flog).contains("cannot open the store"),
+        "{}",
+        read(&flog)
+    );
 }
 
 #[test]

@@ -171,6 +171,11 @@ pub fn reopen_log() -> io::Result<bool> {
     Ok(false)
 }
 
+/// Whether the log goes to a `--log-file`.
+pub fn logging_to_file() -> bool {
+    LOG_FILE.lock().is_some()
+}
+
 /// Prints one log line of the daemon.
 pub fn log(msg: &str) {
     let line = format!("rlogd: {msg}\n");

@@ -274,6 +274,9 @@ fn main() -> ExitCode {
     match r {
         Ok(code) => code,
         Err(e) => {
+            if commit::logging_to_file() {
+                log(&e);
+            }
             eprintln!("rlogd: {e}");
             if e.starts_with("unknown") || e.contains("required") || e.starts_with("unexpected") {
                 eprint!("{help}");
