@@ -2,6 +2,7 @@
 //! counters), a config file, `--version` and `--help`, counters over HTTP and `rlogd stats`,
 //! and log lines an operator can read (the follower's position).
 
+mod pki;
 mod rlogd_util;
 
 use std::fs;
@@ -344,4 +345,140 @@ fn the_follower_says_where_it_resumes_in_words() {
     for log in [f.log_text(), m.log_text()] {
         assert!(!log.contains("Empty") && !log.contains("Open {"), "{log}");
     }
+}
+
+#[test]
+fn hup_reloads_the_tls_certificate_and_keeps_it_when_unreadable() {
+    use rlog::{Config, Logger};
+    let dir = TempDir::new("tlsreload");
+    fs::create_dir_all(dir.join("old")).unwrap();
+    fs::create_dir_all(dir.join("new")).unwrap();
+    let old = pki::issue(&["localhost"]).write_to(&dir.join("old"));
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    fs::copy(&old.cert, &cert).unwrap();
+    fs::copy(&old.key, &key).unwrap();
+    let data = dir.join("data");
+    let d = Proc::serve(
+        &data,
+        &[
+            "--listen",
+            "rlogd://127.0.0.1:0",
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+        dir.join("log"),
+    );
+    let addr = d.bound("rlogd");
+    let (host, port) = addr.rsplit_once(':').unwrap();
+    let send = |ca: &std::path::Path, msg: &str| {
+        let lg = Logger::start(
+            Config::parse(&format!(
+                "host = {host}\nport = {port}\nsock_type = rlogd\nssl = true\nsni_host = localhost\nmax_retry_times = 0\nssl_ca = {}",
+                ca.display()
+            ))
+            .unwrap(),
+        )
+        .unwrap();
+        lg.log(msg.as_bytes());
+        lg.flush() > 0
+    };
+    assert!(send(&old.ca, "old cert"));
+    // The certificate is renewed (another CA here) and rlogd told with SIGHUP.
+    let new = pki::issue(&["localhost"]).write_to(&dir.join("new"));
+    fs::copy(&new.cert, &cert).unwrap();
+    fs::copy(&new.key, &key).unwrap();
+    signal(&d, libc::SIGHUP);
+    assert!(
+        d.wait_log(|l| l.contains("SIGHUP: reloaded the TLS certificate")),
+        "{}",
+        d.log_text()
+    );
+    assert!(send(&new.ca, "new cert"));
+    assert!(!send(&old.ca, "never"));
+    assert!(
+        d.wait_log(|l| l.contains("refused_tls=1")),
+        "{}",
+        d.log_text()
+    );
+    // A half-written renewal is not taken: the certificate in use stays.
+    fs::write(&key, "not a key").unwrap();
+    signal(&d, libc::SIGHUP);
+    assert!(
+        d.wait_log(|l| l.contains("kept the previous TLS setup")),
+        "{}",
+        d.log_text()
+    );
+    assert!(send(&new.ca, "still new"));
+    assert_eq!(
+        payloads(&data),
+        vec![
+            b"old cert".to_vec(),
+            b"new cert".to_vec(),
+            b"still new".to_vec()
+        ]
+    );
+}
+
+#[test]
+fn the_follower_survives_hup_usr1_and_usr2() {
+    let dir = TempDir::new("followsig");
+    let (mdata, fdata) = (dir.join("master"), dir.join("follower"));
+    let token = dir.join("token");
+    fs::write(&token, "t1\n").unwrap();
+    // The master takes any token; the follower sends one from its file.
+    let m = Proc::serve(
+        &mdata,
+        &["--listen", "rlogd://127.0.0.1:0"],
+        dir.join("mlog"),
+    );
+    let addr = m.bound("rlogd");
+    let mut f = Proc::start(
+        &[
+            "follow",
+            "--master",
+            &format!("rlogd://{addr}"),
+            "--data",
+            fdata.to_str().unwrap(),
+            "--token-file",
+            token.to_str().unwrap(),
+        ],
+        dir.join("flog"),
+    );
+    assert!(
+        f.wait_log(|l| l.contains("replicating from")),
+        "{}",
+        f.log_text()
+    );
+    signal(&f, libc::SIGUSR1);
+    assert!(
+        f.wait_log(|l| l.contains("SIGUSR1: following") && l.contains("at an empty store")),
+        "{}",
+        f.log_text()
+    );
+    signal(&f, libc::SIGUSR2);
+    assert!(f.wait_log(|l| l.contains("SIGUSR2: following")));
+    signal(&f, libc::SIGHUP);
+    assert!(
+        f.wait_log(|l| l.contains("SIGHUP: reloaded the token file")),
+        "{}",
+        f.log_text()
+    );
+    assert!(alive(&mut f), "{}", f.log_text());
+    // Still replicating.
+    send_batch(
+        &addr,
+        &batch_body(
+            5,
+            0,
+            rlog::proto::format::now_micros(),
+            0,
+            &[b"after the signals"],
+        ),
+    );
+    assert!(wait_until(Duration::from_secs(20), || payloads(&fdata)
+        == vec![b"after the signals".to_vec()]));
+    assert_eq!(f.term(), Some(0));
 }
