@@ -300,3 +300,49 @@ fn with_every_slot_taken_a_new_client_is_told_why() {
             && frame::read_frame(&mut p, 1 << 20, &mut Vec::new()).ok() == Some(frame::WELCOME)
     }));
 }
+
+#[test]
+fn long_lines_on_tcp_are_bounded_by_max_buffered_too() {
+    let dir = TempDir::new("longlines");
+    let data = dir.join("data");
+    let d = Proc::serve(
+        &data,
+        &[
+            "--listen",
+            "tcp://127.0.0.1:0",
+            "--max-buffered",
+            &(32 * MIB).to_string(),
+        ],
+        dir.join("log"),
+    );
+    let addr = d.bound("tcp");
+    let pid = d.child.as_ref().unwrap().id();
+    // 30 senders each start a 10 MiB line (no newline yet): a tcp:// sender needs no
+    // handshake at all, so nothing but the budget bounds what it makes rlogd hold.
+    let chunk = vec![b'x'; 10 << 20];
+    let senders: Vec<_> = (0..30)
+        .map(|_| {
+            let addr = addr.clone();
+            let chunk = chunk.clone();
+            std::thread::spawn(move || {
+                let mut s = TcpStream::connect(&addr).unwrap();
+                s.set_write_timeout(Some(Duration::from_secs(8))).unwrap();
+                let _ = s.write_all(&chunk);
+                s
+            })
+        })
+        .collect();
+    let max = max_rss_over(pid, Duration::from_secs(5));
+    assert!(
+        max < 150 * MIB,
+        "rlogd took {} MiB for long lines with --max-buffered 32 MiB",
+        max / MIB
+    );
+    drop(senders);
+    // Lines that end are stored as ever.
+    let mut s = TcpStream::connect(&addr).unwrap();
+    s.write_all(b"short\n").unwrap();
+    drop(s);
+    assert!(wait_until(Duration::from_secs(20), || payloads(&data)
+        .contains(&b"short".to_vec())));
+}

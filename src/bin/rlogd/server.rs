@@ -717,10 +717,13 @@ pub enum Next {
     End,
 }
 
+/// A framer's first buffer; it grows (to the record limit) only for longer records.
+const FRAMER_START: usize = 64 << 10;
+
 impl Framer {
     pub fn new(max: usize) -> Framer {
         Framer {
-            buf: vec![0; 64 << 10],
+            buf: vec![0; FRAMER_START],
             start: 0,
             end: 0,
             eof: false,
@@ -791,6 +794,28 @@ impl Framer {
         }
     }
 
+    /// By how many bytes the next [`Framer::fill`] will grow the buffer (0: it has room).
+    pub fn growth(&self) -> usize {
+        if self.end - self.start < self.buf.len() {
+            0
+        } else {
+            (self.buf.len() * 2)
+                .min(self.max + 16)
+                .saturating_sub(self.buf.len())
+        }
+    }
+
+    /// Gives a grown buffer back once everything in it was taken: true when it did.
+    pub fn shrink_if_empty(&mut self) -> bool {
+        if self.start == self.end && self.buf.len() > FRAMER_START {
+            self.buf = vec![0; FRAMER_START];
+            self.start = 0;
+            self.end = 0;
+            return true;
+        }
+        false
+    }
+
     /// Reads more input (blocking). Errors: I/O.
     pub fn fill(&mut self, r: &mut impl Read) -> io::Result<()> {
         if self.start > 0 {
@@ -854,6 +879,7 @@ fn serve_lines(mut conn: Conn, ctx: &Ctx) {
     let peer = conn.peer();
     let _ = conn.set_timeouts(Some(ctx.idle_timeout));
     let mut f = Framer::new(MAX_PAYLOAD);
+    let mut held = ctx.budget.hold();
     let mut records = Vec::new();
     let mut data = Vec::new();
     let mut first = true;
@@ -891,6 +917,23 @@ fn serve_lines(mut conn: Conn, ctx: &Ctx) {
             Ok(Next::NeedMore) => {
                 if !submit_plain(ctx, &mut records, &mut data) {
                     return;
+                }
+                // A buffer grown for a long line comes from the memory budget, and goes
+                // back to it when the line is taken.
+                if f.shrink_if_empty() {
+                    held = ctx.budget.hold();
+                }
+                let grow = f.growth();
+                if grow > 0 {
+                    if let Err(e) = held.take(grow) {
+                        return refuse(
+                            ctx,
+                            None,
+                            &peer,
+                            &ctx.counters.refused_busy,
+                            &e.to_string(),
+                        );
+                    }
                 }
                 if let Err(e) = f.fill(&mut conn) {
                     if net::is_timeout(&e) {
