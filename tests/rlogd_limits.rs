@@ -346,3 +346,35 @@ fn long_lines_on_tcp_are_bounded_by_max_buffered_too() {
     assert!(wait_until(Duration::from_secs(20), || payloads(&data)
         .contains(&b"short".to_vec())));
 }
+
+#[test]
+fn plain_senders_cannot_take_every_slot_from_producers() {
+    let dir = TempDir::new("plainslots");
+    let d = Proc::serve(
+        &dir.join("data"),
+        &[
+            "--listen",
+            "rlogd://127.0.0.1:0",
+            "--listen",
+            "tcp://127.0.0.1:0",
+            "--max-connections",
+            "8",
+        ],
+        dir.join("log"),
+    );
+    let (raddr, taddr) = (d.bound("rlogd"), d.bound("tcp"));
+    // Idle tcp:// senders, more than there are slots.
+    let plain: Vec<TcpStream> = (0..10)
+        .map(|_| TcpStream::connect(&taddr).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    // A producer still gets in and is acknowledged.
+    let got = std::panic::catch_unwind(|| {
+        send_batch(
+            &raddr,
+            &batch_body(3, 0, 1_700_000_000_000_000, 0, &[b"in"]),
+        )
+    });
+    assert_eq!(got.ok(), Some((3, 1)), "{}", d.log_text());
+    drop(plain);
+}

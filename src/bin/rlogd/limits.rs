@@ -10,23 +10,27 @@ use std::time::{Duration, Instant};
 
 use rlog::sync::{Condvar, Mutex};
 
-/// Connection slots. A connection is *unauthenticated* while its `rlogd://` handshake (TLS and
-/// HELLO) is in progress, and for its whole life on a `tcp://` or `unix://` listener (those
-/// have no handshake). Unauthenticated connections may take at most `max - max / 4` slots, so
-/// a quarter is always left for producers and followers that completed their handshake. When
-/// the slots a new connection needs are taken, the oldest handshake still in progress is
-/// dropped to make room: a real client completes its handshake in a round trip or two, so the
-/// connections dropped are the ones that trickle (slowloris), not the real ones.
+/// Connection slots. A connection is *in its handshake* while its `rlogd://` TLS and HELLO are
+/// in progress, *plain* for its whole life on a `tcp://` or `unix://` listener (those have no
+/// handshake), and *authenticated* once past its HELLO. Handshakes may take at most
+/// `max - max / 4` slots, and so may plain connections: neither kind can take the last
+/// quarter, so producers and followers can always get in unless authenticated connections
+/// (and plain ones, up to their share) fill the table. When the slots a new connection needs
+/// are taken, the oldest handshake still in progress is dropped to make room: a real client
+/// completes its handshake in a round trip or two, so the connections dropped are the ones
+/// that trickle (slowloris), not the real ones; and once past its handshake a connection is
+/// never dropped for room.
 pub struct Slots {
     max: usize,
-    unauth_cap: usize,
+    /// The most handshakes, and the most plain connections, at a time.
+    share: usize,
     state: Mutex<SlotState>,
 }
 
 #[derive(Default)]
 struct SlotState {
     total: usize,
-    unauth: usize,
+    plain: usize,
     next: u64,
     /// Handshakes in progress, oldest first (ids grow), with a handle to shut them down.
     handshakes: BTreeMap<u64, TcpStream>,
@@ -47,7 +51,7 @@ impl Slots {
     pub fn new(max: usize) -> Slots {
         Slots {
             max,
-            unauth_cap: (max - max / 4).max(1),
+            share: (max - max / 4).max(1),
             state: Mutex::new(SlotState::default()),
         }
     }
@@ -57,22 +61,19 @@ impl Slots {
         self.state.lock().total
     }
 
-    /// Frees a slot for a new unauthenticated connection: `Some(evicted)` when there is one
-    /// (`evicted`: by dropping the oldest handshake in progress), None when there is none.
-    fn make_room(&self, st: &mut SlotState) -> Option<bool> {
-        if st.total < self.max && st.unauth < self.unauth_cap {
-            return Some(false);
-        }
-        let (_, sock) = st.handshakes.pop_first()?;
-        // Its thread sees its socket shut down and ends; the slot is freed here, now.
+    /// Drops the oldest handshake in progress; false when there is none. Its thread sees its
+    /// socket shut down and ends; the slot is freed here, now.
+    fn evict_oldest(st: &mut SlotState) -> bool {
+        let Some((_, sock)) = st.handshakes.pop_first() else {
+            return false;
+        };
         let _ = sock.shutdown(Shutdown::Both);
         st.total -= 1;
-        st.unauth -= 1;
-        Some(true)
+        true
     }
 
     /// Admits an `rlogd://` connection into its handshake. None: every slot is taken by
-    /// connections past their handshake (or plain ones), refuse it. Second value: whether
+    /// connections past their handshake and plain ones, refuse it. Second value: whether
     /// the oldest handshake was dropped to make room.
     pub fn admit_handshake(&self, sock: &TcpStream) -> (Option<Slot>, bool) {
         let handle = match sock.try_clone() {
@@ -80,11 +81,14 @@ impl Slots {
             Err(_) => return (None, false),
         };
         let mut st = self.state.lock();
-        let Some(evicted) = self.make_room(&mut st) else {
-            return (None, false);
-        };
+        let mut evicted = false;
+        if st.total >= self.max || st.handshakes.len() >= self.share {
+            if !Self::evict_oldest(&mut st) {
+                return (None, false);
+            }
+            evicted = true;
+        }
         st.total += 1;
-        st.unauth += 1;
         st.next += 1;
         let id = st.next;
         st.handshakes.insert(id, handle);
@@ -95,16 +99,23 @@ impl Slots {
     /// oldest handshake was dropped to make room.
     pub fn admit_plain(&self) -> (Option<Slot>, bool) {
         let mut st = self.state.lock();
-        let Some(evicted) = self.make_room(&mut st) else {
+        if st.plain >= self.share {
             return (None, false);
-        };
+        }
+        let mut evicted = false;
+        if st.total >= self.max {
+            if !Self::evict_oldest(&mut st) {
+                return (None, false);
+            }
+            evicted = true;
+        }
         st.total += 1;
-        st.unauth += 1;
+        st.plain += 1;
         (Some(Slot::Plain), evicted)
     }
 
-    /// The handshake of `slot` succeeded: it moves to the authenticated share. False when it
-    /// was dropped meanwhile to make room (the connection must then end).
+    /// The handshake of `slot` succeeded: it becomes authenticated, and is never dropped for
+    /// room. False when it was dropped meanwhile (the connection must then end).
     pub fn authenticated(&self, slot: &mut Slot) -> bool {
         let Slot::Handshake(id) = *slot else {
             return matches!(slot, Slot::Authenticated);
@@ -114,7 +125,6 @@ impl Slots {
             // Released by the eviction already; releasing `slot` again finds nothing to free.
             return false;
         }
-        st.unauth -= 1;
         *slot = Slot::Authenticated;
         true
     }
@@ -123,18 +133,18 @@ impl Slots {
     /// left to give back).
     pub fn release(&self, slot: Slot) {
         let mut st = self.state.lock();
-        let (total, unauth) = match slot {
+        let (total, plain) = match slot {
             Slot::Handshake(id) => match st.handshakes.remove(&id) {
-                Some(_) => (1, 1),
+                Some(_) => (1, 0),
                 None => (0, 0),
             },
             Slot::Authenticated => (1, 0),
             Slot::Plain => (1, 1),
         };
-        debug_assert!(st.total >= total && st.unauth >= unauth);
+        debug_assert!(st.total >= total && st.plain >= plain);
         // Saturating: a miscount must never wrap into "every slot is taken" forever.
         st.total = st.total.saturating_sub(total);
-        st.unauth = st.unauth.saturating_sub(unauth);
+        st.plain = st.plain.saturating_sub(plain);
     }
 }
 
@@ -262,5 +272,25 @@ mod tests {
         s.release(h4.unwrap());
         s.release(a);
         assert_eq!(s.open(), 2);
+    }
+
+    #[test]
+    fn plain_connections_cannot_take_the_producers_share() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let sock = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let s = Slots::new(4);
+        let plain: Vec<_> = (0..3).map(|_| s.admit_plain().0.unwrap()).collect();
+        assert!(s.admit_plain().0.is_none());
+        // A producer still gets in, through its handshake.
+        let mut p = s.admit_handshake(&sock).0.unwrap();
+        assert!(s.authenticated(&mut p));
+        assert_eq!(s.open(), 4);
+        // Full of plain and authenticated connections: nothing to drop, refused.
+        assert!(s.admit_handshake(&sock).0.is_none());
+        for c in plain {
+            s.release(c);
+        }
+        s.release(p);
+        assert_eq!(s.open(), 0);
     }
 }
