@@ -157,7 +157,7 @@ fn a_config_file_mirrors_the_flags_and_the_command_line_wins() {
     fs::write(
         &conf,
         format!(
-            "# rlogd's settings\ndata = {}\nlisten = rlogd://127.0.0.1:0\nlisten = tcp://127.0.0.1:0\n\ntoken-file = {}\nseal-grace = 5\nmax-connections = 100\n",
+            "# rlogd's settings\ndata = {}\nlisten = rlogd://127.0.0.1:0\nlisten = tcp://127.0.0.1:0\n\ntoken-file = \"{}\"\nseal-grace = 5\nmax-connections = 100\n",
             data.display(),
             token.display()
         ),

@@ -173,6 +173,11 @@ impl Args {
                 None => (line, ""),
             };
             let k = k.trim_start_matches("--");
+            // A value may be quoted: "a value" is `a value`.
+            let v = match v.strip_prefix('"').and_then(|v| v.strip_suffix('"')) {
+                Some(inner) => inner,
+                None => v,
+            };
             if flags.contains(&k) {
                 if !v.is_empty() && v != "true" {
                     return Err(format!("{}: {k} takes no value", at()));
