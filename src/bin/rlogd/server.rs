@@ -239,7 +239,9 @@ fn sniff(s: &std::net::TcpStream, deadline: Instant) -> io::Result<Sniffed> {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
         let b = &buf[..n];
-        if n >= 5 || is_tls_hello(b) || b.contains(&b'\n') {
+        // A line may be shorter than a frame header; but a lone byte 10 may also be the
+        // first byte of a frame length (the zeros after it tell).
+        if n >= 5 || is_tls_hello(b) || (n >= 2 && b.contains(&b'\n')) {
             return Ok(classify(b));
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -1022,6 +1024,20 @@ mod tests {
                 Next::End => return Ok(out),
             }
         }
+    }
+
+    #[test]
+    fn first_bytes() {
+        assert_eq!(
+            classify(b"<13>hello\n"),
+            Sniffed::Text(b"<13>hello\n".to_vec())
+        );
+        assert_eq!(classify(&[0x16, 3, 1, 0, 5]), Sniffed::Tls);
+        // A HELLO frame whose length byte is a newline (a 4-byte token).
+        assert_eq!(classify(&[10, 0, 0, 0, 1, 1, 0]), Sniffed::Frames);
+        assert_eq!(classify(&[10, 0]), Sniffed::Frames);
+        assert!(is_rlogd_hello(&[10, 0, 0, 0, 1]));
+        assert!(!is_rlogd_hello(b"hello"));
     }
 
     #[test]
