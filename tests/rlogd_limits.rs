@@ -86,6 +86,11 @@ fn headers_claiming_16_mib_cost_nothing_until_the_bytes_arrive() {
         })
         .collect();
     let max = max_rss_over(pid, Duration::from_secs(3));
+    eprintln!(
+        "rlogd RSS: {} MiB before, {} MiB at most",
+        before / MIB,
+        max / MIB
+    );
     assert!(
         max < 100 * MIB,
         "rlogd grew from {} to {} MiB for 40 headers",
@@ -129,6 +134,7 @@ fn frames_that_arrive_are_bounded_by_max_buffered() {
         })
         .collect();
     let max = max_rss_over(pid, Duration::from_secs(5));
+    eprintln!("rlogd RSS: {} MiB at most", max / MIB);
     assert!(
         max < 150 * MIB,
         "rlogd took {} MiB with --max-buffered 32 MiB",
@@ -333,6 +339,7 @@ fn long_lines_on_tcp_are_bounded_by_max_buffered_too() {
         })
         .collect();
     let max = max_rss_over(pid, Duration::from_secs(5));
+    eprintln!("rlogd RSS: {} MiB at most", max / MIB);
     assert!(
         max < 150 * MIB,
         "rlogd took {} MiB for long lines with --max-buffered 32 MiB",
