@@ -11,6 +11,14 @@ PCDIR   ?= $(LIBDIR)/pkgconfig
 BINDIR  ?= $(PREFIX)/bin
 SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+# The shared library's SONAME (build.rs passes it to the linker): what programs linked with
+# -lrlog ask the loader for. Bumped when the ABI breaks.
+SONAME  := librlog.so.0
+STRIP   ?= strip
+OBJCOPY ?= objcopy
+# make install SPLIT_DEBUG=1: keep librlog.so's debug info in $(LIBDIR)/.debug/ (where gdb looks,
+# through the .gnu_debuglink the stripped library carries) instead of dropping it.
+SPLIT_DEBUG ?=
 
 TARGET  := target/release
 LIB     := $(TARGET)/librlog.so
@@ -22,6 +30,8 @@ all: build
 
 build:
 	$(CARGO) build --release
+	@# Programs linked in this tree (-Ltarget/release -lrlog) ask the loader for the SONAME.
+	@ln -sf librlog.so $(TARGET)/$(SONAME)
 
 # Regenerates include/rlog.h from the Rust source (commit the result).
 header:
@@ -62,17 +72,38 @@ lint:
 bench:
 	$(CARGO) bench
 
+# Installs the library stripped of its debug info (the release build keeps it: 28 MB .so,
+# 85 MB .a), as librlog.so.VERSION with the SONAME link librlog.so.0 and the development link
+# librlog.so, plus the header and rlog.pc.
 install: build
 	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCDIR) $(DESTDIR)$(PCDIR)
 	install -m 0755 $(LIB) $(DESTDIR)$(LIBDIR)/librlog.so.$(VERSION)
-	ln -sf librlog.so.$(VERSION) $(DESTDIR)$(LIBDIR)/librlog.so
+ifneq ($(SPLIT_DEBUG),)
+	install -d $(DESTDIR)$(LIBDIR)/.debug
+	$(OBJCOPY) --only-keep-debug $(DESTDIR)$(LIBDIR)/librlog.so.$(VERSION) \
+	    $(DESTDIR)$(LIBDIR)/.debug/librlog.so.$(VERSION).debug
+	chmod 0644 $(DESTDIR)$(LIBDIR)/.debug/librlog.so.$(VERSION).debug
+endif
+	$(STRIP) --strip-unneeded --remove-section=.comment $(DESTDIR)$(LIBDIR)/librlog.so.$(VERSION)
+ifneq ($(SPLIT_DEBUG),)
+	cd $(DESTDIR)$(LIBDIR) && $(OBJCOPY) --add-gnu-debuglink=.debug/librlog.so.$(VERSION).debug librlog.so.$(VERSION)
+endif
+	ln -sf librlog.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/librlog.so
 	install -m 0644 $(TARGET)/librlog.a $(DESTDIR)$(LIBDIR)/librlog.a
+	$(STRIP) --strip-debug --enable-deterministic-archives $(DESTDIR)$(LIBDIR)/librlog.a
 	install -m 0644 include/rlog.h $(DESTDIR)$(INCDIR)/rlog.h
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' -e 's|@INCDIR@|$(INCDIR)|' \
 	    -e 's|@VERSION@|$(VERSION)|' bindings/c/rlog.pc.in > $(DESTDIR)$(PCDIR)/rlog.pc
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SYSTEMDUNITDIR)
 	install -m 0755 $(TARGET)/rlogd $(DESTDIR)$(BINDIR)/rlogd
+	$(STRIP) --strip-unneeded --remove-section=.comment $(DESTDIR)$(BINDIR)/rlogd
 	sed -e 's|@BINDIR@|$(BINDIR)|' dist/rlogd.service.in > $(DESTDIR)$(SYSTEMDUNITDIR)/rlogd.service
+	@if [ -z "$(DESTDIR)" ]; then \
+	    echo "installed $(LIBDIR)/librlog.so.$(VERSION) ($(SONAME)). If a program then fails with"; \
+	    echo "'error while loading shared libraries: $(SONAME)', run 'ldconfig' as root ($(LIBDIR)"; \
+	    echo "must be listed in /etc/ld.so.conf.d/), or link it with -Wl,-rpath,$(LIBDIR)."; \
+	fi
 
 clean:
 	$(CARGO) clean

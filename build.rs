@@ -11,6 +11,12 @@ fn main() {
     println!("cargo:rerun-if-changed=src");
     println!("cargo:rerun-if-changed=cbindgen.toml");
     println!("cargo:rerun-if-env-changed=RLOG_UPDATE_HEADER");
+    // librlog.so's SONAME: programs linked with -lrlog record librlog.so.0 and keep working
+    // across compatible upgrades (make install lays out librlog.so.VERSION, the librlog.so.0
+    // link and the librlog.so development link).
+    if std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux") {
+        println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,librlog.so.0");
+    }
     let config =
         cbindgen::Config::from_file(crate_dir.join("cbindgen.toml")).expect("cbindgen.toml");
     let bindings = cbindgen::Builder::new()

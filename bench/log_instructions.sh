@@ -4,6 +4,8 @@
 set -eu
 cd "$(dirname "$0")/.."
 cargo build --release -q
+# Programs linked with -lrlog ask the loader for the SONAME (see the Makefile's build target).
+ln -sf librlog.so target/release/librlog.so.0
 mkdir -p build
 cc -O2 -Iinclude -o build/log_instructions bench/log_instructions.c -Ltarget/release -lrlog -Wl,-rpath,"$PWD/target/release"
 out=build/callgrind.out

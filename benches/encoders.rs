@@ -28,7 +28,7 @@ fn chain(lines: &[&str]) -> Chain {
 fn encode(c: &mut Criterion) {
     let mut g = c.benchmark_group("encode");
     g.throughput(Throughput::Elements(1));
-    let now = rlog::logger::now_micros();
+    let now = rlog::encode::clock::now_micros();
     for (name, lines) in [
         ("json+gzip", vec![JSON, "gzip"]),
         ("json", vec![JSON]),
@@ -151,7 +151,7 @@ fn log_call(c: &mut Criterion) {
 /// encoder wants micros/millis, the coarse one when seconds are enough.
 fn clock(c: &mut Criterion) {
     c.bench_function("clock/now_micros", |b| {
-        b.iter(|| black_box(rlog::logger::now_micros()))
+        b.iter(|| black_box(rlog::encode::clock::now_micros()))
     });
     c.bench_function("clock/coarse_now_micros", |b| {
         b.iter(|| black_box(rlog::encode::clock::coarse_now_micros()))

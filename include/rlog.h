@@ -66,7 +66,7 @@ struct rlog_stats {
 };
 
 /**
- * The C view of one sink's counters (`rlog_logger_sink_stats`). Counts are copies of messages
+ * The C view of one output's counters (`rlog_logger_sink_stats`). Counts are copies of messages
  * (a message routed to two loggers is one copy in each); bytes are encoded bytes, framing and
  * the `socket:...,TEXT` prefix included. Append-only, like `struct rlog_stats`.
  */
@@ -272,9 +272,8 @@ int rlog_logger_stats(struct rlog_logger *lg, struct rlog_stats *out, size_t out
 int rlog_logger_free(struct rlog_logger *lg, int timeout_ms);
 
 /**
- * How many uWSGI-style loggers (`logger = ...` lines, plus the `host`/`port`/`path` one) `lg`
- * delivers to; 0 for a plain config without `logger`/`log-encoder`/`log-route` keys; -1 when
- * `lg` is NULL.
+ * How many outputs `lg` delivers to: the `logger = ...` lines plus the `host`/`port`/`path`
+ * one; 1 for a plain config (its `host`/`port`/`path` output); -1 when `lg` is NULL.
  *
  * # Safety
  * `lg` is NULL or a live handle.

@@ -452,12 +452,12 @@ pub unsafe extern "C" fn rlog_logger_free(lg: *mut rlog_logger, timeout_ms: c_in
 unsafe fn sink_stats_of(
     lg: &Logger,
     index: usize,
-    out: *mut crate::fanout::rlog_sink_stats,
+    out: *mut crate::stats::rlog_sink_stats,
     out_size: usize,
     name: *mut c_char,
     name_len: usize,
 ) -> c_int {
-    use crate::fanout::rlog_sink_stats;
+    use crate::stats::rlog_sink_stats;
     if out.is_null() {
         return -1;
     }
@@ -478,9 +478,8 @@ unsafe fn sink_stats_of(
     0
 }
 
-/// How many uWSGI-style loggers (`logger = ...` lines, plus the `host`/`port`/`path` one) `lg`
-/// delivers to; 0 for a plain config without `logger`/`log-encoder`/`log-route` keys; -1 when
-/// `lg` is NULL.
+/// How many outputs `lg` delivers to: the `logger = ...` lines plus the `host`/`port`/`path`
+/// one; 1 for a plain config (its `host`/`port`/`path` output); -1 when `lg` is NULL.
 ///
 /// # Safety
 /// `lg` is NULL or a live handle.
@@ -504,7 +503,7 @@ pub unsafe extern "C" fn rlog_logger_sink_count(lg: *mut rlog_logger) -> c_int {
 pub unsafe extern "C" fn rlog_logger_sink_stats(
     lg: *mut rlog_logger,
     index: usize,
-    out: *mut crate::fanout::rlog_sink_stats,
+    out: *mut crate::stats::rlog_sink_stats,
     out_size: usize,
     name: *mut c_char,
     name_len: usize,
@@ -524,7 +523,7 @@ pub unsafe extern "C" fn rlog_logger_sink_stats(
 #[no_mangle]
 pub unsafe extern "C" fn rlog_sink_stats(
     index: usize,
-    out: *mut crate::fanout::rlog_sink_stats,
+    out: *mut crate::stats::rlog_sink_stats,
     out_size: usize,
     name: *mut c_char,
     name_len: usize,

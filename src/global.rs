@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use crate::sync::{Mutex, MutexGuard};
 
 use crate::config::Config;
+use crate::lifecycle::{self, ForkHold};
 use crate::logger::{Logged, Logger, CLOSE_GRACE};
 use crate::stats::rlog_stats;
 
@@ -39,18 +40,18 @@ pub(crate) struct ForkGuards {
     retired: MutexGuard<'static, Retired>,
 }
 
-pub(crate) fn before_fork() -> ForkGuards {
+fn before_fork() -> Box<dyn ForkHold> {
     let swap = SWAP.lock();
-    ForkGuards {
+    Box::new(ForkGuards {
         _swap: swap,
         retired: RETIRED.lock(),
-    }
+    })
 }
 
-impl ForkGuards {
+impl ForkHold for ForkGuards {
     /// In the child: the retired loggers are the parent's to finish and to count (its own
     /// default starts with zeroed counters).
-    pub(crate) fn forget_retired(&mut self) {
+    fn in_child(&mut self) {
         self.retired.closing.clear();
         self.retired.settled = NO_STATS;
     }
@@ -97,6 +98,7 @@ pub fn current() -> Option<&'static Logger> {
 /// Errors: the config error, or the thread could not start. The previous default, if any,
 /// stays in place.
 pub fn init(text: &str) -> Result<(), String> {
+    lifecycle::set_fork_hook(before_fork);
     let mut installed = SWAP.lock();
     if current().is_some_and(|lg| lg.is_open()) && installed.as_deref() == Some(text) {
         return Ok(());
@@ -120,7 +122,7 @@ fn retire(old: &'static Logger, successor: &'static Logger) {
     let lost_before = old.stats().lost;
     old.begin_close(timeout);
     let until = Instant::now() + timeout + CLOSE_GRACE;
-    let _mask = crate::lifecycle::BlockSignals::new();
+    let _mask = crate::sync::BlockSignals::new();
     // Without a thread to wait with (none could start), the loss is still counted in the
     // stats and said at exit; only this report is skipped.
     let _ = std::thread::Builder::new()

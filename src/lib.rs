@@ -6,15 +6,22 @@
 //! The data path, one module per step:
 //!
 //! ```text
-//! caller ─ ffi ─▶ the thread's ring ─▶ logger buffer ─▶ worker thread ─▶ transport ─▶ collector
-//!          ffi.rs  producer.rs ring.rs  logger.rs        worker.rs        transport/
-//!                  (lock-free append     buffer.rs       (fanout.rs with
-//!                   on credit)           stats.rs         encoders)
+//! caller ─ffi─▶ ring ──────▶ queue ─────────▶ pipeline ──────────────▶ output driver ─▶ output
+//! rlog_log     producer.rs   queue.rs         pipeline.rs              output/driver.rs output/
+//!              ring.rs       (limits, credit, (the worker: route,      (per output:     (tcp, unix,
+//!              (lock-free    counters; the    encode, frame; one loop  batching, retry, tls, udp,
+//!              append on     worker takes     for every config)        backoff+jitter)  rlogd)
+//!              credit)       rounds from it)
 //! ```
 //!
-//! `config.rs` turns config text into a [`config::Config`]; `global.rs` holds the process-wide
-//! default logger of `rlog_init`; `lifecycle.rs` handles `fork()` and process exit; `sync.rs`
-//! has the fork-safe lock and the fence pair the lock-free append relies on.
+//! Below the path: `config/` turns config text into plain data ([`config::Config`]: limits,
+//! outputs, routes), `encode/` has the encoder chain and framing, `buffer.rs` the batches,
+//! `ledger.rs` the per-message accounting when one message becomes several copies, `stats.rs`
+//! the counters, `sync.rs` the fork-safe lock, the fence pair and the fork generation, `proto/`
+//! rlogd's wire format (the collector itself is the `rlogd` binary, `src/bin/rlogd/`). Above it:
+//! `logger.rs` starts a logger (puts queue, pipeline and outputs together), `global.rs` holds
+//! the process-wide default logger of `rlog_init`, `lifecycle.rs` handles `fork()` and process
+//! exit, and `ffi.rs` is the C ABI. Dependencies point one way, from the bottom up.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![allow(non_camel_case_types)]
@@ -22,25 +29,21 @@
 pub mod buffer;
 pub mod config;
 pub mod encode;
-pub mod fanout;
 pub mod ffi;
-pub mod framing;
 pub mod global;
 mod ledger;
 mod lifecycle;
 pub mod logger;
+pub mod output;
+pub mod pipeline;
 mod producer;
 /// rlogd's wire frames and record format, the client side (not part of the C ABI).
 /// cbindgen:ignore
 pub mod proto;
+mod queue;
 mod ring;
-pub mod route;
-pub mod sink;
 pub mod stats;
 pub mod sync;
-pub mod target;
-pub mod transport;
-pub mod worker;
 
 pub use config::Config;
 pub use logger::{Logged, Logger};

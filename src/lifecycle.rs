@@ -12,23 +12,15 @@
 
 use std::cell::RefCell;
 use std::io::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Once};
+use std::sync::{Arc, Once, OnceLock};
 use std::time::Instant;
 
 use crate::sync::Mutex;
 
-use crate::logger::{Inner, Logger, State};
+use crate::queue::{Inner, Logger, State, CLOSE_GRACE};
 
-static GENERATION: AtomicU64 = AtomicU64::new(0);
 static REGISTRY: Mutex<Vec<Arc<Inner>>> = Mutex::new(Vec::new());
 static HOOKS: Once = Once::new();
-
-/// The fork generation of this process: 0 in the process that loaded rlog, +1 in each fork child.
-#[inline]
-pub fn generation() -> u64 {
-    GENERATION.load(Ordering::Acquire)
-}
 
 /// Adds a started logger to the registry (installing the fork and exit hooks the first time).
 pub(crate) fn register(inner: Arc<Inner>) {
@@ -87,8 +79,9 @@ pub(crate) fn unregister(inner: &Arc<Inner>) {
 struct Held {
     states: Vec<(Arc<Inner>, crate::sync::MutexGuard<'static, State>)>,
     registry: Option<crate::sync::MutexGuard<'static, Vec<Arc<Inner>>>>,
-    /// The default logger's init lock and retired list (taken first).
-    global: Option<crate::global::ForkGuards>,
+    /// What the [`ForkHook`] holds (the default logger's init lock and retired list), taken
+    /// first.
+    global: Option<Box<dyn ForkHold>>,
 }
 
 thread_local! {
@@ -101,8 +94,26 @@ thread_local! {
     };
 }
 
+/// Locks another module holds across `fork()` (taken before the registry and the loggers'
+/// locks): the default logger's (`global.rs`), which registers it, so that this module does not
+/// depend on it.
+pub(crate) type ForkHook = fn() -> Box<dyn ForkHold>;
+
+/// What a [`ForkHook`] took; dropped after the fork in both processes.
+pub(crate) trait ForkHold {
+    /// In the child, before the locks are released.
+    fn in_child(&mut self);
+}
+
+static FORK_HOOK: OnceLock<ForkHook> = OnceLock::new();
+
+/// Sets the [`ForkHook`] (once; later calls change nothing).
+pub(crate) fn set_fork_hook(hook: ForkHook) {
+    let _ = FORK_HOOK.set(hook);
+}
+
 extern "C" fn before_fork() {
-    let global = crate::global::before_fork();
+    let global = FORK_HOOK.get().map(|h| h());
     let reg = REGISTRY.lock();
     let mut states = Vec::with_capacity(reg.len());
     for inner in reg.iter() {
@@ -117,7 +128,7 @@ extern "C" fn before_fork() {
         let mut h = h.borrow_mut();
         h.states = states;
         h.registry = Some(reg);
-        h.global = Some(global);
+        h.global = global;
     });
 }
 
@@ -140,11 +151,11 @@ extern "C" fn after_fork_parent() {
 }
 
 extern "C" fn after_fork_child() {
-    GENERATION.fetch_add(1, Ordering::AcqRel);
+    crate::sync::next_fork_generation();
     crate::producer::forget_slot();
     HELD.with(|h| {
         if let Some(g) = h.borrow_mut().global.as_mut() {
-            g.forget_retired();
+            g.in_child();
         }
     });
     release_all();
@@ -161,10 +172,7 @@ extern "C" fn at_exit() {
             let timeout = lg.config().limits.timeout;
             let lost_before = lg.stats().lost;
             lg.begin_close(timeout);
-            waits.push((
-                lost_before,
-                Instant::now() + timeout + crate::logger::CLOSE_GRACE,
-            ));
+            waits.push((lost_before, Instant::now() + timeout + CLOSE_GRACE));
         }
         for (lg, (lost_before, until)) in loggers.iter().zip(waits) {
             if lg.wait_closed(until) {
@@ -179,33 +187,4 @@ extern "C" fn at_exit() {
             }
         }
     });
-}
-
-/// Blocks every signal in the calling thread while alive; threads spawned meanwhile inherit
-/// the mask. Restores the previous mask on drop.
-pub(crate) struct BlockSignals {
-    old: libc::sigset_t,
-}
-
-impl BlockSignals {
-    pub(crate) fn new() -> BlockSignals {
-        // SAFETY: sigset_t is plain data; sigfillset and pthread_sigmask only write the sets
-        // they are given, which live on this stack frame.
-        unsafe {
-            let mut all: libc::sigset_t = std::mem::zeroed();
-            let mut old: libc::sigset_t = std::mem::zeroed();
-            libc::sigfillset(&mut all);
-            libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old);
-            BlockSignals { old }
-        }
-    }
-}
-
-impl Drop for BlockSignals {
-    fn drop(&mut self) {
-        // SAFETY: restores the mask saved in `new`, a valid sigset_t.
-        unsafe {
-            libc::pthread_sigmask(libc::SIG_SETMASK, &self.old, std::ptr::null_mut());
-        }
-    }
 }

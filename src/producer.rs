@@ -13,7 +13,6 @@
 use std::cell::{RefCell, UnsafeCell};
 use std::sync::{Arc, Weak};
 
-use crate::logger::Inner;
 use crate::ring::{Cursor, Ring};
 
 /// The calling thread's producer state for one logger.
@@ -77,6 +76,12 @@ impl Slot {
     }
 }
 
+/// Who drains a ring: told when the thread that wrote to it exits, so it can free the ring
+/// without waiting for its next flush.
+pub(crate) trait RingOwner: Send + Sync {
+    fn ring_orphaned(&self);
+}
+
 /// A ring this thread writes to, with the cursor and credit saved while another logger's ring
 /// is in the slot.
 struct Owned {
@@ -85,7 +90,7 @@ struct Owned {
     ring: Arc<Ring>,
     /// The ring's logger, told when this thread exits (weak: a thread that logged once must not
     /// keep a freed logger alive).
-    logger: Weak<Inner>,
+    logger: Weak<dyn RingOwner>,
     cursor: Cursor,
     credit: usize,
     past_flush: bool,
@@ -150,7 +155,7 @@ pub(crate) fn switch_to(
     slot: &mut Slot,
     logger_id: u64,
     generation: u64,
-    make: impl FnOnce() -> Option<(Arc<Ring>, Weak<Inner>)>,
+    make: impl FnOnce() -> Option<(Arc<Ring>, Weak<dyn RingOwner>)>,
 ) {
     // During thread teardown the list may be gone: the slot then stays empty and the caller
     // takes its locked path.

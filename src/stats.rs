@@ -115,3 +115,29 @@ impl Counters {
         }
     }
 }
+
+/// The C view of one output's counters (`rlog_logger_sink_stats`). Counts are copies of messages
+/// (a message routed to two loggers is one copy in each); bytes are encoded bytes, framing and
+/// the `socket:...,TEXT` prefix included. Append-only, like `struct rlog_stats`.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct rlog_sink_stats {
+    /// Copies delivered.
+    pub sent: u64,
+    pub sent_bytes: u64,
+    /// Copies queued, then given up on (too large for a datagram, or the handle closed first).
+    pub lost: u64,
+    pub lost_bytes: u64,
+    /// Copies refused because this logger already held `drop_limit` bytes.
+    pub dropped: u64,
+    pub dropped_bytes: u64,
+    /// Copies an encoder failed on (for example gzip of an empty record).
+    pub encode_errors: u64,
+    /// Copies held now, waiting for delivery.
+    pub pending: u64,
+    pub pending_bytes: u64,
+    /// Connect or send attempts repeated after a failure.
+    pub retries: u64,
+    /// Connections (or datagram sockets) opened.
+    pub connects: u64,
+}

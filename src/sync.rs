@@ -21,7 +21,7 @@ use std::cell::UnsafeCell;
 use std::fmt;
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::{compiler_fence, fence, AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{compiler_fence, fence, AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 const UNLOCKED: u32 = 0;
@@ -372,6 +372,50 @@ fn futex_wake(word: &AtomicU32, n: i32) {
             libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
             n,
         );
+    }
+}
+
+/// The fork generation of this process: 0 in the process that loaded rlog, +1 in each fork
+/// child (bumped by the child's `pthread_atfork` handler, `lifecycle.rs`). A logger whose
+/// generation differs belongs to the parent.
+static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
+
+#[inline]
+pub fn fork_generation() -> u64 {
+    FORK_GENERATION.load(Ordering::Acquire)
+}
+
+/// In a fork child: a new generation.
+pub(crate) fn next_fork_generation() {
+    FORK_GENERATION.fetch_add(1, Ordering::AcqRel);
+}
+
+/// Blocks every signal in the calling thread while alive; threads spawned meanwhile inherit
+/// the mask. Restores the previous mask on drop.
+pub(crate) struct BlockSignals {
+    old: libc::sigset_t,
+}
+
+impl BlockSignals {
+    pub(crate) fn new() -> BlockSignals {
+        // SAFETY: sigset_t is plain data; sigfillset and pthread_sigmask only write the sets
+        // they are given, which live on this stack frame.
+        unsafe {
+            let mut all: libc::sigset_t = std::mem::zeroed();
+            let mut old: libc::sigset_t = std::mem::zeroed();
+            libc::sigfillset(&mut all);
+            libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old);
+            BlockSignals { old }
+        }
+    }
+}
+
+impl Drop for BlockSignals {
+    fn drop(&mut self) {
+        // SAFETY: restores the mask saved in `new`, a valid sigset_t.
+        unsafe {
+            libc::pthread_sigmask(libc::SIG_SETMASK, &self.old, std::ptr::null_mut());
+        }
     }
 }
 

@@ -74,12 +74,12 @@ fn routes_fan_out_with_per_logger_encoders_and_settle_each_message_once() {
         audit.local_addr().unwrap().port()
     ));
     assert!(lg.config().needs_time);
-    let before = rlog::logger::now_micros() / 1000;
+    let before = rlog::encode::clock::now_micros() / 1000;
     for m in ["plain\n", "an ERROR", "AUDIT me", "x ERROR\n"] {
         assert_eq!(lg.log(m.as_bytes()), Logged::Buffered(m.len()));
     }
     assert!(lg.flush() > 0);
-    let after = rlog::logger::now_micros() / 1000;
+    let after = rlog::encode::clock::now_micros() / 1000;
     assert_eq!(recv_n(&def, 1), vec![b"[all] plain\n".to_vec()]);
     let e = recv_n(&err, 2);
     for (got, want) in e.iter().zip(["[all] an ERROR", "[all] x ERROR\n"]) {

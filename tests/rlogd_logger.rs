@@ -54,7 +54,7 @@ fn encoders_routes_and_types_per_logger_reach_the_store() {
     ))
     .unwrap();
     let lg = Logger::start(cfg).unwrap();
-    let t0 = rlog::logger::now_micros();
+    let t0 = rlog::encode::clock::now_micros();
     const N: u64 = 200;
     for i in 0..N {
         let m = if i % 10 == 0 {
@@ -69,7 +69,7 @@ fn encoders_routes_and_types_per_logger_reach_the_store() {
             assert!(lg.flush() > 0);
         }
     }
-    let t1 = rlog::logger::now_micros();
+    let t1 = rlog::encode::clock::now_micros();
     let st = lg.stats();
     assert_eq!(
         (st.logged, st.sent, st.lost, st.buffered),

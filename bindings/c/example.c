@@ -1,7 +1,17 @@
 /*
  * rlog from C: initialise the process-wide logger, log a few lines, flush, print the counters.
  *
- *   cc -Iinclude example.c -Ltarget/release -lrlog -o example
+ * Build it from the repository root, after `make build` (cargo build --release, plus the
+ * target/release/librlog.so.0 link the loader looks for):
+ *
+ *   cc -std=c99 -Iinclude bindings/c/example.c -Ltarget/release -lrlog -Wl,-rpath,"$PWD/target/release" -o example
+ *
+ * or against an installed librlog (make install; see README.md if the loader cannot find it):
+ *
+ *   cc -std=c99 bindings/c/example.c $(pkg-config --cflags --libs rlog) -o example
+ *
+ * and run it:
+ *
  *   ./example 'host = 127.0.0.1\nport = 5140' 10
  *
  * The first argument is rlog config text ("\n" in it is turned into a newline, so a whole

@@ -28,6 +28,9 @@ command -v "$UWSGI" >/dev/null 2>&1 || {
 	echo "build.sh: no librlog.so in $RLOG_LIB_DIR (run: cargo build --release)" >&2
 	exit 1
 }
+# librlog's SONAME is librlog.so.0: the plugin asks the loader for that name (make install
+# makes the link; a cargo build does not).
+[ -e "$RLOG_LIB_DIR/librlog.so.0" ] || ln -sf librlog.so "$RLOG_LIB_DIR/librlog.so.0"
 
 mkdir -p "$out"
 cd "$out"

@@ -91,6 +91,14 @@ impl Strftime {
 
 /// Microseconds since the epoch from `CLOCK_REALTIME_COARSE`: a read of the vDSO data page, a
 /// few ns, at most one kernel tick (1–10 ms) behind the precise clock. Used by `log` when the
+/// Microseconds since the Unix epoch (vDSO clock read: no syscall).
+#[inline]
+pub fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
 /// encoders need only seconds.
 #[inline]
 pub fn coarse_now_micros() -> i64 {
@@ -98,7 +106,7 @@ pub fn coarse_now_micros() -> i64 {
     let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
     // SAFETY: `ts` is a valid, writable timespec for the call.
     if unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts) } != 0 {
-        return crate::logger::now_micros();
+        return now_micros();
     }
     ts.tv_sec as i64 * 1_000_000 + ts.tv_nsec as i64 / 1000
 }
@@ -132,7 +140,7 @@ mod tests {
 
     #[test]
     fn coarse_clock_is_close_to_the_precise_one() {
-        let precise = crate::logger::now_micros();
+        let precise = now_micros();
         let coarse = coarse_now_micros();
         assert!((coarse - precise).abs() < 100_000, "{coarse} vs {precise}");
     }

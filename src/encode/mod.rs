@@ -6,6 +6,7 @@
 //! ([`Chain::encode`]) allocates nothing once its scratch buffers have grown.
 
 pub mod clock;
+pub mod framing;
 pub mod msgpack;
 pub mod template;
 pub mod zip;

@@ -295,13 +295,8 @@ impl Date {
     }
 }
 
-/// Microseconds since the Unix epoch now.
-pub fn now_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
-}
+/// Microseconds since the Unix epoch: the clock records are stamped with.
+pub use crate::encode::clock::now_micros;
 
 #[cfg(test)]
 mod tests {

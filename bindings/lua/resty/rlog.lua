@@ -8,16 +8,27 @@
 --   initted()  -> true | false
 --   log(msg)   -> bytes[, err]             (0 when dropped; err is a pending error from earlier,
 --                                           returned once; nil, "not initialized" before init)
---   flush()    -> bytes | nil, err         (blocks the caller until delivered or failed; 0:
---                                           nothing to send. With the collector unreachable that
---                                           is up to (max_retry_times + 1)^2 attempts of up to
---                                           `timeout` each, plus backoff: resty's retry nesting.
+--   flush([timeout]) -> bytes | nil, err   (waits until delivered or failed; 0: nothing to
+--                                           send. With the collector unreachable that is up to
+--                                           (max_retry_times + 1)^2 attempts of up to `timeout`
+--                                           each, plus backoff: resty's retry nesting. Where
+--                                           ngx.sleep may yield (rewrite, access, content,
+--                                           timers, ssl_*, stream preread) only the calling
+--                                           request waits, as with resty's flush; elsewhere
+--                                           (init*, set, header/body filter, log, balancer,
+--                                           exit_worker) the worker blocks. `timeout` (seconds)
+--                                           bounds the wait: nil, "timeout" and the flush goes on.
 --                                           Do not call it per request; rlog sends by itself)
 -- Errors rlog reports are also written to the nginx error log at debug level (in nginx builds
 -- --with-debug, like Debian's), as resty does.
 --
--- The library is found through $RLOG_LIB (nginx: declare `env RLOG_LIB;`), then package.cpath,
--- then the system loader ("librlog.so"); requiring this module raises a clear error otherwise.
+-- The library is found through $RLOG_LIB (nginx: `env RLOG_LIB=/path/to/librlog.so;`, or
+-- `env RLOG_LIB;` to pass on the master's), then package.cpath, then the system loader
+-- ("librlog.so"); requiring this module raises a clear error otherwise.
+--
+-- In nginx, init() resolves relative file paths in the config (`path`, `ssl_ca`, `spool`,
+-- `token_file`, and NAME.key forms) against nginx's prefix (ngx.config.prefix(), `-p`), as
+-- nginx does for its own files, instead of the worker's working directory.
 
 local ffi = require "ffi"
 
@@ -35,6 +46,9 @@ local floor = math.floor
 local str_find = string.find
 local str_gsub = string.gsub
 local str_match = string.match
+local str_byte = string.byte
+local str_sub = string.sub
+local tremove = table.remove
 local str_format = string.format
 local getenv = os.getenv
 
@@ -95,8 +109,9 @@ local function load_library()
         end
         tried[#tried + 1] = path .. ": " .. tostring(lib)
     end
-    error("resty.rlog: cannot load librlog (set RLOG_LIB to the path of librlog.so -- in nginx also "
-          .. "declare `env RLOG_LIB;` -- or put it on package.cpath or the system library path); "
+    error("resty.rlog: cannot load librlog (set RLOG_LIB to the path of librlog.so -- in nginx "
+          .. "`env RLOG_LIB=/path/to/librlog.so;` -- or put it on package.cpath or the system "
+          .. "library path); "
           .. "tried " .. concat(tried, "; "), 2)
 end
 
@@ -279,16 +294,52 @@ end
 -- running logger, so this costs nothing.
 local initted_here = false
 
+-- Keys whose value is a file or socket path (also as NAME.key).
+local PATH_KEYS = { path = true, ssl_ca = true, spool = true, token_file = true }
+
+-- user_config with its relative paths made absolute against nginx's prefix, and the prefix used
+-- (nil when nothing was changed: absolute paths, or not in nginx).
+local function resolve_paths(cfg)
+    local config = ngx and ngx.config
+    local prefix = config and config.prefix and config.prefix()
+    if type(cfg) ~= "table" or type(prefix) ~= "string" or prefix == "" then
+        return cfg
+    end
+    if str_sub(prefix, -1) ~= "/" then
+        prefix = prefix .. "/"
+    end
+    local out
+    for k, v in pairs(cfg) do
+        if type(k) == "string" and type(v) == "string" and v ~= "" and str_byte(v, 1) ~= 47 then
+            local key = str_gsub(str_match(k, "^%w+%.(.+)$") or k, "-", "_")
+            if PATH_KEYS[key] then
+                if not out then
+                    out = {}
+                    for k2, v2 in pairs(cfg) do
+                        out[k2] = v2
+                    end
+                end
+                out[k] = prefix .. v
+            end
+        end
+    end
+    return out or cfg, out and prefix
+end
+
 --- Initialises (or re-initialises) this process's logger. Returns true, or nil and an error in
 -- resty's wording.
 function _M.init(user_config)
-    local text, err = _M.config_text(user_config)
+    local cfg, prefix = resolve_paths(user_config)
+    local text, err = _M.config_text(cfg)
     if not text then
         return nil, err
     end
     if lib.rlog_init(text, errbuf, ERR_LEN) ~= 0 then
         -- The generated text's line numbers mean nothing to the caller: the key is named.
         local msg = str_gsub(ffi_string(errbuf), " at line %d+", "")
+        if prefix and not str_find(msg, prefix, 1, true) then
+            msg = msg .. " (relative paths are resolved against nginx's prefix " .. prefix .. ")"
+        end
         return nil, msg
     end
     initted_here = true
@@ -334,17 +385,129 @@ function _M.log(msg)
     return n
 end
 
---- Sends what is buffered and waits for the result: the bytes delivered (0 when there was
--- nothing to send), or nil and the error.
-function _M.flush()
-    local n = rlog_flush()
+-- rlog_flush() blocks its caller until what is held is delivered or given up on, and the C ABI
+-- has no "start a flush" call. Where the request may yield, it runs on a POSIX thread of its own
+-- (librlog is thread-safe; rlog_flush takes no argument and returns a 64-bit integer, so on the
+-- 64-bit ABIs below it can be the thread's start routine, its result read back as the thread's
+-- exit value) and the request polls for its end with ngx.sleep: only that request waits. The
+-- thread has every signal blocked, as rlog's own threads, so nginx's signals go to the worker's
+-- main thread. Elsewhere, or when a thread cannot be started, flush() calls rlog_flush directly.
+local YIELDABLE = {
+    rewrite = true, access = true, content = true, timer = true, preread = true,
+    ssl_cert = true, ssl_session_fetch = true, ssl_client_hello = true,
+}
+local MAX_FLUSH_THREADS = 8
+local SIG_SETMASK = 2 -- Linux
+
+local C = ffi.C
+local threads = ngx and ngx.sleep and ngx.get_phase and ffi.os == "Linux"
+    and (ffi.arch == "x64" or ffi.arch == "arm64")
+if threads and not pcall(ffi.typeof, "rlog_sigset_t") then
+    threads = pcall(ffi.cdef, [[
+    typedef struct { unsigned long bits[16]; } rlog_sigset_t;
+    int rlog_pthread_create(unsigned long *thread, const void *attr, void *(*start)(void *),
+                            void *arg) __asm__("pthread_create");
+    int rlog_pthread_tryjoin_np(unsigned long thread, void **retval) __asm__("pthread_tryjoin_np");
+    int rlog_sigfillset(rlog_sigset_t *set) __asm__("sigfillset");
+    int rlog_pthread_sigmask(int how, const rlog_sigset_t *set, rlog_sigset_t *old)
+        __asm__("pthread_sigmask");
+    ]])
+end
+threads = threads and pcall(function()
+    return C.rlog_pthread_create, C.rlog_pthread_tryjoin_np, C.rlog_sigfillset, C.rlog_pthread_sigmask
+end)
+local flush_entry, all_signals, old_signals, tid_buf, ret_buf
+if threads then
+    flush_entry = ffi.cast("void *(*)(void *)", rlog_flush)
+    all_signals = ffi_new("rlog_sigset_t")
+    old_signals = ffi_new("rlog_sigset_t")
+    C.rlog_sigfillset(all_signals)
+    tid_buf = ffi_new("unsigned long[1]")
+    ret_buf = ffi_new("void *[1]")
+end
+_M.flush_yields = threads and true or false
+
+-- Flush threads not joined yet, oldest first: { tid, logged (the `logged` counter when it
+-- started), done, result, err }. Shared by the requests of this worker that wait for them.
+local flushes = {}
+
+local function start_flush_thread()
+    C.rlog_pthread_sigmask(SIG_SETMASK, all_signals, old_signals)
+    local rc = C.rlog_pthread_create(tid_buf, nil, flush_entry, nil)
+    C.rlog_pthread_sigmask(SIG_SETMASK, old_signals, nil)
+    if rc ~= 0 then
+        return nil
+    end
+    return tid_buf[0]
+end
+
+-- True once f's thread has ended (joined: its result is in f.result).
+local function flush_over(f)
+    if f.done then
+        return true
+    end
+    if C.rlog_pthread_tryjoin_np(f.tid, ret_buf) ~= 0 then
+        return false
+    end
+    f.done = true
+    f.result = tonumber(ffi.cast("intptr_t", ret_buf[0]))
+    for i = #flushes, 1, -1 do
+        if flushes[i] == f then
+            tremove(flushes, i)
+        end
+    end
+    return true
+end
+
+local function flush_result(n, f)
     if n < 0 then
         if lib.rlog_initted() == 0 then
             return nil, "not initialized"
         end
+        if f then
+            -- Every request that waited for this flush gets its error.
+            f.err = f.err or take_error() or "flush failed"
+            return nil, f.err
+        end
         return nil, take_error() or "flush failed"
     end
     return tonumber(n)
+end
+
+--- Sends what is buffered and waits for the result: the bytes delivered (0 when there was
+-- nothing to send), or nil and the error. Where the request can yield, the worker keeps serving
+-- other requests meanwhile (see above); `timeout` (seconds, optional) bounds that wait: nil,
+-- "timeout", and the flush goes on by itself.
+function _M.flush(timeout)
+    if not (threads and YIELDABLE[ngx.get_phase()]) or lib.rlog_stats(stats_buf, STATS_SIZE) ~= 0 then
+        return flush_result(rlog_flush())
+    end
+    local logged = tonumber(stats_buf.logged)
+    for i = #flushes, 1, -1 do -- reap the threads that ended (their waiters may be gone)
+        flush_over(flushes[i])
+    end
+    -- A flush started since the last message was logged covers everything held now.
+    local f = flushes[#flushes]
+    if not (f and (f.logged == logged or #flushes >= MAX_FLUSH_THREADS)) then
+        local tid = start_flush_thread()
+        if not tid then
+            return flush_result(rlog_flush())
+        end
+        f = { tid = tid, logged = logged }
+        flushes[#flushes + 1] = f
+    end
+    local deadline = timeout and ngx.now() + timeout
+    local pause = 0.001
+    while not flush_over(f) do
+        if deadline and ngx.now() >= deadline then
+            return nil, "timeout"
+        end
+        ngx.sleep(pause)
+        if pause < 0.02 then
+            pause = pause * 2
+        end
+    end
+    return flush_result(f.result, f)
 end
 
 --- rlog's counters as a table (logged, sent, lost, dropped, buffered, ... and their _bytes), or

@@ -602,7 +602,7 @@ fn follow(args: &[String]) -> Result<ExitCode, String> {
                 Some(h) => h.to_string(),
                 None => net::split_host_port(&master).0,
             };
-            Some(rlog::transport::tls::settings(&host, true, Some(ca))?)
+            Some(rlog::output::tls::settings(&host, true, Some(ca))?)
         }
         None => None,
     };
@@ -701,36 +701,21 @@ fn stats(args: &[String]) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Escapes bytes as a JSON string (invalid UTF-8 replaced by U+FFFD).
-fn json_string(b: &[u8], out: &mut String) {
-    out.push('"');
-    for c in String::from_utf8_lossy(b).chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 || c == '\u{7f}' => {
-                out.push_str(&format!("\\u{:04x}", c as u32))
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-}
-
 /// Writes one record as `cat` and `tail` print it.
 fn print_record(w: &mut impl Write, date: Date, r: &Record, json: bool) -> io::Result<()> {
     if json {
-        let mut s = String::with_capacity(r.payload.len() + 96);
-        s.push_str(&format!(
-            "{{\"date\":\"{date}\",\"id\":{},\"time_us\":{},\"type\":{},\"msg\":",
-            r.id, r.meta.time_us, r.meta.rtype
-        ));
-        json_string(&r.payload, &mut s);
-        s.push_str("}\n");
-        w.write_all(s.as_bytes())
+        let mut s = Vec::with_capacity(r.payload.len() + 96);
+        s.extend_from_slice(
+            format!(
+                "{{\"date\":\"{date}\",\"id\":{},\"time_us\":{},\"type\":{},\"msg\":\"",
+                r.id, r.meta.time_us, r.meta.rtype
+            )
+            .as_bytes(),
+        );
+        // The library's escaper: always valid JSON (invalid UTF-8 becomes U+FFFD).
+        rlog::encode::template::json_escape(&r.payload, &mut s);
+        s.extend_from_slice(b"\"}\n");
+        w.write_all(&s)
     } else {
         w.write_all(&r.payload)?;
         if r.payload.last() != Some(&b'\n') {

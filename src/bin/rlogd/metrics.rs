@@ -101,7 +101,7 @@ fn answer(mut s: TcpStream, ctx: &Ctx) -> io::Result<()> {
 /// status.
 pub fn get(addr: &str, path: &str) -> Result<String, String> {
     let (host, port) = crate::net::split_host_port(addr);
-    let mut s = rlog::transport::socket::connect_tcp(&host, port, Duration::from_secs(5))
+    let mut s = rlog::output::socket::connect_tcp(&host, port, Duration::from_secs(5))
         .map(TcpStream::from)
         .map_err(|e| e.to_string())?;
     s.set_read_timeout(Some(Duration::from_secs(5)))

@@ -1,6 +1,8 @@
 //! Listener URLs, TLS server setup, and [`Conn`]: one byte stream type over TCP, unix sockets
 //! and TLS, so the protocol code does not care which it got.
 
+use rustls::pki_types::pem::{self, PemObject};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
@@ -164,7 +166,7 @@ impl Write for Conn {
 pub fn server_tls(cert_file: &str, key_file: &str) -> Result<Arc<ServerConfig>, String> {
     let pem =
         std::fs::read(cert_file).map_err(|e| format!("cannot read --tls-cert {cert_file}: {e}"))?;
-    let certs: Vec<_> = rustls_pemfile::certs(&mut &pem[..])
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<_, _>>()
         .map_err(|e| format!("bad PEM in --tls-cert {cert_file}: {e}"))?;
     if certs.is_empty() {
@@ -172,9 +174,10 @@ pub fn server_tls(cert_file: &str, key_file: &str) -> Result<Arc<ServerConfig>, 
     }
     let pem =
         std::fs::read(key_file).map_err(|e| format!("cannot read --tls-key {key_file}: {e}"))?;
-    let key = rustls_pemfile::private_key(&mut &pem[..])
-        .map_err(|e| format!("bad PEM in --tls-key {key_file}: {e}"))?
-        .ok_or_else(|| format!("no private key in --tls-key {key_file}"))?;
+    let key = PrivateKeyDer::from_pem_slice(&pem).map_err(|e| match e {
+        pem::Error::NoItemsFound => format!("no private key in --tls-key {key_file}"),
+        e => format!("bad PEM in --tls-key {key_file}: {e}"),
+    })?;
     let cfg =
         ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
             .with_safe_default_protocol_versions()
@@ -235,11 +238,11 @@ impl Read for DeadlineReader<'_> {
 /// Connects to `HOST:PORT`, with TLS when `tls` is given (client side: followers and tests).
 pub fn connect(
     addr: &str,
-    tls: Option<&rlog::transport::tls::TlsSettings>,
+    tls: Option<&rlog::output::tls::TlsSettings>,
     timeout: Duration,
 ) -> io::Result<Conn> {
     let (host, port) = split_host_port(addr);
-    let sock = rlog::transport::socket::connect_tcp(&host, port, timeout)?;
+    let sock = rlog::output::socket::connect_tcp(&host, port, timeout)?;
     let tcp: TcpStream = sock.into();
     match tls {
         None => Ok(Conn::Tcp(tcp)),

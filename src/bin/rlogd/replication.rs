@@ -205,7 +205,7 @@ pub struct FollowSettings {
     pub data: PathBuf,
     /// The token sent to the master (`--token-file`, re-read on SIGHUP).
     pub token: rlog::sync::Mutex<Vec<u8>>,
-    pub tls: Option<rlog::transport::tls::TlsSettings>,
+    pub tls: Option<rlog::output::tls::TlsSettings>,
     pub retain_days: Option<u32>,
     pub max_frame: usize,
     pub file_size: u64,

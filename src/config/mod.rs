@@ -5,11 +5,16 @@
 //! lua-resty-logger-socket's wording so its users recognise them; errors about a particular line
 //! name that line. Nothing is ignored silently: an unknown key is an error.
 
+pub mod outputs;
+pub mod route;
+pub mod target;
+
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::transport::tls::{self, TlsSettings};
+pub use outputs::{OutputSet, OutputSpec, TlsOptions};
+use outputs::{RlogdBase, TlsBase, UwsgiKeys};
 
 /// Where one logger delivers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,6 +86,16 @@ impl Limits {
             .max(self.retry_interval)
     }
 
+    /// The longest one delivery can take with these limits: every connect and send attempt of
+    /// resty's nested retry loops timing out, plus every pause between them.
+    pub fn longest_delivery(&self) -> Duration {
+        let r = self.max_retry_times.min(64) + 1;
+        let attempt = self.timeout * 3; // connect + handshake + send
+        let pauses = self.max_backoff() * r;
+        let connect_loop = attempt * r + pauses;
+        (connect_loop * r + pauses + Duration::from_secs(1)).min(Duration::from_secs(3600))
+    }
+
     /// The pause before retry number `n` (0-based): `retry_interval × 2^n`, capped.
     pub fn backoff(&self, n: u32) -> Duration {
         let factor = 1u32 << n.min(16);
@@ -90,26 +105,26 @@ impl Limits {
     }
 }
 
-/// A parsed, validated configuration.
+/// A parsed, validated configuration: plain data. Nothing is connected, loaded or started
+/// while parsing; TLS roots and keys are read when the logger starts (`Logger::start`), which
+/// reports their errors as init errors.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub endpoint: Endpoint,
     pub limits: Limits,
-    /// TLS settings, built (roots loaded, verifier chosen) when the config was parsed.
-    pub tls: Option<Arc<TlsSettings>>,
+    /// Where messages go: one output for a plain `host`/`port`/`path` config; the `logger`
+    /// lines (and the `host`/`port`/`path` logger) with their encoders and routes for a
+    /// uWSGI-style one.
+    pub outputs: Arc<OutputSet>,
     /// Whether `log` records the call's time with each message (some encoder needs it, and
     /// rlogd stores it with each record).
     pub needs_time: bool,
     /// Whether seconds are enough (no `${micros}`/`${millis}`/msgpack `micros`): `log` then reads
     /// the kernel's coarse clock (a few ns, up to one tick behind) instead of the precise one.
     pub coarse_time: bool,
-    /// uWSGI-style loggers, encoders and routes (`logger`, `log-encoder`, `log-route`,
-    /// `framing`, `NAME.key`): when set, the worker delivers per sink (`sink.rs`) and
-    /// `endpoint` is only the first logger's address.
-    pub sinks: Option<Arc<crate::sink::SinkSet>>,
-    /// The `rlogd://` endpoint's settings (token, record type, compression) of a plain
-    /// `sock_type = rlogd` config; with sinks, each rlogd sink carries its own.
-    pub rlogd: RlogdSettings,
+    /// uWSGI-style keys were used (`logger`, `log-encoder`, `log-route`, `framing`,
+    /// `NAME.key`): each output bounds what it holds by its own `drop_limit`, and messages name
+    /// the output. A plain config keeps lua-resty-logger-socket's semantics and wording.
+    pub uwsgi_style: bool,
 }
 
 /// Settings only the `rlogd` endpoint uses.
@@ -205,20 +220,12 @@ impl Config {
     /// Where this handle sends, for messages about it: its loggers' targets as a config names
     /// them (`tcp://h:p`, `tls://h:p`, `socket:/path`, ...), comma-separated.
     pub fn describe_target(&self) -> String {
-        match &self.sinks {
-            Some(set) => set
-                .sinks
-                .iter()
-                .map(|s| s.target_text())
-                .collect::<Vec<_>>()
-                .join(", "),
-            // As `SinkSpec::target_text` names a logger line's target.
-            None => match (&self.endpoint, &self.tls) {
-                (Endpoint::Tcp { host, port }, Some(_)) => format!("tls://{host}:{port}"),
-                (Endpoint::Rlogd { host, port }, Some(_)) => format!("rlogds://{host}:{port}"),
-                (endpoint, _) => endpoint.to_string(),
-            },
-        }
+        self.outputs
+            .outputs
+            .iter()
+            .map(|s| s.target_text())
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// Parses and validates config text.
@@ -237,7 +244,7 @@ impl Config {
         let mut ssl_verify = true;
         let mut sni_host: Option<String> = None;
         let mut ssl_ca: Option<(String, usize)> = None;
-        let mut uwsgi = crate::sink::UwsgiKeys::default();
+        let mut uwsgi = UwsgiKeys::default();
         let mut rlogd_proto = false;
         let mut rlogd = RlogdSettings::default();
         // The first rlogd-only key seen, to report it when the endpoint is not rlogd.
@@ -259,7 +266,7 @@ impl Config {
                 "port" => port = Some(parse_port(e)?),
                 "path" => {
                     let p = nonempty(e, "\"path\" must be a string")?;
-                    crate::target::check_unix_path(&p)
+                    target::check_unix_path(&p)
                         .map_err(|m| format!("invalid \"path\" at line {}: {m}", e.line))?;
                     path = Some(p);
                 }
@@ -347,25 +354,23 @@ impl Config {
             if limits.flush_limit >= limits.drop_limit {
                 return Err("\"flush_limit\" should be < \"drop_limit\"".to_string());
             }
-            let tls_base = crate::sink::TlsBase {
+            let tls_base = TlsBase {
                 ssl,
                 ssl_verify,
                 sni_host,
                 ssl_ca: ssl_ca.map(|(f, _)| f),
             };
-            let rlogd_base = crate::sink::RlogdBase {
+            let rlogd_base = RlogdBase {
                 settings: rlogd,
                 first_key: rlogd_key,
             };
             let set = uwsgi.build(base, &limits, &tls_base, &rlogd_base)?;
             return Ok(Config {
-                endpoint: set.display_endpoint(),
                 needs_time: set.needs_time(),
                 coarse_time: !set.needs_subsecond(),
                 limits,
-                tls: None,
-                sinks: Some(Arc::new(set)),
-                rlogd: RlogdSettings::default(),
+                outputs: Arc::new(set),
+                uwsgi_style: true,
             });
         }
 
@@ -418,13 +423,19 @@ impl Config {
                         .to_string(),
                 );
             }
-            let ca = ssl_ca.as_ref().map(|(f, _)| f.as_str());
-            let settings =
-                tls::settings(&server_name, ssl_verify, ca).map_err(|e| match &ssl_ca {
-                    Some((_, line)) => format!("{e} (\"ssl_ca\" at line {line})"),
+            let (ca, ca_line) = ssl_ca.map_or((None, None), |(f, l)| (Some(f), Some(l)));
+            crate::output::tls::check(&server_name, ssl_verify, ca.as_deref()).map_err(|e| {
+                match ca_line {
+                    Some(line) => format!("{e} (\"ssl_ca\" at line {line})"),
                     None => e,
-                })?;
-            Some(Arc::new(settings))
+                }
+            })?;
+            Some(TlsOptions {
+                server_name,
+                verify: ssl_verify,
+                ca,
+                ca_line,
+            })
         } else {
             if let Some((_, line)) = ssl_ca {
                 return Err(format!("\"ssl_ca\" at line {line} needs \"ssl = true\""));
@@ -432,14 +443,14 @@ impl Config {
             None
         };
 
+        let needs_time = rlogd_proto;
+        let set = OutputSet::single(endpoint, limits.clone(), tls, rlogd);
         Ok(Config {
-            endpoint,
             limits,
-            tls,
-            needs_time: rlogd_proto,
+            outputs: Arc::new(set),
+            needs_time,
             coarse_time: false,
-            sinks: None,
-            rlogd,
+            uwsgi_style: false,
         })
     }
 }
@@ -560,18 +571,30 @@ mod tests {
         Config::parse(text).unwrap_err()
     }
 
+    /// A plain config's one output, as the endpoint its keys named.
+    fn endpoint(c: &Config) -> Endpoint {
+        assert_eq!(c.outputs.outputs.len(), 1);
+        match c.outputs.outputs[0].target.clone() {
+            target::Target::Tcp { host, port } => Endpoint::Tcp { host, port },
+            target::Target::Udp { host, port } => Endpoint::Udp { host, port },
+            target::Target::UnixStream { path } => Endpoint::Unix { path },
+            target::Target::Rlogd { host, port } => Endpoint::Rlogd { host, port },
+            t => panic!("not a plain config's target: {t}"),
+        }
+    }
+
     #[test]
     fn defaults_are_resty_defaults() {
         let c = Config::parse("host = 127.0.0.1\nport = 5140").unwrap();
         assert_eq!(c.limits, Limits::default());
         assert_eq!(
-            c.endpoint,
+            endpoint(&c),
             Endpoint::Tcp {
                 host: "127.0.0.1".into(),
                 port: 5140
             }
         );
-        assert!(c.tls.is_none());
+        assert!(c.outputs.outputs[0].tls.is_none());
     }
 
     #[test]
@@ -711,7 +734,7 @@ mod tests {
         let c = Config::parse("logger = a tcp://127.0.0.1:1\nlog-route = a .\na.timeout = 0.001")
             .unwrap();
         assert_eq!(
-            c.sinks.unwrap().sinks[0].limits.timeout,
+            c.outputs.outputs[0].limits.timeout,
             Duration::from_micros(1)
         );
     }
@@ -720,7 +743,7 @@ mod tests {
     fn a_path_longer_than_sun_path_is_an_error() {
         let fits = format!("/{}", "s".repeat(106));
         let c = Config::parse(&format!("path={fits}")).unwrap();
-        assert_eq!(c.endpoint, Endpoint::Unix { path: fits.clone() });
+        assert_eq!(endpoint(&c), Endpoint::Unix { path: fits.clone() });
         assert_eq!(
             err(&format!("flush_limit=10\npath={fits}s")),
             "invalid \"path\" at line 2: unix socket path is too long: 108 bytes, the limit is 107 (sun_path holds 108 with the NUL)"
@@ -737,7 +760,7 @@ mod tests {
     fn endpoints() {
         let c = Config::parse("host=::1\nport=9\nsock_type=udp").unwrap();
         assert_eq!(
-            c.endpoint,
+            endpoint(&c),
             Endpoint::Udp {
                 host: "::1".into(),
                 port: 9
@@ -745,7 +768,7 @@ mod tests {
         );
         let c = Config::parse("path=/tmp/s").unwrap();
         assert_eq!(
-            c.endpoint,
+            endpoint(&c),
             Endpoint::Unix {
                 path: "/tmp/s".into()
             }
@@ -761,18 +784,20 @@ mod tests {
         let c =
             Config::parse("host=127.0.0.1\nport=5\nsock_type=rlogd\ntoken=s3cret\ntype=7").unwrap();
         assert_eq!(
-            c.endpoint,
+            endpoint(&c),
             Endpoint::Rlogd {
                 host: "127.0.0.1".into(),
                 port: 5
             }
         );
-        assert_eq!(c.rlogd.token, b"s3cret");
-        assert_eq!(c.rlogd.record_type, 7);
-        assert!(!c.rlogd.compress);
+        assert_eq!(c.outputs.outputs[0].rlogd.token, b"s3cret");
+        assert_eq!(c.outputs.outputs[0].rlogd.record_type, 7);
+        assert!(!c.outputs.outputs[0].rlogd.compress);
         assert!(
             Config::parse("host=h\nport=1\nsock_type=rlogd\ncompression=zlib")
                 .unwrap()
+                .outputs
+                .outputs[0]
                 .rlogd
                 .compress
         );

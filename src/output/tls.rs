@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{
     ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStore, SignatureScheme,
@@ -16,7 +17,7 @@ use rustls::{
 use socket2::Socket;
 
 use super::socket::{peek, NoSigPipe, Peek};
-use super::{Resume, SendError, Transport};
+use super::{Output, Resume, SendError};
 use crate::buffer::Buffer;
 
 /// A ready client configuration and the name to verify.
@@ -37,19 +38,44 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// Builds the TLS settings once, at config time, so a bad CA file or name is an init error.
-pub fn settings(
-    server_name: &str,
-    verify: bool,
-    ca_file: Option<&str>,
-) -> Result<TlsSettings, String> {
-    let name = if server_name.is_empty() {
-        "localhost"
-    } else {
-        server_name
-    };
-    let server_name = ServerName::try_from(name.to_string())
-        .map_err(|_| format!("invalid \"sni_host\": \"{name}\" is not a valid server name"))?;
+/// The certificates in PEM file `file` (`ssl_ca`).
+///
+/// Errors: the file cannot be read, holds bad PEM, or no certificate.
+fn ca_certs(file: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    let pem =
+        std::fs::read(file).map_err(|e| format!("cannot read \"ssl_ca\" file {file}: {e}"))?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("bad PEM in \"ssl_ca\" file {file}: {e}"))?;
+    if certs.is_empty() {
+        return Err(format!("no certificate found in \"ssl_ca\" file {file}"));
+    }
+    Ok(certs)
+}
+
+fn server_name(name: &str) -> Result<ServerName<'static>, String> {
+    let name = if name.is_empty() { "localhost" } else { name };
+    ServerName::try_from(name.to_string())
+        .map_err(|_| format!("invalid \"sni_host\": \"{name}\" is not a valid server name"))
+}
+
+/// Checks, when the config is parsed, what [`settings`] will need: a valid server name and a
+/// readable CA file that holds certificates. Nothing is built.
+pub fn check(server: &str, verify: bool, ca_file: Option<&str>) -> Result<(), String> {
+    server_name(server)?;
+    if verify {
+        if let Some(file) = ca_file {
+            ca_certs(file)?;
+        }
+    }
+    Ok(())
+}
+
+/// Builds the TLS settings, when the logger starts.
+///
+/// Errors: as [`check`]; a certificate rustls refuses; no system roots.
+pub fn settings(server: &str, verify: bool, ca_file: Option<&str>) -> Result<TlsSettings, String> {
+    let server_name = server_name(server)?;
     let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS setup failed: {e}"))?;
@@ -57,18 +83,10 @@ pub fn settings(
         let mut roots = RootCertStore::empty();
         match ca_file {
             Some(file) => {
-                let pem = std::fs::read(file)
-                    .map_err(|e| format!("cannot read \"ssl_ca\" file {file}: {e}"))?;
-                let mut reader = io::BufReader::new(&pem[..]);
-                for cert in rustls_pemfile::certs(&mut reader) {
-                    let cert =
-                        cert.map_err(|e| format!("bad PEM in \"ssl_ca\" file {file}: {e}"))?;
+                for cert in ca_certs(file)? {
                     roots
                         .add(cert)
                         .map_err(|e| format!("bad certificate in \"ssl_ca\" file {file}: {e}"))?;
-                }
-                if roots.is_empty() {
-                    return Err(format!("no certificate found in \"ssl_ca\" file {file}"));
                 }
             }
             None => {
@@ -233,7 +251,7 @@ impl Tls {
     }
 }
 
-impl Transport for Tls {
+impl Output for Tls {
     fn send(&mut self, batch: &Buffer) -> Result<(), SendError> {
         let mut accepted = self.resume.start(batch);
         let mut pushed = 0;
@@ -241,10 +259,6 @@ impl Transport for Tls {
         let result = self.write_all(batch.data(), &mut accepted, &mut pushed);
         let moved = self.on_wire > wire_before;
         self.resume.settle(batch, result, pushed, accepted, moved)
-    }
-
-    fn resumable(&self) -> bool {
-        self.resume.resumable()
     }
 
     fn is_alive(&mut self) -> bool {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
-use super::{SendError, Transport};
+use super::{Output, SendError};
 use crate::buffer::Buffer;
 
 /// The largest UDP payload over IPv4: 65535 - 8 (UDP header) - 20 (IP header).
@@ -21,7 +21,7 @@ pub struct Datagram {
     sock: Socket,
     /// `host:port` of a UDP peer, to name it when it refused datagrams.
     udp_peer: Option<String>,
-    /// UDP datagrams the peer refused since the last [`Transport::take_notice`].
+    /// UDP datagrams the peer refused since the last [`Output::take_notice`].
     refused: u64,
 }
 
@@ -63,7 +63,7 @@ pub fn unix(path: &str, timeout: Duration) -> io::Result<Datagram> {
     })
 }
 
-impl Transport for Datagram {
+impl Output for Datagram {
     fn send(&mut self, batch: &Buffer) -> Result<(), SendError> {
         for (i, rec) in batch.records().enumerate() {
             let mut resends = 0;
@@ -79,12 +79,16 @@ impl Transport for Datagram {
                         self.refused += 1;
                         resends += 1;
                     }
-                    Err(error) => {
-                        return Err(SendError {
-                            delivered: i,
-                            error,
-                        })
+                    Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) => {
+                        return Err(SendError::reject(
+                            i,
+                            format!(
+                                "log record of {} bytes is too large for one datagram",
+                                rec.bytes.len()
+                            ),
+                        ))
                     }
+                    Err(error) => return Err(SendError::retry(i, error)),
                 }
             }
         }
@@ -169,14 +173,17 @@ mod tests {
             b.push(b"queued and never read", None);
         }
         let e = t.send(&b).unwrap_err();
+        let super::super::Failure::Retry { error, .. } = &e.failure else {
+            panic!("{e:?}")
+        };
         assert!(
             matches!(
-                e.error.kind(),
+                error.kind(),
                 io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
             ),
             "{e:?}"
         );
-        assert!(e.delivered > 0 && e.delivered < 10_000, "{}", e.delivered);
+        assert!(e.done > 0 && e.done < 10_000, "{}", e.done);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

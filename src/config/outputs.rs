@@ -1,6 +1,7 @@
-//! The sinks of a uWSGI-style config: every `logger` line (and the `host`/`port`/`path` keys)
-//! becomes one [`SinkSpec`] — name, target, limits, encoder chain, framing — and the `log-route`
-//! lines a [`Router`] over them. Built once at init; the worker (`fanout.rs`) runs them.
+//! The outputs of a config: a plain config's one (`host`/`port`/`path`), or every `logger` line
+//! of a uWSGI-style config (and the `host`/`port`/`path` keys) as one [`OutputSpec`] — name,
+//! target, limits, encoder chain, framing — with the `log-route` lines as a [`Router`] over
+//! them. Plain data, built once at init; the worker's pipeline and drivers run them.
 //!
 //! Per-logger overrides: `NAME.KEY = VALUE` sets one of `drop_limit timeout max_retry_times
 //! retry_interval pool_size framing` for the named logger only; without a prefix those keys
@@ -8,18 +9,28 @@
 //! work the same way for `rlogd://` loggers: handle-wide they apply to every rlogd logger,
 //! `NAME.KEY` to one; on a logger that is not rlogd they are an init error.
 
-use std::sync::Arc;
-
-use crate::config::{self, Endpoint, Entry, Limits, RlogdSettings};
+use super::route::{Route, Router};
+use super::target::{parse_logger, LoggerSpec, Target};
+use super::{Endpoint, Entry, Limits, RlogdSettings};
+use crate::encode::framing::Framing;
 use crate::encode::{Chain, Encoder, EncoderSpec};
-use crate::framing::Framing;
-use crate::route::{Route, Router};
-use crate::target::{parse_logger, LoggerSpec, Target};
-use crate::transport::tls::{self, TlsSettings};
 
-/// One logger of the handle: where it delivers and how it encodes.
+/// TLS for a stream output, as configured: checked when parsed, built (roots and keys read)
+/// when the logger starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsOptions {
+    /// The name the server's certificate must carry (SNI): `sni_host`, else the host.
+    pub server_name: String,
+    pub verify: bool,
+    /// `ssl_ca`: PEM file of the CA(s) to trust; the system's roots when absent.
+    pub ca: Option<String>,
+    /// The config line of `ssl_ca`, for its errors (plain configs).
+    pub ca_line: Option<usize>,
+}
+
+/// One output of the handle: where it delivers and how it encodes.
 #[derive(Debug, Clone)]
-pub struct SinkSpec {
+pub struct OutputSpec {
     /// `None`: an unnamed (default) logger.
     pub name: Option<String>,
     pub target: Target,
@@ -33,12 +44,12 @@ pub struct SinkSpec {
     pub framing: Framing,
     /// TLS for stream targets (`tls://`, `rlogds://`, or `ssl = true` on the `host`/`path`
     /// logger).
-    pub tls: Option<Arc<TlsSettings>>,
+    pub tls: Option<TlsOptions>,
     /// Token, record type and compression, for rlogd targets (unused by the others).
     pub rlogd: RlogdSettings,
 }
 
-impl SinkSpec {
+impl OutputSpec {
     /// The logger's name for messages: its name, or its target for an unnamed one.
     pub fn label(&self) -> String {
         match &self.name {
@@ -57,22 +68,46 @@ impl SinkSpec {
     }
 }
 
-/// Every sink of a handle and the routes between them.
+/// Every output of a handle and the routes between them.
 #[derive(Debug)]
-pub struct SinkSet {
-    pub sinks: Vec<SinkSpec>,
+pub struct OutputSet {
+    pub outputs: Vec<OutputSpec>,
     pub router: Router,
-    /// Each sink's counters as of the worker's last round (read by `Logger::sink_stats`).
-    /// Taken only while the handle's state lock is held, so `fork()` (whose handler holds every
-    /// state lock) never finds it locked.
-    pub(crate) live: crate::sync::Mutex<Vec<crate::fanout::rlog_sink_stats>>,
 }
 
-impl SinkSet {
+impl OutputSet {
+    /// A plain config's one output: `endpoint` with the handle's limits, no encoder, no route.
+    pub fn single(
+        endpoint: Endpoint,
+        limits: Limits,
+        tls: Option<TlsOptions>,
+        rlogd: RlogdSettings,
+    ) -> OutputSet {
+        let target = match endpoint {
+            Endpoint::Tcp { host, port } => Target::Tcp { host, port },
+            Endpoint::Udp { host, port } => Target::Udp { host, port },
+            Endpoint::Unix { path } => Target::UnixStream { path },
+            Endpoint::Rlogd { host, port } => Target::Rlogd { host, port },
+        };
+        OutputSet {
+            outputs: vec![OutputSpec {
+                name: None,
+                target,
+                prefix: Vec::new(),
+                limits,
+                chain: Chain::default(),
+                framing: Framing::None,
+                tls,
+                rlogd,
+            }],
+            router: Router::new(&[], &[None]).expect("no routes"),
+        }
+    }
+
     /// Whether some encoder of some sink needs the `log` call's time, or some sink is rlogd
     /// (which stores each record's time).
     pub fn needs_time(&self) -> bool {
-        self.sinks
+        self.outputs
             .iter()
             .any(|s| s.chain.needs_time() || s.target.is_rlogd())
     }
@@ -80,30 +115,9 @@ impl SinkSet {
     /// Whether some encoder needs the time below the second (`${micros}`, `${millis}`,
     /// msgpack `micros`), or some sink is rlogd (it stores microseconds).
     pub fn needs_subsecond(&self) -> bool {
-        self.sinks
+        self.outputs
             .iter()
             .any(|s| s.chain.needs_subsecond() || s.target.is_rlogd())
-    }
-
-    /// The first sink's address in the core's terms (for display only).
-    pub fn display_endpoint(&self) -> Endpoint {
-        match &self.sinks[0].target {
-            Target::Udp { host, port } => Endpoint::Udp {
-                host: host.clone(),
-                port: *port,
-            },
-            Target::Tcp { host, port } | Target::Tls { host, port } => Endpoint::Tcp {
-                host: host.clone(),
-                port: *port,
-            },
-            Target::UnixDgram { path } | Target::UnixStream { path } => {
-                Endpoint::Unix { path: path.clone() }
-            }
-            Target::Rlogd { host, port } | Target::RlogdTls { host, port } => Endpoint::Rlogd {
-                host: host.clone(),
-                port: *port,
-            },
-        }
     }
 }
 
@@ -209,7 +223,7 @@ impl UwsgiKeys {
         limits: &Limits,
         tb: &TlsBase,
         rb: &RlogdBase,
-    ) -> Result<SinkSet, String> {
+    ) -> Result<OutputSet, String> {
         let framing = self.framing.unwrap_or_default();
         let mut sinks = Vec::new();
         if let Some(ep) = base {
@@ -240,7 +254,7 @@ impl UwsgiKeys {
                     (Target::Rlogd { host, port }, tls)
                 }
             };
-            sinks.push(SinkSpec {
+            sinks.push(OutputSpec {
                 name: None,
                 target,
                 prefix: Vec::new(),
@@ -257,7 +271,7 @@ impl UwsgiKeys {
             if let Some(n) = &spec.name {
                 if sinks
                     .iter()
-                    .any(|s: &SinkSpec| s.name.as_deref() == Some(n))
+                    .any(|s: &OutputSpec| s.name.as_deref() == Some(n))
                 {
                     return Err(format!("duplicate logger name \"{n}\" at line {line}"));
                 }
@@ -273,7 +287,7 @@ impl UwsgiKeys {
                 }
                 t => (t, None),
             };
-            sinks.push(SinkSpec {
+            sinks.push(OutputSpec {
                 chain: Chain::for_logger(&self.encoders, spec.name.as_deref()),
                 name: spec.name,
                 target,
@@ -384,38 +398,42 @@ impl UwsgiKeys {
         }
         let names: Vec<Option<String>> = sinks.iter().map(|s| s.name.clone()).collect();
         let router = Router::new(&self.routes, &names)?;
-        let live = crate::sync::Mutex::new(vec![Default::default(); sinks.len()]);
-        Ok(SinkSet {
-            sinks,
+        Ok(OutputSet {
+            outputs: sinks,
             router,
-            live,
         })
     }
 }
 
-fn tls_for(tb: &TlsBase, host: &str) -> Result<Arc<TlsSettings>, String> {
-    let name = tb.sni_host.clone().unwrap_or_else(|| host.to_string());
-    tls::settings(&name, tb.ssl_verify, tb.ssl_ca.as_deref()).map(Arc::new)
+fn tls_for(tb: &TlsBase, host: &str) -> Result<TlsOptions, String> {
+    let t = TlsOptions {
+        server_name: tb.sni_host.clone().unwrap_or_else(|| host.to_string()),
+        verify: tb.ssl_verify,
+        ca: tb.ssl_ca.clone(),
+        ca_line: None,
+    };
+    crate::output::tls::check(&t.server_name, t.verify, t.ca.as_deref())?;
+    Ok(t)
 }
 
-fn apply_override(s: &mut SinkSpec, key: &str, e: &Entry) -> Result<(), String> {
+fn apply_override(s: &mut OutputSpec, key: &str, e: &Entry) -> Result<(), String> {
     let l = &mut s.limits;
     match key {
-        "drop_limit" => l.drop_limit = config::whole(e)? as usize,
-        "timeout" => l.timeout = config::timeout(e)?,
+        "drop_limit" => l.drop_limit = super::whole(e)? as usize,
+        "timeout" => l.timeout = super::timeout(e)?,
         "max_retry_times" => {
-            l.max_retry_times = u32::try_from(config::whole(e)?)
+            l.max_retry_times = u32::try_from(super::whole(e)?)
                 .map_err(|_| format!("invalid \"{}\" at line {}", e.key, e.line))?
         }
-        "retry_interval" => l.retry_interval = config::millis(e)?,
-        "pool_size" => l.pool_size = config::whole(e)? as usize,
+        "retry_interval" => l.retry_interval = super::millis(e)?,
+        "pool_size" => l.pool_size = super::whole(e)? as usize,
         "framing" => {
             s.framing = Framing::parse(&e.value)
                 .map_err(|m| format!("{m} (\"{}\" at line {})", e.key, e.line))?
         }
-        "token" | "token_file" => s.rlogd.token = config::token_value(e)?,
-        "type" => s.rlogd.record_type = config::record_type(e)?,
-        "compression" => s.rlogd.compress = config::compression(e)?,
+        "token" | "token_file" => s.rlogd.token = super::token_value(e)?,
+        "type" => s.rlogd.record_type = super::record_type(e)?,
+        "compression" => s.rlogd.compress = super::compression(e)?,
         _ => unreachable!("checked against OVERRIDABLE"),
     }
     Ok(())
@@ -424,9 +442,10 @@ fn apply_override(s: &mut SinkSpec, key: &str, e: &Entry) -> Result<(), String> 
 #[cfg(test)]
 mod tests {
     use crate::config::Config;
+    use crate::encode::framing::Framing;
 
-    fn set(text: &str) -> std::sync::Arc<super::SinkSet> {
-        Config::parse(text).unwrap().sinks.expect("sinks")
+    fn set(text: &str) -> std::sync::Arc<super::OutputSet> {
+        Config::parse(text).unwrap().outputs
     }
 
     fn err(text: &str) -> String {
@@ -438,14 +457,14 @@ mod tests {
         let s = set("logger = socket:127.0.0.1:1717\nlogger = errors tcp://127.0.0.1:9\n\
                      log-encoder = json {\"t\":${unix},\"m\":\"${msg}\"}\nlog-encoder = gzip:errors\n\
                      log-route = errors ERROR\nframing = octet\nerrors.timeout = 250\ndrop_limit = 5000");
-        assert_eq!(s.sinks.len(), 2);
+        assert_eq!(s.outputs.len(), 2);
         assert!(s.needs_time());
-        assert_eq!(s.sinks[1].name.as_deref(), Some("errors"));
-        assert_eq!(s.sinks[1].limits.timeout.as_millis(), 250);
-        assert_eq!(s.sinks[0].limits.timeout.as_millis(), 1000);
-        assert_eq!(s.sinks[1].limits.drop_limit, 5000);
-        assert_eq!(s.sinks[0].framing, crate::framing::Framing::None);
-        assert_eq!(s.sinks[1].framing, crate::framing::Framing::Octet);
+        assert_eq!(s.outputs[1].name.as_deref(), Some("errors"));
+        assert_eq!(s.outputs[1].limits.timeout.as_millis(), 250);
+        assert_eq!(s.outputs[0].limits.timeout.as_millis(), 1000);
+        assert_eq!(s.outputs[1].limits.drop_limit, 5000);
+        assert_eq!(s.outputs[0].framing, Framing::None);
+        assert_eq!(s.outputs[1].framing, Framing::Octet);
         let mut out = Vec::new();
         s.router.route(b"an ERROR", &mut out);
         assert_eq!(out, vec![1]);
@@ -458,8 +477,8 @@ mod tests {
     #[test]
     fn host_port_is_a_default_logger_too() {
         let s = set("host = 127.0.0.1\nport = 9\nlog-encoder = nl\nlogger = socket:/tmp/x.sock");
-        assert_eq!(s.sinks.len(), 2);
-        assert!(s.sinks[0].name.is_none() && s.sinks[1].name.is_none());
+        assert_eq!(s.outputs.len(), 2);
+        assert!(s.outputs[0].name.is_none() && s.outputs[1].name.is_none());
         let mut out = Vec::new();
         s.router.route(b"m", &mut out);
         assert_eq!(out, vec![0, 1]);
@@ -529,9 +548,10 @@ mod tests {
                      logger = plain tcp://127.0.0.1:9\nframing = octet\nlog-encoder = prefix x\n\
                      log-route = audit ^A\nlog-route = plain ^P",
         );
-        assert_eq!(s.sinks.len(), 4);
+        assert_eq!(s.outputs.len(), 4);
         assert!(s.needs_time() && s.needs_subsecond());
-        let (base, unnamed, audit, plain) = (&s.sinks[0], &s.sinks[1], &s.sinks[2], &s.sinks[3]);
+        let (base, unnamed, audit, plain) =
+            (&s.outputs[0], &s.outputs[1], &s.outputs[2], &s.outputs[3]);
         assert!(base.target.is_rlogd() && unnamed.target.is_rlogd() && audit.target.is_rlogd());
         assert_eq!(base.label(), "logger rlogd://127.0.0.1:5170");
         assert_eq!(
@@ -549,8 +569,8 @@ mod tests {
             (9, true, &b"t1"[..])
         );
         // handle-wide framing is for streams: rlogd frames its records itself
-        assert_eq!(audit.framing, crate::framing::Framing::None);
-        assert_eq!(plain.framing, crate::framing::Framing::Octet);
+        assert_eq!(audit.framing, Framing::None);
+        assert_eq!(plain.framing, Framing::Octet);
         let c = Config::parse("logger = rlogd://127.0.0.1:1").unwrap();
         assert!(c.needs_time && !c.coarse_time);
     }

@@ -3,7 +3,7 @@
 use std::io::{self, Write};
 
 use super::socket::{peek, NoSigPipe, Peek};
-use super::{Resume, SendError, Transport};
+use super::{Output, Resume, SendError};
 use crate::buffer::Buffer;
 
 pub struct Stream {
@@ -35,17 +35,13 @@ pub fn write_counted(w: &mut impl Write, data: &[u8], written: &mut usize) -> io
     Ok(())
 }
 
-impl Transport for Stream {
+impl Output for Stream {
     fn send(&mut self, batch: &Buffer) -> Result<(), SendError> {
         let start = self.resume.start(batch);
         let mut written = start;
         let result = write_counted(&mut self.sock, batch.data(), &mut written);
         self.resume
             .settle(batch, result, written, written, written > start)
-    }
-
-    fn resumable(&self) -> bool {
-        self.resume.resumable()
     }
 
     fn is_alive(&mut self) -> bool {

@@ -12,11 +12,11 @@ use rustls::{ClientConnection, StreamOwned};
 use socket2::Socket;
 
 use super::socket::{connect_tcp, peek, NoSigPipe, Peek};
-use super::{SendError, Transport};
+use super::{Output, SendError};
 use crate::buffer::Buffer;
-use crate::config::{Config, Endpoint, RlogdSettings};
+use crate::config::RlogdSettings;
+use crate::output::tls::TlsSettings;
 use crate::proto::frame::{self, FrameError, Hello, Role};
-use crate::transport::tls::TlsSettings;
 
 /// Message bytes per frame: large enough for group commit to pay off, small enough to keep
 /// the memory of both sides bounded.
@@ -83,29 +83,16 @@ fn frame_err(e: FrameError) -> io::Error {
     }
 }
 
+/// Why a batch frame could not be encoded.
+enum Encode {
+    /// A record larger than this server's frame limit: it can never be sent.
+    TooLarge(String),
+    Io(io::Error),
+}
+
 impl Rlogd {
     /// Connects, runs TLS if configured, and says HELLO (with the token). Errors: connect or
     /// handshake failures; rlogd's refusal (`rlogd refused: wrong token`).
-    pub fn connect(config: &Config, producer: u64) -> io::Result<Rlogd> {
-        let Endpoint::Rlogd { host, port } = &config.endpoint else {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "not an rlogd endpoint",
-            ));
-        };
-        Rlogd::connect_to(
-            host,
-            *port,
-            config.tls.as_deref(),
-            &config.rlogd,
-            config.limits.timeout,
-            producer,
-        )
-    }
-
-    /// Connects to rlogd at `host`:`port` (TLS when `tls` is given) as producer `producer`,
-    /// with `settings`' token, record type and compression, each step bounded by `timeout`.
-    /// Errors: as [`Rlogd::connect`].
     pub fn connect_to(
         host: &str,
         port: u16,
@@ -172,7 +159,7 @@ impl Rlogd {
 
     /// Encodes records `from..` of `batch` into one BATCH frame in `self.out`; returns the
     /// index just past the last record included. Errors: a record that cannot fit any frame.
-    fn encode(&mut self, batch: &Buffer, from: usize) -> io::Result<usize> {
+    fn encode(&mut self, batch: &Buffer, from: usize) -> Result<usize, Encode> {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_micros() as i64)
@@ -192,13 +179,10 @@ impl Rlogd {
             if self.out.len() + size > self.max_frame - 16
                 || r.bytes.len() > crate::proto::format::MAX_PAYLOAD
             {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    super::RecordTooLarge(format!(
-                        "a message of {} bytes exceeds rlogd's frame limit",
-                        r.bytes.len()
-                    )),
-                ));
+                return Err(Encode::TooLarge(format!(
+                    "a message of {} bytes exceeds rlogd's frame limit",
+                    r.bytes.len()
+                )));
             }
             frame::batch_record(
                 &mut self.out,
@@ -216,8 +200,8 @@ impl Rlogd {
                 Vec::with_capacity(raw_len as usize / 2),
                 flate2::Compression::fast(),
             );
-            z.write_all(&self.out[records_at..])?;
-            let z = z.finish()?;
+            z.write_all(&self.out[records_at..]).map_err(Encode::Io)?;
+            let z = z.finish().map_err(Encode::Io)?;
             // Only when it helps (and the frame stays within the limit, which it then does).
             if z.len() < raw_len as usize {
                 self.out.truncate(records_at);
@@ -263,29 +247,27 @@ impl Rlogd {
     }
 }
 
-impl Transport for Rlogd {
+impl Output for Rlogd {
     fn send(&mut self, batch: &Buffer) -> Result<(), SendError> {
         // Frames in flight: (records of the batch acknowledged once it is, its next sequence).
         let mut window: VecDeque<(usize, u64)> = VecDeque::new();
         let mut acked = 0usize;
         let mut sent = 0usize;
-        let fail = |acked: usize, error: io::Error| SendError {
-            delivered: acked,
-            error,
-        };
+        let fail = SendError::retry;
         while sent < batch.len() || !window.is_empty() {
             if sent < batch.len() && window.len() < WINDOW {
                 let end = match self.encode(batch, sent) {
                     Ok(end) => end,
-                    Err(e) => {
+                    Err(Encode::Io(e)) => return Err(fail(acked, e)),
+                    Err(Encode::TooLarge(why)) => {
                         // Record `sent` exceeds this server's frame limit. What is in flight
-                        // is acknowledged first, so the caller knows exactly which record it
-                        // gives up on (see `SendError::unsendable`).
+                        // is acknowledged first, so the driver knows exactly which record it
+                        // gives up on.
                         while let Some((end, next_seq)) = window.pop_front() {
                             self.read_ack(next_seq).map_err(|e| fail(acked, e))?;
                             acked = end;
                         }
-                        return Err(fail(acked, e));
+                        return Err(SendError::reject(acked, why));
                     }
                 };
                 self.stream

@@ -1,0 +1,845 @@
+//! The worker: one thread per logger, the one delivery loop for every config.
+//!
+//! It waits until a round is due (a `log` crossed `flush_limit`, `flush()` asked, the periodic
+//! flush or a retry is due, or the logger is closing), takes what the caller side queued
+//! (`Inner::take_round`), and hands each output its records:
+//!
+//! - **direct**: a plain `host`/`port`/`path` config's one output takes the caller's messages
+//!   as they are: the queue's buffer is moved (or appended) into the driver's, no copy per
+//!   message. What the output holds stays counted against the handle's `drop_limit`, as
+//!   lua-resty-logger-socket keeps its send buffer.
+//! - **routed**: uWSGI-style configs route each message, run each output's encoder chain and
+//!   framing, and queue the record with the output; each output bounds what it holds by its own
+//!   `drop_limit`. Accounting is per message through the [`Ledger`]: a message counts as sent
+//!   once all its copies are delivered, as lost once they are all settled and one was given up.
+//!
+//! One output is driven on this thread. With several, each output's driver runs on a thread of
+//! its own, fed through a [`Lane`], so a dead or slow output never delays a healthy one; this
+//! thread routes and encodes, and waits for the drivers only when `flush()` or the close asks.
+//! Drivers (`output::driver`) own batching, retries, backoff and the connection.
+
+use std::collections::VecDeque;
+use std::io;
+use std::sync::{Arc, Condvar as StdCondvar, Mutex as StdMutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::buffer::Buffer;
+use crate::config::OutputSet;
+use crate::encode::Scratch;
+use crate::ledger::{Ledger, Settled};
+use crate::output::driver::{self, Control, Driver, OutputCounters, Round, Settle};
+use crate::output::tls::TlsSettings;
+use crate::queue::{Held, Inner, RoundEnd, Taken};
+use crate::stats::{rlog_sink_stats, Tally};
+
+/// An output's counters as the C struct, with what it holds now.
+fn sink_stats(c: &OutputCounters, pending: Tally) -> rlog_sink_stats {
+    rlog_sink_stats {
+        sent: c.sent.msgs,
+        sent_bytes: c.sent.bytes,
+        lost: c.lost.msgs,
+        lost_bytes: c.lost.bytes,
+        dropped: c.dropped.msgs,
+        dropped_bytes: c.dropped.bytes,
+        encode_errors: c.encode_errors,
+        pending: pending.msgs,
+        pending_bytes: pending.bytes,
+        retries: c.retries,
+        connects: c.connects,
+    }
+}
+
+/// Starts the worker thread for `inner`, with the TLS settings built for each output. All
+/// signals are blocked in it (and in the driver threads it starts), so the host's signal
+/// handling (nginx's SIGQUIT/SIGHUP, a Python program's SIGINT) keeps going to the host's
+/// threads.
+/// `stopped` runs when the worker has stopped.
+pub(crate) fn spawn(
+    inner: Arc<Inner>,
+    tls: Vec<Option<Arc<TlsSettings>>>,
+    stopped: impl FnOnce(&Arc<Inner>) + Send + 'static,
+) -> io::Result<JoinHandle<()>> {
+    let _mask = crate::sync::BlockSignals::new();
+    std::thread::Builder::new()
+        .name("rlog-worker".into())
+        .spawn(move || {
+            run(&inner, tls);
+            stopped(&inner);
+        })
+}
+
+/// A random, nonzero id.
+pub(crate) fn random_producer() -> u64 {
+    let mut b = [0u8; 8];
+    // SAFETY: getrandom writes at most `b.len()` bytes into the buffer we own.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    let mut id = u64::from_le_bytes(b);
+    if n != 8 {
+        // No getrandom: mix the time, the pid and an address.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        id ^= t.rotate_left(17)
+            ^ (std::process::id() as u64).rotate_left(48)
+            ^ (&b as *const _ as u64);
+    }
+    id.max(1)
+}
+
+/// Output `index`'s producer id, from the worker's random id `worker`: distinct for distinct
+/// indexes (the mix is a bijection of `worker + index`), and never 0 (rlogd reserves it).
+fn output_producer(worker: u64, index: usize) -> u64 {
+    // splitmix64's finaliser.
+    let mut z = worker.wrapping_add(index as u64);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    z.max(1)
+}
+
+/// The worker.
+fn run(inner: &Arc<Inner>, tls: Vec<Option<Arc<TlsSettings>>>) {
+    let set = inner.config.outputs.clone();
+    // A new worker (a new logger, or a child after fork) gets new producer ids, so its
+    // sequence numbers starting from 0 are never taken for a resend of another's.
+    let worker_id = random_producer();
+    let direct = !inner.config.uwsgi_style;
+    let mut drivers: Vec<Driver> = set
+        .outputs
+        .iter()
+        .zip(tls)
+        .enumerate()
+        .map(|(i, (spec, tls))| {
+            let producer = if direct {
+                worker_id
+            } else {
+                output_producer(worker_id, i)
+            };
+            Driver::new(spec.clone(), tls, producer, inner.config.uwsgi_style)
+        })
+        .collect();
+    if drivers.len() == 1 {
+        let d = drivers.pop().expect("one driver");
+        run_inline(inner, &set, d, direct);
+    } else {
+        run_lanes(inner, &set, drivers);
+    }
+}
+
+/// Pauses of a driver on the worker thread: on the logger's condition variable, woken when it
+/// starts closing.
+struct QueueControl<'a>(&'a Inner);
+
+impl Control for QueueControl<'_> {
+    fn pause(&self, d: Duration) -> bool {
+        self.0.pause(d)
+    }
+}
+
+/// Settles a direct output's records: each record is one of the caller's messages.
+#[derive(Default)]
+struct DirectSettle(Settled);
+
+impl Settle for DirectSettle {
+    fn settle(&mut self, _owners: std::collections::vec_deque::Drain<'_, u64>, t: Tally, ok: bool) {
+        if ok {
+            self.0.sent.add(t);
+        } else {
+            self.0.lost.add(t);
+        }
+    }
+}
+
+/// Settles copies through the ledger: a message counts once all its copies are settled.
+struct LedgerSettle<'a> {
+    ledger: &'a mut Ledger,
+    settled: Settled,
+}
+
+impl Settle for LedgerSettle<'_> {
+    fn settle(&mut self, owners: std::collections::vec_deque::Drain<'_, u64>, _t: Tally, ok: bool) {
+        for seq in owners {
+            self.ledger.copy_done(seq, ok, &mut self.settled);
+        }
+    }
+}
+
+/// The router's and encoders' working state, kept by the thread that routes.
+struct Router {
+    dests: Vec<usize>,
+    frame: Vec<u8>,
+    scratch: Vec<Scratch>,
+}
+
+impl Router {
+    fn new(n: usize) -> Router {
+        Router {
+            dests: Vec::new(),
+            frame: Vec::new(),
+            scratch: (0..n).map(|_| Scratch::default()).collect(),
+        }
+    }
+}
+
+/// Where routing puts an output's records, and what it knows of that output's state.
+trait Inbox {
+    /// Bytes the output holds (queued and pending).
+    fn held(&self, i: usize) -> usize;
+    fn failing(&self, i: usize) -> bool;
+    fn push(&mut self, i: usize, record: &[u8], time: Option<i64>, owner: u64);
+    fn counters(&mut self, i: usize) -> &mut OutputCounters;
+}
+
+/// Routes and encodes every message of `batch` into the outputs' records, opening a ledger
+/// slot for each message (with lanes, the shared ledger, locked by the caller).
+fn ingest(
+    set: &OutputSet,
+    r: &mut Router,
+    ledger: &mut Ledger,
+    batch: &Buffer,
+    inbox: &mut dyn Inbox,
+    settled: &mut Settled,
+    error: &mut Option<String>,
+) {
+    let mut unrouted = 0u64;
+    for rec in batch.records() {
+        let seq = ledger.open(rec.bytes.len());
+        set.router.route(rec.bytes, &mut r.dests);
+        if r.dests.is_empty() {
+            unrouted += 1;
+            ledger.mark_lost(seq);
+        }
+        for &i in r.dests.iter() {
+            let spec = &set.outputs[i];
+            // `drop_limit` bounds what a logger holds while it cannot deliver. A logger whose
+            // last round delivered takes the whole batch, which it sends in this round: encoders
+            // that make records larger (json, prefix, framing) must not turn a burst the handle
+            // accepted into drops at a collector that is keeping up.
+            let failing = inbox.failing(i);
+            let encoded =
+                match spec
+                    .chain
+                    .encode(rec.bytes, rec.time_us.unwrap_or(0), &mut r.scratch[i])
+                {
+                    Ok(e) => e,
+                    Err(e) => {
+                        inbox.counters(i).encode_errors += 1;
+                        *error = Some(format!(
+                            "{}: log-encoder failed: {e}; the message is not sent",
+                            spec.label()
+                        ));
+                        ledger.mark_lost(seq);
+                        continue;
+                    }
+                };
+            r.frame.clear();
+            r.frame.extend_from_slice(&spec.prefix);
+            spec.framing.frame(encoded, &mut r.frame);
+            if let Some((max, what)) = driver::max_record(&spec.target) {
+                if r.frame.len() > max {
+                    inbox.counters(i).lost.add(Tally::one(r.frame.len()));
+                    *error = Some(format!(
+                        "{}: log record of {} bytes is larger than {what} ({max} bytes): not sent",
+                        spec.label(),
+                        r.frame.len()
+                    ));
+                    ledger.mark_lost(seq);
+                    continue;
+                }
+            }
+            if failing && inbox.held(i) + r.frame.len() > spec.limits.drop_limit {
+                inbox.counters(i).dropped.add(Tally::one(r.frame.len()));
+                *error = Some(format!(
+                    "{}: logger buffer is full, this log message will be dropped",
+                    spec.label()
+                ));
+                ledger.mark_lost(seq);
+                continue;
+            }
+            // rlogd stores each record with its `log` time; the other targets need none.
+            let time = if spec.target.is_rlogd() {
+                rec.time_us
+            } else {
+                None
+            };
+            inbox.push(i, &r.frame, time, seq);
+            ledger.add_copy(seq);
+        }
+        ledger.seal(seq, settled);
+    }
+    if unrouted > 0 {
+        *error = Some(format!(
+            "{unrouted} log message(s) matched no log-route and there is no default logger: not sent"
+        ));
+    }
+}
+
+/// The one driver of the inline loop, as an [`Inbox`].
+struct One<'a>(&'a mut Driver);
+
+impl Inbox for One<'_> {
+    fn held(&self, _: usize) -> usize {
+        self.0.pending.bytes()
+    }
+    fn failing(&self, _: usize) -> bool {
+        self.0.failing()
+    }
+    fn push(&mut self, _: usize, record: &[u8], time: Option<i64>, owner: u64) {
+        self.0.pending.push(record, time);
+        self.0.owners.push_back(owner);
+    }
+    fn counters(&mut self, _: usize) -> &mut OutputCounters {
+        &mut self.0.counters
+    }
+}
+
+/// Removes, and counts as lost, the messages a direct output can never carry (larger than a
+/// UDP datagram or an rlogd record); returns the error to report.
+fn drop_unsendable(d: &mut Driver, lost: &mut Tally) -> Option<String> {
+    let (max, what) = driver::max_record(&d.spec.target)?;
+    let batch = &mut d.pending;
+    if batch.records().all(|r| r.bytes.len() <= max) {
+        return None;
+    }
+    let mut kept = Buffer::with_capacity(batch.bytes());
+    kept.first_seq = batch.first_seq;
+    let mut error = None;
+    for r in batch.records() {
+        if r.bytes.len() > max {
+            lost.add(Tally::one(r.bytes.len()));
+            d.counters.lost.add(Tally::one(r.bytes.len()));
+            error = Some(format!(
+                "log message of {} bytes is larger than {what} ({max} bytes): not sent",
+                r.bytes.len()
+            ));
+        } else {
+            kept.push(r.bytes, r.time_us);
+        }
+    }
+    *batch = kept;
+    error
+}
+
+/// One output, driven on the worker thread.
+fn run_inline(inner: &Inner, set: &OutputSet, mut d: Driver, direct: bool) {
+    let limits = &inner.config.limits;
+    let capacity = crate::queue::initial_capacity(&inner.config);
+    let mut router = Router::new(1);
+    let mut ledger = Ledger::default();
+    let mut batch = Buffer::with_capacity(if direct { 0 } else { capacity });
+    if direct {
+        d.pending = Buffer::with_capacity(capacity);
+    }
+    // Sequence number of the next message a direct output takes: a batch resent after a
+    // failure keeps its numbers, so rlogd stores each message once.
+    let mut next_seq = 0u64;
+    let mut pacing = crate::queue::Pacing::new();
+    let mut reuse = 0u64;
+    inner.publish(0, rlog_sink_stats::default());
+    loop {
+        let taken: Taken = if direct {
+            inner.take_round(&mut pacing, d.retry_at, &mut d.pending, Some(&mut next_seq))
+        } else {
+            inner.take_round(&mut pacing, d.retry_at, &mut batch, None)
+        };
+        let mut round = Round::default();
+        let mut settled = Settled::default();
+        if direct {
+            if let Some(e) = drop_unsendable(&mut d, &mut settled.lost) {
+                round.error = Some(e);
+            }
+        } else {
+            ingest(
+                set,
+                &mut router,
+                &mut ledger,
+                &batch,
+                &mut One(&mut d),
+                &mut settled,
+                &mut round.error,
+            );
+            batch.clear();
+        }
+        let started = Instant::now();
+        if d.due(started, taken.explicit) {
+            let ctl = QueueControl(inner);
+            let delivered = if direct {
+                let mut s = DirectSettle(Settled::default());
+                let ok = d.deliver(&ctl, &mut s, &mut round);
+                settled.sent.add(s.0.sent);
+                settled.lost.add(s.0.lost);
+                ok
+            } else {
+                let mut s = LedgerSettle {
+                    ledger: &mut ledger,
+                    settled: Settled::default(),
+                };
+                let ok = d.deliver(&ctl, &mut s, &mut round);
+                settled.sent.add(s.settled.sent);
+                settled.lost.add(s.settled.lost);
+                ok
+            };
+            if !delivered {
+                d.after_failure(Instant::now());
+            }
+        }
+        let end = RoundEnd {
+            request: taken.request,
+            closing: taken.closing,
+            settled,
+            bytes: round.bytes,
+            failed: round.failed,
+            error: round.error.take(),
+            retries: round.retries,
+            connects: round.connects,
+            held: if direct {
+                Held::Inflight(d.pending.tally())
+            } else {
+                Held::Outputs(ledger.unsettled())
+            },
+            holding: !d.pending.is_empty(),
+            outputs: vec![(0, sink_stats(&d.counters, d.pending.tally()))],
+        };
+        if inner.end_round(&mut pacing, end, &mut |settled| {
+            // Closing with records left: they are lost.
+            let n = d.pending.len();
+            let mut r = Round::default();
+            if direct {
+                let mut s = DirectSettle(Settled::default());
+                d.settle_first(n, false, &mut s, &mut r);
+                settled.lost.add(s.0.lost);
+            } else {
+                let mut s = LedgerSettle {
+                    ledger: &mut ledger,
+                    settled: Settled::default(),
+                };
+                d.settle_first(n, false, &mut s, &mut r);
+                settled.lost.add(s.settled.lost);
+            }
+            (
+                Held::Outputs(Tally::ZERO),
+                vec![(0, sink_stats(&d.counters, d.pending.tally()))],
+            )
+        }) {
+            return;
+        }
+        reuse += 1;
+        if reuse > limits.max_buffer_reuse && d.pending.is_empty() {
+            reuse = 0;
+            // Memory grown while the output could not deliver is released. The sequence goes
+            // on where it was: rlogd would drop reused numbers as duplicates.
+            let seq = d.pending.first_seq;
+            d.pending = Buffer::with_capacity(if direct { capacity } else { 0 });
+            d.pending.first_seq = seq;
+            d.owners = VecDeque::new();
+            if !direct {
+                batch = Buffer::with_capacity(capacity);
+            }
+        }
+    }
+}
+
+/// An output's inbox and its driver's state as the router sees it, shared between the worker
+/// thread and the driver's thread.
+#[derive(Default)]
+struct LaneState {
+    inbox: Buffer,
+    owners: VecDeque<u64>,
+    /// Bytes the driver holds (pending delivery), as of its last hand-over or round.
+    held: usize,
+    failing: bool,
+    /// The driver is delivering: what queues meanwhile is bounded by `drop_limit`.
+    busy: bool,
+    /// Hand-overs given to the driver, and how many it has answered (tried to deliver).
+    given: u64,
+    done: u64,
+    /// Deliver now, backoff or not (a flush, or the close).
+    explicit: bool,
+    /// The close deadline: deliver until then, then stop.
+    closing: Option<Instant>,
+    /// Stop: what is still held is lost.
+    stop: bool,
+    /// Bytes delivered and whether a delivery failed since the last explicit hand-over.
+    bytes: u64,
+    failed: bool,
+    /// What the router counted (copies dropped, encoder errors, copies too large).
+    counters: OutputCounters,
+    /// The driver's counters and what it held, as of its last round.
+    driver: OutputCounters,
+    pending: Tally,
+}
+
+impl LaneState {
+    /// The output's counters: the router's and the driver's, and what both hold.
+    fn stats(&self) -> rlog_sink_stats {
+        let mut c = self.driver;
+        c.dropped = self.counters.dropped;
+        c.encode_errors = self.counters.encode_errors;
+        c.lost.add(self.counters.lost);
+        let mut pending = self.pending;
+        pending.add(self.inbox.tally());
+        sink_stats(&c, pending)
+    }
+}
+
+/// The hand-over between the worker thread and one output's driver thread.
+#[derive(Default)]
+struct Lane {
+    m: StdMutex<LaneState>,
+    cv: StdCondvar,
+}
+
+impl Lane {
+    fn lock(&self) -> std::sync::MutexGuard<'_, LaneState> {
+        self.m.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Pauses of a driver on its own thread: woken when the close starts.
+struct LaneControl<'a>(&'a Lane);
+
+impl Control for LaneControl<'_> {
+    fn pause(&self, d: Duration) -> bool {
+        let until = Instant::now() + d;
+        let mut ls = self.0.lock();
+        loop {
+            let now = Instant::now();
+            if ls.stop {
+                return false;
+            }
+            let deadline = ls.closing.map_or(until, |c| c.min(until));
+            if ls.closing.is_some_and(|c| now >= c) {
+                return false;
+            }
+            if now >= deadline {
+                return true;
+            }
+            ls = self
+                .0
+                .cv
+                .wait_timeout(ls, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+}
+
+/// The lanes, as the router's [`Inbox`] (their locks taken for the whole batch).
+struct Lanes<'a> {
+    states: Vec<std::sync::MutexGuard<'a, LaneState>>,
+}
+
+impl Inbox for Lanes<'_> {
+    fn held(&self, i: usize) -> usize {
+        self.states[i].held + self.states[i].inbox.bytes()
+    }
+    fn failing(&self, i: usize) -> bool {
+        // A driver that is delivering takes nothing until it is done: what waits for it is
+        // bounded as if it failed (an idle one takes the whole batch at once).
+        self.states[i].failing || self.states[i].busy
+    }
+    fn push(&mut self, i: usize, record: &[u8], time: Option<i64>, owner: u64) {
+        self.states[i].inbox.push(record, time);
+        self.states[i].owners.push_back(owner);
+    }
+    fn counters(&mut self, i: usize) -> &mut OutputCounters {
+        &mut self.states[i].counters
+    }
+}
+
+/// Several outputs: each driver on its own thread.
+fn run_lanes(inner: &Arc<Inner>, set: &Arc<OutputSet>, drivers: Vec<Driver>) {
+    let limits = &inner.config.limits;
+    let capacity = crate::queue::initial_capacity(&inner.config);
+    let ledger = Arc::new(StdMutex::new(Ledger::default()));
+    let lanes: Vec<Arc<Lane>> = drivers.iter().map(|_| Arc::new(Lane::default())).collect();
+    for i in 0..drivers.len() {
+        inner.publish(i, rlog_sink_stats::default());
+    }
+    let mut threads = Vec::new();
+    {
+        let _mask = crate::sync::BlockSignals::new();
+        for (i, d) in drivers.into_iter().enumerate() {
+            let (worker, lane, shared) = (inner.clone(), lanes[i].clone(), ledger.clone());
+            let t = std::thread::Builder::new()
+                .name("rlog-output".into())
+                .spawn(move || drive(&worker, &lane, &shared, i, d));
+            match t {
+                Ok(t) => threads.push(t),
+                Err(e) => {
+                    inner.report(format!("cannot start an rlog output thread: {e}"));
+                    // Its inbox is bounded by its drop_limit, and given up on at the close.
+                    lanes[i].lock().failing = true;
+                }
+            }
+        }
+    }
+    let mut router = Router::new(lanes.len());
+    let mut batch = Buffer::with_capacity(capacity);
+    let mut pacing = crate::queue::Pacing::new();
+    let mut reuse = 0u64;
+    loop {
+        let retry_at = None; // Drivers wait out their own backoff.
+        let taken = inner.take_round(&mut pacing, retry_at, &mut batch, None);
+        let mut settled = Settled::default();
+        let mut error = None;
+        let given = {
+            let mut ledger = ledger.lock().unwrap_or_else(|e| e.into_inner());
+            let mut inbox = Lanes {
+                states: lanes.iter().map(|l| l.lock()).collect(),
+            };
+            ingest(
+                set,
+                &mut router,
+                &mut ledger,
+                &batch,
+                &mut inbox,
+                &mut settled,
+                &mut error,
+            );
+            let mut given = Vec::with_capacity(lanes.len());
+            for (ls, lane) in inbox.states.iter_mut().zip(&lanes) {
+                if taken.explicit {
+                    ls.explicit = true;
+                    ls.bytes = 0;
+                    ls.failed = false;
+                }
+                if taken.explicit || !ls.inbox.is_empty() {
+                    ls.given += 1;
+                    lane.cv.notify_all();
+                }
+                if let Some(c) = taken.closing {
+                    ls.closing = Some(c);
+                    lane.cv.notify_all();
+                }
+                given.push(ls.given);
+            }
+            let outputs: Vec<_> = inbox
+                .states
+                .iter()
+                .enumerate()
+                .map(|(i, ls)| (i, ls.stats()))
+                .collect();
+            drop(inbox);
+            // Under the ledger's lock: the drivers' settlements and this one reach the counters
+            // in the order the ledger saw them.
+            inner.settle_outputs(settled, error, 0, 0, Some(ledger.unsettled()), &outputs);
+            given
+        };
+        batch.clear();
+        let mut round = Round::default();
+        if taken.explicit {
+            // flush() or the close: wait for every driver to have tried what it was given.
+            let until = taken
+                .closing
+                .unwrap_or_else(|| Instant::now() + limits.longest_delivery());
+            for (lane, &g) in lanes.iter().zip(&given) {
+                let mut ls = lane.lock();
+                while ls.done < g && !ls.stop {
+                    let now = Instant::now();
+                    if now >= until {
+                        break;
+                    }
+                    ls = lane
+                        .cv
+                        .wait_timeout(ls, until - now)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                }
+                round.bytes += ls.bytes;
+                round.failed |= ls.failed || ls.done < g;
+            }
+        }
+        let holding = lanes.iter().any(|l| {
+            let ls = l.lock();
+            !ls.inbox.is_empty() || ls.held > 0
+        });
+        let end = RoundEnd {
+            request: taken.request,
+            closing: taken.closing,
+            settled: Settled::default(),
+            bytes: round.bytes,
+            failed: round.failed,
+            error: None,
+            retries: 0,
+            connects: 0,
+            held: Held::Unchanged,
+            holding,
+            outputs: Vec::new(),
+        };
+        let closed = inner.end_round(&mut pacing, end, &mut |_| {
+            // Closing: the drivers give up what they still hold and stop.
+            for lane in &lanes {
+                lane.lock().stop = true;
+                lane.cv.notify_all();
+            }
+            for t in threads.drain(..) {
+                let _ = t.join();
+            }
+            // A driver that could not be started leaves its inbox: lost.
+            let mut ledger = ledger.lock().unwrap_or_else(|e| e.into_inner());
+            let mut s = LedgerSettle {
+                ledger: &mut ledger,
+                settled: Settled::default(),
+            };
+            let mut outputs = Vec::new();
+            for (i, lane) in lanes.iter().enumerate() {
+                let mut ls = lane.lock();
+                let n = ls.owners.len();
+                if n > 0 {
+                    let t = ls.inbox.tally_of_first(n);
+                    ls.counters.lost.add(t);
+                    s.settle(ls.owners.drain(..), t, false);
+                    ls.inbox.clear();
+                }
+                outputs.push((i, ls.stats()));
+            }
+            (Held::Outputs(s.ledger.unsettled()), outputs)
+        });
+        if closed {
+            return;
+        }
+        reuse += 1;
+        if reuse > limits.max_buffer_reuse {
+            reuse = 0;
+            batch = Buffer::with_capacity(capacity);
+        }
+    }
+}
+
+/// One output's driver thread: delivers what its lane is given, waits out its backoff, and
+/// settles through the shared ledger.
+fn drive(inner: &Inner, lane: &Lane, ledger: &StdMutex<Ledger>, i: usize, mut d: Driver) {
+    loop {
+        let mut ls = lane.lock();
+        let gen = loop {
+            let now = Instant::now();
+            if ls.stop {
+                drop(ls);
+                give_up(inner, lane, ledger, i, &mut d);
+                return;
+            }
+            let has = !ls.inbox.is_empty() || !d.pending.is_empty();
+            // Closing: try at once until the deadline; past it, wait to be stopped.
+            let explicit = ls.explicit || ls.closing.is_some_and(|c| now < c);
+            if has && (explicit || d.retry_at.is_none_or(|t| now >= t)) {
+                break ls.given;
+            }
+            if ls.done < ls.given && (!has || !explicit) {
+                // Nothing this hand-over can do now: answered (its records wait for the retry).
+                ls.done = ls.given;
+                ls.explicit = false;
+                lane.cv.notify_all();
+            }
+            let wait = match d.retry_at {
+                Some(t) if has => t.saturating_duration_since(now),
+                _ => Duration::from_secs(3600),
+            };
+            ls = lane
+                .cv
+                .wait_timeout(ls, wait)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        };
+        ls.explicit = false;
+        // The inbox's records join the pending ones, in order.
+        if d.pending.is_empty() {
+            let seq = d.pending.first_seq;
+            std::mem::swap(&mut d.pending, &mut ls.inbox);
+            d.pending.first_seq = seq;
+            ls.inbox.first_seq = 0;
+        } else {
+            d.pending.append(&ls.inbox);
+            ls.inbox.clear();
+        }
+        d.owners.extend(ls.owners.drain(..));
+        ls.held = d.pending.bytes();
+        ls.pending = d.pending.tally();
+        ls.busy = true;
+        drop(ls);
+
+        let mut round = Round::default();
+        let mut buffer = VecDeque::new();
+        let mut s = Collect(&mut buffer);
+        let ok = d.deliver(&LaneControl(lane), &mut s, &mut round);
+        if !ok {
+            d.after_failure(Instant::now());
+        }
+        settle_lane(inner, lane, ledger, i, &mut d, &mut buffer, &round, gen);
+    }
+}
+
+/// Collects a driver's settlements, to apply them under the ledger's lock in one go.
+struct Collect<'a>(&'a mut VecDeque<(u64, bool)>);
+
+impl Settle for Collect<'_> {
+    fn settle(&mut self, owners: std::collections::vec_deque::Drain<'_, u64>, _t: Tally, ok: bool) {
+        self.0.extend(owners.map(|o| (o, ok)));
+    }
+}
+
+/// Applies a driver thread's round: its settlements to the ledger and the counters, its state
+/// to its lane.
+#[allow(clippy::too_many_arguments)]
+fn settle_lane(
+    inner: &Inner,
+    lane: &Lane,
+    ledger: &StdMutex<Ledger>,
+    i: usize,
+    d: &mut Driver,
+    done: &mut VecDeque<(u64, bool)>,
+    round: &Round,
+    gen: u64,
+) {
+    {
+        let mut ledger = ledger.lock().unwrap_or_else(|e| e.into_inner());
+        let mut settled = Settled::default();
+        for (seq, ok) in done.drain(..) {
+            ledger.copy_done(seq, ok, &mut settled);
+        }
+        let mut ls = lane.lock();
+        ls.driver = d.counters;
+        ls.pending = d.pending.tally();
+        // Counted before the lane says the hand-over is done: a flush that waits for it then
+        // finds its messages settled.
+        inner.settle_outputs(
+            settled,
+            round.error.clone(),
+            round.retries,
+            round.connects,
+            Some(ledger.unsettled()),
+            &[(i, ls.stats())],
+        );
+        ls.held = d.pending.bytes();
+        ls.failing = d.failing();
+        ls.busy = false;
+        ls.bytes += round.bytes;
+        ls.failed |= round.failed;
+        ls.done = ls.done.max(gen);
+        lane.cv.notify_all();
+    }
+}
+
+/// The logger stops: what the driver still holds is lost.
+fn give_up(inner: &Inner, lane: &Lane, ledger: &StdMutex<Ledger>, i: usize, d: &mut Driver) {
+    let mut ls = lane.lock();
+    if d.pending.is_empty() {
+        let seq = d.pending.first_seq;
+        std::mem::swap(&mut d.pending, &mut ls.inbox);
+        d.pending.first_seq = seq;
+    } else {
+        d.pending.append(&ls.inbox);
+        ls.inbox.clear();
+    }
+    d.owners.extend(ls.owners.drain(..));
+    let gen = ls.given;
+    drop(ls);
+    let mut done = VecDeque::new();
+    let mut round = Round::default();
+    let n = d.pending.len();
+    d.settle_first(n, false, &mut Collect(&mut done), &mut round);
+    d.disconnect();
+    settle_lane(inner, lane, ledger, i, d, &mut done, &round, gen);
+}
