@@ -8,6 +8,8 @@ PREFIX  ?= /usr/local
 LIBDIR  ?= $(PREFIX)/lib
 INCDIR  ?= $(PREFIX)/include
 PCDIR   ?= $(LIBDIR)/pkgconfig
+BINDIR  ?= $(PREFIX)/bin
+SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 # The shared library's SONAME (build.rs passes it to the linker): what programs linked with
 # -lrlog ask the loader for. Bumped when the ABI breaks.
@@ -93,6 +95,10 @@ endif
 	install -m 0644 include/rlog.h $(DESTDIR)$(INCDIR)/rlog.h
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' -e 's|@INCDIR@|$(INCDIR)|' \
 	    -e 's|@VERSION@|$(VERSION)|' bindings/c/rlog.pc.in > $(DESTDIR)$(PCDIR)/rlog.pc
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SYSTEMDUNITDIR)
+	install -m 0755 $(TARGET)/rlogd $(DESTDIR)$(BINDIR)/rlogd
+	$(STRIP) --strip-unneeded --remove-section=.comment $(DESTDIR)$(BINDIR)/rlogd
+	sed -e 's|@BINDIR@|$(BINDIR)|' dist/rlogd.service.in > $(DESTDIR)$(SYSTEMDUNITDIR)/rlogd.service
 	@if [ -z "$(DESTDIR)" ]; then \
 	    echo "installed $(LIBDIR)/librlog.so.$(VERSION) ($(SONAME)). If a program then fails with"; \
 	    echo "'error while loading shared libraries: $(SONAME)', run 'ldconfig' as root ($(LIBDIR)"; \

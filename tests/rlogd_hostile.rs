@@ -74,9 +74,9 @@ fn bad_frames_bombs_and_bad_followers_are_refused_and_counted() {
     assert_eq!(hello(&mut s, b"", Role::Producer), frame::WELCOME);
     s.write_all(&u32::MAX.to_le_bytes()).unwrap();
     assert!(expect_error_and_close(&mut s).contains("exceeds the limit"));
-    // An oversized first frame (an HTTP request read as a length).
+    // An oversized first frame.
     let mut s = connect(&addr);
-    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    s.write_all(&[0xff, 0xff, 0xff, 0x7f, 1]).unwrap();
     assert!(expect_error_and_close(&mut s).contains("too large"));
     // Garbage: an unknown frame kind, then a truncated batch.
     let mut s = connect(&addr);
@@ -132,12 +132,95 @@ fn bad_frames_bombs_and_bad_followers_are_refused_and_counted() {
     assert!(
         d.wait_log(|l| l.contains("refused_oversize=2")
             && l.contains("refused_garbage=3")
+            && l.contains("refused_protocol=0")
             && l.contains("refused_bomb=1")
             && l.contains("refused_path=2")),
         "{}",
         d.log_text()
     );
     still_serving(&addr, "", &data, "after the attacks");
+}
+
+/// The start of a TLS 1.2/1.3 ClientHello record, as any TLS client sends first.
+const CLIENT_HELLO: &[u8] = &[
+    0x16, 0x03, 0x01, 0x00, 0x2f, 0x01, 0x00, 0x00, 0x2b, 0x03, 0x03, 1, 2, 3, 4, 5, 6, 7, 8,
+];
+
+#[test]
+fn other_protocols_on_the_wrong_port_are_told_and_refused() {
+    let dir = TempDir::new("wrongport");
+    let data = dir.join("data");
+    let d = Proc::serve(
+        &data,
+        &[
+            "--listen",
+            "rlogd://127.0.0.1:0",
+            "--listen",
+            "tcp://127.0.0.1:0",
+        ],
+        dir.join("log"),
+    );
+    let (raddr, taddr) = (d.bound("rlogd"), d.bound("tcp"));
+
+    // A TCP logger's lines on the rlogd:// port: it is answered in text it can show, and
+    // the refusal is logged and counted.
+    let mut s = connect(&raddr);
+    s.write_all(b"<13>Dec  7 06:00:00 web1 app: hello\n")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&read_all(&mut s)).into_owned();
+    assert!(
+        answer.starts_with("rlogd: ") && answer.contains("tcp://"),
+        "{answer:?}"
+    );
+    // An HTTP client too.
+    let mut s = connect(&raddr);
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    assert!(String::from_utf8_lossy(&read_all(&mut s)).contains("tcp://"));
+    // A TLS client on the plain rlogd:// port gets a TLS alert, not silence.
+    let mut s = connect(&raddr);
+    s.write_all(CLIENT_HELLO).unwrap();
+    assert_eq!(read_all(&mut s).first(), Some(&0x15));
+    assert!(
+        d.wait_log(|l| l.contains("refused_protocol=3")),
+        "{}",
+        d.log_text()
+    );
+    let log = d.log_text();
+    assert!(
+        log.contains("not rlogd's protocol: text (\"<13>Dec"),
+        "{log}"
+    );
+    assert!(
+        log.contains("a TLS ClientHello on an rlogd:// listener"),
+        "{log}"
+    );
+
+    // The tcp:// port refuses a TLS ClientHello and an rlogd HELLO instead of storing them
+    // as records.
+    let mut s = connect(&taddr);
+    s.write_all(CLIENT_HELLO).unwrap();
+    assert_eq!(read_all(&mut s).first(), Some(&0x15));
+    let mut s = connect(&taddr);
+    let h = Hello {
+        version: frame::PROTOCOL,
+        token: Vec::new(),
+        role: Role::Producer,
+    };
+    frame::write_frame(&mut s, frame::HELLO, &h.encode()).unwrap();
+    assert!(expect_error_and_close(&mut s).contains("rlogd:// listener"));
+    assert!(
+        d.wait_log(|l| l.contains("refused_protocol=5")),
+        "{}",
+        d.log_text()
+    );
+    // Plain lines still are records.
+    let mut s = connect(&taddr);
+    s.write_all(b"a plain line\n").unwrap();
+    drop(s);
+    assert!(wait_until(Duration::from_secs(10), || payloads(&data)
+        == vec![b"a plain line".to_vec()]));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(payloads(&data), vec![b"a plain line".to_vec()]);
 }
 
 #[test]
@@ -201,6 +284,19 @@ fn token_and_tls_for_ingest_and_replication() {
     let _ = read_all(&mut s);
     assert!(
         d.wait_log(|l| l.contains("refused_tls=2")),
+        "{}",
+        d.log_text()
+    );
+    // A line-based logger on the TLS listener is told, in text, what the port speaks.
+    let mut s = connect(&addr);
+    s.write_all(b"a plain line\n").unwrap();
+    let answer = String::from_utf8_lossy(&read_all(&mut s)).into_owned();
+    assert!(
+        answer.contains("TLS") && answer.contains("tcp://"),
+        "{answer}"
+    );
+    assert!(
+        d.wait_log(|l| l.contains("refused_protocol=1")),
         "{}",
         d.log_text()
     );

@@ -70,9 +70,12 @@ fn retain_days_deletes_old_dates_on_master_and_follower() {
         reader::list_dates(&fdata),
         std::fs::read_to_string(dir.join("flog")).unwrap_or_default()
     );
-    assert!(m
-        .log_text()
-        .contains(&format!("retention: deleted {}", today.add_days(-6))));
+    // The folder goes before the line saying so is written: wait for the line.
+    assert!(
+        m.wait_log(|l| l.contains(&format!("retention: deleted {}", today.add_days(-6)))),
+        "{}",
+        m.log_text()
+    );
     assert_eq!(
         payloads(&mdata),
         vec![b"day -1".to_vec(), b"day -0".to_vec()]

@@ -49,8 +49,18 @@ impl std::fmt::Display for FrameError {
     }
 }
 
-/// Reads one frame into `body` (its kind is returned). At most `max` bytes are allocated.
+/// Reads one frame into `body` (its kind is returned). A header over `max` is refused before
+/// anything is allocated, and the body grows only as its bytes arrive (see [`read_body`]), so a
+/// header that merely claims a large frame costs nothing.
 pub fn read_frame(r: &mut impl Read, max: usize, body: &mut Vec<u8>) -> Result<u8, FrameError> {
+    let (kind, len) = read_head(r, max)?;
+    read_body(r, len, body, |_| Ok(())).map_err(FrameError::Io)?;
+    Ok(kind)
+}
+
+/// Reads a frame's header: its kind and the length of its body. Errors: a zero length, a length
+/// over `max`, I/O.
+pub fn read_head(r: &mut impl Read, max: usize) -> Result<(u8, usize), FrameError> {
     let mut head = [0u8; 5];
     r.read_exact(&mut head[..4]).map_err(FrameError::Io)?;
     let len = u32::from_le_bytes(head[..4].try_into().unwrap()) as u64;
@@ -61,10 +71,36 @@ pub fn read_frame(r: &mut impl Read, max: usize, body: &mut Vec<u8>) -> Result<u
         return Err(FrameError::TooLarge(len));
     }
     r.read_exact(&mut head[4..5]).map_err(FrameError::Io)?;
+    Ok((head[4], len as usize - 1))
+}
+
+/// The first step of [`read_body`]'s growth: a body is read in steps of at least this, each at
+/// most as large as what already arrived.
+pub const BODY_STEP: usize = 64 << 10;
+
+/// Reads a body of `len` bytes into `body` (cleared first), growing it as the bytes arrive: by
+/// [`BODY_STEP`] at first, then by at most what already arrived, so the memory a frame takes is
+/// at most twice what its sender actually sent (plus one step). `grow(n)` is called before each
+/// step of `n` bytes is allocated; an error from it ends the read (the caller's memory budget).
+/// Errors: I/O (`UnexpectedEof` when the peer closes inside the body), or `grow`'s.
+pub fn read_body(
+    r: &mut impl Read,
+    len: usize,
+    body: &mut Vec<u8>,
+    mut grow: impl FnMut(usize) -> io::Result<()>,
+) -> io::Result<()> {
     body.clear();
-    body.resize(len as usize - 1, 0);
-    r.read_exact(body).map_err(FrameError::Io)?;
-    Ok(head[4])
+    while body.len() < len {
+        let have = body.len();
+        let step = (len - have).min(have.max(BODY_STEP));
+        grow(step)?;
+        body.resize(have + step, 0);
+        if let Err(e) = r.read_exact(&mut body[have..]) {
+            body.truncate(have);
+            return Err(e);
+        }
+    }
+    Ok(())
 }
 
 /// Starts a frame of `kind` in `out` (the length is filled in by [`end_frame`]); returns
@@ -465,6 +501,25 @@ mod tests {
             read_frame(&mut &big[..], 1024, &mut body),
             Err(FrameError::TooLarge(_))
         ));
+        // A header that claims 16 MiB, followed by 10 bytes: the buffer grows only by a step.
+        let mut claim = ((16u32 << 20) + 1).to_le_bytes().to_vec();
+        claim.push(BATCH);
+        claim.extend_from_slice(&[7; 10]);
+        let mut body = Vec::new();
+        assert!(matches!(
+            read_frame(&mut &claim[..], DEFAULT_MAX_FRAME, &mut body),
+            Err(FrameError::Io(_))
+        ));
+        assert!(body.capacity() <= 2 * BODY_STEP, "{}", body.capacity());
+        // Bodies larger than a step arrive whole.
+        let mut out = Vec::new();
+        let big: Vec<u8> = (0..300_000u32).map(|i| i as u8).collect();
+        write_frame(&mut out, BATCH, &big).unwrap();
+        assert_eq!(
+            read_frame(&mut &out[..], 1 << 20, &mut body).unwrap(),
+            BATCH
+        );
+        assert_eq!(body, big);
         assert!(constant_time_eq(b"abc", b"abc"));
         assert!(!constant_time_eq(b"abc", b"abd"));
         assert!(!constant_time_eq(b"abc", b"abcd"));

@@ -29,6 +29,8 @@ pub struct Incoming {
     pub data: Vec<u8>,
     /// Where to say that the batch is durable (or why it is not).
     pub reply: Option<Reply>,
+    /// The share of the memory budget this batch takes; given back once it is written.
+    pub held: Option<crate::limits::Held>,
 }
 
 /// What became of a batch.
@@ -87,24 +89,48 @@ pub struct Counters {
     pub refused_tls: AtomicU64,
     pub refused_bomb: AtomicU64,
     pub refused_path: AtomicU64,
+    /// Something that is not rlogd's protocol on an `rlogd://` listener (text, TLS on a plain
+    /// listener), or rlogd's protocol or TLS on a `tcp://` one.
+    pub refused_protocol: AtomicU64,
+    /// Connections refused because every slot was taken.
+    pub refused_slots: AtomicU64,
+    /// Frames refused because the memory budget (`--max-buffered`) stayed spent.
+    pub refused_busy: AtomicU64,
+    /// Handshakes dropped to make room for a newer connection.
+    pub evicted: AtomicU64,
+    /// Connections closed for silence: no handshake in time, or idle too long.
+    pub timeouts: AtomicU64,
 }
 
 impl Counters {
+    /// Every counter with its name, in a fixed order.
+    pub fn list(&self) -> [(&'static str, u64); 14] {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        [
+            ("stored", g(&self.stored)),
+            ("duplicates", g(&self.duplicates)),
+            ("connections", g(&self.connections)),
+            ("refused_oversize", g(&self.refused_oversize)),
+            ("refused_garbage", g(&self.refused_garbage)),
+            ("refused_auth", g(&self.refused_auth)),
+            ("refused_tls", g(&self.refused_tls)),
+            ("refused_bomb", g(&self.refused_bomb)),
+            ("refused_path", g(&self.refused_path)),
+            ("refused_protocol", g(&self.refused_protocol)),
+            ("refused_slots", g(&self.refused_slots)),
+            ("refused_busy", g(&self.refused_busy)),
+            ("evicted", g(&self.evicted)),
+            ("timeouts", g(&self.timeouts)),
+        ]
+    }
+
     /// One line with every counter.
     pub fn summary(&self) -> String {
-        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        format!(
-            "stored={} duplicates={} connections={} refused_oversize={} refused_garbage={} refused_auth={} refused_tls={} refused_bomb={} refused_path={}",
-            g(&self.stored),
-            g(&self.duplicates),
-            g(&self.connections),
-            g(&self.refused_oversize),
-            g(&self.refused_garbage),
-            g(&self.refused_auth),
-            g(&self.refused_tls),
-            g(&self.refused_bomb),
-            g(&self.refused_path)
-        )
+        self.list()
+            .iter()
+            .map(|(n, v)| format!("{n}={v}"))
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 }
 
@@ -117,9 +143,51 @@ pub struct Settings {
     pub retain_days: Option<u32>,
 }
 
+/// The daemon's own log file (`--log-file`), reopened on SIGHUP; stderr when there is none.
+static LOG_FILE: Mutex<Option<(std::path::PathBuf, std::fs::File)>> = Mutex::new(None);
+
+fn open_log(path: &Path) -> io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+}
+
+/// Sends the log to `path` (appending) from now on. Errors: it cannot be opened.
+pub fn log_to_file(path: &Path) -> io::Result<()> {
+    let f = open_log(path)?;
+    *LOG_FILE.lock() = Some((path.to_path_buf(), f));
+    Ok(())
+}
+
+/// Reopens the log file (after logrotate moved it away). Errors: it cannot be opened (the old
+/// one is kept).
+pub fn reopen_log() -> io::Result<bool> {
+    let mut g = LOG_FILE.lock();
+    if let Some((path, f)) = g.as_mut() {
+        *f = open_log(path)?;
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+/// Whether the log goes to a `--log-file`.
+pub fn logging_to_file() -> bool {
+    LOG_FILE.lock().is_some()
+}
+
 /// Prints one log line of the daemon.
 pub fn log(msg: &str) {
-    eprintln!("rlogd: {msg}");
+    let line = format!("rlogd: {msg}\n");
+    let mut g = LOG_FILE.lock();
+    if let Some((_, f)) = g.as_mut() {
+        use std::io::Write;
+        if f.write_all(line.as_bytes()).is_ok() {
+            return;
+        }
+    }
+    drop(g);
+    eprint!("{line}");
 }
 
 /// Runs the committer until a [`Msg::Stop`] (or every sender is gone).
@@ -169,6 +237,9 @@ pub fn run(
                             duplicates: 0,
                         })
                     };
+                    // Its bytes are in the store's files now: the memory it took goes back.
+                    drop(b.data);
+                    drop(b.held);
                     match r {
                         Ok(s) => {
                             if s.duplicates > 0 {
@@ -320,14 +391,21 @@ pub struct Ctx {
     pub tx: crossbeam_channel::Sender<Msg>,
     pub shared: Arc<Shared>,
     pub counters: Arc<Counters>,
-    pub token: Option<Vec<u8>>,
-    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The token clients must send (`--token-file`, re-read on SIGHUP).
+    pub token: Mutex<Option<Arc<Vec<u8>>>>,
+    /// The TLS setup of `rlogd://` listeners (`--tls-cert`/`--tls-key`, re-read on SIGHUP).
+    pub tls: Mutex<Option<Arc<rustls::ServerConfig>>>,
     pub max_frame: usize,
     pub root: std::path::PathBuf,
     pub stopping: std::sync::atomic::AtomicBool,
     /// Batches handed to the committer whose ack is not yet written.
     pub inflight: std::sync::atomic::AtomicUsize,
-    /// Open connections, bounded by `max_connections`.
-    pub connections: std::sync::atomic::AtomicUsize,
-    pub max_connections: usize,
+    /// Connection slots (`--max-connections`).
+    pub slots: crate::limits::Slots,
+    /// Memory for producers' frames (`--max-buffered`).
+    pub budget: Arc<crate::limits::Budget>,
+    /// Time a connection has for its whole handshake (TLS and HELLO).
+    pub handshake_timeout: Duration,
+    /// Time a producer may stay silent after its handshake.
+    pub idle_timeout: Duration,
 }

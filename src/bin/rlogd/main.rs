@@ -21,6 +21,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod commit;
+mod limits;
+mod metrics;
 mod net;
 mod replication;
 mod server;
@@ -36,15 +38,73 @@ use server::Roles;
 use store::scan_date;
 
 const USAGE: &str = "usage:
-  rlogd serve  --data DIR --listen URL... [--replication URL] [--token-file F]
-               [--tls-cert F --tls-key F] [--retain-days N] [--max-frame BYTES]
-               [--file-size BYTES] [--seal-grace SECS] [--max-connections N]
-               URL: rlogd://HOST:PORT  tcp://HOST:PORT  udp://HOST:PORT  unix:///path
-  rlogd follow --master rlogd://HOST:PORT --data DIR [--token-file F] [--tls-ca F]
-               [--sni-host NAME] [--retain-days N] [--max-frame BYTES] [--file-size BYTES]
+  rlogd serve  --data DIR --listen URL... [options]    collect and store (rlogd serve --help)
+  rlogd follow --master rlogd://HOST:PORT --data DIR   replicate a collector's store
   rlogd cat    --data DIR [--date YYYYMMDD] [--from ID] [--type N] [--json]
   rlogd tail   --data DIR [--type N] [--json]
-  rlogd verify --data DIR
+  rlogd verify --data DIR                              exit 0 sound, 1 damaged
+  rlogd stats  --metrics HOST:PORT                     a running daemon's counters
+  rlogd --version
+Each command takes --help; serve and follow also --config FILE (key = value lines).
+";
+
+const SERVE_HELP: &str = "usage: rlogd serve --data DIR --listen URL... [options]
+  --config FILE            read options from FILE: one `key = value` a line (keys are these
+                           options without the dashes, `listen = URL` repeatable, # comments);
+                           an option given on the command line replaces the file's values
+  --data DIR               the store
+  --listen URL             repeatable: rlogd://HOST:PORT (librlog, followers), tcp://HOST:PORT
+                           and unix:///path (newline-delimited or octet-counted lines),
+                           udp://HOST:PORT (one datagram, one record)
+  --replication URL        a separate rlogd:// listener for followers
+  --token-file F           clients must send this token (re-read on SIGHUP)
+  --tls-cert F --tls-key F every rlogd:// listener speaks TLS (re-read on SIGHUP)
+  --retain-days N          keep the last N days
+  --max-frame BYTES        largest frame accepted (default and maximum 16 MiB + 4 KiB)
+  --file-size BYTES        rotate data files at this size (default 64 MiB)
+  --seal-grace SECS        seal the open date this long after its end (default 60)
+  --max-connections N      open connections at most (default 4096); a quarter is kept for
+                           clients past their handshake
+  --handshake-timeout SECS time for a whole rlogd:// handshake, TLS and HELLO (default 10)
+  --idle-timeout SECS      a connection silent this long is closed (default 600)
+  --max-buffered BYTES     memory for producers' frames being received or waiting for their
+                           commit, all connections together (default 256 MiB)
+  --log-file F             log there instead of stderr (reopened on SIGHUP)
+  --metrics HOST:PORT      serve counters over HTTP: /metrics (Prometheus text), /health
+signals: TERM, INT stop; HUP reloads the token file and TLS files and reopens the log file;
+USR1, USR2 log the counters.
+";
+
+const FOLLOW_HELP: &str = "usage: rlogd follow --master rlogd://HOST:PORT --data DIR [options]
+  --config FILE       read options from FILE (key = value lines, as for serve)
+  --master URL        the collector's rlogd:// (or --replication) listener
+  --data DIR          the copy
+  --token-file F      the token to send (re-read on SIGHUP)
+  --tls-ca F          speak TLS, trusting this CA;  --sni-host NAME: the name to verify
+  --retain-days N     keep the last N days
+  --max-frame BYTES   largest frame accepted (default and maximum 16 MiB + 4 KiB)
+  --file-size BYTES   rotate data files at this size (default 64 MiB)
+  --log-file F        log there instead of stderr (reopened on SIGHUP)
+signals: TERM, INT stop; HUP reloads the token file and reopens the log file; USR1, USR2 log
+where the copy is.
+";
+
+const CAT_HELP: &str =
+    "usage: rlogd cat --data DIR [--date YYYYMMDD] [--from ID] [--type N] [--json]
+  prints the records of a store (safe on a live store), one a line; --json adds date, id,
+  time_us and type
+";
+
+const TAIL_HELP: &str = "usage: rlogd tail --data DIR [--type N] [--json]
+  prints records as they are stored, from now on
+";
+
+const VERIFY_HELP: &str = "usage: rlogd verify --data DIR
+  checks every record and index entry of a store no daemon is writing; exit 0 sound, 1 damaged
+";
+
+const STATS_HELP: &str = "usage: rlogd stats --metrics HOST:PORT
+  prints the counters of the daemon started with --metrics HOST:PORT
 ";
 
 /// Parsed `--name value` options of one command.
@@ -88,6 +148,53 @@ impl Args {
             i += 1;
         }
         Ok(Args { opts })
+    }
+
+    /// As [`Args::parse`], then, with `--config FILE`, the options of FILE (`key = value`
+    /// lines, `#` comments) for the names the command line does not give.
+    fn parse_with_config(args: &[String], valued: &[&str], flags: &[&str]) -> Result<Args, String> {
+        let mut all = valued.to_vec();
+        all.push("config");
+        let mut cli = Args::parse(args, &all, flags)?;
+        let Some(path) = cli.one("config")?.map(str::to_string) else {
+            return Ok(cli);
+        };
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| format!("cannot read --config {path}: {e}"))?;
+        let mut from_file = Vec::new();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let at = || format!("{path}:{}", n + 1);
+            let (k, v) = match line.split_once('=') {
+                Some((k, v)) => (k.trim(), v.trim()),
+                None => (line, ""),
+            };
+            let k = k.trim_start_matches("--");
+            // A value may be quoted: "a value" is `a value`.
+            let v = match v.strip_prefix('"').and_then(|v| v.strip_suffix('"')) {
+                Some(inner) => inner,
+                None => v,
+            };
+            if flags.contains(&k) {
+                if !v.is_empty() && v != "true" {
+                    return Err(format!("{}: {k} takes no value", at()));
+                }
+            } else if !valued.contains(&k) {
+                return Err(format!("{}: unknown option \"{k}\"", at()));
+            } else if v.is_empty() {
+                return Err(format!("{}: {k} needs a value (key = value)", at()));
+            }
+            if !cli.opts.iter().any(|(n, _)| n == k) {
+                from_file.push((k.to_string(), v.to_string()));
+            }
+        }
+        cli.opts.retain(|(n, _)| n != "config");
+        from_file.append(&mut cli.opts);
+        cli.opts = from_file;
+        Ok(cli)
     }
 
     fn all(&self, name: &str) -> Vec<&str> {
@@ -139,14 +246,32 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     };
     let rest = &args[1..];
+    let help = match cmd.as_str() {
+        "serve" => SERVE_HELP,
+        "follow" => FOLLOW_HELP,
+        "cat" => CAT_HELP,
+        "tail" => TAIL_HELP,
+        "verify" => VERIFY_HELP,
+        "stats" => STATS_HELP,
+        _ => USAGE,
+    };
+    if rest.iter().any(|a| a == "--help" || a == "-h") {
+        print!("{help}");
+        return ExitCode::SUCCESS;
+    }
     let r = match cmd.as_str() {
         "serve" => serve(rest),
         "follow" => follow(rest),
         "cat" => cat(rest),
         "tail" => tail(rest),
         "verify" => verify(rest),
+        "stats" => stats(rest),
         "-h" | "--help" | "help" => {
             print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        "-V" | "--version" | "version" => {
+            println!("rlogd {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
         }
         other => Err(format!("unknown command \"{other}\"")),
@@ -154,25 +279,37 @@ fn main() -> ExitCode {
     match r {
         Ok(code) => code,
         Err(e) => {
+            if commit::logging_to_file() {
+                log(&e);
+            }
             eprintln!("rlogd: {e}");
             if e.starts_with("unknown") || e.contains("required") || e.starts_with("unexpected") {
-                eprint!("{USAGE}");
+                eprint!("{help}");
             }
             ExitCode::from(2)
         }
     }
 }
 
-/// Blocks SIGTERM and SIGINT in this thread and every thread it starts later, so that they
-/// can be taken synchronously with [`wait_signal`].
+/// Blocks the signals rlogd handles (TERM, INT, HUP, USR1, USR2) in this thread and every
+/// thread it starts later, so that they are taken synchronously with [`wait_signal`] — by
+/// one thread, never by a handler interrupting another — and none of them kills the
+/// process with its default action.
 fn block_signals() -> libc::sigset_t {
     // SAFETY: sigset_t is plain data that sigemptyset initialises; the calls only read and
     // write the set we own, and pthread_sigmask changes this thread's mask.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::sigaddset(&mut set, libc::SIGINT);
+        for sig in [
+            libc::SIGTERM,
+            libc::SIGINT,
+            libc::SIGHUP,
+            libc::SIGUSR1,
+            libc::SIGUSR2,
+        ] {
+            libc::sigaddset(&mut set, sig);
+        }
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         set
     }
@@ -184,6 +321,41 @@ fn wait_signal(set: &libc::sigset_t) -> i32 {
     // SAFETY: `set` is an initialised signal set and `sig` a valid out pointer.
     unsafe { libc::sigwait(set, &mut sig) };
     sig
+}
+
+/// A signal's name, for log lines.
+fn signal_name(sig: i32) -> String {
+    match sig {
+        libc::SIGTERM => "SIGTERM".into(),
+        libc::SIGINT => "SIGINT".into(),
+        libc::SIGHUP => "SIGHUP".into(),
+        libc::SIGUSR1 => "SIGUSR1".into(),
+        libc::SIGUSR2 => "SIGUSR2".into(),
+        n => format!("signal {n}"),
+    }
+}
+
+/// Sends the log to `--log-file` when given.
+fn setup_log(a: &Args) -> Result<Option<PathBuf>, String> {
+    match a.one("log-file")? {
+        Some(f) => {
+            let p = PathBuf::from(f);
+            commit::log_to_file(&p).map_err(|e| format!("cannot open --log-file {f}: {e}"))?;
+            Ok(Some(p))
+        }
+        None => Ok(None),
+    }
+}
+
+/// On SIGHUP: reopens the log file (logrotate moved it away). Returns what it did.
+fn reopen_log_on_hup(done: &mut Vec<String>) {
+    match commit::reopen_log() {
+        Ok(true) => done.push("reopened the log file".into()),
+        Ok(false) => {}
+        Err(e) => done.push(format!(
+            "cannot reopen the log file (still writing the old one): {e}"
+        )),
+    }
 }
 
 fn file_size(a: &Args) -> Result<u64, String> {
@@ -198,8 +370,43 @@ fn max_frame(a: &Args) -> Result<usize, String> {
         .unwrap_or(DEFAULT_MAX_FRAME))
 }
 
+/// What SIGHUP re-reads in `serve`.
+struct Reloadable {
+    token_file: Option<String>,
+    tls: Option<(String, String)>,
+}
+
+/// SIGHUP in `serve`: re-reads the token file and the TLS files (a file that cannot be read
+/// keeps the old setting), reopens the log file.
+fn reload(ctx: &Ctx, r: &Reloadable) {
+    let mut done = Vec::new();
+    reopen_log_on_hup(&mut done);
+    if let Some(f) = &r.token_file {
+        match server::read_token(f) {
+            Ok(t) => {
+                *ctx.token.lock() = Some(Arc::new(t));
+                done.push(format!("reloaded the token file {f}"));
+            }
+            Err(e) => done.push(format!("{e}: kept the previous token")),
+        }
+    }
+    if let Some((c, k)) = &r.tls {
+        match net::server_tls(c, k) {
+            Ok(cfg) => {
+                *ctx.tls.lock() = Some(cfg);
+                done.push(format!("reloaded the TLS certificate {c} and key {k}"));
+            }
+            Err(e) => done.push(format!("{e}: kept the previous TLS setup")),
+        }
+    }
+    if done.is_empty() {
+        done.push("nothing to reload".into());
+    }
+    log(&format!("SIGHUP: {}", done.join("; ")));
+}
+
 fn serve(args: &[String]) -> Result<ExitCode, String> {
-    let a = Args::parse(
+    let a = Args::parse_with_config(
         args,
         &[
             "data",
@@ -213,6 +420,11 @@ fn serve(args: &[String]) -> Result<ExitCode, String> {
             "file-size",
             "seal-grace",
             "max-connections",
+            "handshake-timeout",
+            "idle-timeout",
+            "max-buffered",
+            "log-file",
+            "metrics",
         ],
         &[],
     )?;
@@ -231,12 +443,17 @@ fn serve(args: &[String]) -> Result<ExitCode, String> {
             return Err(format!("--replication {u}: must be an rlogd:// URL"));
         }
     }
-    let token = a.one("token-file")?.map(server::read_token).transpose()?;
-    let tls = match (a.one("tls-cert")?, a.one("tls-key")?) {
-        (Some(c), Some(k)) => Some(net::server_tls(c, k)?),
+    let token_file = a.one("token-file")?.map(str::to_string);
+    let token = token_file.as_deref().map(server::read_token).transpose()?;
+    let tls_files = match (a.one("tls-cert")?, a.one("tls-key")?) {
+        (Some(c), Some(k)) => Some((c.to_string(), k.to_string())),
         (None, None) => None,
         _ => return Err("--tls-cert and --tls-key go together".into()),
     };
+    let tls = tls_files
+        .as_ref()
+        .map(|(c, k)| net::server_tls(c, k))
+        .transpose()?;
     let retain_days = a.number("retain-days", 1u32, 100_000)?;
     let seal_grace = Duration::from_secs(a.number("seal-grace", 0u64, 86_400 * 365)?.unwrap_or(60));
     let settings = commit::Settings {
@@ -246,7 +463,20 @@ fn serve(args: &[String]) -> Result<ExitCode, String> {
     let max_connections = a
         .number("max-connections", 1usize, 1 << 20)?
         .unwrap_or(4096);
+    let handshake_timeout = Duration::from_secs_f64(
+        a.number("handshake-timeout", 0.1f64, 3600.0)?
+            .unwrap_or(10.0),
+    );
+    let idle_timeout = Duration::from_secs_f64(
+        a.number("idle-timeout", 0.1f64, 86_400.0 * 7.0)?
+            .unwrap_or(600.0),
+    );
+    let max_buffered = a
+        .number("max-buffered", 1usize << 20, 1 << 40)?
+        .unwrap_or(256 << 20);
+    let metrics = a.one("metrics")?.map(str::to_string);
     let frame_limit = max_frame(&a)?;
+    setup_log(&a)?;
 
     let sigs = block_signals();
     let store = commit::open_store(
@@ -271,14 +501,16 @@ fn serve(args: &[String]) -> Result<ExitCode, String> {
         tx: tx.clone(),
         shared,
         counters,
-        token,
-        tls,
+        token: rlog::sync::Mutex::new(token.map(Arc::new)),
+        tls: rlog::sync::Mutex::new(tls),
         max_frame: frame_limit,
         root: data.clone(),
         stopping: AtomicBool::new(false),
         inflight: AtomicUsize::new(0),
-        connections: AtomicUsize::new(0),
-        max_connections,
+        slots: limits::Slots::new(max_connections),
+        budget: limits::Budget::new(max_buffered, Duration::from_secs(20)),
+        handshake_timeout,
+        idle_timeout,
     });
     let ingest_roles = if replication.is_some() {
         Roles::ProducersOnly
@@ -295,9 +527,37 @@ fn serve(args: &[String]) -> Result<ExitCode, String> {
             .map_err(|e| format!("cannot listen on {u}: {e}"))?;
         log(&format!("replication on {u} ({bound})"));
     }
-    log(&format!("serving {}", data.display()));
-    let sig = wait_signal(&sigs);
-    log(&format!("signal {sig}: finishing the commit in progress"));
+    if let Some(m) = &metrics {
+        let bound = metrics::listen(m, ctx.clone())
+            .map_err(|e| format!("cannot listen on --metrics {m}: {e}"))?;
+        log(&format!("metrics on http://{bound}/metrics ({bound})"));
+    }
+    log(&format!(
+        "serving {} (rlogd {})",
+        data.display(),
+        env!("CARGO_PKG_VERSION")
+    ));
+    let reloadable = Reloadable {
+        token_file,
+        tls: tls_files,
+    };
+    let sig = loop {
+        match wait_signal(&sigs) {
+            libc::SIGHUP => reload(&ctx, &reloadable),
+            sig @ (libc::SIGUSR1 | libc::SIGUSR2) => log(&format!(
+                "{}: {} open_connections={} buffered_bytes={}",
+                signal_name(sig),
+                ctx.counters.summary(),
+                ctx.slots.open(),
+                ctx.budget.used()
+            )),
+            sig => break sig,
+        }
+    };
+    log(&format!(
+        "{}: finishing the commit in progress",
+        signal_name(sig)
+    ));
     ctx.stopping.store(true, Ordering::Release);
     let _ = tx.send(commit::Msg::Stop);
     let _ = committer.join();
@@ -310,7 +570,7 @@ fn serve(args: &[String]) -> Result<ExitCode, String> {
 }
 
 fn follow(args: &[String]) -> Result<ExitCode, String> {
-    let a = Args::parse(
+    let a = Args::parse_with_config(
         args,
         &[
             "master",
@@ -321,6 +581,7 @@ fn follow(args: &[String]) -> Result<ExitCode, String> {
             "retain-days",
             "max-frame",
             "file-size",
+            "log-file",
         ],
         &[],
     )?;
@@ -329,8 +590,9 @@ fn follow(args: &[String]) -> Result<ExitCode, String> {
         u => return Err(format!("--master {u}: must be an rlogd:// URL")),
     };
     let data = PathBuf::from(a.required("data")?);
-    let token = a
-        .one("token-file")?
+    let token_file = a.one("token-file")?.map(str::to_string);
+    let token = token_file
+        .as_deref()
         .map(server::read_token)
         .transpose()?
         .unwrap_or_default();
@@ -344,27 +606,98 @@ fn follow(args: &[String]) -> Result<ExitCode, String> {
         }
         None => None,
     };
-    let settings = FollowSettings {
+    let settings = Arc::new(FollowSettings {
         master,
         data,
-        token,
+        token: rlog::sync::Mutex::new(token),
         tls,
         retain_days: a.number("retain-days", 1u32, 100_000)?,
         max_frame: max_frame(&a)?,
         file_size: file_size(&a)?,
-    };
+    });
+    setup_log(&a)?;
     let sigs = block_signals();
     let stop = Arc::new(AtomicBool::new(false));
     {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let sig = wait_signal(&sigs);
-            log(&format!("signal {sig}: stopping"));
-            stop.store(true, Ordering::Release);
+        let (stop, settings) = (stop.clone(), settings.clone());
+        std::thread::spawn(move || loop {
+            match wait_signal(&sigs) {
+                libc::SIGHUP => {
+                    let mut done = Vec::new();
+                    reopen_log_on_hup(&mut done);
+                    if let Some(f) = &token_file {
+                        match server::read_token(f) {
+                            Ok(t) => {
+                                *settings.token.lock() = t;
+                                done.push(format!(
+                                    "reloaded the token file {f} (used from the next connection)"
+                                ));
+                            }
+                            Err(e) => done.push(format!("{e}: kept the previous token")),
+                        }
+                    }
+                    if done.is_empty() {
+                        done.push("nothing to reload".into());
+                    }
+                    log(&format!("SIGHUP: {}", done.join("; ")));
+                }
+                sig @ (libc::SIGUSR1 | libc::SIGUSR2) => {
+                    let at = match store::list_dates(&settings.data) {
+                        Ok(d) => match d.last() {
+                            Some(&date) => {
+                                let n = DateReader::open(&settings.data, date)
+                                    .and_then(|r| r.count_on_disk())
+                                    .unwrap_or(0);
+                                let state = if store::is_sealed(&settings.data, date) {
+                                    "sealed"
+                                } else {
+                                    "open"
+                                };
+                                format!("{date}, {n} records, {state}")
+                            }
+                            None => "an empty store".into(),
+                        },
+                        Err(e) => format!("an unreadable store: {e}"),
+                    };
+                    log(&format!(
+                        "{}: following {} at {at}",
+                        signal_name(sig),
+                        settings.master
+                    ));
+                }
+                sig => {
+                    log(&format!("{}: stopping", signal_name(sig)));
+                    stop.store(true, Ordering::Release);
+                    return;
+                }
+            }
         });
     }
     replication::follow(&settings, &stop)
         .map_err(|e| format!("cannot open the store in {}: {e}", settings.data.display()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `rlogd stats`: asks a daemon's `--metrics` listener for its counters and prints them.
+fn stats(args: &[String]) -> Result<ExitCode, String> {
+    let a = Args::parse(args, &["metrics"], &[])?;
+    let addr = a.required("metrics")?;
+    let addr = addr
+        .strip_prefix("http://")
+        .unwrap_or(addr)
+        .trim_end_matches("/metrics")
+        .trim_end_matches('/');
+    let body = metrics::get(addr, "/metrics")
+        .map_err(|e| format!("cannot read the counters from {addr}: {e}"))?;
+    let stdout = io::stdout();
+    let mut w = stdout.lock();
+    for line in body.lines().filter(|l| !l.starts_with('#')) {
+        if let Some((name, v)) = line.split_once(' ') {
+            let name = name.strip_prefix("rlogd_").unwrap_or(name);
+            let name = name.strip_suffix("_total").unwrap_or(name);
+            writeln!(w, "{name} {v}").map_err(out_err)?;
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

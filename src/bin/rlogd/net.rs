@@ -7,7 +7,7 @@ use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rustls::{ClientConnection, ServerConfig, ServerConnection, StreamOwned};
 
@@ -103,6 +103,16 @@ impl Conn {
         }
     }
 
+    /// Sets the timeout of every later read.
+    pub fn set_read_timeout(&self, d: Option<Duration>) -> io::Result<()> {
+        match self {
+            Conn::Tcp(s) => s.set_read_timeout(d),
+            Conn::Unix(s) => s.set_read_timeout(d),
+            Conn::Tls(s) => s.sock.set_read_timeout(d),
+            Conn::ClientTls(s) => s.sock.set_read_timeout(d),
+        }
+    }
+
     /// Who is on the other end, for log lines.
     pub fn peer(&self) -> String {
         match self {
@@ -178,15 +188,51 @@ pub fn server_tls(cert_file: &str, key_file: &str) -> Result<Arc<ServerConfig>, 
     Ok(Arc::new(cfg))
 }
 
-/// Runs the server side of a TLS handshake on an accepted connection (bounded by the socket's
-/// timeouts). Errors: the handshake failed (say, a client that does not trust our certificate).
-pub fn accept_tls(sock: TcpStream, cfg: &Arc<ServerConfig>) -> io::Result<Conn> {
+/// The time left until `at`. Errors (`TimedOut`): none is left.
+pub fn time_left(at: Instant) -> io::Result<Duration> {
+    let left = at.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(io::Error::new(io::ErrorKind::TimedOut, "deadline passed"));
+    }
+    Ok(left)
+}
+
+/// Whether `e` is a timeout (a socket timeout reads as `WouldBlock` on Linux).
+pub fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+/// Runs the server side of a TLS handshake on an accepted connection, all of it before
+/// `deadline` (however slowly the client sends). Errors: the handshake failed (say, a client
+/// that does not trust our certificate), or the deadline passed (`TimedOut`/`WouldBlock`).
+pub fn accept_tls(sock: TcpStream, cfg: &Arc<ServerConfig>, deadline: Instant) -> io::Result<Conn> {
     let mut conn = ServerConnection::new(cfg.clone()).map_err(io::Error::other)?;
     let mut sock = sock;
     while conn.is_handshaking() {
+        let left = time_left(deadline)?;
+        sock.set_read_timeout(Some(left))?;
+        sock.set_write_timeout(Some(left))?;
         conn.complete_io(&mut sock)?;
     }
     Ok(Conn::Tls(Box::new(StreamOwned::new(conn, sock))))
+}
+
+/// Reads from a connection with one deadline for all the reads together (a handshake): each
+/// read waits at most for the time left.
+pub struct DeadlineReader<'a> {
+    pub conn: &'a mut Conn,
+    pub at: Instant,
+}
+
+impl Read for DeadlineReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = time_left(self.at)?;
+        self.conn.set_read_timeout(Some(left))?;
+        self.conn.read(buf)
+    }
 }
 
 /// Connects to `HOST:PORT`, with TLS when `tls` is given (client side: followers and tests).

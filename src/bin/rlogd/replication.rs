@@ -189,12 +189,22 @@ fn send_chunk(
     Ok(sent as u64)
 }
 
+/// A position as a person reads it, for log lines.
+pub fn describe(pos: Position) -> String {
+    match pos {
+        Position::Empty => "an empty store (from the oldest date)".into(),
+        Position::Open { date, count } => format!("{date} record {count} (open)"),
+        Position::Sealed { date } => format!("the end of {date} (sealed; next date)"),
+    }
+}
+
 /// Settings of `rlogd follow`.
 pub struct FollowSettings {
     /// `HOST:PORT` of the master's `rlogd://` (or `--replication`) listener.
     pub master: String,
     pub data: PathBuf,
-    pub token: Vec<u8>,
+    /// The token sent to the master (`--token-file`, re-read on SIGHUP).
+    pub token: rlog::sync::Mutex<Vec<u8>>,
     pub tls: Option<rlog::output::tls::TlsSettings>,
     pub retain_days: Option<u32>,
     pub max_frame: usize,
@@ -272,7 +282,7 @@ fn session(
     let pos = position(store);
     let hello = Hello {
         version: frame::PROTOCOL,
-        token: s.token.clone(),
+        token: s.token.lock().clone(),
         role: Role::Follower(pos),
     };
     frame::write_frame(&mut conn, frame::HELLO, &hello.encode()).map_err(|e| e.to_string())?;
@@ -288,7 +298,11 @@ fn session(
         Ok(k) => return Err(format!("expected WELCOME, got frame kind {k}")),
         Err(e) => return Err(format!("handshake: {e}")),
     }
-    log(&format!("replicating from {} at {pos:?}", s.master));
+    log(&format!(
+        "replicating from {} at {}",
+        s.master,
+        describe(pos)
+    ));
     loop {
         if stop.load(Ordering::Acquire) {
             return Ok(());
@@ -324,8 +338,8 @@ fn session(
                         store.begin(date).map_err(|e| format!("store: {e}"))?;
                     } else {
                         return Err(format!(
-                            "master finished {date} at {count} records, this store has {:?}",
-                            store.open_date()
+                            "master finished {date} at {count} records, this store is at {}",
+                            describe(position(store))
                         ));
                     }
                 }
@@ -378,8 +392,8 @@ fn apply_records(store: &mut Store, body: &[u8]) -> Result<(), String> {
         _ => {
             if first != 0 || store.newest().is_some_and(|n| date <= n) {
                 return Err(format!(
-                    "master sent {date} from record {first}, which does not follow this store ({:?})",
-                    position(store)
+                    "master sent {date} from record {first}, which does not follow this store (at {})",
+                    describe(position(store))
                 ));
             }
             store.begin(date).map_err(|e| format!("store: {e}"))?;

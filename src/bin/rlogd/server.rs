@@ -8,11 +8,12 @@
 use std::io::{self, BufReader, Read, Write};
 use std::net::{TcpListener, UdpSocket};
 use std::os::unix::net::UnixListener;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::commit::{log, Ctx, Incoming, Msg};
+use crate::limits::{Held, Slot};
 use crate::net::{self, Conn, Url};
 use crate::replication;
 use rlog::proto::format::{now_micros, MAX_PAYLOAD};
@@ -44,6 +45,47 @@ fn refuse(
     ));
 }
 
+/// Logs `msg` at most once a second per `last` (a flood of refusals makes one line a second,
+/// the counters say how many).
+fn log_limited(last: &AtomicU64, msg: &str) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    if last.swap(now, Ordering::Relaxed) != now {
+        log(msg);
+    }
+}
+
+static LAST_SLOTS_LOG: AtomicU64 = AtomicU64::new(0);
+static LAST_EVICT_LOG: AtomicU64 = AtomicU64::new(0);
+
+/// Counts and logs what admitting a connection did.
+fn admitted(ctx: &Ctx, slot: Option<Slot>, evicted: bool, peer: &str) -> Option<Slot> {
+    if evicted {
+        ctx.counters.evicted.fetch_add(1, Ordering::Relaxed);
+        log_limited(
+            &LAST_EVICT_LOG,
+            &format!(
+                "every connection slot for handshakes is taken: dropped the oldest handshake in progress for {peer} ({})",
+                ctx.counters.summary()
+            ),
+        );
+    }
+    if slot.is_none() {
+        ctx.counters.refused_slots.fetch_add(1, Ordering::Relaxed);
+        log_limited(
+            &LAST_SLOTS_LOG,
+            &format!(
+                "refused {peer}: every connection slot is taken ({} open) ({})",
+                ctx.slots.open(),
+                ctx.counters.summary()
+            ),
+        );
+    }
+    slot
+}
+
 /// Binds a listener and serves it on its own threads. Returns the address actually bound
 /// (printed by the caller, so a port 0 can be found). Errors: the bind failed.
 pub fn listen(url: &Url, ctx: Arc<Ctx>, roles: Roles) -> io::Result<String> {
@@ -57,13 +99,32 @@ pub fn listen(url: &Url, ctx: Arc<Ctx>, roles: Roles) -> io::Result<String> {
                 .spawn(move || {
                     for s in l.incoming() {
                         let Ok(s) = s else { continue };
-                        let ctx = ctx.clone();
-                        spawn_conn(ctx, move |ctx| {
+                        let peer = s.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+                        let (slot, evicted) = if rlogd {
+                            ctx.slots.admit_handshake(&s)
+                        } else {
+                            ctx.slots.admit_plain()
+                        };
+                        let Some(slot) = admitted(&ctx, slot, evicted, &peer) else {
+                            if rlogd {
+                                // Say why (librlog shows it), without waiting on the peer.
+                                let mut s = s;
+                                let _ = s.set_nonblocking(true);
+                                let _ = frame::write_frame(
+                                    &mut s,
+                                    frame::ERROR,
+                                    b"rlogd: every connection slot is taken, try again later",
+                                );
+                            }
+                            continue;
+                        };
+                        spawn_conn(ctx.clone(), slot, move |ctx, slot| {
                             let _ = s.set_nodelay(true);
                             if rlogd {
-                                serve_rlogd(s, &ctx, roles)
+                                serve_rlogd(s, &ctx, roles, slot)
                             } else {
-                                serve_lines(Conn::Tcp(s), &ctx)
+                                serve_lines(Conn::Tcp(s), &ctx);
+                                slot
                             }
                         });
                     }
@@ -83,7 +144,14 @@ pub fn listen(url: &Url, ctx: Arc<Ctx>, roles: Roles) -> io::Result<String> {
                 .spawn(move || {
                     for s in l.incoming() {
                         let Ok(s) = s else { continue };
-                        spawn_conn(ctx.clone(), move |ctx| serve_lines(Conn::Unix(s), &ctx));
+                        let (slot, evicted) = ctx.slots.admit_plain();
+                        let Some(slot) = admitted(&ctx, slot, evicted, "unix") else {
+                            continue;
+                        };
+                        spawn_conn(ctx.clone(), slot, move |ctx, slot| {
+                            serve_lines(Conn::Unix(s), &ctx);
+                            slot
+                        });
                     }
                 })?;
             Ok(p.clone())
@@ -99,129 +167,311 @@ pub fn listen(url: &Url, ctx: Arc<Ctx>, roles: Roles) -> io::Result<String> {
     }
 }
 
-fn spawn_conn(ctx: Arc<Ctx>, f: impl FnOnce(Arc<Ctx>) + Send + 'static) {
-    if ctx.connections.fetch_add(1, Ordering::AcqRel) >= ctx.max_connections {
-        ctx.connections.fetch_sub(1, Ordering::AcqRel);
-        log("refused a connection: too many connections");
-        return;
-    }
+/// Runs a connection on its own thread; `f` returns the slot (changed by a handshake) that
+/// is given back when it ends.
+fn spawn_conn(ctx: Arc<Ctx>, slot: Slot, f: impl FnOnce(Arc<Ctx>, Slot) -> Slot + Send + 'static) {
     ctx.counters.connections.fetch_add(1, Ordering::Relaxed);
     let c2 = ctx.clone();
+    let cell = Arc::new(rlog::sync::Mutex::new(Some(slot)));
+    let c3 = cell.clone();
     let r = std::thread::Builder::new()
         .name("rlogd conn".into())
         .spawn(move || {
-            f(c2.clone());
-            c2.connections.fetch_sub(1, Ordering::AcqRel);
+            let Some(slot) = c3.lock().take() else { return };
+            let slot = f(c2.clone(), slot);
+            c2.slots.release(slot);
         });
-    if r.is_err() {
-        ctx.connections.fetch_sub(1, Ordering::AcqRel);
-        log("cannot start a connection thread");
+    if let Err(e) = r {
+        log(&format!("cannot start a connection thread: {e}"));
+        if let Some(slot) = cell.lock().take() {
+            ctx.slots.release(slot);
+        }
     }
 }
 
-/// An `rlogd://` connection: TLS (if configured), HELLO with the token, then the role.
-fn serve_rlogd(s: std::net::TcpStream, ctx: &Ctx, roles: Roles) {
+/// What the first bytes of a connection on a plain (not TLS) `rlogd://` listener look like.
+#[derive(Debug, PartialEq, Eq)]
+enum Sniffed {
+    /// Possibly rlogd's protocol: read it as frames.
+    Frames,
+    /// A TLS ClientHello.
+    Tls,
+    /// Text (a line-based logger, an HTTP client): the bytes seen.
+    Text(Vec<u8>),
+}
+
+/// Whether `b` starts like a TLS handshake record (ContentType 22, version 3.x).
+fn is_tls_hello(b: &[u8]) -> bool {
+    b.len() >= 2 && b[0] == 0x16 && b[1] == 0x03
+}
+
+/// Whether `b` starts like an rlogd HELLO frame: a length a HELLO can have, then kind HELLO.
+fn is_rlogd_hello(b: &[u8]) -> bool {
+    b.len() >= 5
+        && (u32::from_le_bytes(b[..4].try_into().unwrap()) as usize) <= frame::MAX_TOKEN + 64
+        && b[4] == frame::HELLO
+}
+
+fn classify(b: &[u8]) -> Sniffed {
+    if is_tls_hello(b) {
+        return Sniffed::Tls;
+    }
+    if b.len() >= 5 && b[2] == 0 && b[3] == 0 {
+        return Sniffed::Frames;
+    }
+    if !b.is_empty()
+        && b.iter()
+            .all(|&c| c == b'\t' || c == b'\r' || c == b'\n' || (0x20..0x7f).contains(&c))
+    {
+        return Sniffed::Text(b.to_vec());
+    }
+    Sniffed::Frames
+}
+
+/// Looks at the first bytes of a plain `rlogd://` connection without consuming them: waits
+/// (until `deadline`) for a frame header's worth, or a line, whichever comes first.
+fn sniff(s: &std::net::TcpStream, deadline: Instant) -> io::Result<Sniffed> {
+    let mut buf = [0u8; 16];
+    loop {
+        s.set_read_timeout(Some(net::time_left(deadline)?))?;
+        let n = s.peek(&mut buf)?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        let b = &buf[..n];
+        // A line may be shorter than a frame header; but a lone byte 10 may also be the
+        // first byte of a frame length (the zeros after it tell).
+        if n >= 5 || is_tls_hello(b) || (n >= 2 && b.contains(&b'\n')) {
+            return Ok(classify(b));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// What a TLS client gets from a listener that does not speak TLS: a fatal
+/// `handshake_failure` alert, so it fails at once with a TLS error rather than waiting.
+const TLS_ALERT_HANDSHAKE_FAILURE: [u8; 7] = [0x15, 0x03, 0x01, 0x00, 0x02, 0x02, 0x28];
+
+/// Shows at most 40 bytes of what a sender sent, for a log line.
+fn excerpt(b: &[u8]) -> String {
+    let s: String = String::from_utf8_lossy(&b[..b.len().min(40)])
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    s.trim().to_string()
+}
+
+/// A handshake that ended without a HELLO: a timeout is logged as one (and counted as one),
+/// a connection closed quietly is not logged, anything else is refused as garbage.
+fn handshake_failed(ctx: &Ctx, conn: Option<&mut Conn>, peer: &str, e: &io::Error) {
+    if net::is_timeout(e) {
+        ctx.counters.timeouts.fetch_add(1, Ordering::Relaxed);
+        log(&format!(
+            "closed {peer}: idle timeout: no complete handshake within {} s",
+            ctx.handshake_timeout.as_secs_f64()
+        ));
+    } else if e.kind() != io::ErrorKind::UnexpectedEof && e.kind() != io::ErrorKind::NotConnected {
+        refuse(
+            ctx,
+            conn,
+            peer,
+            &ctx.counters.refused_garbage,
+            &format!("bad HELLO: {e}"),
+        );
+    }
+}
+
+/// An `rlogd://` connection: TLS (if configured), HELLO with the token, then the role. The
+/// whole handshake must be done within `--handshake-timeout`. Returns the connection's slot.
+fn serve_rlogd(s: std::net::TcpStream, ctx: &Ctx, roles: Roles, mut slot: Slot) -> Slot {
     let peer = s.peer_addr().map(|a| a.to_string()).unwrap_or_default();
-    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-    let _ = s.set_write_timeout(Some(Duration::from_secs(10)));
-    let mut conn = match &ctx.tls {
-        Some(cfg) => match net::accept_tls(s, cfg) {
+    let deadline = Instant::now() + ctx.handshake_timeout;
+    let _ = s.set_write_timeout(Some(ctx.handshake_timeout));
+    let tls = ctx.tls.lock().clone();
+    let sniffed = match sniff(&s, deadline) {
+        Ok(x) => x,
+        Err(e) => {
+            handshake_failed(ctx, None, &peer, &e);
+            return slot;
+        }
+    };
+    if let Sniffed::Text(b) = &sniffed {
+        let mut s = &s;
+        let _ = s.write_all(if tls.is_some() {
+            &b"rlogd: this port speaks TLS and rlogd's framed protocol (librlog: sock_type = rlogd, ssl = true); send plain lines to an rlogd tcp:// listener\n"[..]
+        } else {
+            &b"rlogd: this port speaks rlogd's framed protocol (librlog: sock_type = rlogd); send plain lines to an rlogd tcp:// listener\n"[..]
+        });
+        refuse(
+            ctx,
+            None,
+            &peer,
+            &ctx.counters.refused_protocol,
+            &format!(
+                "not rlogd's protocol: text (\"{}\"); plain lines go to a tcp:// listener",
+                excerpt(b)
+            ),
+        );
+        return slot;
+    }
+    let mut conn = match tls {
+        Some(cfg) => match net::accept_tls(s, &cfg, deadline) {
             Ok(c) => c,
+            Err(e) if net::is_timeout(&e) => {
+                handshake_failed(ctx, None, &peer, &e);
+                return slot;
+            }
             Err(e) => {
-                return refuse(
+                refuse(
                     ctx,
                     None,
                     &peer,
                     &ctx.counters.refused_tls,
                     &format!("TLS handshake failed: {e}"),
-                )
+                );
+                return slot;
             }
         },
-        None => Conn::Tcp(s),
+        None => {
+            if sniffed == Sniffed::Tls {
+                let mut s = &s;
+                let _ = s.write_all(&TLS_ALERT_HANDSHAKE_FAILURE);
+                refuse(
+                    ctx,
+                    None,
+                    &peer,
+                    &ctx.counters.refused_protocol,
+                    "a TLS ClientHello on an rlogd:// listener without TLS (start rlogd with --tls-cert and --tls-key, or connect without TLS)",
+                );
+                return slot;
+            }
+            Conn::Tcp(s)
+        }
     };
     let mut body = Vec::new();
-    let hello = match frame::read_frame(&mut conn, frame::MAX_TOKEN + 64, &mut body) {
+    let read = frame::read_frame(
+        &mut net::DeadlineReader {
+            conn: &mut conn,
+            at: deadline,
+        },
+        frame::MAX_TOKEN + 64,
+        &mut body,
+    );
+    let hello = match read {
         Ok(frame::HELLO) => match Hello::decode(&body) {
             Ok(h) => h,
             Err(e) if e.starts_with("invalid date") => {
-                return refuse(
+                refuse(
                     ctx,
                     Some(&mut conn),
                     &peer,
                     &ctx.counters.refused_path,
                     &format!("bad HELLO: {e}"),
-                )
+                );
+                return slot;
             }
             Err(e) => {
-                return refuse(
+                refuse(
                     ctx,
                     Some(&mut conn),
                     &peer,
                     &ctx.counters.refused_garbage,
                     &format!("bad HELLO: {e}"),
-                )
+                );
+                return slot;
             }
         },
         Ok(k) => {
-            return refuse(
+            refuse(
                 ctx,
                 Some(&mut conn),
                 &peer,
                 &ctx.counters.refused_garbage,
                 &format!("expected HELLO, got frame kind {k}"),
-            )
+            );
+            return slot;
         }
         Err(FrameError::TooLarge(n)) => {
-            return refuse(
+            refuse(
                 ctx,
                 Some(&mut conn),
                 &peer,
                 &ctx.counters.refused_oversize,
                 &format!("HELLO frame of {n} bytes is too large"),
-            )
+            );
+            return slot;
         }
-        Err(FrameError::Io(e)) if e.kind() == io::ErrorKind::UnexpectedEof => return,
+        Err(FrameError::Io(e)) => {
+            handshake_failed(ctx, Some(&mut conn), &peer, &e);
+            return slot;
+        }
         Err(e) => {
-            return refuse(
+            refuse(
                 ctx,
                 Some(&mut conn),
                 &peer,
                 &ctx.counters.refused_garbage,
                 &format!("bad HELLO: {e}"),
-            )
+            );
+            return slot;
         }
     };
     if hello.version != frame::PROTOCOL {
-        return refuse(
+        refuse(
             ctx,
             Some(&mut conn),
             &peer,
             &ctx.counters.refused_garbage,
             &format!("unsupported protocol version {}", hello.version),
         );
+        return slot;
     }
-    if let Some(token) = &ctx.token {
-        if !frame::constant_time_eq(token, &hello.token) {
-            return refuse(
+    let token = ctx.token.lock().clone();
+    if let Some(token) = token {
+        if !frame::constant_time_eq(&token, &hello.token) {
+            refuse(
                 ctx,
                 Some(&mut conn),
                 &peer,
                 &ctx.counters.refused_auth,
                 "wrong token",
             );
+            return slot;
         }
     }
+    let wanted = match hello.role {
+        Role::Producer => roles != Roles::FollowersOnly,
+        Role::Follower(_) => roles != Roles::ProducersOnly,
+    };
+    if !wanted {
+        refuse(
+            ctx,
+            Some(&mut conn),
+            &peer,
+            &ctx.counters.refused_garbage,
+            "this listener does not serve that role",
+        );
+        return slot;
+    }
+    // Past the handshake: the connection now takes a slot of the authenticated share (unless
+    // it was dropped meanwhile to make room for a newer one).
+    if !ctx.slots.authenticated(&mut slot) {
+        return slot;
+    }
     match hello.role {
-        Role::Producer if roles != Roles::FollowersOnly => {
-            if welcome(&mut conn, ctx, Duration::from_secs(600)) {
+        Role::Producer => {
+            if welcome(&mut conn, ctx, ctx.idle_timeout) {
                 serve_producer(conn, ctx, &peer);
             }
         }
-        Role::Follower(pos) if roles != Roles::ProducersOnly => {
+        Role::Follower(pos) => {
             if !welcome(&mut conn, ctx, Duration::from_secs(30)) {
-                return;
+                return slot;
             }
-            log(&format!("follower {peer} connected at {pos:?}"));
+            log(&format!(
+                "follower {peer} connected at {}",
+                replication::describe(pos)
+            ));
             if let Err(e) = replication::serve_follower(&mut conn, pos, ctx) {
                 let counter = if e.refused {
                     &ctx.counters.refused_path
@@ -235,14 +485,8 @@ fn serve_rlogd(s: std::net::TcpStream, ctx: &Ctx, roles: Roles) {
                 }
             }
         }
-        _ => refuse(
-            ctx,
-            Some(&mut conn),
-            &peer,
-            &ctx.counters.refused_garbage,
-            "this listener does not serve that role",
-        ),
     }
+    slot
 }
 
 /// Batches of one connection handed to the committer before their acks are written: bounds a
@@ -274,6 +518,22 @@ fn welcome(conn: &mut Conn, ctx: &Ctx, idle: Duration) -> bool {
     true
 }
 
+/// Bodies larger than this are not kept for the connection's next frame: the memory goes
+/// back with the batch, so the budget accounts for it.
+const KEEP_BODY: usize = 2 << 20;
+
+/// Reads a producer's frame, taking the bytes of its body from the memory budget as they arrive.
+fn read_budgeted(
+    r: &mut BufReader<Conn>,
+    max: usize,
+    body: &mut Vec<u8>,
+    held: &mut Held,
+) -> Result<u8, FrameError> {
+    let (kind, len) = frame::read_head(r, max)?;
+    frame::read_body(r, len, body, |n| held.take(n)).map_err(FrameError::Io)?;
+    Ok(kind)
+}
+
 /// A producer: BATCH frames in, ACK frames out, each ACK only after the batch is durable.
 /// Frames already received together are committed together.
 fn serve_producer(conn: Conn, ctx: &Ctx, peer: &str) {
@@ -285,16 +545,34 @@ fn serve_producer(conn: Conn, ctx: &Ctx, peer: &str) {
         let mut waiting = Vec::new();
         let mut closing = false;
         loop {
-            let kind = match frame::read_frame(&mut r, ctx.max_frame, &mut body) {
+            let mut held = ctx.budget.hold();
+            let kind = match read_budgeted(&mut r, ctx.max_frame, &mut body, &mut held) {
                 Ok(k) => k,
                 Err(FrameError::Io(e))
                     if waiting.is_empty() && e.kind() == io::ErrorKind::UnexpectedEof =>
                 {
                     return
                 }
+                Err(FrameError::Io(e)) if e.kind() == io::ErrorKind::OutOfMemory => {
+                    return refuse(
+                        ctx,
+                        Some(r.get_mut()),
+                        peer,
+                        &ctx.counters.refused_busy,
+                        &e.to_string(),
+                    )
+                }
                 Err(FrameError::Io(e)) => {
                     if waiting.is_empty() {
-                        log(&format!("producer {peer}: {e}"));
+                        if net::is_timeout(&e) {
+                            ctx.counters.timeouts.fetch_add(1, Ordering::Relaxed);
+                            log(&format!(
+                                "closed producer {peer}: idle timeout: no frame for {} s",
+                                ctx.idle_timeout.as_secs_f64()
+                            ));
+                        } else {
+                            log(&format!("producer {peer}: {e}"));
+                        }
                         return;
                     }
                     break;
@@ -327,7 +605,24 @@ fn serve_producer(conn: Conn, ctx: &Ctx, peer: &str) {
                     &format!("unexpected frame kind {kind}"),
                 );
             }
-            let batch = match frame::decode_batch(&body, ctx.max_frame, max_records) {
+            // A compressed batch is inflated into memory of its own: take that too.
+            if body.len() >= frame::BATCH_HEAD && body[20] == frame::CODEC_ZLIB {
+                let raw = u32::from_le_bytes(body[21..25].try_into().unwrap()) as usize;
+                if let Err(e) = held.take(raw.min(ctx.max_frame)) {
+                    return refuse(
+                        ctx,
+                        Some(r.get_mut()),
+                        peer,
+                        &ctx.counters.refused_busy,
+                        &e.to_string(),
+                    );
+                }
+            }
+            let decoded = frame::decode_batch(&body, ctx.max_frame, max_records);
+            if body.capacity() > KEEP_BODY {
+                body = Vec::new();
+            }
+            let batch = match decoded {
                 Ok(b) => b,
                 Err(BatchError::Garbage(e)) => {
                     return refuse(
@@ -361,6 +656,7 @@ fn serve_producer(conn: Conn, ctx: &Ctx, peer: &str) {
                 records: batch.records,
                 data: batch.data,
                 reply: Some(tx),
+                held: Some(held),
             }));
             if sent.is_err() {
                 // The committer has stopped (shutdown): this batch is not stored.
@@ -423,10 +719,13 @@ pub enum Next {
     End,
 }
 
+/// A framer's first buffer; it grows (to the record limit) only for longer records.
+const FRAMER_START: usize = 64 << 10;
+
 impl Framer {
     pub fn new(max: usize) -> Framer {
         Framer {
-            buf: vec![0; 64 << 10],
+            buf: vec![0; FRAMER_START],
             start: 0,
             end: 0,
             eof: false,
@@ -436,6 +735,11 @@ impl Framer {
 
     pub fn bytes(&self) -> &[u8] {
         &self.buf
+    }
+
+    /// The bytes read and not yet taken as records.
+    pub fn pending(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
     }
 
     /// The next record. Errors: a record longer than the limit.
@@ -492,6 +796,28 @@ impl Framer {
         }
     }
 
+    /// By how many bytes the next [`Framer::fill`] will grow the buffer (0: it has room).
+    pub fn growth(&self) -> usize {
+        if self.end - self.start < self.buf.len() {
+            0
+        } else {
+            (self.buf.len() * 2)
+                .min(self.max + 16)
+                .saturating_sub(self.buf.len())
+        }
+    }
+
+    /// Gives a grown buffer back once everything in it was taken: true when it did.
+    pub fn shrink_if_empty(&mut self) -> bool {
+        if self.start == self.end && self.buf.len() > FRAMER_START {
+            self.buf = vec![0; FRAMER_START];
+            self.start = 0;
+            self.end = 0;
+            return true;
+        }
+        false
+    }
+
     /// Reads more input (blocking). Errors: I/O.
     pub fn fill(&mut self, r: &mut impl Read) -> io::Result<()> {
         if self.start > 0 {
@@ -534,17 +860,48 @@ fn submit_plain(ctx: &Ctx, records: &mut Vec<frame::BatchRecord>, data: &mut Vec
         records: std::mem::take(records),
         data: std::mem::take(data),
         reply: None,
+        held: None,
     });
     ctx.tx.send(m).is_ok()
 }
 
+/// Why the first bytes of a plain (`tcp://`, `unix://`) connection are not records: a TLS
+/// client or an rlogd producer (librlog, a follower) that was given the wrong port.
+fn wrong_protocol(b: &[u8]) -> Option<&'static str> {
+    if is_tls_hello(b) {
+        Some("a TLS ClientHello on a tcp:// listener (which takes plain lines; TLS goes to an rlogd:// listener with --tls-cert)")
+    } else if is_rlogd_hello(b) {
+        Some("rlogd's HELLO on a tcp:// listener (which takes plain lines; librlog with sock_type = rlogd, and followers, go to an rlogd:// listener)")
+    } else {
+        None
+    }
+}
+
 fn serve_lines(mut conn: Conn, ctx: &Ctx) {
     let peer = conn.peer();
-    let _ = conn.set_timeouts(Some(Duration::from_secs(600)));
+    let _ = conn.set_timeouts(Some(ctx.idle_timeout));
     let mut f = Framer::new(MAX_PAYLOAD);
+    let mut held = ctx.budget.hold();
     let mut records = Vec::new();
     let mut data = Vec::new();
+    let mut first = true;
     loop {
+        if first && !f.pending().is_empty() {
+            first = false;
+            if let Some(why) = wrong_protocol(f.pending()) {
+                if is_tls_hello(f.pending()) {
+                    let _ = conn.write_all(&TLS_ALERT_HANDSHAKE_FAILURE);
+                    return refuse(ctx, None, &peer, &ctx.counters.refused_protocol, why);
+                }
+                return refuse(
+                    ctx,
+                    Some(&mut conn),
+                    &peer,
+                    &ctx.counters.refused_protocol,
+                    why,
+                );
+            }
+        }
         match f.next_record() {
             Ok(Next::Record(s, e)) => {
                 let start = data.len();
@@ -563,8 +920,31 @@ fn serve_lines(mut conn: Conn, ctx: &Ctx) {
                 if !submit_plain(ctx, &mut records, &mut data) {
                     return;
                 }
+                // A buffer grown for a long line comes from the memory budget, and goes
+                // back to it when the line is taken.
+                if f.shrink_if_empty() {
+                    held = ctx.budget.hold();
+                }
+                let grow = f.growth();
+                if grow > 0 {
+                    if let Err(e) = held.take(grow) {
+                        return refuse(
+                            ctx,
+                            None,
+                            &peer,
+                            &ctx.counters.refused_busy,
+                            &e.to_string(),
+                        );
+                    }
+                }
                 if let Err(e) = f.fill(&mut conn) {
-                    if e.kind() != io::ErrorKind::UnexpectedEof {
+                    if net::is_timeout(&e) {
+                        ctx.counters.timeouts.fetch_add(1, Ordering::Relaxed);
+                        log(&format!(
+                            "closed {peer}: idle timeout: nothing for {} s",
+                            ctx.idle_timeout.as_secs_f64()
+                        ));
+                    } else if e.kind() != io::ErrorKind::UnexpectedEof {
                         log(&format!("{peer}: {e}"));
                     }
                     return;
@@ -644,6 +1024,20 @@ mod tests {
                 Next::End => return Ok(out),
             }
         }
+    }
+
+    #[test]
+    fn first_bytes() {
+        assert_eq!(
+            classify(b"<13>hello\n"),
+            Sniffed::Text(b"<13>hello\n".to_vec())
+        );
+        assert_eq!(classify(&[0x16, 3, 1, 0, 5]), Sniffed::Tls);
+        // A HELLO frame whose length byte is a newline (a 4-byte token).
+        assert_eq!(classify(&[10, 0, 0, 0, 1, 1, 0]), Sniffed::Frames);
+        assert_eq!(classify(&[10, 0]), Sniffed::Frames);
+        assert!(is_rlogd_hello(&[10, 0, 0, 0, 1]));
+        assert!(!is_rlogd_hello(b"hello"));
     }
 
     #[test]
