@@ -27,7 +27,7 @@ fn a_fork_child_closes_the_parents_collector_connection() {
     lg.log(b"before fork\n");
     assert_eq!(lg.flush(), 12);
 
-    let (mut parent_end, child_end) = UnixStream::pair().unwrap();
+    let (parent_end, child_end) = UnixStream::pair().unwrap();
     // SAFETY: the child only waits on its socket and then _exits.
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0);
