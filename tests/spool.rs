@@ -113,6 +113,20 @@ fn a_killed_hosts_spool_is_delivered_once_in_order_by_the_next_process() {
     let spooled_bytes = u64::from_le_bytes(bytes);
     kill9(pid);
 
+    // What an operator sees before the next process starts: a dead instance, all of it.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rlogd"))
+        .arg("spool")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "rlogd spool: {report}");
+    assert!(report.contains("dead: will be adopted"), "{report}");
+    assert!(
+        report.contains(&format!("records {N}  payload {spooled_bytes} B")),
+        "{report}"
+    );
+
     // The collector comes back on the same port; a new process starts with the same config.
     let c = Collector::listen_on(down);
     let lg = Logger::start(Config::parse(&text).unwrap()).unwrap();

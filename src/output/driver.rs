@@ -560,6 +560,7 @@ impl Driver {
         round: &mut Round,
         next_seq: &mut u64,
     ) -> bool {
+        let mut replayed = false;
         while let Some(disk) = self.disk.as_mut() {
             if !disk.holds() {
                 break;
@@ -579,6 +580,7 @@ impl Driver {
             if n == 0 {
                 break;
             }
+            replayed = true;
             let bytes: usize = disk.read.iter().map(|r| r.bytes.len()).sum();
             let mut batch = Buffer::with_capacity(bytes);
             batch.first_seq = *next_seq;
@@ -606,7 +608,7 @@ impl Driver {
                 return false;
             }
         }
-        if self.pending.first_seq < *next_seq {
+        if replayed && !self.pending.is_empty() {
             // Spooled records went out numbered after these (a disk that failed kept them in
             // memory): number them after, so that a deduplicating collector keeps them.
             self.pending.first_seq = *next_seq;

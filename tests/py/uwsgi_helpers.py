@@ -178,7 +178,8 @@ class Uwsgi:
 class Stats(ctypes.Structure):
     _fields_ = [(n, ctypes.c_uint64) for n in (
         "logged", "logged_bytes", "dropped", "dropped_bytes", "sent", "sent_bytes", "lost",
-        "lost_bytes", "spooled", "spooled_bytes", "buffered", "buffered_bytes", "retries", "connects")]
+        "lost_bytes", "spooled", "spooled_bytes", "buffered", "buffered_bytes", "retries", "connects",
+        "adopted", "adopted_bytes", "rejected", "rejected_bytes")]
 
 
 class SinkStats(ctypes.Structure):

@@ -63,7 +63,8 @@ if not pcall(ffi.typeof, "struct rlog_stats") then
     ffi.cdef [[
     struct rlog_stats {
         uint64_t logged, logged_bytes, dropped, dropped_bytes, sent, sent_bytes, lost, lost_bytes,
-                 spooled, spooled_bytes, buffered, buffered_bytes, retries, connects;
+                 spooled, spooled_bytes, buffered, buffered_bytes, retries, connects,
+                 adopted, adopted_bytes, rejected, rejected_bytes;
     };
     int      rlog_init(const char *config, char *err, size_t err_len);
     int      rlog_initted(void);
@@ -525,6 +526,8 @@ function _M.stats()
         spooled = tonumber(s.spooled), spooled_bytes = tonumber(s.spooled_bytes),
         buffered = tonumber(s.buffered), buffered_bytes = tonumber(s.buffered_bytes),
         retries = tonumber(s.retries), connects = tonumber(s.connects),
+        adopted = tonumber(s.adopted), adopted_bytes = tonumber(s.adopted_bytes),
+        rejected = tonumber(s.rejected), rejected_bytes = tonumber(s.rejected_bytes),
     }
 end
 

@@ -32,7 +32,7 @@ ENV_VAR = "RLOG_LIB"
 class Stats:
     """A logger's counters: every field of ``struct rlog_stats``, in its order.
 
-    At any quiescent moment ``logged == sent + lost + spooled + buffered`` (see
+    At any quiescent moment ``logged + adopted == sent + lost + spooled + buffered`` (see
     :meth:`balanced`): no message disappears without being counted.
     """
 
@@ -50,10 +50,15 @@ class Stats:
     buffered_bytes: int
     retries: int  #: connect or send attempts repeated after a failure
     connects: int  #: connections established
+    adopted: int  #: records taken over from a dead process's spool
+    adopted_bytes: int
+    rejected: int  #: records an output refused for good (part of lost)
+    rejected_bytes: int
 
     def balanced(self) -> bool:
-        """True when ``logged == sent + lost + spooled + buffered`` (the accounting identity)."""
-        return self.logged == self.sent + self.lost + self.spooled + self.buffered
+        """True when ``logged + adopted == sent + lost + spooled + buffered`` (the accounting
+        identity)."""
+        return self.logged + self.adopted == self.sent + self.lost + self.spooled + self.buffered
 
 
 STATS_FIELDS: Tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Stats))

@@ -44,6 +44,8 @@ const USAGE: &str = "usage:
   rlogd tail   --data DIR [--type N] [--json]
   rlogd verify --data DIR                              exit 0 sound, 1 damaged
   rlogd stats  --metrics HOST:PORT                     a running daemon's counters
+  rlogd spool  DIR                                     what a librlog spool holds; exit 0 sound,
+                                                       1 damaged
   rlogd --version
 Each command takes --help; serve and follow also --config FILE (key = value lines).
 ";
@@ -101,6 +103,14 @@ const TAIL_HELP: &str = "usage: rlogd tail --data DIR [--type N] [--json]
 
 const VERIFY_HELP: &str = "usage: rlogd verify --data DIR
   checks every record and index entry of a store no daemon is writing; exit 0 sound, 1 damaged
+";
+
+const SPOOL_HELP: &str = "usage: rlogd spool DIR
+  prints what the spool directory DIR of a librlog logger (its `spool` key) holds, per output
+  and per process: live or dead (a dead one is adopted by the next process with that spool),
+  records, bytes, oldest and newest, and a verify pass over every record's checksum. Reads
+  only: nothing is changed, taken or locked. Exit 0 when every record verifies, 1 when some
+  are damaged (the next process skips and counts them), 2 on a usage or I/O error.
 ";
 
 const STATS_HELP: &str = "usage: rlogd stats --metrics HOST:PORT
@@ -253,6 +263,7 @@ fn main() -> ExitCode {
         "tail" => TAIL_HELP,
         "verify" => VERIFY_HELP,
         "stats" => STATS_HELP,
+        "spool" => SPOOL_HELP,
         _ => USAGE,
     };
     if rest.iter().any(|a| a == "--help" || a == "-h") {
@@ -266,6 +277,7 @@ fn main() -> ExitCode {
         "tail" => tail(rest),
         "verify" => verify(rest),
         "stats" => stats(rest),
+        "spool" => spool(rest),
         "-h" | "--help" | "help" => {
             print!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -679,6 +691,26 @@ fn follow(args: &[String]) -> Result<ExitCode, String> {
 }
 
 /// `rlogd stats`: asks a daemon's `--metrics` listener for its counters and prints them.
+/// `rlogd spool DIR`: a librlog spool's contents, verified.
+fn spool(args: &[String]) -> Result<ExitCode, String> {
+    let [dir] = args else {
+        return Err("usage: rlogd spool DIR".to_string());
+    };
+    let report = rlog::output::spool::inspect(std::path::Path::new(dir))
+        .map_err(|e| format!("cannot read the spool {dir}: {e}"))?;
+    print!("{report}");
+    let sound = report
+        .keys
+        .iter()
+        .flat_map(|k| &k.instances)
+        .all(|i| i.verified());
+    Ok(if sound {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
 fn stats(args: &[String]) -> Result<ExitCode, String> {
     let a = Args::parse(args, &["metrics"], &[])?;
     let addr = a.required("metrics")?;
