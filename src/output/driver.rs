@@ -90,6 +90,8 @@ pub struct Driver {
     rng: u64,
     /// The disk queue, with `spool`.
     disk: Option<Disk>,
+    /// When the peer said to try again, after the last failed send (`Failure::Retry::after`).
+    peer_wait: Option<Duration>,
 }
 
 impl Driver {
@@ -118,6 +120,7 @@ impl Driver {
             label,
             rng: producer | 1,
             disk: None,
+            peer_wait: None,
         }
     }
 
@@ -219,6 +222,8 @@ impl Driver {
                 self.retry_at = None;
                 return true;
             }
+            // The peer's own word on when to try again (an HTTP Retry-After).
+            let mut wait: Option<Duration> = None;
             // Why this attempt failed: the connect loop's whole error (`connect`), or the send's
             // reason (`send`).
             let (failure, connect) = match self.connect(ctl, round) {
@@ -246,10 +251,16 @@ impl Driver {
                                     self.settle_first(1, false, settle, round);
                                     continue;
                                 }
-                                Failure::Retry { error, resume, .. } => {
+                                Failure::Retry {
+                                    error,
+                                    resume,
+                                    after,
+                                } => {
                                     if !resume {
                                         self.conn = None;
                                     }
+                                    wait = after;
+                                    self.peer_wait = after;
                                     (reason(&error), false)
                                 }
                             }
@@ -257,7 +268,8 @@ impl Driver {
                     }
                 }
             };
-            if tries >= max || !ctl.pause(self.jittered(tries)) {
+            let pause = self.jittered(tries).max(wait.unwrap_or_default());
+            if tries >= max || !ctl.pause(pause) {
                 // lua-resty-logger-socket's words: the send loop's error wraps the connect
                 // loop's. A uWSGI-style output's message names it and says the one that failed.
                 let send = format!(
@@ -278,9 +290,11 @@ impl Driver {
     }
 
     /// A delivery failed at `now`: the next waits for a backoff that grows with each failure
-    /// in a row.
+    /// in a row (and at least as long as the peer asked, if it did).
     pub fn after_failure(&mut self, now: Instant) {
-        let pause = self.jittered(self.failures);
+        let pause = self
+            .jittered(self.failures)
+            .max(self.peer_wait.take().unwrap_or_default());
         self.retry_at = Some(now + pause);
         self.failures = self.failures.saturating_add(1);
     }
