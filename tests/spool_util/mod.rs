@@ -27,6 +27,13 @@ pub fn fork_run(child: impl FnOnce()) -> libc::pid_t {
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0, "fork failed");
     if pid == 0 {
+        // The harness captures a test's output in memory, which nobody reads in a child: say
+        // why the child failed on the real stderr.
+        std::panic::set_hook(Box::new(|info| {
+            let m = format!("forked child {}: {info}\n", std::process::id());
+            // SAFETY: writes our own buffer to descriptor 2.
+            unsafe { libc::write(2, m.as_ptr().cast(), m.len()) };
+        }));
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(child));
         // SAFETY: _exit ends the child without running the parent's atexit handlers.
         unsafe { libc::_exit(if r.is_ok() { 0 } else { 101 }) };
