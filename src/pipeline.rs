@@ -347,11 +347,19 @@ fn run_inline(inner: &Inner, set: &OutputSet, mut d: Driver, direct: bool) {
     let mut reuse = 0u64;
     inner.publish(0, rlog_sink_stats::default());
     loop {
-        let wake = [d.retry_at, d.disk_due()].into_iter().flatten().min();
+        // The spool's next look for dead processes' spools wakes the worker, but is no retry:
+        // a close with nothing left to deliver does not wait for it.
+        let (retry_at, tend_at) = (d.retry_at, d.disk_due());
         let taken: Taken = if direct {
-            inner.take_round(&mut pacing, wake, &mut d.pending, Some(&mut next_seq))
+            inner.take_round(
+                &mut pacing,
+                retry_at,
+                tend_at,
+                &mut d.pending,
+                Some(&mut next_seq),
+            )
         } else {
-            inner.take_round(&mut pacing, wake, &mut batch, None)
+            inner.take_round(&mut pacing, retry_at, tend_at, &mut batch, None)
         };
         let mut round = Round::default();
         let mut settled = Settled::default();
@@ -632,7 +640,7 @@ fn run_lanes(inner: &Arc<Inner>, set: &Arc<OutputSet>, drivers: Vec<Driver>) {
     let mut reuse = 0u64;
     loop {
         let retry_at = None; // Drivers wait out their own backoff.
-        let taken = inner.take_round(&mut pacing, retry_at, &mut batch, None);
+        let taken = inner.take_round(&mut pacing, retry_at, None, &mut batch, None);
         let mut settled = Settled::default();
         let mut error = None;
         let given = {
