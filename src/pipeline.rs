@@ -55,21 +55,25 @@ fn sink_stats(c: &OutputCounters, pending: Tally) -> rlog_sink_stats {
 /// handling (nginx's SIGQUIT/SIGHUP, a Python program's SIGINT) keeps going to the host's
 /// threads.
 /// `stopped` runs when the worker has stopped.
-/// `disk`: the output's disk queue (`spool`), opened by the caller, or the error opening it.
+/// `disk`: opens the output's disk queue (`spool`), or says why it cannot; called on the worker
+/// thread, so a caller never waits for the disk.
 pub(crate) fn spawn(
     inner: Arc<Inner>,
     tls: Vec<Option<Arc<TlsSettings>>>,
-    disk: Option<Result<Disk, String>>,
+    disk: Option<OpenDisk>,
     stopped: impl FnOnce(&Arc<Inner>) + Send + 'static,
 ) -> io::Result<JoinHandle<()>> {
     let _mask = crate::sync::BlockSignals::new();
     std::thread::Builder::new()
         .name("rlog-worker".into())
         .spawn(move || {
-            run(&inner, tls, disk);
+            run(&inner, tls, disk.map(|open| open()));
             stopped(&inner);
         })
 }
+
+/// Opens an output's disk queue (see [`spawn`]).
+pub(crate) type OpenDisk = Box<dyn FnOnce() -> Result<Disk, String> + Send>;
 
 /// A random, nonzero id.
 pub(crate) fn random_producer() -> u64 {

@@ -310,3 +310,89 @@ fn prefork_spools_left_by_killed_and_stopped_workers_are_delivered_once_by_the_n
     assert_exactly_once(&c);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// This thread's I/O so far (`/proc/thread-self/io`): bytes read and written by its system
+/// calls (pread and pwrite included).
+fn thread_io() -> (u64, u64) {
+    let text = std::fs::read_to_string("/proc/thread-self/io").unwrap();
+    let field = |name: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in /proc/thread-self/io: {text}"))
+    };
+    (field("rchar:"), field("wchar:"))
+}
+
+#[test]
+fn a_fork_childs_first_log_does_not_read_the_spool_it_adopts() {
+    // SPEC §6: `rlog_log` never touches the disk. A fork child gets a spool instance of its own
+    // and adopts what dead processes left, which means reading every adopted record once (to
+    // check it): that is the child's worker's job, not the job of the `log` call that notices
+    // the fork (in nginx, the first request's log_by_lua in a worker forked from a master that
+    // initialised rlog). The calling thread's I/O counters show which thread did it.
+    const DEAD: u64 = 20_000;
+    let dir = temp_dir("spool-fork-first-log");
+    let (port, _down) = refusing_port();
+    let text = config(port, &dir);
+    // The parent's logger, started before anything is left to adopt.
+    let lg = Logger::start(Config::parse(&text).unwrap()).unwrap();
+    let mut pids = Pids::default();
+
+    // A process that spools 2 MB and is killed: a dead instance to adopt.
+    let (mut to_dead, mut dead_end) = pair();
+    let t = text.clone();
+    let dead = fork_run(move || {
+        let lg = Logger::start(Config::parse(&t).unwrap()).unwrap();
+        for i in 0..DEAD {
+            lg.log(format!("{}-{}\n", line(9, i), "d".repeat(90)).as_bytes());
+        }
+        lg.flush();
+        wait_for("spooled", 60, || lg.stats().spooled == DEAD);
+        send_stats(&mut dead_end, &lg.stats());
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    });
+    pids.0.push(dead);
+    let dead_bytes = recv_stats(&mut to_dead, "the process to kill").spooled_bytes;
+    assert!(dead_bytes > 1 << 20, "{dead_bytes}");
+    sigkill(dead);
+    reap(dead, 10).expect("the killed process reaped");
+    pids.forget(dead);
+
+    // A child of this process logs through the inherited logger: its first `log` starts the
+    // child's worker, which opens the child's spool instance and adopts the dead one.
+    let (mut to_child, mut child_end) = pair();
+    let child = fork_run(move || {
+        let before = thread_io();
+        let r = lg.log(b"from the child\n");
+        let after = thread_io();
+        assert_eq!(r, Logged::Buffered(15));
+        wait_for("the dead instance adopted", 30, || {
+            lg.stats().adopted == DEAD
+        });
+        send_u64s(
+            &mut child_end,
+            &[after.0 - before.0, after.1 - before.1, lg.stats().adopted],
+        );
+        lg.close(Duration::from_millis(100));
+    });
+    pids.0.push(child);
+    let got = recv_u64s(&mut to_child, "the child");
+    let status = reap(child, 30).expect("the child exited");
+    pids.forget(child);
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "the child's status: {status:#x}"
+    );
+    let (read, written, adopted) = (got[0], got[1], got[2]);
+    assert_eq!(adopted, DEAD, "the child adopted the dead instance");
+    // Reading /proc/thread-self/io itself is a few hundred bytes; the adopted spool is 2 MB.
+    assert!(
+        read < 64 << 10 && written < 64 << 10,
+        "the child's first log() read {read} B and wrote {written} B (the adopted spool: \
+         {dead_bytes} B)"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
