@@ -3,8 +3,12 @@
 real nginx, then read back from rlogd's store with `rlogd cat`.
 
 Every sender uses the acknowledged `rlogd://` transport (`sock_type = rlogd`) with its own record
-type (1 = C, 2 = Python, 3 = nginx/LuaJIT), so the store shows who sent what. The demo fails
-(exit 1) unless every line each sender logged is in the store exactly once.
+type (1 = C, 2 = Python, 3 = nginx/LuaJIT, 4 = the spool step), so the store shows who sent what.
+The demo fails (exit 1) unless every line each sender logged is in the store exactly once.
+
+The spool step shows logs surviving a restart (SPEC §6): before rlogd is up, a Python process
+logs with `spool = DIR` and exits; what it could not deliver waits in DIR (`rlogd spool DIR`
+shows it); once rlogd is up, a second run with the same config adopts and delivers it.
 """
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ import os
 import pathlib
 import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -27,13 +32,13 @@ sys.path.insert(0, str(ROOT / "bindings" / "python"))
 sys.path.insert(0, str(ROOT / "tests" / "py"))
 
 
-def start_rlogd(store: pathlib.Path) -> tuple[subprocess.Popen, int, pathlib.Path]:
+def start_rlogd(store: pathlib.Path, port: int = 0) -> tuple[subprocess.Popen, int, pathlib.Path]:
     err = store.parent / "rlogd.log"
-    proc = subprocess.Popen([str(RLOGD), "serve", "--data", str(store), "--listen", "rlogd://127.0.0.1:0"],
+    proc = subprocess.Popen([str(RLOGD), "serve", "--data", str(store), "--listen", f"rlogd://127.0.0.1:{port}"],
                             stderr=open(err, "w"), stdout=subprocess.DEVNULL)
     deadline = time.time() + 10
     while time.time() < deadline:
-        m = re.search(r"listening on rlogd://127\.0\.0\.1:0 \(127\.0\.0\.1:(\d+)\)", err.read_text())
+        m = re.search(r"listening on rlogd://127\.0\.0\.1:\d+ \(127\.0\.0\.1:(\d+)\)", err.read_text())
         if m:
             return proc, int(m.group(1)), err
         if proc.poll() is not None:
@@ -97,13 +102,81 @@ def send_from_nginx(port: int, n: int, tmp: pathlib.Path) -> int:
     return n
 
 
+# One run of the spool step, in a process of its own. Run 1 logs `n` lines while nothing listens:
+# the flush fails, and what could not be sent goes to the spool. Run 2 logs nothing: it adopts
+# what run 1 left and delivers it. Each prints its counters as JSON, then closes and exits.
+SPOOL_RUN = r"""
+import json, sys, time
+import rlog
+port, spool, run, n = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+lg = rlog.Logger({"host": "127.0.0.1", "port": port, "sock_type": "rlogd", "type": 4,
+                  "spool": spool, "max_retry_times": 0, "timeout": 300})
+for i in range(1, n + 1):
+    lg.log(f"kept in the spool while rlogd was down, line {i} of {n}")
+if run == 1:
+    try:
+        lg.flush()
+    except rlog.RlogError:
+        pass  # expected: nothing listens yet
+deadline = time.time() + 20
+while time.time() < deadline:
+    s = lg.stats()
+    if s.spooled == n if run == 1 else (s.adopted > 0 and s.sent == s.adopted):
+        break
+    time.sleep(0.05)
+s = lg.stats()
+print(json.dumps({k: getattr(s, k) for k in ("logged", "adopted", "sent", "lost", "spooled", "buffered")}))
+lg.close()
+"""
+
+
+def spool_run(port: int, spool: pathlib.Path, run: int, n: int) -> dict:
+    env = dict(os.environ, RLOG_LIB=str(LIB),
+               PYTHONPATH=os.pathsep.join([str(ROOT / "bindings" / "python"), os.environ.get("PYTHONPATH", "")]))
+    res = subprocess.run([sys.executable, "-c", SPOOL_RUN, str(port), str(spool), str(run), str(n)],
+                         capture_output=True, text=True, timeout=60, env=env)
+    if res.returncode != 0:
+        print(f"  spool run {run} failed: {res.stderr.strip()}")
+        return {}
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def spool_before_rlogd(port: int, spool: pathlib.Path, n: int) -> int:
+    """Run 1, with nothing listening on `port`: returns how many lines it left in the spool."""
+    s = spool_run(port, spool, 1, n)
+    print(f"  run 1 (Python, rlogd down): logged {s.get('logged')}, sent {s.get('sent')}, "
+          f"left in the spool {s.get('spooled')}; exited")
+    inspect = subprocess.run([str(RLOGD), "spool", str(spool)], capture_output=True, text=True, timeout=30)
+    for line in inspect.stdout.splitlines():
+        if "records" in line or "dead" in line:
+            print(f"    rlogd spool: {line.strip()}")
+    return s.get("spooled", 0) if s.get("logged") == n else 0
+
+
+def spool_after_rlogd(port: int, spool: pathlib.Path) -> int:
+    """Run 2, with rlogd up: returns how many records it adopted and delivered."""
+    s = spool_run(port, spool, 2, 0)
+    print(f"  run 2 (same config, rlogd up): adopted {s.get('adopted')}, sent {s.get('sent')}, "
+          f"lost {s.get('lost')}, left in the spool {s.get('spooled')}")
+    return s.get("adopted", 0) if s.get("sent") == s.get("adopted") else -1
+
+
 def main() -> int:
     if not (RLOGD.exists() and LIB.exists() and EXAMPLE.exists()):
         sys.exit("run `make demo` (it builds librlog, rlogd and the C example first)")
     with tempfile.TemporaryDirectory(prefix="rlog-demo-") as d:
         tmp = pathlib.Path(d)
         store = tmp / "store"
-        proc, port, _ = start_rlogd(store)
+        spool = tmp / "spool"
+        # The port rlogd will listen on, held (bound, not listening) so that nothing answers
+        # there before it does.
+        held = socket.socket()
+        held.bind(("127.0.0.1", 0))
+        spool_port = held.getsockname()[1]
+        print(f"spool: logging to rlogd://127.0.0.1:{spool_port} before rlogd is up, with spool = {spool}")
+        spooled = spool_before_rlogd(spool_port, spool, 5)
+        held.close()
+        proc, port, _ = start_rlogd(store, spool_port)
         print(f"rlogd listening on rlogd://127.0.0.1:{port}, storing in {store}")
         expected = {}
         try:
@@ -113,13 +186,19 @@ def main() -> int:
             sent_nginx = send_from_nginx(port, 5, tmp)
             if sent_nginx >= 0:
                 expected[3] = sent_nginx
+            print("spool: the next process with the same config, now that rlogd is up:")
+            adopted = spool_after_rlogd(port, spool)
+            expected[4] = 5
+            if spooled != 5 or adopted != 5:
+                print(f"spool: left 5 expected, {spooled} left; 5 adopted expected, {adopted} adopted: FAILED")
+                expected[4] = -1
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=10)
         out = subprocess.run([str(RLOGD), "cat", "--data", str(store), "--json"],
                              capture_output=True, text=True, timeout=30, check=True).stdout
         records = [json.loads(line) for line in out.splitlines() if line.strip()]
-        names = {1: "C", 2: "Python", 3: "nginx/LuaJIT"}
+        names = {1: "C", 2: "Python", 3: "nginx/LuaJIT", 4: "spool (Python, 2 runs)"}
         print(f"--- `rlogd cat` read {len(records)} records back from the store:")
         for r in records:
             print(f"  [{names.get(r.get('type'), r.get('type'))}] {r.get('msg', r)}".rstrip())

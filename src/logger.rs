@@ -9,7 +9,7 @@ use crate::config::Config;
 use crate::lifecycle;
 use crate::output::driver::Disk;
 use crate::output::tls::TlsSettings;
-use crate::pipeline;
+use crate::pipeline::{self, OpenDisk};
 pub(crate) use crate::queue::{Inner, SpawnWorker, CLOSE_GRACE};
 pub use crate::queue::{Logged, Logger, PendingError, BUFFER_FULL};
 use crate::stats::rlog_sink_stats;
@@ -23,16 +23,22 @@ impl Logger {
     pub fn start(config: Config) -> Result<Logger, String> {
         let tls = build_tls(&config)?;
         // The spool is opened here, so an unusable directory is an init error; a fork child's
-        // worker opens one of its own (the parent's stays the parent's).
+        // worker opens one of its own (the parent's stays the parent's), on its own thread: the
+        // `log` call that starts it in the child must not wait for the disk (creating the
+        // instance, and reading every record it adopts from dead processes).
         let spool = config.spool.clone();
         let key = spool_key(&config);
         let mut opened = spool.as_ref().map(|s| Disk::open(s, &key)).transpose()?;
         let first = std::sync::Mutex::new(opened.take());
         let spawn = move |inner: Arc<Inner>| {
-            let disk = match first.lock().unwrap_or_else(|e| e.into_inner()).take() {
-                Some(d) => Some(Ok(d)),
-                None => spool.as_ref().map(|s| Disk::open(s, &key)),
-            };
+            let disk: Option<OpenDisk> =
+                match first.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                    Some(d) => Some(Box::new(move || Ok(d))),
+                    None => spool.clone().map(|s| {
+                        let key = key.clone();
+                        Box::new(move || Disk::open(&s, &key)) as OpenDisk
+                    }),
+                };
             pipeline::spawn(inner, tls.clone(), disk, lifecycle::unregister)
         };
         let lg = Logger::unstarted(config, SpawnWorker(Box::new(spawn)));

@@ -55,21 +55,25 @@ fn sink_stats(c: &OutputCounters, pending: Tally) -> rlog_sink_stats {
 /// handling (nginx's SIGQUIT/SIGHUP, a Python program's SIGINT) keeps going to the host's
 /// threads.
 /// `stopped` runs when the worker has stopped.
-/// `disk`: the output's disk queue (`spool`), opened by the caller, or the error opening it.
+/// `disk`: opens the output's disk queue (`spool`), or says why it cannot; called on the worker
+/// thread, so a caller never waits for the disk.
 pub(crate) fn spawn(
     inner: Arc<Inner>,
     tls: Vec<Option<Arc<TlsSettings>>>,
-    disk: Option<Result<Disk, String>>,
+    disk: Option<OpenDisk>,
     stopped: impl FnOnce(&Arc<Inner>) + Send + 'static,
 ) -> io::Result<JoinHandle<()>> {
     let _mask = crate::sync::BlockSignals::new();
     std::thread::Builder::new()
         .name("rlog-worker".into())
         .spawn(move || {
-            run(&inner, tls, disk);
+            run(&inner, tls, disk.map(|open| open()));
             stopped(&inner);
         })
 }
+
+/// Opens an output's disk queue (see [`spawn`]).
+pub(crate) type OpenDisk = Box<dyn FnOnce() -> Result<Disk, String> + Send>;
 
 /// A random, nonzero id.
 pub(crate) fn random_producer() -> u64 {
@@ -351,11 +355,19 @@ fn run_inline(inner: &Inner, set: &OutputSet, mut d: Driver, direct: bool) {
     let mut reuse = 0u64;
     inner.publish(0, rlog_sink_stats::default());
     loop {
-        let wake = [d.retry_at, d.disk_due()].into_iter().flatten().min();
+        // The spool's next look for dead processes' spools wakes the worker, but is no retry:
+        // a close with nothing left to deliver does not wait for it.
+        let (retry_at, tend_at) = (d.retry_at, d.disk_due());
         let taken: Taken = if direct {
-            inner.take_round(&mut pacing, wake, &mut d.pending, Some(&mut next_seq))
+            inner.take_round(
+                &mut pacing,
+                retry_at,
+                tend_at,
+                &mut d.pending,
+                Some(&mut next_seq),
+            )
         } else {
-            inner.take_round(&mut pacing, wake, &mut batch, None)
+            inner.take_round(&mut pacing, retry_at, tend_at, &mut batch, None)
         };
         let mut round = Round::default();
         let mut settled = Settled::default();
@@ -640,7 +652,7 @@ fn run_lanes(inner: &Arc<Inner>, set: &Arc<OutputSet>, drivers: Vec<Driver>) {
     let mut reuse = 0u64;
     loop {
         let retry_at = None; // Drivers wait out their own backoff.
-        let taken = inner.take_round(&mut pacing, retry_at, &mut batch, None);
+        let taken = inner.take_round(&mut pacing, retry_at, None, &mut batch, None);
         let mut settled = Settled::default();
         let mut error = None;
         let given = {

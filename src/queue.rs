@@ -583,15 +583,18 @@ impl Inner {
     /// Waits until a delivery round is due, then takes what the caller side queued into
     /// `into`: swapped in (routed configs), or, with `direct_seq`, appended to the records a
     /// direct output still holds and numbered from `*direct_seq` on. `retry_at`: when the
-    /// worker's own output retries a failed delivery.
+    /// worker's own output retries a failed delivery. `tend_at`: when the worker wants a round
+    /// anyway to look after its output (the spool's look for dead processes' spools); unlike a
+    /// retry, it does not hold back a close that has nothing left to deliver.
     ///
     /// A round is due when `flush()` asks, a `log` crossed `flush_limit` (paced to one round per
-    /// [`POLL`] while that happens often), the periodic flush or the retry is due, or the logger
-    /// is closing.
+    /// [`POLL`] while that happens often), the periodic flush, the retry or the tending is due,
+    /// or the logger is closing.
     pub(crate) fn take_round(
         &self,
         p: &mut Pacing,
         retry_at: Option<Instant>,
+        tend_at: Option<Instant>,
         into: &mut Buffer,
         direct_seq: Option<&mut u64>,
     ) -> Taken {
@@ -608,6 +611,7 @@ impl Inner {
                 p.last_flush = now;
             }
             let retry_due = retry_at.is_some_and(|t| now >= t);
+            let tend_due = tend_at.is_some_and(|t| now >= t);
             let wanted = st.flush_wanted || (periodic_due && new_msgs);
             // While flushes are frequent, one per POLL at most: what arrives meanwhile joins
             // the next batch instead of costing a send of its own ...
@@ -623,6 +627,7 @@ impl Inner {
             if st.flush_req > st.flush_done
                 || closing_due
                 || retry_due
+                || tend_due
                 || (wanted && !paced)
                 || st.closing.is_some_and(|deadline| now >= deadline)
             {
@@ -633,6 +638,7 @@ impl Inner {
             let wake = [
                 limits.periodic_flush.map(|per| p.last_flush + per),
                 retry_at,
+                tend_at,
                 st.closing,
                 tick,
             ];
