@@ -62,7 +62,10 @@ pub fn connect_tcp(host: &str, port: u16, timeout: Duration) -> io::Result<Socke
     let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{host}: host not found"));
     for addr in (host, port).to_socket_addrs()? {
         let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-        match sock.connect_timeout(&addr.into(), timeout) {
+        match sock
+            .connect_timeout(&addr.into(), timeout)
+            .and_then(|()| refuse_self_connect(&sock))
+        {
             Ok(()) => {
                 sock.set_tcp_nodelay(true)?;
                 prepare(&sock, timeout)?;
@@ -74,10 +77,102 @@ pub fn connect_tcp(host: &str, port: u16, timeout: Duration) -> io::Result<Socke
     Err(last)
 }
 
+/// A TCP connect to a port of this host in the ephemeral range, with nothing listening there,
+/// can be given that very port as its source: SYN to itself, "simultaneous open", and the
+/// socket is connected to itself. Every byte written would come back to it and be counted sent.
+/// Such a connection is refused, as Go's net package does (nothing listens on the port, or the
+/// kernel could not have handed it out as a source port).
+fn refuse_self_connect(sock: &Socket) -> io::Result<()> {
+    let local = sock.local_addr()?.as_socket();
+    if local.is_some() && local == sock.peer_addr()?.as_socket() {
+        return Err(io::Error::from_raw_os_error(libc::ECONNREFUSED));
+    }
+    Ok(())
+}
+
 /// Connects to the unix stream socket at `path`, bounded by `timeout`.
 pub fn connect_unix(path: &str, timeout: Duration) -> io::Result<Socket> {
     let sock = Socket::new(Domain::UNIX, Type::STREAM, None)?;
     sock.connect_timeout(&SockAddr::unix(path)?, timeout)?;
     prepare(&sock, timeout)?;
     Ok(sock)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+
+    /// A free port of 127.0.0.1 (nothing bound to it when this returns).
+    fn free_port() -> u16 {
+        TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    /// Deterministic: a socket bound to 127.0.0.1:P with SO_REUSEADDR and connected to
+    /// 127.0.0.1:P connects to itself on Linux; the check must call that refused.
+    #[test]
+    fn a_socket_connected_to_itself_is_refused() {
+        let port = free_port();
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let sock = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).unwrap();
+        sock.set_reuse_address(true).unwrap();
+        sock.bind(&addr.into()).unwrap();
+        sock.connect_timeout(&addr.into(), Duration::from_secs(5))
+            .expect("simultaneous open to itself");
+        assert_eq!(sock.peer_addr().unwrap().as_socket(), Some(addr));
+        let err = refuse_self_connect(&sock).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused);
+
+        // A real connection passes.
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let real = connect_tcp(
+            "127.0.0.1",
+            listener.local_addr().unwrap().port(),
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        refuse_self_connect(&real).unwrap();
+    }
+
+    /// The defect as users met it: connect_tcp to a free port in the ephemeral range, retried
+    /// as the worker retries, is sooner or later handed that port as its source and connects
+    /// to itself (the old code returned that socket). Every attempt must be refused.
+    #[test]
+    fn connect_tcp_never_returns_a_connection_to_itself() {
+        // Linux hands even ports to connect() and odd ones to bind(0): look for a free even one.
+        let (lo, hi) = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|s| {
+                let mut it = s.split_whitespace().map(|v| v.parse::<u16>().ok());
+                Some((it.next()??, it.next()??))
+            })
+            .unwrap_or((32768, 60999));
+        let port = loop {
+            let p = free_port();
+            let p = if p % 2 == 1 { p - 1 } else { p };
+            if p >= lo && p <= hi && TcpListener::bind(("127.0.0.1", p)).is_ok() {
+                break p;
+            }
+        };
+        let start = std::time::Instant::now();
+        let mut attempts = 0u32;
+        // The kernel walks the source ports for one destination in small random steps: a pass
+        // over the range takes a few thousand connects and hits a given port about one time in
+        // four. 100 000 attempts (a second or two) leave the old code no chance to pass.
+        while attempts < 100_000 && start.elapsed() < Duration::from_secs(30) {
+            attempts += 1;
+            match connect_tcp("127.0.0.1", port, Duration::from_secs(5)) {
+                Ok(sock) => panic!(
+                    "connect #{attempts} to a port nothing listens on succeeded: {:?} -> {:?}",
+                    sock.local_addr().unwrap().as_socket(),
+                    sock.peer_addr().unwrap().as_socket()
+                ),
+                Err(e) => assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused, "{e}"),
+            }
+        }
+    }
 }
