@@ -14,11 +14,21 @@ extern "C" {
     fn tzset();
 }
 
+/// The longest text one strftime item may give (16 MiB, rlogd's largest record). A format that
+/// gives more (`%20000000Y`) is refused at init; should one get there only at some later time,
+/// that record is an encoder error, reported and counted, never a record with the time missing.
+pub const MAX_TEXT: usize = 16 << 20;
+
 /// A compiled strftime format.
 #[derive(Debug, Clone)]
 pub struct Strftime {
+    /// The format with [`MARK`] appended: libc's `strftime` returns 0 both for "did not fit"
+    /// and for an empty result, and with the mark a result is never empty.
     format: CString,
 }
+
+/// Appended to the format, removed from the result.
+const MARK: u8 = 0x01;
 
 /// The last second one [`Strftime`] rendered, and its text (owned by the worker).
 #[derive(Debug, Default)]
@@ -30,43 +40,73 @@ pub struct ClockCache {
 impl Strftime {
     /// Compiles `format`. Reads `TZ` now (`tzset`), as uWSGI does at start.
     ///
-    /// Errors: the format contains a NUL byte.
+    /// Errors: the format contains a NUL byte; its text for the current time is longer than
+    /// [`MAX_TEXT`].
     pub fn new(format: &str) -> Result<Strftime, String> {
-        let format = CString::new(format).map_err(|_| {
+        let nul = || {
             format!(
                 "strftime format \"{}\" contains a NUL byte",
                 format.escape_debug()
             )
-        })?;
+        };
+        if format.contains('\0') {
+            return Err(nul());
+        }
+        let marked = if format.is_empty() {
+            Vec::new()
+        } else {
+            let mut m = format.as_bytes().to_vec();
+            m.push(MARK);
+            m
+        };
+        let s = Strftime {
+            format: CString::new(marked).map_err(|_| nul())?,
+        };
         // SAFETY: tzset has no arguments and only (re)reads TZ into libc's own state.
         unsafe { tzset() };
-        Ok(Strftime { format })
+        let mut probe = Vec::new();
+        s.format_into(crate::logger::now_micros() / 1_000_000, &mut probe)
+            .map_err(|e| format!("{e} (given \"{}\")", format.escape_debug()))?;
+        Ok(s)
     }
 
     /// Appends the local time of `unix_secs`, formatted, to `out`. Unlike uWSGI (64 bytes, and
     /// nothing at all when the result is longer) the output is never cut short.
-    pub fn render(&self, unix_secs: i64, out: &mut Vec<u8>, cache: &mut ClockCache) {
-        out.extend_from_slice(self.text(unix_secs, cache));
+    ///
+    /// Errors: the text would be longer than [`MAX_TEXT`] (nothing is appended).
+    pub fn render(
+        &self,
+        unix_secs: i64,
+        out: &mut Vec<u8>,
+        cache: &mut ClockCache,
+    ) -> Result<(), String> {
+        out.extend_from_slice(self.text(unix_secs, cache)?);
+        Ok(())
     }
 
     /// The local time of `unix_secs`, formatted (from `cache` when it holds that second).
-    pub fn text<'c>(&self, unix_secs: i64, cache: &'c mut ClockCache) -> &'c [u8] {
+    ///
+    /// Errors: the text would be longer than [`MAX_TEXT`].
+    pub fn text<'c>(&self, unix_secs: i64, cache: &'c mut ClockCache) -> Result<&'c [u8], String> {
         if cache.sec != Some(unix_secs) {
             cache.text.clear();
-            self.format_into(unix_secs, &mut cache.text);
+            cache.sec = None;
+            self.format_into(unix_secs, &mut cache.text)?;
             cache.sec = Some(unix_secs);
         }
-        &cache.text
+        Ok(&cache.text)
     }
 
-    fn format_into(&self, unix_secs: i64, out: &mut Vec<u8>) {
+    fn format_into(&self, unix_secs: i64, out: &mut Vec<u8>) -> Result<(), String> {
         if self.format.as_bytes().is_empty() {
-            return;
+            return Ok(());
         }
         let tm = local_tm(unix_secs);
-        let mut cap = 64usize;
+        let start = out.len();
+        // Room for the text and the mark.
+        let most = MAX_TEXT + 1;
+        let mut cap = 256usize;
         loop {
-            let start = out.len();
             out.resize(start + cap, 0);
             // SAFETY: the destination is `cap` writable bytes inside `out`; the format is a valid
             // NUL-terminated C string; `tm` is an initialised struct tm.
@@ -78,13 +118,19 @@ impl Strftime {
                     &tm,
                 )
             };
-            // 0 means "did not fit" (or an empty result): retry larger, up to a sane bound.
-            if n > 0 || cap >= 64 * 1024 {
-                out.truncate(start + n);
-                return;
+            // With the mark, 0 can only mean "did not fit".
+            if n > 0 {
+                debug_assert_eq!(out[start + n - 1], MARK);
+                out.truncate(start + n - 1);
+                return Ok(());
             }
             out.truncate(start);
-            cap *= 4;
+            if cap >= most {
+                return Err(format!(
+                    "strftime gives more than {MAX_TEXT} bytes, the most one time item may hold"
+                ));
+            }
+            cap = (cap * 4).min(most);
         }
     }
 }
@@ -129,13 +175,37 @@ mod tests {
     fn formats_long_output_whole() {
         let s = Strftime::new(&"%Y".repeat(40)).unwrap();
         let mut out = Vec::new();
-        s.render(0, &mut out, &mut ClockCache::default());
+        s.render(0, &mut out, &mut ClockCache::default()).unwrap();
         assert_eq!(out.len(), 160, "{}", String::from_utf8_lossy(&out));
         let e = Strftime::new("").unwrap();
         let mut out = b"x".to_vec();
-        e.render(0, &mut out, &mut ClockCache::default());
+        e.render(0, &mut out, &mut ClockCache::default()).unwrap();
         assert_eq!(out, b"x");
         assert!(Strftime::new("a\0b").is_err());
+    }
+
+    /// Was: past 64 KiB strftime's text came out empty, silently.
+    #[test]
+    fn text_over_64_kib_is_kept_whole() {
+        let s = Strftime::new(&"%Y-".repeat(40_000)).unwrap();
+        let mut out = b"<".to_vec();
+        s.render(0, &mut out, &mut ClockCache::default()).unwrap();
+        assert_eq!(out.len(), 1 + 40_000 * 5);
+        assert!(out[1..].chunks(5).all(|c| c == b"1970-" || c == b"1969-"));
+        // The mark appended to the format never shows.
+        let e = Strftime::new("%%").unwrap();
+        let mut out = Vec::new();
+        e.render(0, &mut out, &mut ClockCache::default()).unwrap();
+        assert_eq!(out, b"%");
+    }
+
+    #[test]
+    fn text_past_the_limit_is_an_init_error() {
+        let e = Strftime::new("x%20000000Y").unwrap_err();
+        assert!(
+            e.contains("more than 16777216 bytes") && e.contains("%20000000Y"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -150,9 +220,9 @@ mod tests {
         let s = Strftime::new("100%% %S").unwrap();
         let mut cache = ClockCache::default();
         let mut out = Vec::new();
-        s.render(1_700_000_000, &mut out, &mut cache);
-        s.render(1_700_000_000, &mut out, &mut cache);
-        s.render(1_700_000_001, &mut out, &mut cache);
+        for t in [1_700_000_000, 1_700_000_000, 1_700_000_001] {
+            s.render(t, &mut out, &mut cache).unwrap();
+        }
         assert_eq!(out, b"100% 20100% 20100% 21");
     }
 }

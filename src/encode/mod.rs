@@ -122,7 +122,8 @@ impl Encoder {
     /// Appends `input` encoded to `out`; `state` is this encoder's worker-side state (deflate
     /// stream, strftime caches), created on first use.
     ///
-    /// Errors: only `gzip`/`compress` of an empty record.
+    /// Errors: `gzip`/`compress` of an empty record; a strftime text longer than
+    /// [`clock::MAX_TEXT`].
     pub fn apply(
         &self,
         input: &[u8],
@@ -145,9 +146,9 @@ impl Encoder {
             }
             Encoder::Gzip => zip::gzip(state.deflate(false), input, out)?,
             Encoder::Compress => zip::compress(state.deflate(true), input, out)?,
-            Encoder::Format(t) => t.render(Mode::Raw, input, time_us, out, state.clocks()),
-            Encoder::Json(t) => t.render(Mode::Json, input, time_us, out, state.clocks()),
-            Encoder::Msgpack(m) => m.render(input, time_us, out, state.clocks()),
+            Encoder::Format(t) => t.render(Mode::Raw, input, time_us, out, state.clocks())?,
+            Encoder::Json(t) => t.render(Mode::Json, input, time_us, out, state.clocks())?,
+            Encoder::Msgpack(m) => m.render(input, time_us, out, state.clocks())?,
         }
         Ok(())
     }

@@ -124,13 +124,15 @@ impl Msgpack {
 
     /// Appends the encoded object(s) for `msg` logged at `time_us`; `clocks` holds the worker's
     /// cache for each strftime item (grown as needed).
+    ///
+    /// Errors: a strftime item's text longer than [`super::clock::MAX_TEXT`].
     pub fn render(
         &self,
         msg: &[u8],
         time_us: i64,
         out: &mut Vec<u8>,
         clocks: &mut Vec<ClockCache>,
-    ) {
+    ) -> Result<(), String> {
         let mut k = 0;
         for item in &self.items {
             match item {
@@ -153,11 +155,12 @@ impl Msgpack {
                     if clocks.len() <= k {
                         clocks.resize_with(k + 1, ClockCache::default);
                     }
-                    put_str(out, s.text(time_us.div_euclid(1_000_000), &mut clocks[k]));
+                    put_str(out, s.text(time_us.div_euclid(1_000_000), &mut clocks[k])?);
                     k += 1;
                 }
             }
         }
+        Ok(())
     }
 }
 
@@ -240,13 +243,23 @@ mod tests {
 
     fn enc(spec: &str, msg: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
-        Msgpack::compile(spec).unwrap().render(
-            msg,
-            1_700_000_000_123_456,
-            &mut out,
-            &mut Vec::new(),
-        );
+        Msgpack::compile(spec)
+            .unwrap()
+            .render(msg, 1_700_000_000_123_456, &mut out, &mut Vec::new())
+            .unwrap();
         out
+    }
+
+    /// Was: a `strftime:` item whose text passed 64 KiB was sent as an empty string.
+    #[test]
+    fn strftime_over_64_kib_is_a_whole_str32() {
+        let out = enc(
+            &format!("array:2|strftime:{}|nil", "%Y".repeat(20_000)),
+            b"",
+        );
+        assert_eq!(&out[..6], b"\x92\xdb\x00\x01\x38\x80");
+        assert_eq!(out.len(), 6 + 80_000 + 1);
+        assert!(out[6..80_006].chunks(4).all(|c| c == b"2023"));
     }
 
     #[test]

@@ -105,6 +105,8 @@ impl Template {
 
     /// Appends the template rendered for `msg` logged at `time_us` to `out`; `clocks` holds the
     /// worker's cache for each strftime part (grown as needed).
+    ///
+    /// Errors: a strftime part's text longer than [`super::clock::MAX_TEXT`].
     pub fn render(
         &self,
         mode: Mode,
@@ -112,7 +114,7 @@ impl Template {
         time_us: i64,
         out: &mut Vec<u8>,
         clocks: &mut Vec<ClockCache>,
-    ) {
+    ) -> Result<(), String> {
         let mut k = 0;
         for p in &self.parts {
             match p {
@@ -128,13 +130,14 @@ impl Template {
                     }
                     let secs = time_us.div_euclid(1_000_000);
                     match mode {
-                        Mode::Raw => s.render(secs, out, &mut clocks[k]),
-                        Mode::Json => json_escape(s.text(secs, &mut clocks[k]), out),
+                        Mode::Raw => s.render(secs, out, &mut clocks[k])?,
+                        Mode::Json => json_escape(s.text(secs, &mut clocks[k])?, out),
                     }
                     k += 1;
                 }
             }
         }
+        Ok(())
     }
 }
 
@@ -209,7 +212,8 @@ mod tests {
         let mut out = Vec::new();
         Template::compile(t)
             .unwrap()
-            .render(mode, msg, time_us, &mut out, &mut Vec::new());
+            .render(mode, msg, time_us, &mut out, &mut Vec::new())
+            .unwrap();
         out
     }
 
@@ -231,6 +235,20 @@ mod tests {
         assert!(!Template::compile("a ${msg}").unwrap().needs_time());
         assert!(Template::compile("${millis}").unwrap().needs_time());
         assert!(Template::compile("${strftime:%Y}").unwrap().needs_time());
+    }
+
+    /// Was: a `${strftime:...}` whose text passed 64 KiB came out empty, silently.
+    #[test]
+    fn strftime_over_64_kib_is_kept() {
+        let fmt = "%Y".repeat(20_000);
+        let t = format!("<${{strftime:{fmt}}}>");
+        for mode in [Mode::Raw, Mode::Json] {
+            let out = render(&t, mode, b"m", 0);
+            assert_eq!(out.len(), 2 + 80_000, "{mode:?}");
+            assert!(out[1..80_001]
+                .chunks(4)
+                .all(|c| c == b"1970" || c == b"1969"));
+        }
     }
 
     #[test]
