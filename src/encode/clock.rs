@@ -65,7 +65,10 @@ impl Strftime {
         // SAFETY: tzset has no arguments and only (re)reads TZ into libc's own state.
         unsafe { tzset() };
         let mut probe = Vec::new();
-        s.format_into(crate::logger::now_micros() / 1_000_000, &mut probe)
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        s.format_into(now, &mut probe)
             .map_err(|e| format!("{e} (given \"{}\")", format.escape_debug()))?;
         Ok(s)
     }
