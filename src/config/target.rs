@@ -180,6 +180,23 @@ fn host_port(s: &str) -> Result<(String, u16), String> {
     if host.is_empty() {
         return Err(format!("bad address \"{s}\": the host is missing"));
     }
+    if port.is_empty() {
+        return Err(format!("bad address \"{s}\": the port is missing"));
+    }
+    if !port.bytes().all(|b| b.is_ascii_digit()) {
+        let hint = match port.find(|c: char| !c.is_ascii_digit()) {
+            Some(i) if i > 0 && port[i..].starts_with('/') => {
+                format!(
+                    ": a socket target takes no path, write \"{host}:{}\"",
+                    &port[..i]
+                )
+            }
+            _ => String::new(),
+        };
+        return Err(format!(
+            "bad port \"{port}\" in \"{s}\": expected a number 0~65535{hint}"
+        ));
+    }
     let port = port
         .parse::<u16>()
         .map_err(|_| format!("\"port\" out of range 0~65535 in \"{s}\""))?;
@@ -302,6 +319,18 @@ mod tests {
         assert!(parse_logger("rlogds://h:70000")
             .unwrap_err()
             .contains("out of range"));
+        // Was: every bad port was "out of range", a trailing "/" or a word included.
+        assert_eq!(
+            parse_logger("tcp://127.0.0.1:5140/").unwrap_err(),
+            "logger \"tcp://127.0.0.1:5140/\": bad port \"5140/\" in \"127.0.0.1:5140/\": expected a number 0~65535: a socket target takes no path, write \"127.0.0.1:5140\""
+        );
+        assert_eq!(
+            parse_logger("udp://h:syslog").unwrap_err(),
+            "logger \"udp://h:syslog\": bad port \"syslog\" in \"h:syslog\": expected a number 0~65535"
+        );
+        assert!(parse_logger("tcp://h:")
+            .unwrap_err()
+            .ends_with("the port is missing"));
         assert!(parse_logger("a-b socket:h:1")
             .unwrap_err()
             .contains("unsupported"));

@@ -215,6 +215,9 @@ CONFIG_TEXT_CASES = [
     # A carriage return is kept raw inside quotes (a CRLF suffix).
     ('{ path = "/s", log_encoder = { "suffix \\r\\n" } }', 'log_encoder = "suffix \r\\n"\npath = /s'),
     ('{ [1] = "x" }', 'ERR: bad key "1" in user_config'),
+    # A "#" first or after a blank is quoted (unquoted, it would read as a trailing comment).
+    ('{ path = "/s", log_encoder = { "prefix [A] #1", "#x", "a#b" } }',
+     'log_encoder = "prefix [A] #1"\nlog_encoder = "#x"\nlog_encoder = a#b\npath = /s'),
     # A named logger's own keys (NAME.key), checked as the key itself.
     ('{ logger = { "web tcp://127.0.0.1:1" }, ["log-route"] = { "web ." }, ["web.timeout"] = 100 }',
      'log-route = web .\nlogger = web tcp://127.0.0.1:1\nweb.timeout = 100'),

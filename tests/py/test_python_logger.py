@@ -129,6 +129,10 @@ def test_config_mapping_to_text():
         'log_encoder = "prefix [A] "\n'
         'log_encoder = "say \\"hi\\"\\t\\\\ok\\n"\n'
     )
+    # A "#" that would read as a comment after the value is quoted; one inside a word is not.
+    assert rlog.config_text({"log_encoder": ["prefix [A] #1", "#x", "a#b"]}) == (
+        'log_encoder = "prefix [A] #1"\nlog_encoder = "#x"\nlog_encoder = a#b\n'
+    )
     assert rlog.config_text("as = is") == "as = is"
     # A path-like value is its path (ssl_ca, token_file, path).
     import pathlib

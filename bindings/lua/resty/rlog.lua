@@ -181,7 +181,9 @@ local function format_string(key, v)
     end
     -- Quoted when it must be; a carriage return stays raw inside the quotes (the parser splits
     -- lines on "\n" only, and a quoted value never ends a line with it: CRLF suffixes work).
-    if v == "" or str_find(v, '^%s') or str_find(v, '%s$') or str_find(v, '["\\\n\t\r]') then
+    -- A "#" first or after a blank would read as a comment after the value (an init error).
+    if v == "" or str_find(v, '^%s') or str_find(v, '%s$') or str_find(v, '["\\\n\t\r]')
+        or str_find(v, '^#') or str_find(v, '%s#') then
         v = str_gsub(v, '[\\"\n\t]', { ["\\"] = "\\\\", ['"'] = '\\"', ["\n"] = "\\n", ["\t"] = "\\t" })
         return '"' .. v .. '"'
     end

@@ -11,7 +11,7 @@ becomes::
 
 Values: ``str`` as is (quoted with ``"`` and ``\\" \\\\ \\n \\t`` escapes when it would not
 survive the line syntax otherwise: empty, leading or trailing blanks, a leading quote, a tab,
-CR or newline), ``bool`` as ``true``/``false``, ``int``/``float`` in decimal, ``None`` leaves the
+CR or newline, a ``#`` first or after a blank), ``bool`` as ``true``/``false``, ``int``/``float`` in decimal, ``None`` leaves the
 key out. A list or tuple repeats the key, and is allowed only for the repeatable keys
 (``logger``, ``log_encoder``, ``log_route``). The library validates everything else and reports
 it with its own wording.
@@ -26,7 +26,8 @@ from typing import Any, Iterable, Mapping, Union
 
 REPEATABLE = frozenset({"logger", "log_encoder", "log_route"})
 _KEY = re.compile(r"^[A-Za-z0-9_.\-]+$")
-_NEEDS_QUOTES = re.compile(r'^$|^\s|\s$|^"|[\t\r\n]')
+# A "#" first or after a blank would read as a comment after the value (an init error).
+_NEEDS_QUOTES = re.compile(r'^$|^\s|\s$|^"|[\t\r\n]|^#|\s#')
 
 ConfigLike = Union[str, Mapping[str, Any]]
 
