@@ -110,9 +110,15 @@ fn u64_at(b: &[u8], i: usize) -> u64 {
     u64::from_le_bytes(b[i..i + 8].try_into().unwrap())
 }
 
-/// Decodes a record header (`h` holds at least [`RECORD_HEADER`] bytes). Errors: a length over
-/// [`MAX_PAYLOAD`] or nonzero reserved fields.
+/// Decodes a record header (the first [`RECORD_HEADER`] bytes of `h`). Errors: fewer bytes than
+/// that, a length over [`MAX_PAYLOAD`] or nonzero reserved fields.
 pub fn decode_record_header(h: &[u8]) -> Result<RecordHeader, String> {
+    if h.len() < RECORD_HEADER {
+        return Err(format!(
+            "record header is {} bytes, expected {RECORD_HEADER}",
+            h.len()
+        ));
+    }
     let len = u32_at(h, 0);
     if len as usize > MAX_PAYLOAD {
         return Err(format!("record length {len} exceeds {MAX_PAYLOAD}"));
@@ -158,8 +164,15 @@ impl Entry {
         e
     }
 
-    /// Decodes an entry. Errors: a length over [`MAX_PAYLOAD`], nonzero flags.
+    /// Decodes an entry (the first [`ENTRY`] bytes of `e`). Errors: fewer bytes than that, a
+    /// length over [`MAX_PAYLOAD`], nonzero flags.
     pub fn decode(e: &[u8]) -> Result<Entry, String> {
+        if e.len() < ENTRY {
+            return Err(format!(
+                "index entry is {} bytes, expected {ENTRY}",
+                e.len()
+            ));
+        }
         let entry = Entry {
             file: u32_at(e, 0),
             offset: u32_at(e, 4),
@@ -348,5 +361,21 @@ mod tests {
         };
         assert_eq!(Entry::decode(&e.encode()).unwrap(), e);
         assert!(e.matches(&h));
+    }
+
+    /// Found by fuzzing (fuzz/ target `format`): a short slice panicked (index out of bounds)
+    /// instead of being refused.
+    #[test]
+    fn short_headers_and_entries_are_errors_not_panics() {
+        for n in [0, 1, RECORD_HEADER - 1] {
+            let e = decode_record_header(&vec![0u8; n]).unwrap_err();
+            assert!(e.contains("expected 40"), "{e}");
+        }
+        for n in [0, 7, ENTRY - 1] {
+            let e = Entry::decode(&vec![0u8; n]).unwrap_err();
+            assert!(e.contains("expected 32"), "{e}");
+        }
+        assert!(decode_record_header(&[0u8; RECORD_HEADER]).is_ok());
+        assert!(Entry::decode(&[0u8; ENTRY]).is_ok());
     }
 }

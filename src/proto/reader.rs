@@ -75,12 +75,27 @@ impl DateReader {
         Ok(len.saturating_sub(FILE_HEADER as u64) / ENTRY as u64)
     }
 
-    /// Reads the raw bytes of entries `from..from+n` into `out`.
+    /// Reads the raw bytes of entries `from..from+n` into `out`. Errors: I/O, entries past the
+    /// end of the index (any `from`, a follower's position included, is an error, not an
+    /// overflow).
     pub fn raw_entries(&self, from: u64, n: usize, out: &mut Vec<u8>) -> io::Result<()> {
+        let at = from
+            .checked_mul(ENTRY as u64)
+            .and_then(|o| o.checked_add(FILE_HEADER as u64))
+            .filter(|o| o.checked_add((n * ENTRY) as u64).is_some())
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("record {from} is past the end of any index"),
+                )
+            })?;
         let start = out.len();
         out.resize(start + n * ENTRY, 0);
-        self.index
-            .read_exact_at(&mut out[start..], FILE_HEADER as u64 + from * ENTRY as u64)
+        let r = self.index.read_exact_at(&mut out[start..], at);
+        if r.is_err() {
+            out.truncate(start);
+        }
+        r
     }
 
     /// Entry `id`.
@@ -129,5 +144,52 @@ impl DateReader {
             meta: h.meta,
             payload: raw,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by fuzzing (fuzz/ target `store`): the offset of entry `id` was computed with
+    /// wrapping arithmetic in release builds (a panic with overflow checks), so entry 2^59 read
+    /// entry 0 and was returned as if it existed.
+    #[test]
+    fn ids_past_any_index_are_errors_not_wrapped_offsets() {
+        let root = std::env::temp_dir().join(format!("rlog-reader-test-{}", std::process::id()));
+        let date = Date::parse("20260101").unwrap();
+        let dir = root.join(date.to_string());
+        fs::create_dir_all(&dir).unwrap();
+        let mut meta = Meta::default();
+        let mut data = format::data_header().to_vec();
+        let mut index = format::index_header().to_vec();
+        for seq in 0..2u64 {
+            meta.seq = seq;
+            let offset = data.len() as u32;
+            format::encode_record(&mut data, &meta, b"payload");
+            let e = Entry {
+                file: 0,
+                offset,
+                len: 7,
+                rtype: 0,
+                producer: 0,
+                seq,
+            };
+            index.extend_from_slice(&e.encode());
+        }
+        fs::write(dir.join("index"), &index).unwrap();
+        fs::write(dir.join(format::data_name(0)), &data).unwrap();
+
+        let mut r = DateReader::open(&root, date).unwrap();
+        assert_eq!(r.count_on_disk().unwrap(), 2);
+        assert_eq!(r.record(1).unwrap().meta.seq, 1);
+        for id in [2, 1 << 59, (1 << 59) + 1, u64::MAX / 32, u64::MAX] {
+            assert!(r.entry(id).is_err(), "entry {id}");
+            assert!(r.record(id).is_err(), "record {id}");
+        }
+        let mut out = vec![9u8];
+        assert!(r.raw_entries(u64::MAX, 1, &mut out).is_err());
+        assert_eq!(out, [9]);
+        fs::remove_dir_all(&root).unwrap();
     }
 }
