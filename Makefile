@@ -24,7 +24,7 @@ TARGET  := target/release
 LIB     := $(TARGET)/librlog.so
 BUILD   := build
 
-.PHONY: all build deps header demo uwsgi-plugin test test-rust test-c test-py lint install clean bench
+.PHONY: all build deps header demo uwsgi-plugin test test-rust test-c test-py lint install clean bench fuzz
 
 all: build
 
@@ -71,6 +71,12 @@ lint:
 
 bench:
 	$(CARGO) bench
+
+# Every fuzz target (fuzz/, cargo-fuzz on the nightly toolchain) for FUZZ_SECONDS each, one after
+# the other; skipped with a message when nightly is missing. See docs/FUZZING.md.
+FUZZ_SECONDS ?= 60
+fuzz:
+	bash fuzz/run.sh $(FUZZ_SECONDS)
 
 # Installs the library stripped of its debug info (the release build keeps it: 28 MB .so,
 # 85 MB .a), as librlog.so.VERSION with the SONAME link librlog.so.0 and the development link

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Runs every fuzz target for SECONDS each (default 20), one after the other, and prints one
+# summary line per target. Used by `make fuzz` and by .ci/run.
+#
+#   fuzz/run.sh [SECONDS] [TARGET...]
+#
+# Needs the nightly toolchain (cargo-fuzz builds with -Zsanitizer=address); without it, says so
+# and exits 0 (skipped). Installs cargo-fuzz with `cargo install` when it is missing. New inputs
+# the fuzzer finds go to fuzz/work/corpus/TARGET (not committed); the seeds in fuzz/corpus/TARGET
+# are only read. A crash leaves its input in fuzz/artifacts/TARGET/ and makes the run fail
+# (exit 1) after the other targets ran.
+set -uo pipefail
+cd "$(dirname "$0")"
+
+secs="${1:-20}"
+shift || true
+targets=("$@")
+if [ ${#targets[@]} -eq 0 ]; then
+    targets=(config encode msgpack frame format store)
+fi
+
+if ! cargo +nightly --version >/dev/null 2>&1; then
+    echo "fuzz: SKIPPED: no nightly toolchain (cargo-fuzz needs it: rustup toolchain install nightly)"
+    exit 0
+fi
+if ! cargo fuzz --version >/dev/null 2>&1; then
+    echo "fuzz: installing cargo-fuzz"
+    if ! cargo install --locked cargo-fuzz >/dev/null 2>&1 && ! cargo install cargo-fuzz; then
+        echo "fuzz: FAILED: cargo install cargo-fuzz failed" >&2
+        exit 1
+    fi
+fi
+
+mkdir -p work
+echo "fuzz: building the targets (nightly, AddressSanitizer, debug assertions)"
+if ! cargo +nightly fuzz build >work/build.log 2>&1; then
+    tail -40 work/build.log >&2
+    echo "fuzz: FAILED: build" >&2
+    exit 1
+fi
+
+failed=()
+for t in "${targets[@]}"; do
+    mkdir -p "work/corpus/$t" "artifacts/$t"
+    log="work/$t.log"
+    dict=()
+    if [ -f "$t.dict" ]; then dict=("-dict=$t.dict"); fi
+    cargo +nightly fuzz run "$t" "work/corpus/$t" "corpus/$t" -- "${dict[@]}" \
+        -max_total_time="$secs" -timeout=30 -rss_limit_mb=2048 -print_final_stats=1 >"$log" 2>&1
+    rc=$?
+    done_line=$(grep -E '^#[0-9]+[[:space:]]+DONE' "$log" | tail -1)
+    runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
+    if [ $rc -eq 0 ]; then
+        echo "fuzz: $t: ok, ${runs:-?} executions in ${secs}s; ${done_line:-no DONE line}"
+    else
+        echo "fuzz: $t: FAILED (exit $rc); last lines of $log:" >&2
+        grep -vE '^#[0-9]+[[:space:]]+(NEW|REDUCE|pulse|RELOAD)' "$log" | tail -40 >&2
+        failed+=("$t")
+    fi
+done
+
+if [ ${#failed[@]} -gt 0 ]; then
+    echo "fuzz: ${#failed[@]} target(s) failed: ${failed[*]}" >&2
+    exit 1
+fi
+echo "fuzz: ${#targets[@]} targets ran ${secs}s each, none failed"
