@@ -59,8 +59,9 @@ for t in "${targets[@]}"; do
     fi
 done
 
+echo "fuzz: ${#targets[@]} targets ran ${secs}s each"
+echo "fuzz: $((${#targets[@]} - ${#failed[@]})) passed, ${#failed[@]} failed"
 if [ ${#failed[@]} -gt 0 ]; then
-    echo "fuzz: ${#failed[@]} target(s) failed: ${failed[*]}" >&2
+    echo "fuzz: failed: ${failed[*]} (inputs in fuzz/artifacts/)" >&2
     exit 1
 fi
-echo "fuzz: ${#targets[@]} targets ran ${secs}s each, none failed"

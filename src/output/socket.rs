@@ -166,11 +166,13 @@ mod tests {
         while attempts < 100_000 && start.elapsed() < Duration::from_secs(30) {
             attempts += 1;
             match connect_tcp("127.0.0.1", port, Duration::from_secs(5)) {
-                Ok(sock) => panic!(
-                    "connect #{attempts} to a port nothing listens on succeeded: {:?} -> {:?}",
-                    sock.local_addr().unwrap().as_socket(),
-                    sock.peer_addr().unwrap().as_socket()
-                ),
+                Ok(sock) => {
+                    let local = sock.local_addr().unwrap().as_socket();
+                    let peer = sock.peer_addr().unwrap().as_socket();
+                    assert_ne!(local, peer, "connect #{attempts} connected to itself");
+                    // Another process started listening on the port: nothing more to learn.
+                    return;
+                }
                 Err(e) => assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused, "{e}"),
             }
         }
