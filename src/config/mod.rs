@@ -976,7 +976,7 @@ mod tests {
     /// docs/RLOGD.md's config examples, copied verbatim, are accepted.
     #[test]
     fn the_rlogd_doc_examples_parse() {
-        let doc = include_str!("../docs/RLOGD.md");
+        let doc = include_str!("../../docs/RLOGD.md");
         let mut blocks = 0;
         let mut rest = doc;
         while let Some(i) = rest.find("```\n") {
@@ -1021,7 +1021,7 @@ mod tests {
         ] {
             let c = Config::parse(&format!("host = {ok}\nport = 9")).unwrap();
             assert_eq!(
-                c.endpoint,
+                endpoint(&c),
                 Endpoint::Tcp {
                     host: ok.into(),
                     port: 9
