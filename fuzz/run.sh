@@ -16,7 +16,7 @@ secs="${1:-20}"
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(config encode msgpack frame format store)
+    targets=(config encode msgpack frame format store spool)
 fi
 
 if ! cargo +nightly --version >/dev/null 2>&1; then
