@@ -81,10 +81,13 @@ pub fn connect_tcp(host: &str, port: u16, timeout: Duration) -> io::Result<Socke
 /// can be given that very port as its source: SYN to itself, "simultaneous open", and the
 /// socket is connected to itself. Every byte written would come back to it and be counted sent.
 /// Such a connection is refused, as Go's net package does (nothing listens on the port, or the
-/// kernel could not have handed it out as a source port).
+/// kernel could not have handed it out as a source port). It is reset on close rather than shut
+/// down (`SO_LINGER` 0): a normal close would leave the port in TIME_WAIT for a minute, and a
+/// collector that binds it without `SO_REUSEADDR` could not start there meanwhile.
 fn refuse_self_connect(sock: &Socket) -> io::Result<()> {
     let local = sock.local_addr()?.as_socket();
     if local.is_some() && local == sock.peer_addr()?.as_socket() {
+        let _ = sock.set_linger(Some(Duration::ZERO));
         return Err(io::Error::from_raw_os_error(libc::ECONNREFUSED));
     }
     Ok(())
@@ -126,6 +129,15 @@ mod tests {
         assert_eq!(sock.peer_addr().unwrap().as_socket(), Some(addr));
         let err = refuse_self_connect(&sock).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused);
+        // Closed, it leaves the port free for a collector (no TIME_WAIT): a listener without
+        // SO_REUSEADDR binds it at once.
+        drop(sock);
+        let collector = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).unwrap();
+        collector.set_reuse_address(false).unwrap();
+        collector
+            .bind(&addr.into())
+            .expect("the port is free after the refused self-connection");
+        drop(collector);
 
         // A real connection passes.
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
