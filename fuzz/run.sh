@@ -39,6 +39,13 @@ if ! cargo +nightly fuzz build >work/build.log 2>&1; then
     exit 1
 fi
 
+# The store and spool targets write their files here (tmpfs when there is one).
+tmp_base=/dev/shm
+[ -d "$tmp_base" ] && [ -w "$tmp_base" ] || tmp_base="${TMPDIR:-/tmp}"
+RLOG_FUZZ_TMP=$(mktemp -d "$tmp_base/rlog-fuzz.XXXXXX")
+export RLOG_FUZZ_TMP
+trap 'rm -rf "$RLOG_FUZZ_TMP"' EXIT
+
 failed=()
 for t in "${targets[@]}"; do
     mkdir -p "work/corpus/$t" "artifacts/$t"

@@ -16,10 +16,11 @@ use rlog::proto::reader::DateReader;
 fn root() -> &'static PathBuf {
     static ROOT: OnceLock<PathBuf> = OnceLock::new();
     ROOT.get_or_init(|| {
-        let base = if std::path::Path::new("/dev/shm").is_dir() {
-            PathBuf::from("/dev/shm")
-        } else {
-            std::env::temp_dir()
+        // fuzz/run.sh sets RLOG_FUZZ_TMP to a directory it removes afterwards.
+        let base = match std::env::var_os("RLOG_FUZZ_TMP") {
+            Some(d) => PathBuf::from(d),
+            None if std::path::Path::new("/dev/shm").is_dir() => PathBuf::from("/dev/shm"),
+            None => std::env::temp_dir(),
         };
         let root = base.join(format!("rlog-fuzz-store-{}", std::process::id()));
         std::fs::create_dir_all(root.join("20260101")).unwrap();
