@@ -148,6 +148,10 @@ impl Control for QueueControl<'_> {
     fn pause(&self, d: Duration) -> bool {
         self.0.pause(d)
     }
+
+    fn deadline(&self) -> Option<Instant> {
+        self.0.closing_deadline()
+    }
 }
 
 /// Settles a direct output's records: each record is one of the caller's messages.
@@ -563,6 +567,10 @@ impl Lane {
 struct LaneControl<'a>(&'a Lane);
 
 impl Control for LaneControl<'_> {
+    fn deadline(&self) -> Option<Instant> {
+        self.0.lock().closing
+    }
+
     fn pause(&self, d: Duration) -> bool {
         let until = Instant::now() + d;
         let mut ls = self.0.lock();

@@ -529,6 +529,11 @@ impl Inner {
         }
     }
 
+    /// The close deadline, once the logger is closing.
+    pub(crate) fn closing_deadline(&self) -> Option<Instant> {
+        self.state.lock().closing
+    }
+
     /// Makes `text` the pending error.
     pub(crate) fn report(&self, text: String) {
         let mut st = self.state.lock();

@@ -408,6 +408,11 @@ impl ChildCloses {
         CHILD_CLOSES.lock().push(fd);
         ChildCloses(fd)
     }
+
+    /// The registered descriptor.
+    pub fn fd(&self) -> i32 {
+        self.0
+    }
 }
 
 impl Drop for ChildCloses {

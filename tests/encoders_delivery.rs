@@ -158,11 +158,12 @@ fn a_template_that_yields_nothing_is_an_error_not_an_empty_delivery() {
     // on a TCP logger without framing would go out as no bytes at all and count as sent.
     let c = Collector::tcp();
     let lg = logger(&format!(
-        "logger = tcp://127.0.0.1:{}\nlog-encoder = format ${{msg}}\nlog-encoder = suffix ;",
+        "logger = tcp://127.0.0.1:{}\nlog-encoder = format ${{msg}}\nlog-encoder = suffix ;\n\
+         framing = none",
         c.port()
     ));
     let lg2 = logger(&format!(
-        "logger = tcp://127.0.0.1:{}\nlog-encoder = format ${{msg}}",
+        "logger = tcp://127.0.0.1:{}\nlog-encoder = format ${{msg}}\nframing = none",
         c.port()
     ));
     lg.log(b"a\n");
@@ -527,4 +528,24 @@ fn a_socket_logger_reports_a_refused_datagram() {
     let s = wait_drained(&lg);
     assert_eq!(s.sent, 2, "{s:?}");
     identity(&s);
+}
+
+/// A json encoder on a TCP logger with no framing given: one record per line (uWSGI sends
+/// them back to back, and a collector reads one long line of merged objects).
+#[test]
+fn a_text_encoder_on_a_stream_defaults_to_one_record_per_line() {
+    let c = Collector::tcp();
+    let lg = logger(&format!(
+        "logger = tcp://127.0.0.1:{}\nlog-encoder = json {{\"msg\":\"${{msg}}\"}}",
+        c.port()
+    ));
+    for i in 0..3 {
+        assert_eq!(lg.log(format!("m{i}\n").as_bytes()), Logged::Buffered(3));
+    }
+    assert!(lg.close(Duration::from_secs(2)));
+    assert!(c.wait_bytes(3 * 12));
+    assert_eq!(
+        c.stop(),
+        b"{\"msg\":\"m0\"}\n{\"msg\":\"m1\"}\n{\"msg\":\"m2\"}\n"
+    );
 }

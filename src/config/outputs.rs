@@ -379,6 +379,18 @@ impl UwsgiKeys {
             // framing is for the stream loggers.
             if s.target.is_datagram() || s.target.is_rlogd() {
                 s.framing = Framing::None;
+            } else if self.framing.is_none()
+                && !self
+                    .overrides
+                    .iter()
+                    .any(|(n, k, _)| k == "framing" && s.name.as_deref() == Some(n.as_str()))
+                && !s.chain.is_empty()
+                && s.chain.binary_encoder().is_none()
+            {
+                // A text encoder (json, format, prefix...) on a stream with no framing given:
+                // one record a line, or its records would run together into one (`newline`
+                // adds nothing to a record that already ends with one, as `nl` makes it).
+                s.framing = Framing::Newline;
             }
             if s.framing == Framing::Newline {
                 if let Some(enc) = s.chain.binary_encoder() {

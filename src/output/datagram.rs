@@ -6,7 +6,7 @@
 use std::io;
 use std::net::ToSocketAddrs;
 use std::os::fd::AsRawFd;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
@@ -65,8 +65,9 @@ pub fn unix(path: &str, timeout: Duration) -> io::Result<Datagram> {
 }
 
 impl Output for Datagram {
-    fn send(&mut self, batch: &Buffer) -> Result<(), SendError> {
+    fn send(&mut self, batch: &Buffer, until: Option<Instant>) -> Result<(), SendError> {
         for (i, rec) in batch.records().enumerate() {
+            super::past(until).map_err(|e| SendError::retry(i, e))?;
             let mut resends = 0;
             loop {
                 match self.sock.send_with_flags(rec.bytes, libc::MSG_NOSIGNAL) {
@@ -152,7 +153,7 @@ mod tests {
         b.push(b"one", None);
         b.push(b"", None);
         b.push(b"three", None);
-        t.send(&b).unwrap();
+        t.send(&b, None).unwrap();
         let mut buf = [0u8; 64];
         let mut got = Vec::new();
         for _ in 0..3 {
@@ -177,7 +178,7 @@ mod tests {
         for _ in 0..10_000 {
             b.push(b"queued and never read", None);
         }
-        let e = t.send(&b).unwrap_err();
+        let e = t.send(&b, None).unwrap_err();
         let super::super::Failure::Retry { error, .. } = &e.failure else {
             panic!("{e:?}")
         };

@@ -44,6 +44,9 @@ pub trait Control {
     /// Sleeps `d`, or less if the logger starts closing or its close deadline comes first.
     /// Returns false when the close deadline has passed (stop retrying).
     fn pause(&self, d: Duration) -> bool;
+
+    /// The close deadline, once the logger is closing: no connect or send may run past it.
+    fn deadline(&self) -> Option<Instant>;
 }
 
 /// Where a driver's outcomes go.
@@ -90,6 +93,8 @@ pub struct Driver {
     rng: u64,
     /// The disk queue, with `spool`.
     disk: Option<Disk>,
+    /// When the peer said to try again, after the last failed send (`Failure::Retry::after`).
+    peer_wait: Option<Duration>,
 }
 
 impl Driver {
@@ -118,6 +123,7 @@ impl Driver {
             label,
             rng: producer | 1,
             disk: None,
+            peer_wait: None,
         }
     }
 
@@ -178,7 +184,8 @@ impl Driver {
         }
         let mut tries = 0;
         loop {
-            match open(&self.spec, self.tls.as_deref(), self.producer) {
+            let timeout = capped(self.spec.limits.timeout, ctl.deadline());
+            match open(&self.spec, self.tls.as_deref(), self.producer, timeout) {
                 Ok(c) => {
                     self.counters.connects += 1;
                     round.connects += 1;
@@ -219,13 +226,21 @@ impl Driver {
                 self.retry_at = None;
                 return true;
             }
+            // The peer's own word on when to try again (an HTTP Retry-After).
+            let mut wait: Option<Duration> = None;
             // Why this attempt failed: the connect loop's whole error (`connect`), or the send's
             // reason (`send`).
             let (failure, connect) = match self.connect(ctl, round) {
                 Err(e) => (e, true),
                 Ok(()) => {
-                    let (_, conn) = self.conn.as_mut().expect("connected above");
-                    let sent = conn.send(&self.pending);
+                    let (fds, conn) = self.conn.as_mut().expect("connected above");
+                    let until = ctl.deadline();
+                    if until.is_some() {
+                        // Closing: no write may outlast the deadline, or the exit report would
+                        // count as undelivered what still reaches the collector after it.
+                        cap_timeouts(fds, capped(self.spec.limits.timeout, until));
+                    }
+                    let sent = conn.send(&self.pending, until);
                     if let Some(notice) = conn.take_notice() {
                         round.error = Some(self.labelled(&notice));
                     }
@@ -246,10 +261,16 @@ impl Driver {
                                     self.settle_first(1, false, settle, round);
                                     continue;
                                 }
-                                Failure::Retry { error, resume, .. } => {
+                                Failure::Retry {
+                                    error,
+                                    resume,
+                                    after,
+                                } => {
                                     if !resume {
                                         self.conn = None;
                                     }
+                                    wait = after;
+                                    self.peer_wait = after;
                                     (reason(&error), false)
                                 }
                             }
@@ -257,7 +278,8 @@ impl Driver {
                     }
                 }
             };
-            if tries >= max || !ctl.pause(self.jittered(tries)) {
+            let pause = self.jittered(tries).max(wait.unwrap_or_default());
+            if tries >= max || !ctl.pause(pause) {
                 // lua-resty-logger-socket's words: the send loop's error wraps the connect
                 // loop's. A uWSGI-style output's message names it and says the one that failed.
                 let send = format!(
@@ -278,9 +300,11 @@ impl Driver {
     }
 
     /// A delivery failed at `now`: the next waits for a backoff that grows with each failure
-    /// in a row.
+    /// in a row (and at least as long as the peer asked, if it did).
     pub fn after_failure(&mut self, now: Instant) {
-        let pause = self.jittered(self.failures);
+        let pause = self
+            .jittered(self.failures)
+            .max(self.peer_wait.take().unwrap_or_default());
         self.retry_at = Some(now + pause);
         self.failures = self.failures.saturating_add(1);
     }
@@ -299,14 +323,14 @@ impl Driver {
 }
 
 /// Opens a connection to `spec`'s target (TLS handshake and rlogd's HELLO included), bounded
-/// by its `timeout`. `producer` identifies the sender to collectors that deduplicate resent
+/// by `timeout`. `producer` identifies the sender to collectors that deduplicate resent
 /// records (rlogd).
 fn open(
     spec: &OutputSpec,
     tls: Option<&TlsSettings>,
     producer: u64,
+    timeout: Duration,
 ) -> io::Result<Box<dyn Output>> {
-    let timeout = spec.limits.timeout;
     let sock = match &spec.target {
         Target::Rlogd { host, port } | Target::RlogdTls { host, port } => {
             return Ok(Box::new(rlogd::Rlogd::connect_to(
@@ -328,6 +352,29 @@ fn open(
     match tls {
         Some(settings) => Ok(Box::new(tls::Tls::handshake(sock, settings, timeout)?)),
         None => Ok(Box::new(stream::Stream::new(sock))),
+    }
+}
+
+/// `timeout`, or less if `deadline` comes first (1 ms at least: a zero socket timeout means
+/// none).
+fn capped(timeout: Duration, deadline: Option<Instant>) -> Duration {
+    match deadline {
+        Some(d) => timeout
+            .min(d.saturating_duration_since(Instant::now()))
+            .max(Duration::from_millis(1)),
+        None => timeout,
+    }
+}
+
+/// Sets the send and receive timeouts of a connection's sockets to `t`.
+fn cap_timeouts(fds: &[ChildCloses], t: Duration) {
+    for f in fds {
+        // SAFETY: the descriptor belongs to the live connection next to its registration, open
+        // for the whole call.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(f.fd()) };
+        let s = socket2::SockRef::from(&fd);
+        let _ = s.set_write_timeout(Some(t));
+        let _ = s.set_read_timeout(Some(t));
     }
 }
 

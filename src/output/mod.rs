@@ -15,6 +15,7 @@ pub mod stream;
 pub mod tls;
 
 use std::io;
+use std::time::Instant;
 
 use crate::buffer::Buffer;
 
@@ -131,8 +132,10 @@ impl Resume {
 pub trait Output: Send {
     /// Delivers every record of `batch`, in order (for an acknowledged output: until each is
     /// acknowledged). On failure, says how many leading records got through and why the rest
-    /// did not.
-    fn send(&mut self, batch: &Buffer) -> Result<(), SendError>;
+    /// did not. `until`: the logger is closing; stop by then (a `TimedOut` retry), however
+    /// slowly the peer still reads (each blocking call is already bounded by the socket's
+    /// timeout, which the driver caps by the time left).
+    fn send(&mut self, batch: &Buffer, until: Option<Instant>) -> Result<(), SendError>;
 
     /// Whether a kept connection can still be used: false once the peer has closed it. Checked
     /// before a connection is reused, so a collector that closed an idle connection does not
@@ -147,6 +150,17 @@ pub trait Output: Send {
 
     /// The descriptors the connection holds (a fork child closes them: `sync::ChildCloses`).
     fn fds(&self) -> Vec<i32>;
+}
+
+/// Whether the close deadline `until` has passed: the error a send stops with then.
+pub fn past(until: Option<Instant>) -> io::Result<()> {
+    match until {
+        Some(u) if Instant::now() >= u => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "the close deadline passed",
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// The reason part of resty's error strings: short, lower-case, as nginx's cosockets say it.

@@ -7,7 +7,7 @@
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rustls::{ClientConnection, StreamOwned};
 use socket2::Socket;
@@ -249,13 +249,14 @@ impl Rlogd {
 }
 
 impl Output for Rlogd {
-    fn send(&mut self, batch: &Buffer) -> Result<(), SendError> {
+    fn send(&mut self, batch: &Buffer, until: Option<Instant>) -> Result<(), SendError> {
         // Frames in flight: (records of the batch acknowledged once it is, its next sequence).
         let mut window: VecDeque<(usize, u64)> = VecDeque::new();
         let mut acked = 0usize;
         let mut sent = 0usize;
         let fail = SendError::retry;
         while sent < batch.len() || !window.is_empty() {
+            super::past(until).map_err(|e| fail(acked, e))?;
             if sent < batch.len() && window.len() < WINDOW {
                 let end = match self.encode(batch, sent) {
                     Ok(end) => end,

@@ -2,6 +2,7 @@
 
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
+use std::time::Instant;
 
 use super::socket::{peek, NoSigPipe, Peek};
 use super::{Output, Resume, SendError};
@@ -23,9 +24,15 @@ impl Stream {
 }
 
 /// Writes all of `data`, counting progress so a failure can say how much got through.
-/// Each write is bounded by the socket's send timeout.
-pub fn write_counted(w: &mut impl Write, data: &[u8], written: &mut usize) -> io::Result<()> {
+/// Each write is bounded by the socket's send timeout; the whole stops at `until`.
+pub fn write_counted(
+    w: &mut impl Write,
+    data: &[u8],
+    written: &mut usize,
+    until: Option<Instant>,
+) -> io::Result<()> {
     while *written < data.len() {
+        super::past(until)?;
         match w.write(&data[*written..]) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => *written += n,
@@ -37,10 +44,10 @@ pub fn write_counted(w: &mut impl Write, data: &[u8], written: &mut usize) -> io
 }
 
 impl Output for Stream {
-    fn send(&mut self, batch: &Buffer) -> Result<(), SendError> {
+    fn send(&mut self, batch: &Buffer, until: Option<Instant>) -> Result<(), SendError> {
         let start = self.resume.start(batch);
         let mut written = start;
-        let result = write_counted(&mut self.sock, batch.data(), &mut written);
+        let result = write_counted(&mut self.sock, batch.data(), &mut written, until);
         self.resume
             .settle(batch, result, written, written, written > start)
     }

@@ -7,7 +7,7 @@
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
@@ -233,8 +233,10 @@ impl Tls {
         data: &[u8],
         accepted: &mut usize,
         pushed: &mut usize,
+        until: Option<Instant>,
     ) -> io::Result<()> {
         loop {
+            super::past(until)?;
             // First what an earlier send or chunk left sealed but unwritten.
             self.push()?;
             *pushed = *accepted;
@@ -253,11 +255,11 @@ impl Tls {
 }
 
 impl Output for Tls {
-    fn send(&mut self, batch: &Buffer) -> Result<(), SendError> {
+    fn send(&mut self, batch: &Buffer, until: Option<Instant>) -> Result<(), SendError> {
         let mut accepted = self.resume.start(batch);
         let mut pushed = 0;
         let wire_before = self.on_wire;
-        let result = self.write_all(batch.data(), &mut accepted, &mut pushed);
+        let result = self.write_all(batch.data(), &mut accepted, &mut pushed, until);
         let moved = self.on_wire > wire_before;
         self.resume.settle(batch, result, pushed, accepted, moved)
     }
