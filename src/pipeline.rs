@@ -462,7 +462,7 @@ fn run_inline(inner: &Inner, set: &OutputSet, mut d: Driver, direct: bool) {
             let mut r = Round::default();
             if direct {
                 let mut s = DirectSettle(Settled::default());
-                d.spool_pending(true, &mut s, &mut r);
+                d.spool_at_close(&mut s, &mut r);
                 let n = d.pending.len();
                 d.settle_first(n, false, &mut s, &mut r);
                 settled.lost.add(s.0.lost);

@@ -179,3 +179,58 @@ fn a_failing_disk_holds_messages_in_memory_and_spools_them_once_it_works_again()
     assert!(got == want, "not every accepted message once, in order");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn the_close_tries_a_disk_that_failed_a_moment_ago() {
+    // The disk failed less than a second ago (the driver waits a second before trying it
+    // again), then works again, and the host exits: the close is the last chance to keep what
+    // is held in memory, so it tries the disk instead of counting the messages lost.
+    let dir = temp_dir("spool-disk-close");
+    let (port, _down) = refusing_port();
+    let (mut to_child, mut child_end) = pair();
+    let d = dir.clone();
+    let pid = fork_run(move || {
+        // SAFETY: sets a signal disposition in this child.
+        unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
+        set_fsize(FSIZE_LIMIT);
+        let text = format!(
+            "host = 127.0.0.1\nport = {port}\nspool = {}\nmax_retry_times = 0\n\
+             retry_interval = 10\ndrop_limit = {DROP_LIMIT}\n",
+            d.display()
+        );
+        let lg = Logger::start(Config::parse(&text).unwrap()).unwrap();
+        for i in 0..FIRST {
+            assert!(matches!(lg.log(msg(i).as_bytes()), Logged::Buffered(_)));
+        }
+        lg.flush();
+        // Wait for a failure, then for the next one: the disk was tried just now.
+        for _ in 0..2 {
+            let mut seen = false;
+            wait_for("a spool I/O error", 20, || {
+                seen |= lg
+                    .take_error()
+                    .is_some_and(|e| e.as_str().contains("held in memory"));
+                seen
+            });
+        }
+        set_fsize(libc::RLIM_INFINITY);
+        lg.close(Duration::from_millis(200));
+        send_stats(&mut child_end, &lg.stats());
+    });
+    let mut pids = Pids::default();
+    pids.0.push(pid);
+    let s = recv_stats(&mut to_child, "the child");
+    let status = reap(pid, 30).expect("the child exited");
+    pids.forget(pid);
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "the child's status: {status:#x}"
+    );
+    assert_identity(&s);
+    assert_eq!(
+        (s.logged, s.lost, s.spooled, s.buffered),
+        (FIRST, 0, FIRST, 0),
+        "everything on disk at the close: {s:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -596,6 +596,15 @@ impl Driver {
         }
     }
 
+    /// [`Driver::spool_pending`] at the close: the last chance to keep the pending records, so
+    /// the disk is tried even while the pause after its last failure runs.
+    pub fn spool_at_close(&mut self, settle: &mut dyn Settle, round: &mut Round) {
+        if let Some(disk) = self.disk.as_mut() {
+            disk.retry_disk_at = None;
+        }
+        self.spool_pending(true, settle, round);
+    }
+
     /// Delivers what waits on disk, oldest first, then what is in memory. Spooled records are
     /// numbered from `*next_seq` as they are read (a resend after a failure may carry new
     /// numbers: delivery from the spool is at least once). Returns false when some are still
