@@ -425,7 +425,9 @@ pub struct DiskCounts {
 }
 
 impl Disk {
-    /// Opens output `key`'s queue under `cfg.dir`, adopting what dead processes left there.
+    /// Opens output `key`'s queue under `cfg.dir`: creates and locks this process's own
+    /// instance, a few small file operations whatever earlier processes left (what they left is
+    /// adopted by the worker, [`Driver::with_disk`]: `rlog_init` does not read it).
     ///
     /// Errors: the directory cannot be created or used (the message names it).
     pub fn open(cfg: &SpoolConfig, key: &str) -> Result<Disk, String> {
@@ -438,7 +440,7 @@ impl Disk {
             },
             ..SpoolOptions::default()
         };
-        let spool = OutputSpool::open(std::path::Path::new(&cfg.dir), key, opts)
+        let spool = OutputSpool::open_without_adopting(std::path::Path::new(&cfg.dir), key, opts)
             .map_err(|e| format!("cannot use \"spool\" directory {}: {e}", cfg.dir))?;
         Ok(Disk {
             spool,
@@ -489,8 +491,11 @@ impl Disk {
 }
 
 impl Driver {
-    /// Gives the driver a disk queue.
-    pub fn with_disk(mut self, disk: Disk) -> Driver {
+    /// Gives the driver a disk queue. On the worker thread: adopts what dead processes left
+    /// (reading each adopted record once), so that `rlog_init` does not.
+    pub fn with_disk(mut self, mut disk: Disk) -> Driver {
+        let _ = disk.spool.adopt();
+        disk.last_adopt = Instant::now();
         if disk.holds() {
             // Records left by a dead process: deliver them at the first round.
             self.retry_at = Some(Instant::now());
