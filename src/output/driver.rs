@@ -408,6 +408,8 @@ pub struct Disk {
     /// When dead processes' spools were last looked for.
     last_adopt: Instant,
     read: Vec<OwnedRecord>,
+    /// The batch a replay sends, kept between batches.
+    replay: Buffer,
 }
 
 /// How often a live logger looks for spools left by dead processes (a killed prefork worker).
@@ -451,6 +453,7 @@ impl Disk {
             retry_disk_at: None,
             last_adopt: Instant::now(),
             read: Vec::new(),
+            replay: Buffer::default(),
         })
     }
 
@@ -551,7 +554,9 @@ impl Driver {
             return;
         }
         // In chunks, so that a spool near its cap takes what fits and only the rest is lost.
-        let chunk = (disk.max_bytes / 8).clamp(4 << 10, 4 << 20) as usize;
+        // At most a quarter of a segment (8 MiB), so that writes fill segments rather than open
+        // one each (a segment closed is a segment synced, even with spool_sync = interval).
+        let chunk = (disk.max_bytes / 8).clamp(4 << 10, 2 << 20) as usize;
         let first = self.pending.first_seq;
         let mut written = 0;
         let mut failure = None;
@@ -642,8 +647,9 @@ impl Driver {
                 break;
             }
             replayed = true;
-            let bytes: usize = disk.read.iter().map(|r| r.bytes.len()).sum();
-            let mut batch = Buffer::with_capacity(bytes);
+            // The replay buffer is kept from one batch to the next.
+            let mut batch = std::mem::take(&mut disk.replay);
+            batch.clear();
             batch.first_seq = *next_seq;
             *next_seq += n as u64;
             for r in &disk.read {
@@ -657,8 +663,9 @@ impl Driver {
             };
             let ok = self.deliver(ctl, &mut counting, round);
             let done = counting.done;
-            self.pending = memory;
+            let batch = std::mem::replace(&mut self.pending, memory);
             let disk = self.disk.as_mut().expect("checked above");
+            disk.replay = batch;
             if let Err(e) = disk.spool.commit(done) {
                 round.error = Some(format!("spool {}: {e}", disk.dir));
             }
