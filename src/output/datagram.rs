@@ -40,6 +40,7 @@ pub fn udp(host: &str, port: u16, timeout: Duration) -> io::Result<Datagram> {
     })?;
     let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     sock.connect(&addr.into())?;
+    super::socket::refuse_self_connect(&sock)?;
     sock.set_write_timeout(Some(timeout))?;
     Ok(Datagram {
         sock,
@@ -126,6 +127,28 @@ impl Output for Datagram {
 
 #[cfg(test)]
 mod tests {
+
+    /// A UDP socket whose source port is its peer's port sends to itself: refused, as TCP's.
+    #[test]
+    fn a_udp_socket_connected_to_itself_is_refused() {
+        let sock = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).unwrap();
+        sock.bind(
+            &"127.0.0.1:0"
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into(),
+        )
+        .unwrap();
+        let me = sock.local_addr().unwrap();
+        sock.connect(&me).unwrap();
+        let e = super::super::socket::refuse_self_connect(&sock).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused);
+        // A socket connected elsewhere passes.
+        let other = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).unwrap();
+        other.connect(&me).unwrap();
+        super::super::socket::refuse_self_connect(&other).unwrap();
+    }
+
     use super::*;
 
     /// A unix datagram receiver bound in a fresh directory named after `name`: the directory,

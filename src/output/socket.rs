@@ -83,8 +83,10 @@ pub fn connect_tcp(host: &str, port: u16, timeout: Duration) -> io::Result<Socke
 /// Such a connection is refused, as Go's net package does (nothing listens on the port, or the
 /// kernel could not have handed it out as a source port). It is reset on close rather than shut
 /// down (`SO_LINGER` 0): a normal close would leave the port in TIME_WAIT for a minute, and a
-/// collector that binds it without `SO_REUSEADDR` could not start there meanwhile.
-fn refuse_self_connect(sock: &Socket) -> io::Result<()> {
+/// collector that binds it without `SO_REUSEADDR` could not start there meanwhile. A UDP socket
+/// can be given its peer's port as its source too (rarely: UDP picks source ports at random);
+/// its datagrams would come back to it, and no refusal would ever be reported.
+pub(super) fn refuse_self_connect(sock: &Socket) -> io::Result<()> {
     let local = sock.local_addr()?.as_socket();
     if local.is_some() && local == sock.peer_addr()?.as_socket() {
         let _ = sock.set_linger(Some(Duration::ZERO));
