@@ -4,7 +4,6 @@
 //! which a receiver cannot split again; rlog does not.
 
 use std::io;
-use std::net::ToSocketAddrs;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
@@ -35,9 +34,7 @@ const REFUSED_RESENDS: u32 = 3;
 /// Connects a UDP socket to `host:port` (the first address it resolves to); each send waits at
 /// most `timeout` for room in the socket's buffer.
 pub fn udp(host: &str, port: u16, timeout: Duration) -> io::Result<Datagram> {
-    let addr = (host, port).to_socket_addrs()?.next().ok_or_else(|| {
-        io::Error::new(io::ErrorKind::NotFound, format!("{host}: host not found"))
-    })?;
+    let addr = super::socket::resolve(host, port)?[0];
     let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     sock.connect(&addr.into())?;
     super::socket::refuse_self_connect(&sock)?;
@@ -56,7 +53,8 @@ pub fn udp(host: &str, port: u16, timeout: Duration) -> io::Result<Datagram> {
 /// Errors: the path is too long, or nothing is bound there (`ECONNREFUSED`/`ENOENT`).
 pub fn unix(path: &str, timeout: Duration) -> io::Result<Datagram> {
     let sock = Socket::new(Domain::UNIX, Type::DGRAM, None)?;
-    sock.connect(&SockAddr::unix(path)?)?;
+    sock.connect(&SockAddr::unix(path)?)
+        .map_err(|e| super::socket::unix_error(path, e))?;
     sock.set_write_timeout(Some(timeout))?;
     Ok(Datagram {
         sock,

@@ -57,10 +57,25 @@ fn prepare(sock: &Socket, timeout: Duration) -> io::Result<()> {
     Ok(())
 }
 
+/// The addresses `host:port` resolves to. Errors name the host (the resolver's own message
+/// does not): `cannot resolve host "logs.example": ...`.
+pub fn resolve(host: &str, port: u16) -> io::Result<Vec<std::net::SocketAddr>> {
+    let addrs: Vec<_> = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| io::Error::other(format!("cannot resolve host \"{host}\": {e}")))?
+        .collect();
+    if addrs.is_empty() {
+        return Err(io::Error::other(format!(
+            "cannot resolve host \"{host}\": no address"
+        )));
+    }
+    Ok(addrs)
+}
+
 /// Connects to `host:port`, trying each address it resolves to, each bounded by `timeout`.
 pub fn connect_tcp(host: &str, port: u16, timeout: Duration) -> io::Result<Socket> {
-    let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{host}: host not found"));
-    for addr in (host, port).to_socket_addrs()? {
+    let mut last = io::Error::other(format!("cannot resolve host \"{host}\": no address"));
+    for addr in resolve(host, port)? {
         let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
         match sock
             .connect_timeout(&addr.into(), timeout)
@@ -98,9 +113,27 @@ pub(super) fn refuse_self_connect(sock: &Socket) -> io::Result<()> {
 /// Connects to the unix stream socket at `path`, bounded by `timeout`.
 pub fn connect_unix(path: &str, timeout: Duration) -> io::Result<Socket> {
     let sock = Socket::new(Domain::UNIX, Type::STREAM, None)?;
-    sock.connect_timeout(&SockAddr::unix(path)?, timeout)?;
+    sock.connect_timeout(&SockAddr::unix(path)?, timeout)
+        .map_err(|e| unix_error(path, e))?;
     prepare(&sock, timeout)?;
     Ok(sock)
+}
+
+/// A unix socket's connect error, naming the path (and, for a relative one, the directory it
+/// was resolved from: the host's working directory, which is seldom what its user expects).
+pub(super) fn unix_error(path: &str, e: io::Error) -> io::Error {
+    if e.kind() != io::ErrorKind::NotFound {
+        return e;
+    }
+    let from = if path.starts_with('/') {
+        String::new()
+    } else {
+        std::env::current_dir().map_or_else(
+            |_| " (a relative path)".to_string(),
+            |d| format!(" (relative to {})", d.display()),
+        )
+    };
+    io::Error::other(format!("{path}{from}: no such file or directory"))
 }
 
 #[cfg(test)]
@@ -119,6 +152,32 @@ mod tests {
 
     /// Deterministic: a socket bound to 127.0.0.1:P with SO_REUSEADDR and connected to
     /// 127.0.0.1:P connects to itself on Linux; the check must call that refused.
+    #[test]
+    fn errors_name_the_host_and_the_path() {
+        let e = connect_tcp("no-such-host.invalid", 1, Duration::from_millis(100)).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("cannot resolve host \"no-such-host.invalid\""),
+            "{e}"
+        );
+        assert!(crate::output::reason(&e).contains("no-such-host.invalid"));
+        let e = connect_unix("no/such.sock", Duration::from_millis(100)).unwrap_err();
+        let why = crate::output::reason(&e);
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(
+            why,
+            format!(
+                "no/such.sock (relative to {}): no such file or directory",
+                cwd.display()
+            )
+        );
+        let e = connect_unix("/no/such.sock", Duration::from_millis(100)).unwrap_err();
+        assert_eq!(
+            crate::output::reason(&e),
+            "/no/such.sock: no such file or directory"
+        );
+    }
+
     #[test]
     fn a_socket_connected_to_itself_is_refused() {
         let port = free_port();
