@@ -263,3 +263,28 @@ fn a_tls_send_that_times_out_resumes_on_the_same_connection() {
     .unwrap();
     stall_then_resume(&lg, tx, reader);
 }
+
+/// `ssl = true` against a plain TCP collector: the handshake times out, and the error says
+/// what is likely wrong rather than a bare "timeout".
+#[test]
+fn ssl_against_a_plain_server_says_so() {
+    let (addr, _held) = common::silent_listener();
+    let lg = Logger::start(
+        Config::parse(&format!(
+            "host = 127.0.0.1\nport = {}\nssl = true\nssl_verify = false\ntimeout = 200\nmax_retry_times = 0",
+            addr.port()
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    lg.log(b"to a plain server\n");
+    assert_eq!(lg.flush(), -1);
+    let e = lg.take_error().unwrap();
+    assert!(
+        e.as_str()
+            .ends_with("try to connect to the log server failed after 0 retries: TLS handshake: timeout (is it a TLS server?)"),
+        "{}",
+        e.as_str()
+    );
+    lg.close(std::time::Duration::from_millis(10));
+}

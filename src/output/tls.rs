@@ -205,6 +205,10 @@ impl Tls {
                         io::ErrorKind::UnexpectedEof,
                         "handshake failed: the server closed the connection",
                     ),
+                    // A plain (not TLS) server reads the ClientHello and waits for a line.
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
+                        io::Error::other("TLS handshake: timeout (is it a TLS server?)")
+                    }
                     _ => e,
                 })?;
         }
