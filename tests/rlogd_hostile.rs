@@ -463,3 +463,37 @@ fn follower_validates_everything_the_master_sends() {
     // Nothing the fake master sent was written.
     assert!(rlog::proto::reader::list_dates(&fdata).unwrap().is_empty());
 }
+
+/// A plain TCP logger aimed at an rlogd:// port by mistake: rlogd answers with a line saying
+/// where plain lines go, and the logger reports that line instead of sending into the void
+/// without a word (issue 19).
+#[test]
+fn a_tcp_logger_on_an_rlogd_port_reports_what_rlogd_answered() {
+    let dir = TempDir::new("wrong-port");
+    let d = Proc::serve(
+        &dir.join("data"),
+        &["--listen", "rlogd://127.0.0.1:0"],
+        dir.join("log"),
+    );
+    let addr = d.bound("rlogd");
+    let (host, port) = addr.rsplit_once(':').unwrap();
+    let lg =
+        Logger::start(Config::parse(&format!("host = {host}\nport = {port}")).unwrap()).unwrap();
+    lg.log(b"a plain line\n");
+    assert!(lg.flush() > 0);
+    let mut said = None;
+    for _ in 0..200 {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        lg.log(b"another plain line\n");
+        let _ = lg.flush();
+        if let Some(e) = lg.take_error() {
+            if e.as_str().contains("the collector answered") {
+                said = Some(e.as_str().to_string());
+                break;
+            }
+        }
+    }
+    let said = said.expect("the logger reported what rlogd answered");
+    assert!(said.contains("rlogd: this port speaks"), "{said}");
+    lg.close(std::time::Duration::from_millis(100));
+}

@@ -177,7 +177,12 @@ impl Driver {
     /// string (unlabelled).
     fn connect(&mut self, ctl: &dyn Control, round: &mut Round) -> Result<(), String> {
         if let Some((_, c)) = self.conn.as_mut() {
-            if c.is_alive() {
+            let alive = c.is_alive();
+            // What the collector said meanwhile (a line on a log stream: a wrong port).
+            if let Some(notice) = c.take_notice() {
+                round.error = Some(self.labelled(&notice));
+            }
+            if alive {
                 return Ok(());
             }
             self.conn = None;

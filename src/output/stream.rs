@@ -1,6 +1,6 @@
 //! Plain stream transport (TCP, unix stream): a batch goes out as one contiguous write.
 
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
 use std::time::Instant;
 
@@ -12,6 +12,10 @@ pub struct Stream {
     sock: NoSigPipe,
     /// What a send that timed out part-way through a record had already written.
     resume: Resume,
+    /// What the collector said on this log stream, to report once (an rlogd:// port answers
+    /// plain lines with a line saying where they go).
+    said: Option<String>,
+    told: bool,
 }
 
 impl Stream {
@@ -19,6 +23,27 @@ impl Stream {
         Stream {
             sock: NoSigPipe(sock),
             resume: Resume::default(),
+            said: None,
+            told: false,
+        }
+    }
+
+    /// Keeps the first line of text the collector sent, to report it.
+    fn heard(&mut self, bytes: &[u8]) {
+        if self.told || self.said.is_some() {
+            return;
+        }
+        let line = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
+        let line = &line[..line.len().min(300)];
+        if !line.is_empty()
+            && line
+                .iter()
+                .all(|&b| b == b'\t' || (0x20..0x7f).contains(&b))
+        {
+            self.said = Some(format!(
+                "the collector answered on a log stream: \"{}\" (is this the right port, and its protocol?)",
+                String::from_utf8_lossy(line)
+            ));
         }
     }
 }
@@ -60,16 +85,25 @@ impl Output for Stream {
                 // A collector has nothing to say on a log stream; read and discard it so the
                 // receive buffer cannot fill up.
                 Peek::Data => {
-                    let mut sink = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
-                    match self.sock.0.recv_with_flags(&mut sink, libc::MSG_DONTWAIT) {
+                    let mut sink = [0u8; 4096];
+                    match (&self.sock.0).read(&mut sink) {
                         Ok(0) => return false,
-                        Ok(_) => continue,
+                        Ok(n) => {
+                            self.heard(&sink[..n]);
+                            continue;
+                        }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
                         Err(_) => return false,
                     }
                 }
             }
         }
+    }
+
+    fn take_notice(&mut self) -> Option<String> {
+        let said = self.said.take()?;
+        self.told = true;
+        Some(said)
     }
 
     fn fds(&self) -> Vec<i32> {
