@@ -507,6 +507,9 @@ fn run_inline(inner: &Inner, set: &OutputSet, mut d: Driver, direct: bool) {
     }
 }
 
+/// How often a closing worker with several outputs looks at what their drivers still hold.
+const CLOSE_LOOK: Duration = Duration::from_millis(20);
+
 /// An output's inbox and its driver's state as the router sees it, shared between the worker
 /// thread and the driver's thread.
 #[derive(Default)]
@@ -650,9 +653,14 @@ fn run_lanes(inner: &Arc<Inner>, set: &Arc<OutputSet>, drivers: Vec<Driver>) {
     let mut batch = Buffer::with_capacity(capacity);
     let mut pacing = crate::queue::Pacing::new();
     let mut reuse = 0u64;
+    let mut closing = false;
     loop {
-        let retry_at = None; // Drivers wait out their own backoff.
+        // Drivers wait out their own backoff. Closing, the worker looks again every
+        // CLOSE_LOOK for what the drivers still hold (a round at once would spin while a
+        // dead output waits out its backoff).
+        let retry_at = closing.then(|| Instant::now() + CLOSE_LOOK);
         let taken = inner.take_round(&mut pacing, retry_at, None, &mut batch, None);
+        closing = taken.closing.is_some();
         let mut settled = Settled::default();
         let mut error = None;
         let given = {
@@ -695,7 +703,9 @@ fn run_lanes(inner: &Arc<Inner>, set: &Arc<OutputSet>, drivers: Vec<Driver>) {
             drop(inbox);
             // Under the ledger's lock: the drivers' settlements and this one reach the counters
             // in the order the ledger saw them.
+            // The batch is in the ledger now (unsettled): no longer in flight.
             inner.settle_outputs(settled, error, 0, 0, Some(ledger.unsettled()), &outputs);
+            inner.batch_routed();
             given
         };
         batch.clear();
@@ -799,7 +809,8 @@ fn drive(inner: &Inner, lane: &Lane, ledger: &StdMutex<Ledger>, i: usize, mut d:
             }
             let has = !ls.inbox.is_empty() || !d.pending.is_empty();
             // Closing: try at once until the deadline; past it, wait to be stopped.
-            let explicit = ls.explicit || ls.closing.is_some_and(|c| now < c);
+            let explicit = ls.explicit
+                || (ls.closing.is_some_and(|c| now < c) && d.retry_at.is_none_or(|t| now >= t));
             if has && (explicit || d.retry_at.is_none_or(|t| now >= t)) {
                 break ls.given;
             }

@@ -529,6 +529,12 @@ impl Inner {
         }
     }
 
+    /// The worker has routed the batch it took into its outputs' ledger (several outputs): it
+    /// counts as held by them (`sinks_held`), no longer in flight.
+    pub(crate) fn batch_routed(&self) {
+        self.state.lock().inflight = Tally::ZERO;
+    }
+
     /// The close deadline, once the logger is closing.
     pub(crate) fn closing_deadline(&self) -> Option<Instant> {
         self.state.lock().closing

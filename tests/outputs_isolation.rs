@@ -104,3 +104,38 @@ fn a_dead_and_a_stalled_output_do_not_hold_up_a_healthy_one() {
         "every message had a copy the bad outputs never delivered: {s:?}"
     );
 }
+
+/// Two outputs, one refusing: while a flush waits for the refusing output's driver, the batch
+/// is counted once (it was counted in flight and held by the outputs at the same time).
+#[test]
+fn lanes_stats_during_flush_keep_identity() {
+    let ok = Collector::tcp();
+    let (refused, _hold) = refusing_port();
+    let lg = Logger::start(
+        Config::parse(&format!(
+            "logger = ok tcp://127.0.0.1:{}\n\
+             logger = bad tcp://127.0.0.1:{refused}\n\
+             log-route = ok .\nlog-route = bad .\n\
+             retry_interval = 400\nmax_retry_times = 3\ntimeout = 1000\n",
+            ok.port()
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    for i in 0..10 {
+        assert!(matches!(
+            lg.log(format!("m{i}\n").as_bytes()),
+            Logged::Buffered(_)
+        ));
+    }
+    let f = {
+        let lg = lg.clone();
+        thread::spawn(move || lg.flush())
+    };
+    thread::sleep(Duration::from_millis(300));
+    let s = lg.stats();
+    let r = f.join().unwrap();
+    assert_eq!(r, -1, "the refusing output failed the flush");
+    assert_identity(&s);
+    assert_identity(&lg.stats());
+}
