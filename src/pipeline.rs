@@ -654,7 +654,27 @@ fn run_lanes(inner: &Arc<Inner>, set: &Arc<OutputSet>, drivers: Vec<Driver>) {
     let mut pacing = crate::queue::Pacing::new();
     let mut reuse = 0u64;
     let mut closing = false;
+    // A flush taken and not yet complete: its request, and the hand-over each lane must have
+    // answered. The worker goes on routing meanwhile: a dead output's retries, which a flush
+    // waits for, must not hold up the healthy outputs.
+    let mut deferred: Option<(u64, Vec<u64>)> = None;
     loop {
+        if let Some((request, given)) = &deferred {
+            let answered = lanes.iter().zip(given).all(|(l, &g)| {
+                let ls = l.lock();
+                ls.done >= g || ls.stop
+            });
+            if answered {
+                let (mut bytes, mut failed) = (0, false);
+                for l in &lanes {
+                    let ls = l.lock();
+                    bytes += ls.bytes;
+                    failed |= ls.failed;
+                }
+                inner.complete_flush(*request, if failed { -1 } else { bytes as i64 });
+                deferred = None;
+            }
+        }
         // Drivers wait out their own backoff. Closing, the worker looks again every
         // CLOSE_LOOK for what the drivers still hold (a round at once would spin while a
         // dead output waits out its backoff).
@@ -710,11 +730,20 @@ fn run_lanes(inner: &Arc<Inner>, set: &Arc<OutputSet>, drivers: Vec<Driver>) {
         };
         batch.clear();
         let mut round = Round::default();
-        if taken.explicit {
-            // flush() or the close: wait for every driver to have tried what it was given.
-            let until = taken
-                .closing
-                .unwrap_or_else(|| Instant::now() + limits.longest_delivery());
+        // The flush request this round completes: only the close's (a flush taken is
+        // completed above, once the drivers answered; a round without one completes none).
+        let request = if taken.closing.is_some() {
+            taken.request
+        } else {
+            0
+        };
+        if taken.explicit && taken.closing.is_none() {
+            // flush(): completed once every driver has tried what it was given (above, at a
+            // later round; a driver's answer wakes the worker).
+            inner.defer_flush(taken.request);
+            deferred = Some((taken.request, given));
+        } else if let Some(until) = taken.closing {
+            // The close: wait for every driver to have tried what it was given.
             for (lane, &g) in lanes.iter().zip(&given) {
                 let mut ls = lane.lock();
                 while ls.done < g && !ls.stop {
@@ -737,7 +766,7 @@ fn run_lanes(inner: &Arc<Inner>, set: &Arc<OutputSet>, drivers: Vec<Driver>) {
             !ls.inbox.is_empty() || ls.held > 0
         });
         let end = RoundEnd {
-            request: taken.request,
+            request,
             closing: taken.closing,
             settled: Settled::default(),
             bytes: round.bytes,
@@ -819,6 +848,7 @@ fn drive(inner: &Inner, lane: &Lane, ledger: &StdMutex<Ledger>, i: usize, mut d:
                 ls.done = ls.given;
                 ls.explicit = false;
                 lane.cv.notify_all();
+                inner.lane_answered();
             }
             let wait = match d.retry_at {
                 Some(t) if has => t.saturating_duration_since(now),
@@ -904,8 +934,12 @@ fn settle_lane(
         ls.busy = false;
         ls.bytes += round.bytes;
         ls.failed |= round.failed;
+        let answered = gen > ls.done;
         ls.done = ls.done.max(gen);
         lane.cv.notify_all();
+        if answered {
+            inner.lane_answered();
+        }
     }
 }
 

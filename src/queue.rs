@@ -112,6 +112,11 @@ pub(crate) struct State {
     /// Explicit flush requests: the worker completes request `n` by setting `flush_done = n`.
     pub flush_req: u64,
     pub flush_done: u64,
+    /// A flush request the worker took and completes later, when its outputs' threads have
+    /// answered (several outputs: the worker goes on routing meanwhile).
+    pub flush_taken: u64,
+    /// An output's thread answered a hand-over: the worker may complete a flush it took.
+    pub lanes_answered: bool,
     /// Bytes the last completed flush delivered, or -1 if it failed.
     pub flush_result: i64,
     /// Set by shutdown: deliver what is held until this instant, then stop.
@@ -535,6 +540,32 @@ impl Inner {
         self.state.lock().inflight = Tally::ZERO;
     }
 
+    /// The worker took flush request `request` and completes it later ([`Inner::complete_flush`]).
+    pub(crate) fn defer_flush(&self, request: u64) {
+        let mut st = self.state.lock();
+        st.flush_taken = st.flush_taken.max(request);
+    }
+
+    /// Completes the flush requests up to `request`: `result` is what `flush()` returns.
+    pub(crate) fn complete_flush(&self, request: u64, result: i64) {
+        let mut st = self.state.lock();
+        if request > st.flush_done {
+            st.flush_done = request;
+            st.flush_result = result;
+            self.done.notify_all();
+        }
+    }
+
+    /// An output's thread answered a hand-over: the worker looks whether a flush it took is
+    /// complete.
+    pub(crate) fn lane_answered(&self) {
+        let mut st = self.state.lock();
+        st.lanes_answered = true;
+        if !st.worker_polls {
+            self.work.notify_one();
+        }
+    }
+
     /// The close deadline, once the logger is closing.
     pub(crate) fn closing_deadline(&self) -> Option<Instant> {
         self.state.lock().closing
@@ -630,7 +661,9 @@ impl Inner {
             // Closing: deliver what is new at once; what waits out a backoff, when it is due
             // (or at the deadline).
             let closing_due = st.closing.is_some() && (new_msgs || retry_at.is_none() || retry_due);
-            if st.flush_req > st.flush_done
+            if st.flush_req > st.flush_done.max(st.flush_taken)
+                // A flush taken is waiting for the outputs' threads, and one answered.
+                || (st.flush_taken > st.flush_done && std::mem::take(&mut st.lanes_answered))
                 || closing_due
                 || retry_due
                 || tend_due
@@ -683,7 +716,7 @@ impl Inner {
         Taken {
             request: st.flush_req,
             closing: st.closing,
-            explicit: st.flush_req > st.flush_done || st.closing.is_some(),
+            explicit: st.flush_req > st.flush_done.max(st.flush_taken) || st.closing.is_some(),
         }
     }
 
@@ -782,7 +815,7 @@ impl Inner {
                     rest.clear();
                 }
                 st.inflight = Tally::ZERO;
-                st.flush_done = end.request;
+                st.flush_done = st.flush_done.max(end.request).max(st.flush_taken);
                 st.flush_result = result;
                 st.drop_rings();
                 st.closed = true;
@@ -790,9 +823,11 @@ impl Inner {
                 return true;
             }
         }
-        st.flush_done = end.request;
-        st.flush_result = result;
-        self.done.notify_all();
+        if end.request > st.flush_done {
+            st.flush_done = end.request;
+            st.flush_result = result;
+            self.done.notify_all();
+        }
         false
     }
 
@@ -858,6 +893,8 @@ impl Logger {
                 last_delivery: Instant::now(),
                 flush_req: 0,
                 flush_done: 0,
+                flush_taken: 0,
+                lanes_answered: false,
                 flush_result: 0,
                 closing: None,
                 closed: false,
@@ -921,6 +958,8 @@ impl Logger {
         st.worker_polls = false;
         st.flush_req = 0;
         st.flush_done = 0;
+        st.flush_taken = 0;
+        st.lanes_answered = false;
         st.flush_result = 0;
         st.outputs
             .iter_mut()

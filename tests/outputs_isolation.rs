@@ -139,3 +139,51 @@ fn lanes_stats_during_flush_keep_identity() {
     assert_identity(&s);
     assert_identity(&lg.stats());
 }
+
+/// A flush with several outputs waits for a dead output's retries; the worker goes on routing
+/// meanwhile, so what is logged during that flush reaches the healthy output before the flush
+/// returns (found by review: the worker waited for the drivers and routed nothing, for as long
+/// as the dead output's retries took).
+#[test]
+fn a_flush_that_waits_for_a_dead_output_does_not_hold_up_a_healthy_one() {
+    let ok = Collector::tcp();
+    let (refused, _hold) = refusing_port();
+    let lg = Logger::start(
+        Config::parse(&format!(
+            "logger = ok tcp://127.0.0.1:{}\n\
+             logger = bad tcp://127.0.0.1:{refused}\n\
+             log-route = ok .\nlog-route = bad .\n\
+             retry_interval = 1000\nmax_retry_times = 2\ntimeout = 1000\nflush_limit = 100\n",
+            ok.port()
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    lg.log(b"first\n");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let flusher = {
+        let lg = lg.clone();
+        thread::spawn(move || {
+            let r = lg.flush();
+            let _ = tx.send(());
+            r
+        })
+    };
+    thread::sleep(Duration::from_millis(300));
+    for i in 0..20 {
+        lg.log(format!("late{i:05}\n").as_bytes());
+    }
+    assert!(ok.wait(|d| String::from_utf8_lossy(d).contains("late00019")));
+    assert!(
+        rx.try_recv().is_err(),
+        "the flush was over before the late lines arrived: nothing was shown"
+    );
+    assert_eq!(
+        flusher.join().unwrap(),
+        -1,
+        "the dead output failed the flush"
+    );
+    let s = lg.stats();
+    assert_identity(&s);
+    lg.close(Duration::from_millis(100));
+}
