@@ -18,7 +18,8 @@ Scenario, identical for both senders and for both variants (`term`, `kill`):
     then the interpreter exits); `kill`: SIGKILL to either;
  4. the collector comes up; the sender starts again with the same config / work directory
     (rsyslog) or spool directory (rlog: a new process with the same config that logs nothing);
- 5. once nothing new has arrived for QUIET seconds (default 5; at most 120 s), the restarted
+ 5. once all N ids arrived, or at least 20 s passed and nothing new arrived for QUIET seconds
+    (default 5), at most 120 s, the restarted
     sender is stopped the same graceful way, and we report received unique, lost (N - unique),
     duplicates (lines whose id was already seen).
 """
@@ -27,6 +28,7 @@ import os, re, signal, socket, subprocess, sys, tempfile, threading, time, shuti
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 LIB = os.environ.get("RLOG_LIB", os.path.join(ROOT, "target/release/librlog.so"))
+MIN_WAIT = 20.0
 ID_RE = re.compile(rb"id=(\d+)")
 
 
@@ -85,13 +87,18 @@ class Collector:
                     self.last = time.monotonic()
         c.close()
 
-    def wait_quiet(self, quiet, bound):
+    def wait_quiet(self, n, quiet, min_wait, bound):
+        """Returns once all n ids arrived (plus 1 s, for duplicates), or once min_wait seconds
+        have passed and nothing arrived for quiet seconds, or after bound seconds."""
         t0 = time.monotonic()
         while time.monotonic() - t0 < bound:
             time.sleep(0.2)
+            now = time.monotonic()
             with self.lock:
-                if time.monotonic() - self.last >= quiet and time.monotonic() - t0 >= quiet:
-                    return time.monotonic() - t0
+                if len(self.seen) >= n and now - self.last >= 1:
+                    return now - t0
+                if now - t0 >= min_wait and now - max(self.last, t0) >= quiet:
+                    return now - t0
         return None
 
     def close(self):
@@ -166,7 +173,7 @@ def run_rsyslog(n, variant, settle, quiet):
     after_stop = sorted(os.listdir(wd))
     col = Collector(colport)
     p = start_rsyslog(d, log)
-    waited = col.wait_quiet(quiet, 120)
+    waited = col.wait_quiet(n, quiet, MIN_WAIT, 120)
     p.send_signal(signal.SIGTERM)
     p.wait()
     time.sleep(0.5)
@@ -234,7 +241,7 @@ def run_rlog(n, variant, settle, quiet):
     q = subprocess.Popen(args + ["replay"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                          stderr=out, env=env)
     q.stdout.readline()
-    waited = col.wait_quiet(quiet, 120)
+    waited = col.wait_quiet(n, quiet, MIN_WAIT, 120)
     q.stdin.close()
     lines += [x for x in q.stdout.read().decode().splitlines() if x]
     q.wait()
@@ -247,12 +254,13 @@ def run_rlog(n, variant, settle, quiet):
 
 def main():
     a = sys.argv[1:]
-    n, settle, quiet, only = 10000, 5.0, 5.0, None
+    n, settle, quiet, only, reps = 10000, 5.0, 5.0, None, 1
     while a:
         x = a.pop(0)
         if x == "--settle": settle = float(a.pop(0))
         elif x == "--quiet": quiet = float(a.pop(0))
         elif x == "--only": only = a.pop(0)
+        elif x == "--reps": reps = int(a.pop(0))
         else: n = int(x)
     print("rsyslog:", subprocess.run(["rsyslogd", "-v"], capture_output=True, text=True).stdout.splitlines()[0])
     print("N = %d, settle %.1f s, quiet %.1f s" % (n, settle, quiet))
@@ -260,16 +268,18 @@ def main():
     for sender, fn in (("rsyslog", run_rsyslog), ("rlog", run_rlog)):
         if only and only != sender:
             continue
-        for variant in ("term", "kill"):
+        for variant in [v for _ in range(reps) for v in ("term", "kill")]:
             r = fn(n, variant, settle, quiet)
             rows.append(r)
             print(json.dumps(r), flush=True)
     print()
-    print("| sender | stop | received unique | lost (N - unique) | duplicates | stop took (s) |")
-    print("|---|---|---|---|---|---|")
+    print("| sender | stop | received unique | lost (N - unique) | duplicates | ids lost | stop took (s) | waited after restart (s) |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print("| %s | %s | %d | %d | %d | %.2f |" % (r["sender"], "SIGTERM / normal exit" if r["variant"] == "term" else "SIGKILL",
-                                                  r["unique"], n - r["unique"], r["dups"], r["stop_s"]))
+        print("| %s | %s | %d | %d | %d | %s | %.2f | %s |" % (
+            r["sender"], "SIGTERM / normal exit" if r["variant"] == "term" else "SIGKILL",
+            r["unique"], n - r["unique"], r["dups"], ", ".join(map(str, r["missing"])) or "-",
+            r["stop_s"], "%.1f" % r["waited"] if r["waited"] is not None else ">120"))
 
 
 if __name__ == "__main__":
