@@ -22,6 +22,7 @@ Scenario, identical for both senders and for both variants (`term`, `kill`):
     (default 5), at most 120 s, the restarted
     sender is stopped the same graceful way, and we report received unique, lost (N - unique),
     duplicates (lines whose id was already seen).
+SPOOL_MODE=always in the environment sets rlog's `spool_mode` (default: rlog's, `overflow`).
 """
 import os, re, signal, socket, subprocess, sys, tempfile, threading, time, shutil, json
 
@@ -189,6 +190,8 @@ import os, sys, time, signal
 sys.path.insert(0, os.path.join(sys.argv[1], "bindings/python"))
 import rlog
 cfg = {"host": "127.0.0.1", "port": int(sys.argv[2]), "spool": sys.argv[3]}
+if os.environ.get("SPOOL_MODE"):
+    cfg["spool_mode"] = os.environ["SPOOL_MODE"]
 n = int(sys.argv[4]); mode = sys.argv[5]
 lg = rlog.Logger(cfg)
 if mode == "log":
