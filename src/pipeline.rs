@@ -155,10 +155,9 @@ impl Control for QueueControl<'_> {
 }
 
 /// Settles a direct output's records: each record is one of the caller's messages.
-#[derive(Default)]
-struct DirectSettle(Settled);
+struct DirectSettle<'a>(&'a mut Settled);
 
-impl Settle for DirectSettle {
+impl Settle for DirectSettle<'_> {
     fn settle(&mut self, _owners: std::collections::vec_deque::Drain<'_, u64>, t: Tally, ok: bool) {
         if ok {
             self.0.sent.add(t);
@@ -171,13 +170,13 @@ impl Settle for DirectSettle {
 /// Settles copies through the ledger: a message counts once all its copies are settled.
 struct LedgerSettle<'a> {
     ledger: &'a mut Ledger,
-    settled: Settled,
+    settled: &'a mut Settled,
 }
 
 impl Settle for LedgerSettle<'_> {
     fn settle(&mut self, owners: std::collections::vec_deque::Drain<'_, u64>, _t: Tally, ok: bool) {
         for seq in owners {
-            self.ledger.copy_done(seq, ok, &mut self.settled);
+            self.ledger.copy_done(seq, ok, self.settled);
         }
     }
 }
@@ -353,7 +352,6 @@ fn run_inline(inner: &Inner, set: &OutputSet, mut d: Driver, direct: bool) {
     let mut next_seq = 0u64;
     let mut pacing = crate::queue::Pacing::new();
     let mut reuse = 0u64;
-    inner.publish(0, rlog_sink_stats::default());
     loop {
         // The spool's next look for dead processes' spools wakes the worker, but is no retry:
         // a close with nothing left to deliver does not wait for it.
@@ -378,10 +376,9 @@ fn run_inline(inner: &Inner, set: &OutputSet, mut d: Driver, direct: bool) {
                 round.error = Some(e);
             }
             // Write-ahead (`spool_mode = always`), or behind what already waits on disk.
-            let mut s = DirectSettle(Settled::default());
-            d.spool_pending(false, &mut s, &mut round);
-            settled.lost.add(s.0.lost);
-            if s.0.lost.msgs > 0 {
+            let lost = settled.lost;
+            d.spool_pending(false, &mut DirectSettle(&mut settled), &mut round);
+            if settled.lost != lost {
                 // A loss is the error to report, not this round's retries that follow.
                 loss = round.error.clone();
             }
@@ -401,7 +398,7 @@ fn run_inline(inner: &Inner, set: &OutputSet, mut d: Driver, direct: bool) {
         if d.due(started, taken.explicit) {
             let ctl = QueueControl(inner);
             let delivered = if direct {
-                let mut s = DirectSettle(Settled::default());
+                let mut s = DirectSettle(&mut settled);
                 let mut ok = d.deliver_all(&ctl, &mut s, &mut round, &mut next_seq);
                 if !ok {
                     // `spool_mode = overflow`: what could not be delivered goes to disk.
@@ -412,18 +409,13 @@ fn run_inline(inner: &Inner, set: &OutputSet, mut d: Driver, direct: bool) {
                     }
                     ok = !d.holds();
                 }
-                settled.sent.add(s.0.sent);
-                settled.lost.add(s.0.lost);
                 ok
             } else {
                 let mut s = LedgerSettle {
                     ledger: &mut ledger,
-                    settled: Settled::default(),
+                    settled: &mut settled,
                 };
-                let ok = d.deliver(&ctl, &mut s, &mut round);
-                settled.sent.add(s.settled.sent);
-                settled.lost.add(s.settled.lost);
-                ok
+                d.deliver(&ctl, &mut s, &mut round)
             };
             if !delivered {
                 d.after_failure(Instant::now());
@@ -460,21 +452,21 @@ fn run_inline(inner: &Inner, set: &OutputSet, mut d: Driver, direct: bool) {
             // Closing with records left: with a spool they wait on disk for the next process;
             // without one, or when the disk fails, they are lost.
             let mut r = Round::default();
-            if direct {
-                let mut s = DirectSettle(Settled::default());
-                d.spool_at_close(&mut s, &mut r);
-                let n = d.pending.len();
-                d.settle_first(n, false, &mut s, &mut r);
-                settled.lost.add(s.0.lost);
+            let mut direct_settle;
+            let mut ledger_settle;
+            let s: &mut dyn Settle = if direct {
+                direct_settle = DirectSettle(settled);
+                d.spool_at_close(&mut direct_settle, &mut r);
+                &mut direct_settle
             } else {
-                let mut s = LedgerSettle {
+                ledger_settle = LedgerSettle {
                     ledger: &mut ledger,
-                    settled: Settled::default(),
+                    settled,
                 };
-                let n = d.pending.len();
-                d.settle_first(n, false, &mut s, &mut r);
-                settled.lost.add(s.settled.lost);
-            }
+                &mut ledger_settle
+            };
+            let n = d.pending.len();
+            d.settle_first(n, false, s, &mut r);
             let disk = d.disk_counts().map(|c| {
                 settled.lost.add(c.lost);
                 (c.spooled, c.adopted)
@@ -628,9 +620,6 @@ fn run_lanes(inner: &Arc<Inner>, set: &Arc<OutputSet>, drivers: Vec<Driver>) {
     let capacity = crate::queue::initial_capacity(&inner.config);
     let ledger = Arc::new(StdMutex::new(Ledger::default()));
     let lanes: Vec<Arc<Lane>> = drivers.iter().map(|_| Arc::new(Lane::default())).collect();
-    for i in 0..drivers.len() {
-        inner.publish(i, rlog_sink_stats::default());
-    }
     let mut threads = Vec::new();
     {
         let _mask = crate::sync::BlockSignals::new();
@@ -780,7 +769,7 @@ fn run_lanes(inner: &Arc<Inner>, set: &Arc<OutputSet>, drivers: Vec<Driver>) {
             outputs: Vec::new(),
             disk: None,
         };
-        let closed = inner.end_round(&mut pacing, end, &mut |_| {
+        let closed = inner.end_round(&mut pacing, end, &mut |settled| {
             // Closing: the drivers give up what they still hold and stop.
             for lane in &lanes {
                 lane.lock().stop = true;
@@ -793,7 +782,7 @@ fn run_lanes(inner: &Arc<Inner>, set: &Arc<OutputSet>, drivers: Vec<Driver>) {
             let mut ledger = ledger.lock().unwrap_or_else(|e| e.into_inner());
             let mut s = LedgerSettle {
                 ledger: &mut ledger,
-                settled: Settled::default(),
+                settled,
             };
             let mut outputs = Vec::new();
             for (i, lane) in lanes.iter().enumerate() {
@@ -862,16 +851,7 @@ fn drive(inner: &Inner, lane: &Lane, ledger: &StdMutex<Ledger>, i: usize, mut d:
         };
         ls.explicit = false;
         // The inbox's records join the pending ones, in order.
-        if d.pending.is_empty() {
-            let seq = d.pending.first_seq;
-            std::mem::swap(&mut d.pending, &mut ls.inbox);
-            d.pending.first_seq = seq;
-            ls.inbox.first_seq = 0;
-        } else {
-            d.pending.append(&ls.inbox);
-            ls.inbox.clear();
-        }
-        d.owners.extend(ls.owners.drain(..));
+        take_inbox(&mut ls, &mut d);
         ls.held = d.pending.bytes();
         ls.pending = d.pending.tally();
         ls.busy = true;
@@ -886,6 +866,20 @@ fn drive(inner: &Inner, lane: &Lane, ledger: &StdMutex<Ledger>, i: usize, mut d:
         }
         settle_lane(inner, lane, ledger, i, &mut d, &mut buffer, &round, gen);
     }
+}
+
+/// Moves a lane's inbox behind the records its driver holds, in order (swapped in when the
+/// driver holds none: no copy).
+fn take_inbox(ls: &mut LaneState, d: &mut Driver) {
+    if d.pending.is_empty() {
+        let seq = d.pending.first_seq;
+        std::mem::swap(&mut d.pending, &mut ls.inbox);
+        d.pending.first_seq = seq;
+    } else {
+        d.pending.append(&ls.inbox);
+        ls.inbox.clear();
+    }
+    d.owners.extend(ls.owners.drain(..));
 }
 
 /// Collects a driver's settlements, to apply them under the ledger's lock in one go.
@@ -946,15 +940,7 @@ fn settle_lane(
 /// The logger stops: what the driver still holds is lost.
 fn give_up(inner: &Inner, lane: &Lane, ledger: &StdMutex<Ledger>, i: usize, d: &mut Driver) {
     let mut ls = lane.lock();
-    if d.pending.is_empty() {
-        let seq = d.pending.first_seq;
-        std::mem::swap(&mut d.pending, &mut ls.inbox);
-        d.pending.first_seq = seq;
-    } else {
-        d.pending.append(&ls.inbox);
-        ls.inbox.clear();
-    }
-    d.owners.extend(ls.owners.drain(..));
+    take_inbox(&mut ls, d);
     let gen = ls.given;
     drop(ls);
     let mut done = VecDeque::new();
