@@ -20,7 +20,7 @@ use super::tls::TlsSettings;
 use super::{datagram, reason, rlogd, socket, stream, tls, Failure, Output};
 use crate::buffer::Buffer;
 use crate::config::target::Target;
-use crate::config::{OutputSpec, SpoolConfig, SpoolMode, SpoolSync};
+use crate::config::{Limits, OutputSpec, SpoolConfig, SpoolMode, SpoolSync};
 use crate::stats::Tally;
 use crate::sync::ChildCloses;
 
@@ -125,6 +125,10 @@ impl Driver {
             disk: None,
             peer_wait: None,
         }
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.spec.limits
     }
 
     /// Whether the output is waiting out a failed delivery's backoff (or failed its last one).
@@ -486,6 +490,11 @@ impl Disk {
     /// Whether records wait on disk.
     pub fn holds(&self) -> bool {
         !self.spool.is_empty()
+    }
+
+    /// In a fork child: lets go of the parent's spool without touching its files.
+    pub fn forget(self) {
+        self.spool.after_fork_in_child();
     }
 }
 
