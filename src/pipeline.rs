@@ -155,9 +155,10 @@ impl Control for QueueControl<'_> {
 }
 
 /// Settles a direct output's records: each record is one of the caller's messages.
-struct DirectSettle<'a>(&'a mut Settled);
+#[derive(Default)]
+struct DirectSettle(Settled);
 
-impl Settle for DirectSettle<'_> {
+impl Settle for DirectSettle {
     fn settle(&mut self, _owners: std::collections::vec_deque::Drain<'_, u64>, t: Tally, ok: bool) {
         if ok {
             self.0.sent.add(t);
@@ -170,13 +171,13 @@ impl Settle for DirectSettle<'_> {
 /// Settles copies through the ledger: a message counts once all its copies are settled.
 struct LedgerSettle<'a> {
     ledger: &'a mut Ledger,
-    settled: &'a mut Settled,
+    settled: Settled,
 }
 
 impl Settle for LedgerSettle<'_> {
     fn settle(&mut self, owners: std::collections::vec_deque::Drain<'_, u64>, _t: Tally, ok: bool) {
         for seq in owners {
-            self.ledger.copy_done(seq, ok, self.settled);
+            self.ledger.copy_done(seq, ok, &mut self.settled);
         }
     }
 }
@@ -352,6 +353,7 @@ fn run_inline(inner: &Inner, set: &OutputSet, mut d: Driver, direct: bool) {
     let mut next_seq = 0u64;
     let mut pacing = crate::queue::Pacing::new();
     let mut reuse = 0u64;
+    inner.publish(0, rlog_sink_stats::default());
     loop {
         // The spool's next look for dead processes' spools wakes the worker, but is no retry:
         // a close with nothing left to deliver does not wait for it.
@@ -376,9 +378,10 @@ fn run_inline(inner: &Inner, set: &OutputSet, mut d: Driver, direct: bool) {
                 round.error = Some(e);
             }
             // Write-ahead (`spool_mode = always`), or behind what already waits on disk.
-            let lost = settled.lost;
-            d.spool_pending(false, &mut DirectSettle(&mut settled), &mut round);
-            if settled.lost != lost {
+            let mut s = DirectSettle(Settled::default());
+            d.spool_pending(false, &mut s, &mut round);
+            settled.lost.add(s.0.lost);
+            if s.0.lost.msgs > 0 {
                 // A loss is the error to report, not this round's retries that follow.
                 loss = round.error.clone();
             }
@@ -398,7 +401,7 @@ fn run_inline(inner: &Inner, set: &OutputSet, mut d: Driver, direct: bool) {
         if d.due(started, taken.explicit) {
             let ctl = QueueControl(inner);
             let delivered = if direct {
-                let mut s = DirectSettle(&mut settled);
+                let mut s = DirectSettle(Settled::default());
                 let mut ok = d.deliver_all(&ctl, &mut s, &mut round, &mut next_seq);
                 if !ok {
                     // `spool_mode = overflow`: what could not be delivered goes to disk.
@@ -409,13 +412,18 @@ fn run_inline(inner: &Inner, set: &OutputSet, mut d: Driver, direct: bool) {
                     }
                     ok = !d.holds();
                 }
+                settled.sent.add(s.0.sent);
+                settled.lost.add(s.0.lost);
                 ok
             } else {
                 let mut s = LedgerSettle {
                     ledger: &mut ledger,
-                    settled: &mut settled,
+                    settled: Settled::default(),
                 };
-                d.deliver(&ctl, &mut s, &mut round)
+                let ok = d.deliver(&ctl, &mut s, &mut round);
+                settled.sent.add(s.settled.sent);
+                settled.lost.add(s.settled.lost);
+                ok
             };
             if !delivered {
                 d.after_failure(Instant::now());
@@ -452,21 +460,21 @@ fn run_inline(inner: &Inner, set: &OutputSet, mut d: Driver, direct: bool) {
             // Closing with records left: with a spool they wait on disk for the next process;
             // without one, or when the disk fails, they are lost.
             let mut r = Round::default();
-            let mut direct_settle;
-            let mut ledger_settle;
-            let s: &mut dyn Settle = if direct {
-                direct_settle = DirectSettle(settled);
-                d.spool_at_close(&mut direct_settle, &mut r);
-                &mut direct_settle
+            if direct {
+                let mut s = DirectSettle(Settled::default());
+                d.spool_at_close(&mut s, &mut r);
+                let n = d.pending.len();
+                d.settle_first(n, false, &mut s, &mut r);
+                settled.lost.add(s.0.lost);
             } else {
-                ledger_settle = LedgerSettle {
+                let mut s = LedgerSettle {
                     ledger: &mut ledger,
-                    settled,
+                    settled: Settled::default(),
                 };
-                &mut ledger_settle
-            };
-            let n = d.pending.len();
-            d.settle_first(n, false, s, &mut r);
+                let n = d.pending.len();
+                d.settle_first(n, false, &mut s, &mut r);
+                settled.lost.add(s.settled.lost);
+            }
             let disk = d.disk_counts().map(|c| {
                 settled.lost.add(c.lost);
                 (c.spooled, c.adopted)
@@ -620,6 +628,9 @@ fn run_lanes(inner: &Arc<Inner>, set: &Arc<OutputSet>, drivers: Vec<Driver>) {
     let capacity = crate::queue::initial_capacity(&inner.config);
     let ledger = Arc::new(StdMutex::new(Ledger::default()));
     let lanes: Vec<Arc<Lane>> = drivers.iter().map(|_| Arc::new(Lane::default())).collect();
+    for i in 0..drivers.len() {
+        inner.publish(i, rlog_sink_stats::default());
+    }
     let mut threads = Vec::new();
     {
         let _mask = crate::sync::BlockSignals::new();
@@ -769,7 +780,7 @@ fn run_lanes(inner: &Arc<Inner>, set: &Arc<OutputSet>, drivers: Vec<Driver>) {
             outputs: Vec::new(),
             disk: None,
         };
-        let closed = inner.end_round(&mut pacing, end, &mut |settled| {
+        let closed = inner.end_round(&mut pacing, end, &mut |_| {
             // Closing: the drivers give up what they still hold and stop.
             for lane in &lanes {
                 lane.lock().stop = true;
@@ -782,7 +793,7 @@ fn run_lanes(inner: &Arc<Inner>, set: &Arc<OutputSet>, drivers: Vec<Driver>) {
             let mut ledger = ledger.lock().unwrap_or_else(|e| e.into_inner());
             let mut s = LedgerSettle {
                 ledger: &mut ledger,
-                settled,
+                settled: Settled::default(),
             };
             let mut outputs = Vec::new();
             for (i, lane) in lanes.iter().enumerate() {
@@ -851,7 +862,16 @@ fn drive(inner: &Inner, lane: &Lane, ledger: &StdMutex<Ledger>, i: usize, mut d:
         };
         ls.explicit = false;
         // The inbox's records join the pending ones, in order.
-        take_inbox(&mut ls, &mut d);
+        if d.pending.is_empty() {
+            let seq = d.pending.first_seq;
+            std::mem::swap(&mut d.pending, &mut ls.inbox);
+            d.pending.first_seq = seq;
+            ls.inbox.first_seq = 0;
+        } else {
+            d.pending.append(&ls.inbox);
+            ls.inbox.clear();
+        }
+        d.owners.extend(ls.owners.drain(..));
         ls.held = d.pending.bytes();
         ls.pending = d.pending.tally();
         ls.busy = true;
@@ -866,20 +886,6 @@ fn drive(inner: &Inner, lane: &Lane, ledger: &StdMutex<Ledger>, i: usize, mut d:
         }
         settle_lane(inner, lane, ledger, i, &mut d, &mut buffer, &round, gen);
     }
-}
-
-/// Moves a lane's inbox behind the records its driver holds, in order (swapped in when the
-/// driver holds none: no copy).
-fn take_inbox(ls: &mut LaneState, d: &mut Driver) {
-    if d.pending.is_empty() {
-        let seq = d.pending.first_seq;
-        std::mem::swap(&mut d.pending, &mut ls.inbox);
-        d.pending.first_seq = seq;
-    } else {
-        d.pending.append(&ls.inbox);
-        ls.inbox.clear();
-    }
-    d.owners.extend(ls.owners.drain(..));
 }
 
 /// Collects a driver's settlements, to apply them under the ledger's lock in one go.
@@ -940,7 +946,15 @@ fn settle_lane(
 /// The logger stops: what the driver still holds is lost.
 fn give_up(inner: &Inner, lane: &Lane, ledger: &StdMutex<Ledger>, i: usize, d: &mut Driver) {
     let mut ls = lane.lock();
-    take_inbox(&mut ls, d);
+    if d.pending.is_empty() {
+        let seq = d.pending.first_seq;
+        std::mem::swap(&mut d.pending, &mut ls.inbox);
+        d.pending.first_seq = seq;
+    } else {
+        d.pending.append(&ls.inbox);
+        ls.inbox.clear();
+    }
+    d.owners.extend(ls.owners.drain(..));
     let gen = ls.given;
     drop(ls);
     let mut done = VecDeque::new();

@@ -129,14 +129,6 @@ pub(crate) struct State {
 }
 
 impl State {
-    /// Output `i`'s counters as its driver last reported them (`outputs` has one slot per
-    /// output from the start).
-    fn set_output(&mut self, i: usize, stats: rlog_sink_stats) {
-        if let Some(o) = self.outputs.get_mut(i) {
-            *o = stats;
-        }
-    }
-
     /// Messages held in memory: buffered plus in flight. Ring records count once collected
     /// (every reader of this collects first).
     pub fn buffered(&self) -> Tally {
@@ -585,6 +577,15 @@ impl Inner {
         self.post_error(&mut st, PendingError::Text(text));
     }
 
+    /// Sets output `i`'s published counters.
+    pub(crate) fn publish(&self, i: usize, stats: rlog_sink_stats) {
+        let mut st = self.state.lock();
+        if st.outputs.len() <= i {
+            st.outputs.resize(i + 1, rlog_sink_stats::default());
+        }
+        st.outputs[i] = stats;
+    }
+
     /// Settles what an output's driver thread (or the router feeding it) did: messages settled,
     /// retries, connections, an error to report, the messages still unsettled (`held`), and
     /// the output's counters.
@@ -609,7 +610,10 @@ impl Inner {
             st.sinks_held = t;
         }
         for &(i, stats) in outputs {
-            st.set_output(i, stats);
+            if st.outputs.len() <= i {
+                st.outputs.resize(i + 1, rlog_sink_stats::default());
+            }
+            st.outputs[i] = stats;
         }
     }
 
@@ -777,7 +781,10 @@ impl Inner {
             st.counters.adopted = adopted;
         }
         for (i, stats) in end.outputs {
-            st.set_output(i, stats);
+            if st.outputs.len() <= i {
+                st.outputs.resize(i + 1, rlog_sink_stats::default());
+            }
+            st.outputs[i] = stats;
         }
         let result = if end.failed { -1 } else { end.bytes as i64 };
         if let Some(deadline) = end.closing {
@@ -796,7 +803,9 @@ impl Inner {
                     st.counters.adopted = adopted;
                 }
                 for (i, stats) in closed.outputs {
-                    st.set_output(i, stats);
+                    if i < st.outputs.len() {
+                        st.outputs[i] = stats;
+                    }
                 }
                 // The last look at the rings: `log` calls that append after it see `closed`.
                 st.collect();
