@@ -599,8 +599,7 @@ impl Inner {
         outputs: &[(usize, rlog_sink_stats)],
     ) {
         let mut st = self.state.lock();
-        st.counters.sent.add(settled.sent);
-        st.counters.lost.add(settled.lost);
+        settled.add_to(&mut st.counters);
         st.counters.retries += retries;
         st.counters.connects += connects;
         if let Some(e) = error {
@@ -763,8 +762,7 @@ impl Inner {
         p.last_flush = now;
         let mut st = self.state.lock();
         self.batch_done(&mut st, now);
-        st.counters.sent.add(end.settled.sent);
-        st.counters.lost.add(end.settled.lost);
+        end.settled.add_to(&mut st.counters);
         st.counters.retries += end.retries;
         st.counters.connects += end.connects;
         if let Some(e) = end.error {
@@ -795,8 +793,7 @@ impl Inner {
                 let mut settled = Settled::default();
                 let closed = close(&mut settled);
                 let mut st = self.state.lock();
-                st.counters.sent.add(settled.sent);
-                st.counters.lost.add(settled.lost);
+                settled.add_to(&mut st.counters);
                 self.apply_held(&mut st, closed.held);
                 if let Some((spooled, adopted)) = closed.disk {
                     st.counters.spooled = spooled;

@@ -7,6 +7,7 @@
 //! `log` never touch one.
 
 pub mod datagram;
+pub mod dead_letter;
 pub mod driver;
 pub mod rlogd;
 pub mod socket;
