@@ -386,7 +386,6 @@ fn run_inline(inner: &Inner, set: &OutputSet, mut d: Driver, direct: bool) {
         };
         let mut round = Round::default();
         let mut settled = Settled::default();
-        let mut loss = None;
         d.tend_disk();
         if direct {
             if let Some(e) = drop_unsendable(&mut d, &mut settled) {
@@ -405,7 +404,6 @@ fn run_inline(inner: &Inner, set: &OutputSet, mut d: Driver, direct: bool) {
             batch.clear();
         }
         // Write-ahead (`spool_mode = always`), or behind what already waits on disk.
-        let lost = settled.lost;
         d.spool_pending(
             false,
             &mut Settler {
@@ -414,10 +412,6 @@ fn run_inline(inner: &Inner, set: &OutputSet, mut d: Driver, direct: bool) {
             },
             &mut round,
         );
-        if settled.lost != lost {
-            // A loss is the error to report, not this round's retries that follow.
-            loss = round.error.clone();
-        }
         let started = Instant::now();
         if d.due(started, taken.explicit) {
             let ctl = QueueControl(inner);
@@ -432,20 +426,17 @@ fn run_inline(inner: &Inner, set: &OutputSet, mut d: Driver, direct: bool) {
             let mut delivered = d.deliver_all(&ctl, &mut s, &mut round, &mut next_seq);
             if !delivered {
                 // `spool_mode = overflow`: what could not be delivered goes to disk.
-                let lost = s.settled.lost;
                 d.spool_pending(true, &mut s, &mut round);
-                if s.settled.lost != lost {
-                    loss = round.error.clone();
-                }
                 delivered = !d.holds();
             }
             if !delivered {
                 d.after_failure(Instant::now());
             }
         }
-        let lost_error = loss.is_some();
-        if lost_error {
-            round.error = loss;
+        // A spool's trouble outranks this round's retries, and stays until read.
+        let alert = round.alert.is_some();
+        if alert {
+            round.error = round.alert.take();
         }
         let disk = d.disk_counts().map(|c| {
             settled.lost.add(c.lost);
@@ -459,7 +450,7 @@ fn run_inline(inner: &Inner, set: &OutputSet, mut d: Driver, direct: bool) {
             bytes: round.bytes,
             failed: round.failed,
             error: round.error.take(),
-            loss: lost_error,
+            alert,
             retries: round.retries,
             connects: round.connects,
             held: if direct {
@@ -792,7 +783,7 @@ fn run_lanes(
             bytes: round.bytes,
             failed: round.failed,
             error: None,
-            loss: false,
+            alert: false,
             retries: 0,
             connects: 0,
             held: Held::Unchanged,

@@ -71,6 +71,10 @@ pub struct Round {
     pub bytes: u64,
     pub failed: bool,
     pub error: Option<String>,
+    /// An error that outranks `error` and stays pending until read (messages lost to a full
+    /// spool, or held in memory because the disk fails): the retries that follow in the same
+    /// round, or in the next, must not hide it.
+    pub alert: Option<String>,
     pub retries: u64,
     pub connects: u64,
 }
@@ -656,7 +660,7 @@ impl Driver {
         };
         self.settle_first(written, Outcome::Spooled, settle, round);
         if let Some(msg) = msg {
-            round.error = Some(self.labelled(&msg));
+            round.alert = Some(self.labelled(&msg));
         }
         if lose {
             let n = self.pending.len();
