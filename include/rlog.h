@@ -15,11 +15,6 @@
 typedef struct rlog_logger rlog_logger;
 
 /**
- * The bit of an owner (a copy's message number) that marks its message's primary copy.
- */
-#define PRIMARY (1 << 63)
-
-/**
  * An independent logger, created by `rlog_logger_new` and freed by `rlog_logger_free`.
  */
 struct rlog_logger;

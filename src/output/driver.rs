@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use super::dead_letter::{self, DeadLetters};
 use super::spool::{OutputSpool, OwnedRecord, SpoolError, SpoolOptions, SpoolRecord, SyncMode};
 use super::tls::TlsSettings;
-use super::{datagram, reason, rlogd, socket, stream, tls, Failure, Output};
+use super::{datagram, http, reason, rlogd, socket, stream, tls, Failure, Output};
 use crate::buffer::Buffer;
 use crate::config::target::Target;
 use crate::config::{Limits, OutputSpec, SpoolConfig, SpoolMode, SpoolSync};
@@ -111,6 +111,8 @@ pub struct Driver {
     peer_wait: Option<Duration>,
     /// Where refused records go (`dead_letter`).
     dead: Option<Arc<DeadLetters>>,
+    /// What an http output's connections share (how long its oldest records have been tried).
+    http_state: http::Shared,
 }
 
 impl Driver {
@@ -141,6 +143,7 @@ impl Driver {
             disk: None,
             peer_wait: None,
             dead: None,
+            http_state: http::Shared::default(),
         }
     }
 
@@ -239,7 +242,13 @@ impl Driver {
         let mut tries = 0;
         loop {
             let timeout = capped(self.spec.limits.timeout, ctl.deadline());
-            match open(&self.spec, self.tls.as_deref(), self.producer, timeout) {
+            match open(
+                &self.spec,
+                self.tls.as_deref(),
+                self.producer,
+                timeout,
+                &self.http_state,
+            ) {
                 Ok(c) => {
                     self.counters.connects += 1;
                     round.connects += 1;
@@ -332,7 +341,12 @@ impl Driver {
                 }
             };
             let pause = self.jittered(tries).max(wait.unwrap_or_default());
-            if tries >= max || !ctl.pause(pause) {
+            // A peer that asks for a pause longer than the backoff ever grows (a Retry-After
+            // of minutes, a refused credential) ends this delivery: the pause is waited out
+            // as the delivery's backoff (`after_failure`), not slept through here, where it
+            // would hold a flush (or the worker) that long.
+            let peer_asks_long = wait.is_some_and(|w| w > self.spec.limits.max_backoff());
+            if tries >= max || peer_asks_long || !ctl.pause(pause) {
                 // lua-resty-logger-socket's words: the send loop's error wraps the connect
                 // loop's. A uWSGI-style output's message names it and says the one that failed.
                 let send = format!(
@@ -383,8 +397,18 @@ fn open(
     tls: Option<&TlsSettings>,
     producer: u64,
     timeout: Duration,
+    http_state: &http::Shared,
 ) -> io::Result<Box<dyn Output>> {
     let sock = match &spec.target {
+        Target::Http { .. } => {
+            return Ok(Box::new(http::Http::open(
+                spec,
+                tls,
+                producer,
+                timeout,
+                http_state.clone(),
+            )?))
+        }
         Target::Rlogd { host, port } | Target::RlogdTls { host, port } => {
             return Ok(Box::new(rlogd::Rlogd::connect_to(
                 host,
