@@ -5,6 +5,7 @@
 //! lua-resty-logger-socket's wording so its users recognise them; errors about a particular line
 //! name that line. Nothing is ignored silently: an unknown key is an error.
 
+pub mod nats;
 pub mod outputs;
 pub mod route;
 pub mod target;

@@ -5,7 +5,8 @@
 //! per record, TEXT sent raw before each — uWSGI's socket logger), `socket:/path[,TEXT]` (unix
 //! datagram), `udp://HOST:PORT`, `tcp://HOST:PORT`, `unix:///path` (unix stream),
 //! `tls://HOST:PORT`, `rlogd://HOST:PORT` (rlogd's acknowledged protocol) and `rlogds://HOST:PORT`
-//! (the same over TLS, as `tls://` is TCP over TLS).
+//! (the same over TLS, as `tls://` is TCP over TLS), `nats://HOST:PORT/SUBJECT` (NATS JetStream
+//! publishes, acknowledged) and `nats+tls://HOST:PORT/SUBJECT` (the same, TLS required).
 
 use std::fmt;
 
@@ -43,6 +44,21 @@ pub enum Target {
         host: String,
         port: u16,
     },
+    /// NATS JetStream: each record one message published to `subject`, delivered once the
+    /// stream acknowledges it. TLS when the sink has TLS settings (`nats+tls://`) or when the
+    /// server requires it.
+    Nats {
+        host: String,
+        port: u16,
+        subject: String,
+    },
+    /// `nats+tls://`: TLS whatever the server says. `SinkSet` building turns it into `Nats`
+    /// with TLS settings.
+    NatsTls {
+        host: String,
+        port: u16,
+        subject: String,
+    },
 }
 
 impl Target {
@@ -54,6 +70,11 @@ impl Target {
     /// rlogd targets frame, number and acknowledge records themselves.
     pub fn is_rlogd(&self) -> bool {
         matches!(self, Target::Rlogd { .. } | Target::RlogdTls { .. })
+    }
+
+    /// NATS targets carry each record as one message, acknowledged.
+    pub fn is_nats(&self) -> bool {
+        matches!(self, Target::Nats { .. } | Target::NatsTls { .. })
     }
 }
 
@@ -67,7 +88,26 @@ impl fmt::Display for Target {
             Target::UnixStream { path } => write!(f, "unix://{path}"),
             Target::Rlogd { host, port } => write!(f, "rlogd://{host}:{port}"),
             Target::RlogdTls { host, port } => write!(f, "rlogds://{host}:{port}"),
+            Target::Nats {
+                host,
+                port,
+                subject,
+            } => write!(f, "nats://{}/{subject}", join_host(host, *port)),
+            Target::NatsTls {
+                host,
+                port,
+                subject,
+            } => write!(f, "nats+tls://{}/{subject}", join_host(host, *port)),
         }
+    }
+}
+
+/// `HOST:PORT`, with brackets around an IPv6 host.
+fn join_host(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
     }
 }
 
@@ -144,6 +184,20 @@ pub fn parse_logger(value: &str) -> Result<LoggerSpec, String> {
     } else if let Some(rest) = target.strip_prefix("rlogds://") {
         let (host, port) = host_port(rest).map_err(|e| ctx(&e))?;
         Target::RlogdTls { host, port }
+    } else if let Some(rest) = target.strip_prefix("nats://") {
+        let (host, port, subject) = nats_address(rest).map_err(|e| ctx(&e))?;
+        Target::Nats {
+            host,
+            port,
+            subject,
+        }
+    } else if let Some(rest) = target.strip_prefix("nats+tls://") {
+        let (host, port, subject) = nats_address(rest).map_err(|e| ctx(&e))?;
+        Target::NatsTls {
+            host,
+            port,
+            subject,
+        }
     } else if let Some(path) = target.strip_prefix("unix://") {
         if !path.starts_with('/') {
             return Err(ctx(
@@ -156,7 +210,7 @@ pub fn parse_logger(value: &str) -> Result<LoggerSpec, String> {
         }
     } else {
         return Err(ctx(
-            "unsupported target (supported: socket:HOST:PORT[,TEXT], socket:/path[,TEXT], udp://HOST:PORT, tcp://HOST:PORT, tls://HOST:PORT, unix:///path, rlogd://HOST:PORT, rlogds://HOST:PORT)",
+            "unsupported target (supported: socket:HOST:PORT[,TEXT], socket:/path[,TEXT], udp://HOST:PORT, tcp://HOST:PORT, tls://HOST:PORT, unix:///path, rlogd://HOST:PORT, rlogds://HOST:PORT, nats://HOST:PORT/SUBJECT, nats+tls://HOST:PORT/SUBJECT)",
         ));
     };
     Ok(LoggerSpec {
@@ -164,6 +218,16 @@ pub fn parse_logger(value: &str) -> Result<LoggerSpec, String> {
         target,
         prefix,
     })
+}
+
+/// `HOST:PORT/SUBJECT` of a NATS target.
+fn nats_address(s: &str) -> Result<(String, u16, String), String> {
+    let (addr, subject) = s
+        .split_once('/')
+        .ok_or_else(|| format!("bad address \"{s}\": expected HOST:PORT/SUBJECT"))?;
+    let (host, port) = host_port(addr)?;
+    super::nats::check_subject(subject)?;
+    Ok((host, port, subject.to_string()))
 }
 
 /// `HOST:PORT` or `[V6]:PORT`.
@@ -278,6 +342,36 @@ mod tests {
                 port: 5170
             }
         );
+    }
+
+    #[test]
+    fn nats_forms() {
+        let l = parse_logger("events nats://127.0.0.1:4222/logs.app").unwrap();
+        assert_eq!(l.name.as_deref(), Some("events"));
+        assert_eq!(
+            l.target,
+            Target::Nats {
+                host: "127.0.0.1".into(),
+                port: 4222,
+                subject: "logs.app".into()
+            }
+        );
+        assert!(l.target.is_nats() && !l.target.is_rlogd());
+        assert_eq!(l.target.to_string(), "nats://127.0.0.1:4222/logs.app");
+        let l = parse_logger("nats+tls://[::1]:4222/x").unwrap();
+        assert_eq!(l.target.to_string(), "nats+tls://[::1]:4222/x");
+        assert!(parse_logger("nats://h:4222")
+            .unwrap_err()
+            .contains("HOST:PORT/SUBJECT"));
+        assert!(parse_logger("nats://h:4222/")
+            .unwrap_err()
+            .contains("subject is missing"));
+        assert!(parse_logger("nats://h:4222/a.>")
+            .unwrap_err()
+            .contains("wildcard"));
+        assert!(parse_logger("nats://h/a")
+            .unwrap_err()
+            .contains("HOST:PORT"));
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use super::spool::{OutputSpool, OwnedRecord, SpoolError, SpoolOptions, SpoolRecord, SyncMode};
 use super::tls::TlsSettings;
-use super::{datagram, reason, rlogd, socket, stream, tls, Failure, Output};
+use super::{datagram, nats, reason, rlogd, socket, stream, tls, Failure, Output};
 use crate::buffer::Buffer;
 use crate::config::target::Target;
 use crate::config::{Limits, OutputSpec, SpoolConfig, SpoolMode, SpoolSync};
@@ -84,7 +84,7 @@ pub struct Driver {
     /// A delivery failed: the next try waits until then (unless a flush is asked for).
     pub retry_at: Option<Instant>,
     pub counters: OutputCounters,
-    /// This output's producer id for rlogd (unused by other targets).
+    /// This output's producer id for rlogd and NATS's message ids (unused by other targets).
     producer: u64,
     /// Names the output in messages (`logger "NAME": `), or empty for a plain config, whose
     /// messages keep resty's exact wording.
@@ -346,6 +346,27 @@ fn open(
                 timeout,
                 producer,
             )?))
+        }
+        Target::Nats {
+            host,
+            port,
+            subject,
+        }
+        | Target::NatsTls {
+            host,
+            port,
+            subject,
+        } => {
+            return Ok(Box::new(nats::Nats::connect_to(&nats::Params {
+                host,
+                port: *port,
+                subject,
+                tls,
+                tls_on_demand: spec.tls_on_demand.as_ref(),
+                settings: &spec.nats,
+                timeout,
+                producer,
+            })?))
         }
         Target::Udp { host, port } => return Ok(Box::new(datagram::udp(host, *port, timeout)?)),
         Target::UnixDgram { path } => return Ok(Box::new(datagram::unix(path, timeout)?)),
