@@ -133,11 +133,6 @@ impl Conn {
         self.pos += n;
     }
 
-    /// Whether read bytes wait to be parsed.
-    pub fn has_input(&self) -> bool {
-        self.pos < self.inb.len()
-    }
-
     /// Writes all of `out` and empties it.
     pub fn write_out(&mut self, out: &mut Vec<u8>) -> io::Result<()> {
         if out.is_empty() {

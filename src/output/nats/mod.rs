@@ -176,10 +176,9 @@ impl Nats {
                     Op::Pong => pong = true,
                     Op::Ping => proto::pong(&mut out),
                     Op::Err(text) => {
-                        return Err(io::Error::new(
-                            io::ErrorKind::PermissionDenied,
-                            format!("the NATS server refused the connection: {text}"),
-                        ))
+                        return Err(io::Error::other(format!(
+                            "the NATS server refused the connection: {text}"
+                        )))
                     }
                     _ => {}
                 }
@@ -360,34 +359,14 @@ impl Output for Nats {
             if done == n {
                 return Ok(());
             }
-            // Read replies until the oldest publish waiting is out of time.
-            let ack_deadline = self.sent_at[done] + self.ack_timeout;
-            let deadline = until.map_or(ack_deadline, |u| u.min(ack_deadline));
-            if !self.conn.has_input() {
-                if let Err(e) = self.conn.fill(deadline) {
-                    if e.kind() == io::ErrorKind::TimedOut {
-                        if Instant::now() >= ack_deadline {
-                            return Err(retry(
-                                done,
-                                io::Error::new(
-                                    io::ErrorKind::TimedOut,
-                                    format!(
-                                        "no acknowledgement from JetStream within {} ms",
-                                        self.ack_timeout.as_millis()
-                                    ),
-                                ),
-                                None,
-                            ));
-                        }
-                        continue;
-                    }
-                    return Err(retry(done, e, None));
-                }
-            }
+            // What was read already, then replies until the oldest publish waiting is out
+            // of time.
+            let mut acted = false;
             while let Some(reply) = self
                 .on_op(base, published)
                 .map_err(|e| retry(done, e, None))?
             {
+                acted = true;
                 match reply {
                     Reply::Nothing => {}
                     Reply::Stored(i) => {
@@ -406,6 +385,29 @@ impl Output for Nats {
                         }
                     }
                     Reply::Stop(e, after) => return Err(retry(done, e, after)),
+                }
+            }
+            if acted {
+                continue;
+            }
+            let ack_deadline = self.sent_at[done] + self.ack_timeout;
+            let deadline = until.map_or(ack_deadline, |u| u.min(ack_deadline));
+            if let Err(e) = self.conn.fill(deadline) {
+                if e.kind() != io::ErrorKind::TimedOut {
+                    return Err(retry(done, e, None));
+                }
+                if Instant::now() >= ack_deadline {
+                    return Err(retry(
+                        done,
+                        io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            format!(
+                                "no acknowledgement from JetStream within {} ms",
+                                self.ack_timeout.as_millis()
+                            ),
+                        ),
+                        None,
+                    ));
                 }
             }
         }
