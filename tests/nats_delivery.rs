@@ -242,3 +242,88 @@ fn credentials_are_sent_and_a_refusal_is_reported() {
     let r = c.request("$JS.API.STREAM.INFO.AUTH", "").unwrap();
     assert!(r.contains("\"messages\":1,"), "{r}");
 }
+
+/// A TCP proxy in front of the real server that, on its first connection, forwards the
+/// client's publishes but cuts the connection as soon as the server's first acknowledgement
+/// comes back: the stream stored messages whose acknowledgements rlog never saw. Later
+/// connections pass through; the proxy counts the acknowledgements that say `duplicate`.
+struct AckCutter {
+    port: u16,
+    duplicates: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl AckCutter {
+    fn start(upstream: u16) -> AckCutter {
+        use std::io::{Read, Write};
+        use std::net::{TcpListener, TcpStream};
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let duplicates = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let dups = duplicates.clone();
+        std::thread::spawn(move || {
+            for (n, c) in l.incoming().enumerate() {
+                let Ok(c) = c else { return };
+                let up = TcpStream::connect(("127.0.0.1", upstream)).unwrap();
+                let (mut c2, mut up2) = (c.try_clone().unwrap(), up.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let mut b = vec![0u8; 65536];
+                    while let Ok(k) = c2.read(&mut b) {
+                        if k == 0 || up2.write_all(&b[..k]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = up2.shutdown(std::net::Shutdown::Both);
+                });
+                let (mut up, mut c, dups) = (up, c, dups.clone());
+                std::thread::spawn(move || {
+                    let mut b = vec![0u8; 65536];
+                    while let Ok(k) = up.read(&mut b) {
+                        if k == 0 {
+                            break;
+                        }
+                        if n == 0 && b[..k].windows(11).any(|w| w == b"MSG _INBOX.") {
+                            // The first acknowledgement: never delivered.
+                            break;
+                        }
+                        let found = b[..k].windows(11).filter(|w| w == b"\"duplicate\"").count();
+                        dups.fetch_add(found as u64, Ordering::Relaxed);
+                        if c.write_all(&b[..k]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = c.shutdown(std::net::Shutdown::Both);
+                    let _ = up.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        });
+        AckCutter { port, duplicates }
+    }
+}
+
+#[test]
+fn publishes_stored_whose_acknowledgements_were_lost_are_deduplicated() {
+    let dir = TempDir::new("lostacks");
+    let port = free_port();
+    let _srv = NatsServer::start(&dir.0, port, &[]);
+    create_stream(port, "LOGS", &["logs.>"], "");
+    let proxy = AckCutter::start(port);
+    let lg = Logger::start(config(proxy.port, "logs.app", "")).unwrap();
+    const N: u64 = 500;
+    for i in 0..N {
+        lg.log(&record(i));
+    }
+    assert!(lg.close(Duration::from_secs(30)));
+    let s = lg.stats();
+    assert_eq!((s.logged, s.sent, s.lost), (N, N, 0), "{s:?}");
+    assert_identity(&s);
+    assert!(s.connects >= 2, "{s:?}");
+    // Resent, the publishes stored the first time were dropped by the stream as duplicates.
+    assert!(
+        wait_until(Duration::from_secs(10), || proxy
+            .duplicates
+            .load(Ordering::Relaxed)
+            > 0),
+        "no duplicate acknowledgement: the resend was not deduplicated by Nats-Msg-Id"
+    );
+    assert_stored_once(port, "LOGS", N);
+}

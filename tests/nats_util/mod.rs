@@ -58,7 +58,7 @@ pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
 pub struct NatsServer {
     pub port: u16,
     dir: PathBuf,
-    extra: Vec<String>,
+    pub extra: Vec<String>,
     child: Option<Child>,
 }
 
