@@ -19,9 +19,11 @@ pub const NATS_KEYS: &[&str] = &[
 pub const DEFAULT_WINDOW: usize = 1024;
 /// How long a publish waits for its acknowledgement, by default (nats-py's default too).
 pub const DEFAULT_ACK_TIMEOUT: Duration = Duration::from_secs(5);
-/// The largest window: every publish in flight holds an entry, and the server's outbound
-/// buffer holds their acknowledgements.
-const MAX_WINDOW: u64 = 1 << 20;
+/// The largest window. The server queues the acknowledgements of what is in flight for a
+/// client that is still writing, and closes a client whose queue passes its `max_pending`
+/// (64 MiB by default) as a slow consumer: 65 536 acknowledgements of about 60 bytes stay far
+/// below that.
+const MAX_WINDOW: u64 = 1 << 16;
 
 /// How a NATS logger authenticates and paces its publishes.
 #[derive(Debug, Clone, PartialEq, Eq)]
