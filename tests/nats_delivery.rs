@@ -327,3 +327,32 @@ fn publishes_stored_whose_acknowledgements_were_lost_are_deduplicated() {
     );
     assert_stored_once(port, "LOGS", N);
 }
+
+#[test]
+fn a_full_stream_keeps_the_rest_and_says_it_has_no_room() {
+    let dir = TempDir::new("full");
+    let port = free_port();
+    let _srv = NatsServer::start(&dir.0, port, &[]);
+    create_stream(
+        port,
+        "FULL",
+        &["full"],
+        ",\"max_msgs\":5,\"discard\":\"new\"",
+    );
+    let lg = Logger::start(config(port, "full", "")).unwrap();
+    for i in 0..10 {
+        lg.log(&record(i));
+    }
+    assert_eq!(lg.flush(), -1);
+    let e = lg.take_error().unwrap();
+    assert!(
+        e.as_str().contains("the stream has no room"),
+        "{}",
+        e.as_str()
+    );
+    let s = lg.stats();
+    assert_eq!((s.sent, s.lost, s.buffered), (5, 0, 5), "{s:?}");
+    assert_identity(&s);
+    assert_stored_once(port, "FULL", 5);
+    let _ = lg.close(Duration::from_millis(100));
+}
