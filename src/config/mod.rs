@@ -6,6 +6,7 @@
 //! name that line. Nothing is ignored silently: an unknown key is an error.
 
 pub mod http;
+pub mod nats;
 pub mod outputs;
 pub mod route;
 pub mod target;

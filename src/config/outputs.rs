@@ -7,9 +7,11 @@
 //! retry_interval pool_size framing` for the named logger only; without a prefix those keys
 //! (and `framing`) apply to every logger. The rlogd keys `token token_file type compression`
 //! work the same way for `rlogd://` loggers: handle-wide they apply to every rlogd logger,
-//! `NAME.KEY` to one; on a logger that is not rlogd they are an init error.
+//! `NAME.KEY` to one; on a logger that is not rlogd they are an init error. So do the NATS keys
+//! (`nats_user nats_password nats_token nats_window nats_ack_timeout`) for `nats://` loggers.
 
 use super::http::{HttpSettings, HTTP_ONLY};
+use super::nats::{NatsBase, NatsSettings, NATS_KEYS};
 use super::route::{Route, Router};
 use super::target::{parse_logger, LoggerSpec, Target};
 use super::{Endpoint, Entry, Limits, RlogdSettings};
@@ -53,6 +55,11 @@ pub struct OutputSpec {
     pub rlogd: RlogdSettings,
     /// Request settings, for http targets (unused by the others).
     pub http: HttpSettings,
+    /// Credentials and pacing, for NATS targets (unused by the others).
+    pub nats: NatsSettings,
+    /// TLS for a `nats://` server that requires it (its INFO says `tls_required`), built only
+    /// then; `tls` is for a target that requires it itself.
+    pub tls_on_demand: Option<TlsOptions>,
 }
 
 impl OutputSpec {
@@ -77,6 +84,19 @@ impl OutputSpec {
         match (&self.target, &self.tls) {
             (Target::Tcp { host, port }, Some(_)) => format!("tls://{host}:{port}"),
             (Target::Rlogd { host, port }, Some(_)) => format!("rlogds://{host}:{port}"),
+            (
+                Target::Nats {
+                    host,
+                    port,
+                    subject,
+                },
+                Some(_),
+            ) => Target::NatsTls {
+                host: host.clone(),
+                port: *port,
+                subject: subject.clone(),
+            }
+            .to_string(),
             (t, _) => t.to_string(),
         }
     }
@@ -114,6 +134,8 @@ impl OutputSet {
                 tls,
                 rlogd,
                 http: HttpSettings::default(),
+                nats: NatsSettings::default(),
+                tls_on_demand: None,
             }],
             router: Router::new(&[], &[None]).expect("no routes"),
         }
@@ -185,6 +207,11 @@ const OVERRIDABLE: &[&str] = &[
 /// Overridable keys that only rlogd loggers take (`compression` is rlogd's or http's).
 const RLOGD_ONLY: &[&str] = &["token", "token_file", "type"];
 
+/// Whether `key` may follow `NAME.`.
+fn overridable(key: &str) -> bool {
+    OVERRIDABLE.contains(&key) || NATS_KEYS.contains(&key)
+}
+
 /// The uWSGI-style lines of a config, collected while `Config::parse` walks it.
 #[derive(Debug, Default)]
 pub struct UwsgiKeys {
@@ -200,6 +227,8 @@ pub struct UwsgiKeys {
     /// is http.
     http: HttpSettings,
     http_first: Option<(String, usize)>,
+    /// The bare NATS keys.
+    nats: NatsBase,
 }
 
 impl UwsgiKeys {
@@ -224,15 +253,17 @@ impl UwsgiKeys {
                 self.http.apply(k, e)?;
                 self.http_first.get_or_insert((k.to_string(), e.line));
             }
+            _ if self.nats.take(e)? => {}
             k => {
                 let Some((name, key)) = k.split_once('.') else {
                     return Ok(false);
                 };
-                if !OVERRIDABLE.contains(&key) {
+                if !overridable(key) {
                     return Err(format!(
-                        "\"{k}\" at line {}: a logger can override only {} (the other keys apply to the whole handle)",
+                        "\"{k}\" at line {}: a logger can override only {}, {} (the other keys apply to the whole handle)",
                         e.line,
-                        OVERRIDABLE.join(", ")
+                        OVERRIDABLE.join(", "),
+                        NATS_KEYS.join(", ")
                     ));
                 }
                 self.overrides
@@ -250,6 +281,7 @@ impl UwsgiKeys {
             || self.framing_entry.is_some()
             || !self.overrides.is_empty()
             || self.http_first.is_some()
+            || self.nats.first_key.is_some()
     }
 
     pub fn has_loggers(&self) -> bool {
@@ -310,6 +342,8 @@ impl UwsgiKeys {
                 tls,
                 rlogd: rb.settings.clone(),
                 http: HttpSettings::default(),
+                nats: NatsSettings::default(),
+                tls_on_demand: None,
             });
         } else if tb.ssl {
             return Err("\"ssl\" applies to the \"host\"/\"path\" logger; use tls://HOST:PORT or rlogds://HOST:PORT in \"logger\" lines".into());
@@ -323,6 +357,7 @@ impl UwsgiKeys {
                     return Err(format!("duplicate logger name \"{n}\" at line {line}"));
                 }
             }
+            let mut tls_on_demand = None;
             let (target, tls) = match spec.target {
                 Target::Tls { host, port } => {
                     let tls = tls_for(tb, &host)?;
@@ -338,6 +373,32 @@ impl UwsgiKeys {
                     };
                     let tls = tls_for(tb, host)?;
                     (t, Some(tls))
+                }
+                Target::NatsTls {
+                    host,
+                    port,
+                    subject,
+                } => {
+                    let tls = tls_for(tb, &host)?;
+                    let t = Target::Nats {
+                        host,
+                        port,
+                        subject,
+                    };
+                    (t, Some(tls))
+                }
+                Target::Nats {
+                    host,
+                    port,
+                    subject,
+                } => {
+                    tls_on_demand = Some(tls_for(tb, &host)?);
+                    let t = Target::Nats {
+                        host,
+                        port,
+                        subject,
+                    };
+                    (t, None)
                 }
                 t => (t, None),
             };
@@ -360,11 +421,18 @@ impl UwsgiKeys {
                 tls,
                 rlogd: rb.settings.clone(),
                 http,
+                nats: self.nats.settings.clone(),
+                tls_on_demand,
             });
         }
-        if tb.ssl_ca.is_some() && sinks.iter().all(|s| s.tls.is_none()) {
+        if tb.ssl_ca.is_some()
+            && sinks
+                .iter()
+                .all(|s| s.tls.is_none() && s.tls_on_demand.is_none())
+        {
             return Err(
-                "\"ssl_ca\" needs \"ssl = true\" or a tls://, rlogds:// or https:// logger".into(),
+                "\"ssl_ca\" needs \"ssl = true\" or a tls://, rlogds://, https:// or nats:// logger"
+                    .into(),
             );
         }
         if tb.client.is_some() && sinks.iter().all(|s| s.tls.is_none()) {
@@ -377,6 +445,13 @@ impl UwsgiKeys {
             if !sinks.iter().any(|s| s.target.is_http()) {
                 return Err(format!(
                     "\"{k}\" at line {line} needs an http:// or https:// logger"
+                ));
+            }
+        }
+        if let Some((k, line)) = &self.nats.first_key {
+            if !sinks.iter().any(|s| s.target.is_nats()) {
+                return Err(format!(
+                    "\"{k}\" at line {line} needs a nats://HOST:PORT/SUBJECT logger"
                 ));
             }
         }
@@ -413,9 +488,25 @@ impl UwsgiKeys {
                     s.label()
                 ));
             }
+            if NATS_KEYS.contains(&key.as_str()) && !s.target.is_nats() {
+                return Err(format!(
+                    "\"{}\" at line {}: {} is not a NATS logger; \"{key}\" applies to nats://HOST:PORT/SUBJECT loggers only",
+                    e.key,
+                    e.line,
+                    s.label()
+                ));
+            }
             if key == "compression" && !s.target.is_http() && !s.target.is_rlogd() {
                 return Err(format!(
                     "\"{}\" at line {}: {} is neither an rlogd nor an http logger; \"compression\" applies to those only",
+                    e.key,
+                    e.line,
+                    s.label()
+                ));
+            }
+            if key == "framing" && s.target.is_nats() {
+                return Err(format!(
+                    "\"{}\" at line {}: framing does not apply to {}: each record is one NATS message",
                     e.key,
                     e.line,
                     s.label()
@@ -491,7 +582,11 @@ impl UwsgiKeys {
         for s in &mut sinks {
             // Datagrams carry one record each; rlogd frames its records itself. The handle-wide
             // framing is for the stream loggers.
-            if s.target.is_datagram() || s.target.is_rlogd() || s.target.is_http() {
+            if s.target.is_datagram()
+                || s.target.is_rlogd()
+                || s.target.is_http()
+                || s.target.is_nats()
+            {
                 // http loggers lay out their bodies themselves (`HttpSettings::framing`).
                 s.framing = Framing::None;
             } else if self.framing.is_none()
@@ -515,6 +610,9 @@ impl UwsgiKeys {
                         s.label()
                     ));
                 }
+            }
+            if s.target.is_nats() {
+                s.nats.check().map_err(|e| format!("{}: {e}", s.label()))?;
             }
             if s.limits.drop_limit == 0 {
                 return Err(format!(
@@ -570,6 +668,7 @@ fn apply_override(s: &mut OutputSpec, key: &str, e: &Entry) -> Result<(), String
         "initial_retry_delay" => l.retry_interval = super::http::retry_delay(e)?,
         "max_retry_delay" => l.max_retry_delay = Some(super::http::retry_delay(e)?),
         k if HTTP_ONLY.contains(&k) => s.http.apply(k, e)?,
+        k if NATS_KEYS.contains(&k) => s.nats.apply(k, e)?,
         _ => unreachable!("checked against OVERRIDABLE"),
     }
     Ok(())
@@ -744,5 +843,56 @@ mod tests {
         assert!(
             err("logger = rlogds://127.0.0.1:1\nssl_ca = /nonexistent/ca.pem").contains("ca.pem")
         );
+    }
+
+    #[test]
+    fn nats_loggers_and_their_keys() {
+        let s = set("logger = nats://127.0.0.1:4222/logs\nlogger = audit nats+tls://n.example:4222/audit\n\
+                     logger = plain tcp://127.0.0.1:9\nnats_window = 64\nnats_user = u\nnats_password = p\n\
+                     audit.nats_ack_timeout = 250\naudit.nats_window = 8\nframing = octet\n\
+                     log-route = audit ^A\nlog-route = plain ^P");
+        let (base, audit, plain) = (&s.outputs[0], &s.outputs[1], &s.outputs[2]);
+        assert!(base.target.is_nats() && audit.target.is_nats() && !plain.target.is_nats());
+        assert_eq!(base.nats.window, 64);
+        assert_eq!(base.nats.ack_timeout.as_millis(), 5000);
+        assert_eq!(base.nats.user.as_deref(), Some("u"));
+        assert_eq!(
+            (audit.nats.window, audit.nats.ack_timeout.as_millis()),
+            (8, 250)
+        );
+        assert!(base.tls.is_none() && base.tls_on_demand.is_some());
+        assert!(audit.tls.is_some());
+        assert_eq!(audit.label(), "logger \"audit\"");
+        assert_eq!(base.label(), "logger nats://127.0.0.1:4222/logs");
+        assert_eq!(audit.target_text(), "nats+tls://n.example:4222/audit");
+        assert_eq!(base.framing, Framing::None);
+        assert_eq!(plain.framing, Framing::Octet);
+        assert!(!s.needs_time());
+    }
+
+    #[test]
+    fn nats_errors() {
+        assert_eq!(
+            err("logger = tcp://127.0.0.1:1\nnats_window = 3"),
+            "\"nats_window\" at line 2 needs a nats://HOST:PORT/SUBJECT logger"
+        );
+        assert!(err("logger = a tcp://127.0.0.1:1\na.nats_token = x").contains(
+            "\"a.nats_token\" at line 2: logger \"a\" is not a NATS logger; \"nats_token\" applies to nats://HOST:PORT/SUBJECT loggers only"
+        ));
+        assert!(err("logger = a nats://127.0.0.1:1/x\na.framing = octet")
+            .contains("framing does not apply to logger \"a\""));
+        assert!(err("logger = a nats://127.0.0.1:1/x\nnats_window = 0")
+            .starts_with("invalid \"nats_window\" at line 2"));
+        assert!(
+            err("logger = a nats://127.0.0.1:1/x\na.nats_ack_timeout = 0")
+                .starts_with("invalid \"a.nats_ack_timeout\" at line 2")
+        );
+        assert!(err("logger = a nats://127.0.0.1:1/x\nnats_user = u")
+            .contains("logger \"a\": \"nats_user\" needs \"nats_password\""));
+        assert!(err(
+            "logger = a nats://127.0.0.1:1/x\nnats_token = t\na.nats_user = u\na.nats_password = p"
+        )
+        .contains("exclude each other"));
+        assert!(err("logger = nats://127.0.0.1:1/a.*").contains("wildcard"));
     }
 }

@@ -5,7 +5,8 @@
 //! per record, TEXT sent raw before each — uWSGI's socket logger), `socket:/path[,TEXT]` (unix
 //! datagram), `udp://HOST:PORT`, `tcp://HOST:PORT`, `unix:///path` (unix stream),
 //! `tls://HOST:PORT`, `rlogd://HOST:PORT` (rlogd's acknowledged protocol) and `rlogds://HOST:PORT`
-//! (the same over TLS, as `tls://` is TCP over TLS).
+//! (the same over TLS, as `tls://` is TCP over TLS), `nats://HOST:PORT/SUBJECT` (NATS JetStream
+//! publishes, acknowledged) and `nats+tls://HOST:PORT/SUBJECT` (the same, TLS required).
 
 use std::fmt;
 
@@ -53,6 +54,21 @@ pub enum Target {
         /// `USER:PASS` from the URL, sent as Basic authorization.
         userinfo: Option<String>,
     },
+    /// NATS JetStream: each record one message published to `subject`, delivered once the
+    /// stream acknowledges it. TLS when the sink has TLS settings (`nats+tls://`) or when the
+    /// server requires it.
+    Nats {
+        host: String,
+        port: u16,
+        subject: String,
+    },
+    /// `nats+tls://`: TLS whatever the server says. `SinkSet` building turns it into `Nats`
+    /// with TLS settings.
+    NatsTls {
+        host: String,
+        port: u16,
+        subject: String,
+    },
 }
 
 impl Target {
@@ -69,6 +85,11 @@ impl Target {
     /// http and https targets batch records into requests.
     pub fn is_http(&self) -> bool {
         matches!(self, Target::Http { .. })
+    }
+
+    /// NATS targets carry each record as one message, acknowledged.
+    pub fn is_nats(&self) -> bool {
+        matches!(self, Target::Nats { .. } | Target::NatsTls { .. })
     }
 }
 
@@ -102,7 +123,26 @@ impl fmt::Display for Target {
                 };
                 write!(f, "{scheme}://{user}{host}:{port}{path}")
             }
+            Target::Nats {
+                host,
+                port,
+                subject,
+            } => write!(f, "nats://{}/{subject}", join_host(host, *port)),
+            Target::NatsTls {
+                host,
+                port,
+                subject,
+            } => write!(f, "nats+tls://{}/{subject}", join_host(host, *port)),
         }
+    }
+}
+
+/// `HOST:PORT`, with brackets around an IPv6 host.
+fn join_host(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
     }
 }
 
@@ -183,6 +223,20 @@ pub fn parse_logger(value: &str) -> Result<LoggerSpec, String> {
         http_url(rest, false).map_err(|e| ctx(&e))?
     } else if let Some(rest) = target.strip_prefix("https://") {
         http_url(rest, true).map_err(|e| ctx(&e))?
+    } else if let Some(rest) = target.strip_prefix("nats://") {
+        let (host, port, subject) = nats_address(rest).map_err(|e| ctx(&e))?;
+        Target::Nats {
+            host,
+            port,
+            subject,
+        }
+    } else if let Some(rest) = target.strip_prefix("nats+tls://") {
+        let (host, port, subject) = nats_address(rest).map_err(|e| ctx(&e))?;
+        Target::NatsTls {
+            host,
+            port,
+            subject,
+        }
     } else if let Some(path) = target.strip_prefix("unix://") {
         if !path.starts_with('/') {
             return Err(ctx(
@@ -195,7 +249,7 @@ pub fn parse_logger(value: &str) -> Result<LoggerSpec, String> {
         }
     } else {
         return Err(ctx(
-            "unsupported target (supported: socket:HOST:PORT[,TEXT], socket:/path[,TEXT], udp://HOST:PORT, tcp://HOST:PORT, tls://HOST:PORT, unix:///path, rlogd://HOST:PORT, rlogds://HOST:PORT, http[s]://[USER:PASS@]HOST[:PORT]/PATH)",
+            "unsupported target (supported: socket:HOST:PORT[,TEXT], socket:/path[,TEXT], udp://HOST:PORT, tcp://HOST:PORT, tls://HOST:PORT, unix:///path, rlogd://HOST:PORT, rlogds://HOST:PORT, http[s]://[USER:PASS@]HOST[:PORT]/PATH, nats://HOST:PORT/SUBJECT, nats+tls://HOST:PORT/SUBJECT)",
         ));
     };
     Ok(LoggerSpec {
@@ -279,6 +333,16 @@ fn percent_decode(s: &str) -> Result<String, String> {
         }
     }
     String::from_utf8(out).map_err(|_| "the URL's credentials are not UTF-8".to_string())
+}
+
+/// `HOST:PORT/SUBJECT` of a NATS target.
+fn nats_address(s: &str) -> Result<(String, u16, String), String> {
+    let (addr, subject) = s
+        .split_once('/')
+        .ok_or_else(|| format!("bad address \"{s}\": expected HOST:PORT/SUBJECT"))?;
+    let (host, port) = host_port(addr)?;
+    super::nats::check_subject(subject)?;
+    Ok((host, port, subject.to_string()))
 }
 
 /// `HOST:PORT` or `[V6]:PORT`.
@@ -429,6 +493,36 @@ mod tests {
         assert!(parse_logger("http://h:99999/")
             .unwrap_err()
             .contains("out of range"));
+    }
+
+    #[test]
+    fn nats_forms() {
+        let l = parse_logger("events nats://127.0.0.1:4222/logs.app").unwrap();
+        assert_eq!(l.name.as_deref(), Some("events"));
+        assert_eq!(
+            l.target,
+            Target::Nats {
+                host: "127.0.0.1".into(),
+                port: 4222,
+                subject: "logs.app".into()
+            }
+        );
+        assert!(l.target.is_nats() && !l.target.is_rlogd());
+        assert_eq!(l.target.to_string(), "nats://127.0.0.1:4222/logs.app");
+        let l = parse_logger("nats+tls://[::1]:4222/x").unwrap();
+        assert_eq!(l.target.to_string(), "nats+tls://[::1]:4222/x");
+        assert!(parse_logger("nats://h:4222")
+            .unwrap_err()
+            .contains("HOST:PORT/SUBJECT"));
+        assert!(parse_logger("nats://h:4222/")
+            .unwrap_err()
+            .contains("subject is missing"));
+        assert!(parse_logger("nats://h:4222/a.>")
+            .unwrap_err()
+            .contains("wildcard"));
+        assert!(parse_logger("nats://h/a")
+            .unwrap_err()
+            .contains("HOST:PORT"));
     }
 
     #[test]

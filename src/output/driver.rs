@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use super::dead_letter::{self, DeadLetters};
 use super::spool::{OutputSpool, OwnedRecord, SpoolError, SpoolOptions, SpoolRecord, SyncMode};
 use super::tls::TlsSettings;
-use super::{datagram, http, reason, rlogd, socket, stream, tls, Failure, Output};
+use super::{datagram, http, nats, reason, rlogd, socket, stream, tls, Failure, Output};
 use crate::buffer::Buffer;
 use crate::config::target::Target;
 use crate::config::{Limits, OutputSpec, SpoolConfig, SpoolMode, SpoolSync};
@@ -98,7 +98,7 @@ pub struct Driver {
     /// A delivery failed: the next try waits until then (unless a flush is asked for).
     pub retry_at: Option<Instant>,
     pub counters: OutputCounters,
-    /// This output's producer id for rlogd (unused by other targets).
+    /// This output's producer id for rlogd and NATS's message ids (unused by other targets).
     producer: u64,
     /// Names the output in messages (`logger "NAME": `), or empty for a plain config, whose
     /// messages keep resty's exact wording.
@@ -418,6 +418,27 @@ fn open(
                 timeout,
                 producer,
             )?))
+        }
+        Target::Nats {
+            host,
+            port,
+            subject,
+        }
+        | Target::NatsTls {
+            host,
+            port,
+            subject,
+        } => {
+            return Ok(Box::new(nats::Nats::connect_to(&nats::Params {
+                host,
+                port: *port,
+                subject,
+                tls,
+                tls_on_demand: spec.tls_on_demand.as_ref(),
+                settings: &spec.nats,
+                timeout,
+                producer,
+            })?))
         }
         Target::Udp { host, port } => return Ok(Box::new(datagram::udp(host, *port, timeout)?)),
         Target::UnixDgram { path } => return Ok(Box::new(datagram::unix(path, timeout)?)),
