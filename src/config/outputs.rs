@@ -7,13 +7,15 @@
 //! retry_interval pool_size framing` for the named logger only; without a prefix those keys
 //! (and `framing`) apply to every logger. The rlogd keys `token token_file type compression`
 //! work the same way for `rlogd://` loggers: handle-wide they apply to every rlogd logger,
-//! `NAME.KEY` to one; on a logger that is not rlogd they are an init error.
+//! `NAME.KEY` to one; on a logger that is not rlogd they are an init error. `relp_window` works
+//! the same way for `relp://` loggers.
 
 use super::route::{Route, Router};
 use super::target::{parse_logger, LoggerSpec, Target};
 use super::{Endpoint, Entry, Limits, RlogdSettings};
 use crate::encode::framing::Framing;
 use crate::encode::{Chain, Encoder, EncoderSpec};
+use crate::output::relp::RelpSettings;
 
 /// TLS for a stream output, as configured: checked when parsed, built (roots and keys read)
 /// when the logger starts.
@@ -47,6 +49,8 @@ pub struct OutputSpec {
     pub tls: Option<TlsOptions>,
     /// Token, record type and compression, for rlogd targets (unused by the others).
     pub rlogd: RlogdSettings,
+    /// The window, for relp targets (unused by the others).
+    pub relp: RelpSettings,
 }
 
 impl OutputSpec {
@@ -99,6 +103,7 @@ impl OutputSet {
                 framing: Framing::None,
                 tls,
                 rlogd,
+                relp: RelpSettings::default(),
             }],
             router: Router::new(&[], &[None]).expect("no routes"),
         }
@@ -150,10 +155,14 @@ const OVERRIDABLE: &[&str] = &[
     "token_file",
     "type",
     "compression",
+    "relp_window",
 ];
 
 /// Overridable keys that only rlogd loggers take.
 const RLOGD_ONLY: &[&str] = &["token", "token_file", "type", "compression"];
+
+/// Overridable keys that only relp loggers take.
+const RELP_ONLY: &[&str] = &["relp_window"];
 
 /// The uWSGI-style lines of a config, collected while `Config::parse` walks it.
 #[derive(Debug, Default)]
@@ -162,6 +171,8 @@ pub struct UwsgiKeys {
     encoders: Vec<EncoderSpec>,
     routes: Vec<Route>,
     framing: Option<Framing>,
+    /// `relp_window` for every relp logger, and its line.
+    relp_window: Option<(usize, usize)>,
     /// (logger name, key, entry)
     overrides: Vec<(String, String, Entry)>,
 }
@@ -179,6 +190,7 @@ impl UwsgiKeys {
             "log_encoder" => self.encoders.push(Encoder::parse(&e.value).map_err(at)?),
             "log_route" => self.routes.push(Route::parse(&e.value).map_err(at)?),
             "framing" => self.framing = Some(Framing::parse(&e.value).map_err(at)?),
+            "relp_window" => self.relp_window = Some((relp_window(e)?, e.line)),
             k => {
                 let Some((name, key)) = k.split_once('.') else {
                     return Ok(false);
@@ -203,6 +215,7 @@ impl UwsgiKeys {
             || !self.encoders.is_empty()
             || !self.routes.is_empty()
             || self.framing.is_some()
+            || self.relp_window.is_some()
             || !self.overrides.is_empty()
     }
 
@@ -263,6 +276,7 @@ impl UwsgiKeys {
                 framing,
                 tls,
                 rlogd: rb.settings.clone(),
+                relp: RelpSettings::default(),
             });
         } else if tb.ssl {
             return Err("\"ssl\" applies to the \"host\"/\"path\" logger; use tls://HOST:PORT or rlogds://HOST:PORT in \"logger\" lines".into());
@@ -296,6 +310,11 @@ impl UwsgiKeys {
                 framing,
                 tls,
                 rlogd: rb.settings.clone(),
+                relp: RelpSettings {
+                    window: self
+                        .relp_window
+                        .map_or(crate::output::relp::DEFAULT_WINDOW, |w| w.0),
+                },
             });
         }
         if tb.ssl_ca.is_some() && sinks.iter().all(|s| s.tls.is_none()) {
@@ -305,6 +324,13 @@ impl UwsgiKeys {
             if !sinks.iter().any(|s| s.target.is_rlogd()) {
                 return Err(format!(
                     "\"{k}\" at line {line} needs \"sock_type = rlogd\" or an rlogd:// logger"
+                ));
+            }
+        }
+        if let Some((_, line)) = self.relp_window {
+            if !sinks.iter().any(|s| s.target.is_relp()) {
+                return Err(format!(
+                    "\"relp_window\" at line {line} needs a relp:// logger"
                 ));
             }
         }
@@ -321,6 +347,22 @@ impl UwsgiKeys {
             if RLOGD_ONLY.contains(&key.as_str()) && !s.target.is_rlogd() {
                 return Err(format!(
                     "\"{}\" at line {}: {} is not an rlogd logger; \"{key}\" applies to rlogd://HOST:PORT loggers only",
+                    e.key,
+                    e.line,
+                    s.label()
+                ));
+            }
+            if RELP_ONLY.contains(&key.as_str()) && !s.target.is_relp() {
+                return Err(format!(
+                    "\"{}\" at line {}: {} is not a relp logger; \"{key}\" applies to relp://HOST:PORT loggers only",
+                    e.key,
+                    e.line,
+                    s.label()
+                ));
+            }
+            if key == "framing" && s.target.is_relp() {
+                return Err(format!(
+                    "\"{}\" at line {}: framing does not apply to {}: RELP frames and acknowledges each record itself",
                     e.key,
                     e.line,
                     s.label()
@@ -377,8 +419,18 @@ impl UwsgiKeys {
         for s in &mut sinks {
             // Datagrams carry one record each; rlogd frames its records itself. The handle-wide
             // framing is for the stream loggers.
-            if s.target.is_datagram() || s.target.is_rlogd() {
+            if s.target.is_datagram() || s.target.is_rlogd() || s.target.is_relp() {
                 s.framing = Framing::None;
+            } else if self.framing.is_none()
+                && !self
+                    .overrides
+                    .iter()
+                    .any(|(n, k, _)| k == "framing" && s.name.as_deref() == Some(n.as_str()))
+                && s.chain.has_syslog()
+            {
+                // RFC 6587 octet counting: what rsyslog, syslog-ng and Logstash expect of
+                // syslog over a stream, and safe for messages with newlines in them.
+                s.framing = Framing::Octet;
             } else if self.framing.is_none()
                 && !self
                     .overrides
@@ -428,6 +480,17 @@ fn tls_for(tb: &TlsBase, host: &str) -> Result<TlsOptions, String> {
     Ok(t)
 }
 
+/// `relp_window = N`: 1 to 1000000 transactions in flight.
+fn relp_window(e: &Entry) -> Result<usize, String> {
+    match e.value.parse::<usize>() {
+        Ok(n) if (1..=1_000_000).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "invalid \"{}\" at line {}: expected 1..1000000 transactions, got \"{}\"",
+            e.key, e.line, e.value
+        )),
+    }
+}
+
 fn apply_override(s: &mut OutputSpec, key: &str, e: &Entry) -> Result<(), String> {
     let l = &mut s.limits;
     match key {
@@ -446,6 +509,7 @@ fn apply_override(s: &mut OutputSpec, key: &str, e: &Entry) -> Result<(), String
         "token" | "token_file" => s.rlogd.token = super::token_value(e)?,
         "type" => s.rlogd.record_type = super::record_type(e)?,
         "compression" => s.rlogd.compress = super::compression(e)?,
+        "relp_window" => s.relp.window = relp_window(e)?,
         _ => unreachable!("checked against OVERRIDABLE"),
     }
     Ok(())
@@ -620,5 +684,48 @@ mod tests {
         assert!(
             err("logger = rlogds://127.0.0.1:1\nssl_ca = /nonexistent/ca.pem").contains("ca.pem")
         );
+    }
+
+    #[test]
+    fn syslog_makes_octet_counting_the_stream_default() {
+        let s = set("logger = tcp://127.0.0.1:9\nlogger = u udp://127.0.0.1:9\nlogger = n tcp://127.0.0.1:8\n\
+                     log-route = u .\nlog-route = n .\nlog-encoder = syslog:u\nlog-encoder = syslog\n\
+                     n.framing = newline");
+        assert_eq!(s.outputs[0].framing, Framing::Octet);
+        assert_eq!(s.outputs[1].framing, Framing::None);
+        assert_eq!(s.outputs[2].framing, Framing::Newline);
+        assert!(s.needs_time() && s.needs_subsecond());
+        let s = set("logger = tcp://127.0.0.1:9\nlog-encoder = syslog rfc3164");
+        assert_eq!(s.outputs[0].framing, Framing::Octet);
+        assert!(s.needs_time() && !s.needs_subsecond());
+        assert!(
+            err("logger = tcp://127.0.0.1:9\nlog-encoder = syslog severity=loud")
+                .contains("line 2")
+        );
+    }
+
+    #[test]
+    fn relp_loggers_and_their_window() {
+        let s = set(
+            "logger = relp://127.0.0.1:2514\nlogger = a relp://127.0.0.1:2515\n\
+                     log-route = a .\nrelp_window = 16\na.relp_window = 4\nframing = octet",
+        );
+        assert_eq!(s.outputs[0].relp.window, 16);
+        assert_eq!(s.outputs[1].relp.window, 4);
+        assert_eq!(s.outputs[0].framing, Framing::None);
+        assert_eq!(
+            set("logger = relp://127.0.0.1:2514").outputs[0].relp.window,
+            128
+        );
+        assert_eq!(
+            err("logger = tcp://127.0.0.1:1\nrelp_window = 3"),
+            "\"relp_window\" at line 2 needs a relp:// logger"
+        );
+        assert!(err("logger = a tcp://127.0.0.1:1\na.relp_window = 3")
+            .contains("\"a.relp_window\" at line 2: logger \"a\" is not a relp logger"));
+        assert!(err("logger = a relp://127.0.0.1:1\na.framing = octet")
+            .contains("framing does not apply to logger \"a\": RELP"));
+        assert!(err("logger = relp://127.0.0.1:1\nrelp_window = 0")
+            .starts_with("invalid \"relp_window\" at line 2"));
     }
 }

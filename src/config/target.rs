@@ -5,7 +5,7 @@
 //! per record, TEXT sent raw before each — uWSGI's socket logger), `socket:/path[,TEXT]` (unix
 //! datagram), `udp://HOST:PORT`, `tcp://HOST:PORT`, `unix:///path` (unix stream),
 //! `tls://HOST:PORT`, `rlogd://HOST:PORT` (rlogd's acknowledged protocol) and `rlogds://HOST:PORT`
-//! (the same over TLS, as `tls://` is TCP over TLS).
+//! (the same over TLS, as `tls://` is TCP over TLS), `relp://HOST:PORT` (RELP to rsyslog's imrelp).
 
 use std::fmt;
 
@@ -43,6 +43,11 @@ pub enum Target {
         host: String,
         port: u16,
     },
+    /// RELP to rsyslog's imrelp: each record acknowledged.
+    Relp {
+        host: String,
+        port: u16,
+    },
 }
 
 impl Target {
@@ -54,6 +59,11 @@ impl Target {
     /// rlogd targets frame, number and acknowledge records themselves.
     pub fn is_rlogd(&self) -> bool {
         matches!(self, Target::Rlogd { .. } | Target::RlogdTls { .. })
+    }
+
+    /// RELP targets frame and acknowledge each record themselves.
+    pub fn is_relp(&self) -> bool {
+        matches!(self, Target::Relp { .. })
     }
 }
 
@@ -67,6 +77,7 @@ impl fmt::Display for Target {
             Target::UnixStream { path } => write!(f, "unix://{path}"),
             Target::Rlogd { host, port } => write!(f, "rlogd://{host}:{port}"),
             Target::RlogdTls { host, port } => write!(f, "rlogds://{host}:{port}"),
+            Target::Relp { host, port } => write!(f, "relp://{host}:{port}"),
         }
     }
 }
@@ -144,6 +155,9 @@ pub fn parse_logger(value: &str) -> Result<LoggerSpec, String> {
     } else if let Some(rest) = target.strip_prefix("rlogds://") {
         let (host, port) = host_port(rest).map_err(|e| ctx(&e))?;
         Target::RlogdTls { host, port }
+    } else if let Some(rest) = target.strip_prefix("relp://") {
+        let (host, port) = host_port(rest).map_err(|e| ctx(&e))?;
+        Target::Relp { host, port }
     } else if let Some(path) = target.strip_prefix("unix://") {
         if !path.starts_with('/') {
             return Err(ctx(
@@ -156,7 +170,7 @@ pub fn parse_logger(value: &str) -> Result<LoggerSpec, String> {
         }
     } else {
         return Err(ctx(
-            "unsupported target (supported: socket:HOST:PORT[,TEXT], socket:/path[,TEXT], udp://HOST:PORT, tcp://HOST:PORT, tls://HOST:PORT, unix:///path, rlogd://HOST:PORT, rlogds://HOST:PORT)",
+            "unsupported target (supported: socket:HOST:PORT[,TEXT], socket:/path[,TEXT], udp://HOST:PORT, tcp://HOST:PORT, tls://HOST:PORT, unix:///path, rlogd://HOST:PORT, rlogds://HOST:PORT, relp://HOST:PORT)",
         ));
     };
     Ok(LoggerSpec {
@@ -313,6 +327,11 @@ mod tests {
         assert!(parse_logger("unix://rel").unwrap_err().contains("absolute"));
         assert!(parse_logger("socket:").unwrap_err().contains("socket:"));
         assert!(parse_logger("rlogd://h").unwrap_err().contains("HOST:PORT"));
+        assert!(parse_logger("relp://h").unwrap_err().contains("HOST:PORT"));
+        let l = parse_logger("audit relp://127.0.0.1:2514").unwrap();
+        assert_eq!(l.name.as_deref(), Some("audit"));
+        assert!(l.target.is_relp() && !l.target.is_datagram() && !l.target.is_rlogd());
+        assert_eq!(l.target.to_string(), "relp://127.0.0.1:2514");
         assert!(parse_logger("rlogd://:5")
             .unwrap_err()
             .contains("host is missing"));

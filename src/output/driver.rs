@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use super::spool::{OutputSpool, OwnedRecord, SpoolError, SpoolOptions, SpoolRecord, SyncMode};
 use super::tls::TlsSettings;
-use super::{datagram, reason, rlogd, socket, stream, tls, Failure, Output};
+use super::{datagram, reason, relp, rlogd, socket, stream, tls, Failure, Output};
 use crate::buffer::Buffer;
 use crate::config::target::Target;
 use crate::config::{Limits, OutputSpec, SpoolConfig, SpoolMode, SpoolSync};
@@ -347,6 +347,11 @@ fn open(
                 producer,
             )?))
         }
+        Target::Relp { host, port } => {
+            return Ok(Box::new(relp::Relp::connect_to(
+                host, *port, &spec.relp, timeout,
+            )?))
+        }
         Target::Udp { host, port } => return Ok(Box::new(datagram::udp(host, *port, timeout)?)),
         Target::UnixDgram { path } => return Ok(Box::new(datagram::unix(path, timeout)?)),
         Target::Tcp { host, port } | Target::Tls { host, port } => {
@@ -391,6 +396,7 @@ pub fn max_record(t: &Target) -> Option<(usize, &'static str)> {
             crate::proto::format::MAX_PAYLOAD,
             "the largest rlogd record",
         )),
+        Target::Relp { .. } => Some((relp::MAX_RECORD, "imrelp's default maxDataSize")),
         _ => None,
     }
 }

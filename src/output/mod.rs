@@ -8,6 +8,7 @@
 
 pub mod datagram;
 pub mod driver;
+pub mod relp;
 pub mod rlogd;
 pub mod socket;
 pub mod spool;

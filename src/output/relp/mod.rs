@@ -1,0 +1,277 @@
+//! The `relp://` output: RELP to rsyslog's imrelp (librelp). Each record is one `syslog`
+//! transaction; a record counts as sent when its `rsp 200` arrives, which means rsyslog has
+//! taken it into its main queue (not that it is on disk). Up to `relp_window` transactions are
+//! in flight; what was not acknowledged when a connection broke is sent again on the next one
+//! by the driver (it resends what `done` does not cover), so a record whose acknowledgement was
+//! lost may arrive twice.
+//!
+//! - `rsp 500` for a record: a [`Failure::Retry`](super::Failure) with the server's text. librelp
+//!   answers 500 when the host could not take the message (imrelp: its input could not submit
+//!   it), a condition of the server, not of the record; so it is never a reject.
+//! - `serverclose` (rsyslog shutting down): a retry on a new connection.
+//! - The connection ends with `close` when the output is dropped (the logger closing).
+
+pub mod proto;
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use socket2::Socket;
+
+use super::socket::{connect_tcp, peek, NoSigPipe, Peek};
+use super::{Output, SendError};
+use crate::buffer::Buffer;
+use proto::{next_txnr, write_frame, Frame, Parser, Rsp};
+
+/// Per-output RELP settings (`relp_window`, `NAME.relp_window`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelpSettings {
+    /// Transactions sent and not yet acknowledged, at most.
+    pub window: usize,
+}
+
+/// librelp's default window, and rsyslog omrelp's.
+pub const DEFAULT_WINDOW: usize = 128;
+
+impl Default for RelpSettings {
+    fn default() -> RelpSettings {
+        RelpSettings {
+            window: DEFAULT_WINDOW,
+        }
+    }
+}
+
+/// imrelp's default `maxDataSize`: librelp ends a session that sends a larger frame.
+pub const MAX_RECORD: usize = 128 * 1024;
+
+/// The offers of our `open`.
+fn offers() -> Vec<u8> {
+    format!(
+        "relp_version=0\nrelp_software=rlog,{}\ncommands=syslog",
+        env!("CARGO_PKG_VERSION")
+    )
+    .into_bytes()
+}
+
+/// Bytes of frames written in one go before looking for responses.
+const WRITE_CHUNK: usize = 256 * 1024;
+
+fn protocol(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg)
+}
+
+/// A RELP session with imrelp, past `open`.
+pub struct Relp {
+    sock: NoSigPipe,
+    /// The same socket, to look at it without reading (`is_alive`).
+    probe: Socket,
+    window: usize,
+    /// The last transaction number used.
+    txnr: u32,
+    parser: Parser,
+    out: Vec<u8>,
+    /// The pid that opened the session: only it may say `close` on it.
+    pid: u32,
+    /// The session broke or the server closed it: no `close` on drop.
+    broken: bool,
+}
+
+impl Relp {
+    /// Connects and opens a RELP session (offers `commands=syslog`).
+    ///
+    /// Errors: connect failures; a refused `open` (`rsyslog refused the RELP session: …`); a
+    /// server that does not offer the `syslog` command.
+    pub fn connect_to(
+        host: &str,
+        port: u16,
+        settings: &RelpSettings,
+        timeout: Duration,
+    ) -> io::Result<Relp> {
+        let sock = connect_tcp(host, port, timeout)?;
+        let probe = sock.try_clone()?;
+        let mut r = Relp {
+            sock: NoSigPipe(sock),
+            probe,
+            window: settings.window.max(1),
+            txnr: 0,
+            parser: Parser::new(MAX_RECORD),
+            out: Vec::new(),
+            pid: std::process::id(),
+            broken: true,
+        };
+        r.txnr = 1;
+        write_frame(&mut r.out, 1, "open", &offers());
+        r.sock.write_all(&r.out)?;
+        let f = r.read_frame()?;
+        if f.command != "rsp" || f.txnr != 1 {
+            return Err(protocol(format!(
+                "expected the response to RELP open, got \"{} {}\"",
+                f.txnr, f.command
+            )));
+        }
+        let rsp = Rsp::parse(&f.data)?;
+        if rsp.code != 200 {
+            return Err(io::Error::other(format!(
+                "the server refused the RELP session: {} {}",
+                rsp.code, rsp.text
+            )));
+        }
+        let offers = String::from_utf8_lossy(&rsp.cmddata);
+        let syslog = offers.lines().any(|l| {
+            l.strip_prefix("commands=")
+                .is_some_and(|c| c.split(',').any(|c| c.trim() == "syslog"))
+        });
+        if !syslog {
+            return Err(protocol(format!(
+                "the RELP server does not offer the syslog command (its offers: {})",
+                offers.replace('\n', " ")
+            )));
+        }
+        // A response may wait for rsyslog's queue: give it more than a plain send.
+        r.probe
+            .set_read_timeout(Some(timeout.max(Duration::from_secs(5))))?;
+        r.broken = false;
+        Ok(r)
+    }
+
+    /// Reads until one whole frame is parsed. Errors: the connection's, or a malformed frame.
+    fn read_frame(&mut self) -> io::Result<Frame> {
+        loop {
+            if let Some(f) = self.parser.next()? {
+                return Ok(f);
+            }
+            let room = self.parser.room();
+            let n = match self.sock.read(room) {
+                Ok(0) => {
+                    self.parser.filled(0);
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the RELP server closed the connection",
+                    ));
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
+                Err(e) => {
+                    self.parser.filled(0);
+                    return Err(e);
+                }
+            };
+            self.parser.filled(n);
+        }
+    }
+
+    /// Applies one frame from the server to the transactions in flight (txnr, acknowledged),
+    /// which start at record `acked`. Errors: a `rsp` other than 200, `serverclose`, a response
+    /// to no transaction in flight, an unknown command.
+    fn take(&mut self, f: Frame, inflight: &mut VecDeque<(u32, bool)>) -> io::Result<()> {
+        match f.command.as_str() {
+            "rsp" => {
+                let Some(slot) = inflight.iter_mut().find(|(t, _)| *t == f.txnr) else {
+                    return Err(protocol(format!(
+                        "RELP response to transaction {}, which is not in flight",
+                        f.txnr
+                    )));
+                };
+                let rsp = Rsp::parse(&f.data)?;
+                if rsp.code != 200 {
+                    return Err(io::Error::other(format!(
+                        "rsyslog answered {} {}",
+                        rsp.code, rsp.text
+                    )));
+                }
+                slot.1 = true;
+                Ok(())
+            }
+            "serverclose" => Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "the RELP server closed the session (serverclose)",
+            )),
+            c => Err(protocol(format!("unexpected RELP command \"{c}\""))),
+        }
+    }
+}
+
+impl Output for Relp {
+    fn send(&mut self, batch: &Buffer, until: Option<Instant>) -> Result<(), SendError> {
+        let mut inflight: VecDeque<(u32, bool)> = VecDeque::new();
+        let mut acked = 0usize;
+        let mut sent = 0usize;
+        let result = (|| -> io::Result<()> {
+            while sent < batch.len() || !inflight.is_empty() {
+                super::past(until)?;
+                if sent < batch.len() && inflight.len() < self.window {
+                    self.out.clear();
+                    while sent < batch.len()
+                        && inflight.len() < self.window
+                        && self.out.len() < WRITE_CHUNK
+                    {
+                        self.txnr = next_txnr(self.txnr);
+                        write_frame(&mut self.out, self.txnr, "syslog", batch.record(sent).bytes);
+                        inflight.push_back((self.txnr, false));
+                        sent += 1;
+                    }
+                    self.sock.write_all(&self.out)?;
+                    continue;
+                }
+                let f = self.read_frame()?;
+                self.take(f, &mut inflight)?;
+                // Whatever else has arrived already, without blocking.
+                while let Some(f) = self.parser.next()? {
+                    self.take(f, &mut inflight)?;
+                }
+                while inflight.front().is_some_and(|(_, ok)| *ok) {
+                    inflight.pop_front();
+                    acked += 1;
+                }
+            }
+            Ok(())
+        })();
+        result.map_err(|e| {
+            self.broken = true;
+            SendError::retry(acked, e)
+        })
+    }
+
+    fn is_alive(&mut self) -> bool {
+        // The server speaks only when spoken to, but for `serverclose`: anything unasked for
+        // ends the session.
+        !self.broken && peek(&self.probe) == Peek::Idle
+    }
+
+    fn fds(&self) -> Vec<i32> {
+        vec![self.probe.as_raw_fd(), self.sock.0.as_raw_fd()]
+    }
+}
+
+impl Drop for Relp {
+    /// Ends the session with `close` (briefly: 200 ms for the answer), as librelp clients do,
+    /// so rsyslog does not log a broken session. Only in the process that opened it.
+    fn drop(&mut self) {
+        if self.broken || self.pid != std::process::id() {
+            return;
+        }
+        let t = Some(Duration::from_millis(200));
+        let _ = self.probe.set_write_timeout(t);
+        let _ = self.probe.set_read_timeout(t);
+        self.txnr = next_txnr(self.txnr);
+        self.out.clear();
+        write_frame(&mut self.out, self.txnr, "close", b"");
+        if self.sock.write_all(&self.out).is_ok() {
+            let _ = self.read_frame();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offers_say_syslog() {
+        let o = String::from_utf8(offers()).unwrap();
+        assert!(o.starts_with("relp_version=0\nrelp_software=rlog,"));
+        assert!(o.ends_with("\ncommands=syslog"));
+    }
+}
