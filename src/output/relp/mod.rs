@@ -267,11 +267,170 @@ impl Drop for Relp {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::output::Failure;
+    use std::net::TcpListener;
 
     #[test]
     fn offers_say_syslog() {
         let o = String::from_utf8(offers()).unwrap();
         assert!(o.starts_with("relp_version=0\nrelp_software=rlog,"));
         assert!(o.ends_with("\ncommands=syslog"));
+    }
+
+    /// A MOCK RELP server (rsyslog cannot be made to answer 500 or to send `serverclose`
+    /// mid-batch on demand): answers `open` with 200, then each `syslog` frame as `answer`
+    /// says (given the frame's index and txnr); returns the (txnr, data) it received.
+    fn mock(
+        answer: impl Fn(usize, u32) -> Option<String> + Send + 'static,
+    ) -> (u16, std::thread::JoinHandle<Vec<(u32, Vec<u8>)>>) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let h = std::thread::spawn(move || {
+            let (mut c, _) = l.accept().unwrap();
+            let mut p = Parser::new(1 << 20);
+            let mut got = Vec::new();
+            let mut pending = Vec::new();
+            loop {
+                let room = p.room();
+                let n = c.read(room).unwrap_or(0);
+                p.filled(n);
+                if n == 0 {
+                    return got;
+                }
+                while let Some(f) = p.next().unwrap() {
+                    let mut out = Vec::new();
+                    match f.command.as_str() {
+                        "open" => write_frame(
+                            &mut out,
+                            f.txnr,
+                            "rsp",
+                            b"200 OK\nrelp_version=0\ncommands=syslog",
+                        ),
+                        "syslog" => {
+                            let i = got.len();
+                            got.push((f.txnr, f.data));
+                            pending.push((i, f.txnr));
+                        }
+                        "close" => {
+                            write_frame(&mut out, f.txnr, "rsp", b"200 OK");
+                            let _ = c.write_all(&out);
+                            return got;
+                        }
+                        _ => panic!("unexpected {}", f.command),
+                    }
+                    // Answers in reverse order within what arrived together: out of order.
+                    if p.next_is_empty() {
+                        for (i, t) in pending.drain(..).rev() {
+                            match answer(i, t) {
+                                Some(a) if a == "serverclose" => {
+                                    write_frame(&mut out, 0, "serverclose", b"")
+                                }
+                                Some(a) => write_frame(&mut out, t, "rsp", a.as_bytes()),
+                                None => {}
+                            }
+                        }
+                    }
+                    if c.write_all(&out).is_err() {
+                        return got;
+                    }
+                }
+            }
+        });
+        (port, h)
+    }
+
+    fn batch(n: usize) -> Buffer {
+        let mut b = Buffer::with_capacity(1024);
+        for i in 0..n {
+            b.push(format!("m{i}").as_bytes(), None);
+        }
+        b
+    }
+
+    fn connect(port: u16, window: usize) -> Relp {
+        Relp::connect_to(
+            "127.0.0.1",
+            port,
+            &RelpSettings { window },
+            Duration::from_secs(5),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn txnr_wraps_and_out_of_order_answers_settle_in_order() {
+        let (port, h) = mock(|_, _| Some("200 OK".into()));
+        let mut r = connect(port, 3);
+        r.txnr = proto::MAX_TXNR - 2;
+        r.send(&batch(10), None).unwrap();
+        drop(r);
+        let got = h.join().unwrap();
+        let txnrs: Vec<u32> = got.iter().map(|g| g.0).collect();
+        assert_eq!(txnrs, [999_999_998, 999_999_999, 1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(got[9].1, b"m9");
+    }
+
+    #[test]
+    fn a_500_is_a_retry_with_its_text_after_the_acknowledged_prefix() {
+        let (port, h) = mock(|i, _| {
+            Some(if i == 4 {
+                "500 queue full".into()
+            } else {
+                "200 OK".into()
+            })
+        });
+        let mut r = connect(port, 2);
+        let e = r.send(&batch(8), None).unwrap_err();
+        assert_eq!(e.done, 4, "records 0..4 were acknowledged");
+        match e.failure {
+            Failure::Retry { error, resume, .. } => {
+                assert_eq!(error.to_string(), "rsyslog answered 500 queue full");
+                assert!(!resume);
+            }
+            f => panic!("{f:?}"),
+        }
+        assert!(!r.is_alive(), "a failed session is not reused");
+        drop(r);
+        h.join().unwrap();
+    }
+
+    #[test]
+    fn serverclose_mid_batch_is_a_retry() {
+        let (port, h) = mock(|i, _| {
+            Some(if i >= 3 {
+                "serverclose".into()
+            } else {
+                "200 OK".into()
+            })
+        });
+        let mut r = connect(port, 1);
+        let e = r.send(&batch(5), None).unwrap_err();
+        assert_eq!(e.done, 3);
+        match e.failure {
+            Failure::Retry { error, .. } => {
+                assert_eq!(error.kind(), io::ErrorKind::ConnectionAborted);
+                assert!(error.to_string().contains("serverclose"), "{error}");
+            }
+            f => panic!("{f:?}"),
+        }
+        drop(r);
+        h.join().unwrap();
+    }
+
+    #[test]
+    fn an_unanswered_window_times_out_without_sending_more() {
+        let (port, h) = mock(|_, _| None);
+        let mut r = connect(port, 4);
+        r.probe
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let e = r.send(&batch(10), None).unwrap_err();
+        assert_eq!(e.done, 0);
+        drop(r);
+        assert_eq!(
+            h.join().unwrap().len(),
+            4,
+            "never more than the window in flight"
+        );
     }
 }

@@ -124,6 +124,11 @@ impl Parser {
         self.buf.truncate(keep);
     }
 
+    /// Whether no unparsed byte is left.
+    pub fn next_is_empty(&self) -> bool {
+        self.at >= self.buf.len()
+    }
+
     /// The next whole frame, `None` if more bytes are needed.
     ///
     /// Errors: a malformed header, a DATALEN over the limit, a missing trailer.
