@@ -139,7 +139,7 @@ impl Relp {
     /// Reads until one whole frame is parsed. Errors: the connection's, or a malformed frame.
     fn read_frame(&mut self) -> io::Result<Frame> {
         loop {
-            if let Some(f) = self.parser.next()? {
+            if let Some(f) = self.parser.next_frame()? {
                 return Ok(f);
             }
             let room = self.parser.room();
@@ -218,7 +218,7 @@ impl Output for Relp {
                 let f = self.read_frame()?;
                 self.take(f, &mut inflight)?;
                 // Whatever else has arrived already, without blocking.
-                while let Some(f) = self.parser.next()? {
+                while let Some(f) = self.parser.next_frame()? {
                     self.take(f, &mut inflight)?;
                 }
                 while inflight.front().is_some_and(|(_, ok)| *ok) {
@@ -277,12 +277,15 @@ mod tests {
         assert!(o.ends_with("\ncommands=syslog"));
     }
 
+    /// What the mock received: (txnr, data) of each `syslog` frame.
+    type Received = Vec<(u32, Vec<u8>)>;
+
     /// A MOCK RELP server (rsyslog cannot be made to answer 500 or to send `serverclose`
     /// mid-batch on demand): answers `open` with 200, then each `syslog` frame as `answer`
     /// says (given the frame's index and txnr); returns the (txnr, data) it received.
     fn mock(
         answer: impl Fn(usize, u32) -> Option<String> + Send + 'static,
-    ) -> (u16, std::thread::JoinHandle<Vec<(u32, Vec<u8>)>>) {
+    ) -> (u16, std::thread::JoinHandle<Received>) {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
         let h = std::thread::spawn(move || {
@@ -297,7 +300,7 @@ mod tests {
                 if n == 0 {
                     return got;
                 }
-                while let Some(f) = p.next().unwrap() {
+                while let Some(f) = p.next_frame().unwrap() {
                     let mut out = Vec::new();
                     match f.command.as_str() {
                         "open" => write_frame(

@@ -132,7 +132,7 @@ impl Parser {
     /// The next whole frame, `None` if more bytes are needed.
     ///
     /// Errors: a malformed header, a DATALEN over the limit, a missing trailer.
-    pub fn next(&mut self) -> io::Result<Option<Frame>> {
+    pub fn next_frame(&mut self) -> io::Result<Option<Frame>> {
         let b = &self.buf[self.at..];
         let mut fields = [0usize; 2];
         let mut pos = 0;
@@ -229,7 +229,7 @@ mod tests {
         let mut got = Vec::new();
         for &c in &out {
             feed(&mut p, &[c]);
-            while let Some(f) = p.next().unwrap() {
+            while let Some(f) = p.next_frame().unwrap() {
                 got.push(f);
             }
         }
@@ -271,10 +271,14 @@ mod tests {
         ] {
             let mut p = Parser::new(1024);
             feed(&mut p, bad);
-            assert!(p.next().is_err(), "{}", String::from_utf8_lossy(bad));
+            assert!(p.next_frame().is_err(), "{}", String::from_utf8_lossy(bad));
         }
         let mut p = Parser::new(4);
         feed(&mut p, b"1 rsp 5 ");
-        assert!(p.next().unwrap_err().to_string().contains("more than 4"));
+        assert!(p
+            .next_frame()
+            .unwrap_err()
+            .to_string()
+            .contains("more than 4"));
     }
 }
