@@ -198,7 +198,11 @@ fn a_message_larger_than_the_stream_takes_is_given_up_counted() {
     // One record lost: close reports that not everything was delivered.
     assert!(!lg.close(Duration::from_secs(30)));
     let s = lg.stats();
-    assert_eq!((s.logged, s.sent, s.lost, s.rejected), (4, 3, 1, 1), "{s:?}");
+    assert_eq!(
+        (s.logged, s.sent, s.lost, s.rejected),
+        (4, 3, 1, 1),
+        "{s:?}"
+    );
     assert_eq!((s.lost_bytes, s.rejected_bytes), (1000, 1000));
     let letters = std::fs::read_to_string(&dead).unwrap();
     assert_eq!(letters.lines().count(), 1, "{letters}");

@@ -9,6 +9,7 @@
 //! work the same way for `rlogd://` loggers: handle-wide they apply to every rlogd logger,
 //! `NAME.KEY` to one; on a logger that is not rlogd they are an init error. So do the NATS keys
 //! (`nats_user nats_password nats_token nats_window nats_ack_timeout`) for `nats://` loggers.
+//! `relp_window` works the same way for `relp://` loggers.
 
 use super::http::{HttpSettings, HTTP_ONLY};
 use super::nats::{NatsBase, NatsSettings, NATS_KEYS};
@@ -17,6 +18,7 @@ use super::target::{parse_logger, LoggerSpec, Target};
 use super::{Endpoint, Entry, Limits, RlogdSettings};
 use crate::encode::framing::Framing;
 use crate::encode::{Chain, Encoder, EncoderSpec};
+use crate::output::relp::RelpSettings;
 
 /// TLS for a stream output, as configured: checked when parsed, built (roots and keys read)
 /// when the logger starts.
@@ -60,6 +62,8 @@ pub struct OutputSpec {
     /// TLS for a `nats://` server that requires it (its INFO says `tls_required`), built only
     /// then; `tls` is for a target that requires it itself.
     pub tls_on_demand: Option<TlsOptions>,
+    /// The window, for relp targets (unused by the others).
+    pub relp: RelpSettings,
 }
 
 impl OutputSpec {
@@ -136,6 +140,7 @@ impl OutputSet {
                 http: HttpSettings::default(),
                 nats: NatsSettings::default(),
                 tls_on_demand: None,
+                relp: RelpSettings::default(),
             }],
             router: Router::new(&[], &[None]).expect("no routes"),
         }
@@ -202,6 +207,7 @@ const OVERRIDABLE: &[&str] = &[
     "es_action",
     "initial_retry_delay",
     "max_retry_delay",
+    "relp_window",
 ];
 
 /// Overridable keys that only rlogd loggers take (`compression` is rlogd's or http's).
@@ -212,6 +218,9 @@ fn overridable(key: &str) -> bool {
     OVERRIDABLE.contains(&key) || NATS_KEYS.contains(&key)
 }
 
+/// Overridable keys that only relp loggers take.
+const RELP_ONLY: &[&str] = &["relp_window"];
+
 /// The uWSGI-style lines of a config, collected while `Config::parse` walks it.
 #[derive(Debug, Default)]
 pub struct UwsgiKeys {
@@ -221,6 +230,8 @@ pub struct UwsgiKeys {
     framing: Option<Framing>,
     /// The handle-wide `framing` line, for http loggers (which also take `json_array`).
     framing_entry: Option<Entry>,
+    /// `relp_window` for every relp logger, and its line.
+    relp_window: Option<(usize, usize)>,
     /// (logger name, key, entry)
     overrides: Vec<(String, String, Entry)>,
     /// The handle-wide http keys, and the first of them (key, line) to name it when no logger
@@ -254,6 +265,7 @@ impl UwsgiKeys {
                 self.http_first.get_or_insert((k.to_string(), e.line));
             }
             _ if self.nats.take(e)? => {}
+            "relp_window" => self.relp_window = Some((relp_window(e)?, e.line)),
             k => {
                 let Some((name, key)) = k.split_once('.') else {
                     return Ok(false);
@@ -279,6 +291,7 @@ impl UwsgiKeys {
             || !self.encoders.is_empty()
             || !self.routes.is_empty()
             || self.framing_entry.is_some()
+            || self.relp_window.is_some()
             || !self.overrides.is_empty()
             || self.http_first.is_some()
             || self.nats.first_key.is_some()
@@ -344,6 +357,7 @@ impl UwsgiKeys {
                 http: HttpSettings::default(),
                 nats: NatsSettings::default(),
                 tls_on_demand: None,
+                relp: RelpSettings::default(),
             });
         } else if tb.ssl {
             return Err("\"ssl\" applies to the \"host\"/\"path\" logger; use tls://HOST:PORT or rlogds://HOST:PORT in \"logger\" lines".into());
@@ -423,6 +437,11 @@ impl UwsgiKeys {
                 http,
                 nats: self.nats.settings.clone(),
                 tls_on_demand,
+                relp: RelpSettings {
+                    window: self
+                        .relp_window
+                        .map_or(crate::output::relp::DEFAULT_WINDOW, |w| w.0),
+                },
             });
         }
         if tb.ssl_ca.is_some()
@@ -462,6 +481,13 @@ impl UwsgiKeys {
                 ));
             }
         }
+        if let Some((_, line)) = self.relp_window {
+            if !sinks.iter().any(|s| s.target.is_relp()) {
+                return Err(format!(
+                    "\"relp_window\" at line {line} needs a relp:// logger"
+                ));
+            }
+        }
         for (name, key, e) in &self.overrides {
             let Some(s) = sinks
                 .iter_mut()
@@ -488,6 +514,14 @@ impl UwsgiKeys {
                     s.label()
                 ));
             }
+            if RELP_ONLY.contains(&key.as_str()) && !s.target.is_relp() {
+                return Err(format!(
+                    "\"{}\" at line {}: {} is not a relp logger; \"{key}\" applies to relp://HOST:PORT loggers only",
+                    e.key,
+                    e.line,
+                    s.label()
+                ));
+            }
             if NATS_KEYS.contains(&key.as_str()) && !s.target.is_nats() {
                 return Err(format!(
                     "\"{}\" at line {}: {} is not a NATS logger; \"{key}\" applies to nats://HOST:PORT/SUBJECT loggers only",
@@ -507,6 +541,14 @@ impl UwsgiKeys {
             if key == "framing" && s.target.is_nats() {
                 return Err(format!(
                     "\"{}\" at line {}: framing does not apply to {}: each record is one NATS message",
+                    e.key,
+                    e.line,
+                    s.label()
+                ));
+            }
+            if key == "framing" && s.target.is_relp() {
+                return Err(format!(
+                    "\"{}\" at line {}: framing does not apply to {}: RELP frames and acknowledges each record itself",
                     e.key,
                     e.line,
                     s.label()
@@ -586,9 +628,20 @@ impl UwsgiKeys {
                 || s.target.is_rlogd()
                 || s.target.is_http()
                 || s.target.is_nats()
+                || s.target.is_relp()
             {
                 // http loggers lay out their bodies themselves (`HttpSettings::framing`).
                 s.framing = Framing::None;
+            } else if self.framing.is_none()
+                && !self
+                    .overrides
+                    .iter()
+                    .any(|(n, k, _)| k == "framing" && s.name.as_deref() == Some(n.as_str()))
+                && s.chain.has_syslog()
+            {
+                // RFC 6587 octet counting: what rsyslog, syslog-ng and Logstash expect of
+                // syslog over a stream, and safe for messages with newlines in them.
+                s.framing = Framing::Octet;
             } else if self.framing.is_none()
                 && !self
                     .overrides
@@ -645,6 +698,17 @@ fn tls_for(tb: &TlsBase, host: &str) -> Result<TlsOptions, String> {
     Ok(t)
 }
 
+/// `relp_window = N`: 1 to 1000000 transactions in flight.
+fn relp_window(e: &Entry) -> Result<usize, String> {
+    match e.value.parse::<usize>() {
+        Ok(n) if (1..=1_000_000).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "invalid \"{}\" at line {}: expected 1..1000000 transactions, got \"{}\"",
+            e.key, e.line, e.value
+        )),
+    }
+}
+
 fn apply_override(s: &mut OutputSpec, key: &str, e: &Entry) -> Result<(), String> {
     let l = &mut s.limits;
     match key {
@@ -669,6 +733,7 @@ fn apply_override(s: &mut OutputSpec, key: &str, e: &Entry) -> Result<(), String
         "max_retry_delay" => l.max_retry_delay = Some(super::http::retry_delay(e)?),
         k if HTTP_ONLY.contains(&k) => s.http.apply(k, e)?,
         k if NATS_KEYS.contains(&k) => s.nats.apply(k, e)?,
+        "relp_window" => s.relp.window = relp_window(e)?,
         _ => unreachable!("checked against OVERRIDABLE"),
     }
     Ok(())
@@ -894,5 +959,48 @@ mod tests {
         )
         .contains("exclude each other"));
         assert!(err("logger = nats://127.0.0.1:1/a.*").contains("wildcard"));
+    }
+
+    #[test]
+    fn syslog_makes_octet_counting_the_stream_default() {
+        let s = set("logger = tcp://127.0.0.1:9\nlogger = u udp://127.0.0.1:9\nlogger = n tcp://127.0.0.1:8\n\
+                     log-route = u .\nlog-route = n .\nlog-encoder = syslog:u\nlog-encoder = syslog\n\
+                     n.framing = newline");
+        assert_eq!(s.outputs[0].framing, Framing::Octet);
+        assert_eq!(s.outputs[1].framing, Framing::None);
+        assert_eq!(s.outputs[2].framing, Framing::Newline);
+        assert!(s.needs_time() && s.needs_subsecond());
+        let s = set("logger = tcp://127.0.0.1:9\nlog-encoder = syslog rfc3164");
+        assert_eq!(s.outputs[0].framing, Framing::Octet);
+        assert!(s.needs_time() && !s.needs_subsecond());
+        assert!(
+            err("logger = tcp://127.0.0.1:9\nlog-encoder = syslog severity=loud")
+                .contains("line 2")
+        );
+    }
+
+    #[test]
+    fn relp_loggers_and_their_window() {
+        let s = set(
+            "logger = relp://127.0.0.1:2514\nlogger = a relp://127.0.0.1:2515\n\
+                     log-route = a .\nrelp_window = 16\na.relp_window = 4\nframing = octet",
+        );
+        assert_eq!(s.outputs[0].relp.window, 16);
+        assert_eq!(s.outputs[1].relp.window, 4);
+        assert_eq!(s.outputs[0].framing, Framing::None);
+        assert_eq!(
+            set("logger = relp://127.0.0.1:2514").outputs[0].relp.window,
+            128
+        );
+        assert_eq!(
+            err("logger = tcp://127.0.0.1:1\nrelp_window = 3"),
+            "\"relp_window\" at line 2 needs a relp:// logger"
+        );
+        assert!(err("logger = a tcp://127.0.0.1:1\na.relp_window = 3")
+            .contains("\"a.relp_window\" at line 2: logger \"a\" is not a relp logger"));
+        assert!(err("logger = a relp://127.0.0.1:1\na.framing = octet")
+            .contains("framing does not apply to logger \"a\": RELP"));
+        assert!(err("logger = relp://127.0.0.1:1\nrelp_window = 0")
+            .starts_with("invalid \"relp_window\" at line 2"));
     }
 }

@@ -6,7 +6,7 @@
 //! datagram), `udp://HOST:PORT`, `tcp://HOST:PORT`, `unix:///path` (unix stream),
 //! `tls://HOST:PORT`, `rlogd://HOST:PORT` (rlogd's acknowledged protocol) and `rlogds://HOST:PORT`
 //! (the same over TLS, as `tls://` is TCP over TLS), `nats://HOST:PORT/SUBJECT` (NATS JetStream
-//! publishes, acknowledged) and `nats+tls://HOST:PORT/SUBJECT` (the same, TLS required).
+//! publishes, acknowledged) and `nats+tls://HOST:PORT/SUBJECT` (the same, TLS required), `relp://HOST:PORT` (RELP to rsyslog's imrelp).
 
 use std::fmt;
 
@@ -69,6 +69,11 @@ pub enum Target {
         port: u16,
         subject: String,
     },
+    /// RELP to rsyslog's imrelp: each record acknowledged.
+    Relp {
+        host: String,
+        port: u16,
+    },
 }
 
 impl Target {
@@ -90,6 +95,11 @@ impl Target {
     /// NATS targets carry each record as one message, acknowledged.
     pub fn is_nats(&self) -> bool {
         matches!(self, Target::Nats { .. } | Target::NatsTls { .. })
+    }
+
+    /// RELP targets frame and acknowledge each record themselves.
+    pub fn is_relp(&self) -> bool {
+        matches!(self, Target::Relp { .. })
     }
 }
 
@@ -133,6 +143,7 @@ impl fmt::Display for Target {
                 port,
                 subject,
             } => write!(f, "nats+tls://{}/{subject}", join_host(host, *port)),
+            Target::Relp { host, port } => write!(f, "relp://{host}:{port}"),
         }
     }
 }
@@ -237,6 +248,9 @@ pub fn parse_logger(value: &str) -> Result<LoggerSpec, String> {
             port,
             subject,
         }
+    } else if let Some(rest) = target.strip_prefix("relp://") {
+        let (host, port) = host_port(rest).map_err(|e| ctx(&e))?;
+        Target::Relp { host, port }
     } else if let Some(path) = target.strip_prefix("unix://") {
         if !path.starts_with('/') {
             return Err(ctx(
@@ -249,7 +263,7 @@ pub fn parse_logger(value: &str) -> Result<LoggerSpec, String> {
         }
     } else {
         return Err(ctx(
-            "unsupported target (supported: socket:HOST:PORT[,TEXT], socket:/path[,TEXT], udp://HOST:PORT, tcp://HOST:PORT, tls://HOST:PORT, unix:///path, rlogd://HOST:PORT, rlogds://HOST:PORT, http[s]://[USER:PASS@]HOST[:PORT]/PATH, nats://HOST:PORT/SUBJECT, nats+tls://HOST:PORT/SUBJECT)",
+            "unsupported target (supported: socket:HOST:PORT[,TEXT], socket:/path[,TEXT], udp://HOST:PORT, tcp://HOST:PORT, tls://HOST:PORT, unix:///path, rlogd://HOST:PORT, rlogds://HOST:PORT, http[s]://[USER:PASS@]HOST[:PORT]/PATH, nats://HOST:PORT/SUBJECT, nats+tls://HOST:PORT/SUBJECT, relp://HOST:PORT)",
         ));
     };
     Ok(LoggerSpec {
@@ -558,6 +572,11 @@ mod tests {
         assert!(parse_logger("unix://rel").unwrap_err().contains("absolute"));
         assert!(parse_logger("socket:").unwrap_err().contains("socket:"));
         assert!(parse_logger("rlogd://h").unwrap_err().contains("HOST:PORT"));
+        assert!(parse_logger("relp://h").unwrap_err().contains("HOST:PORT"));
+        let l = parse_logger("audit relp://127.0.0.1:2514").unwrap();
+        assert_eq!(l.name.as_deref(), Some("audit"));
+        assert!(l.target.is_relp() && !l.target.is_datagram() && !l.target.is_rlogd());
+        assert_eq!(l.target.to_string(), "relp://127.0.0.1:2514");
         assert!(parse_logger("rlogd://:5")
             .unwrap_err()
             .contains("host is missing"));

@@ -161,7 +161,7 @@ pub fn coarse_now_micros() -> i64 {
 }
 
 /// The broken-down local time of `unix_secs` (per `TZ`).
-fn local_tm(unix_secs: i64) -> libc::tm {
+pub(crate) fn local_tm(unix_secs: i64) -> libc::tm {
     let t: libc::time_t = unix_secs as libc::time_t;
     // SAFETY: an all-zero struct tm is a valid value to be overwritten.
     let mut tm: libc::tm = unsafe { std::mem::zeroed() };

@@ -8,6 +8,7 @@
 pub mod clock;
 pub mod framing;
 pub mod msgpack;
+pub mod syslog;
 pub mod template;
 pub mod zip;
 
@@ -24,6 +25,7 @@ pub enum Encoder {
     Format(Template),
     Json(Template),
     Msgpack(msgpack::Msgpack),
+    Syslog(Box<syslog::Syslog>),
 }
 
 /// A `log-encoder` line: the encoder and the logger it is limited to, if any.
@@ -81,9 +83,10 @@ impl Encoder {
             "format" => Encoder::Format(Template::compile(args).map_err(ctx)?),
             "json" => Encoder::Json(Template::compile(args).map_err(ctx)?),
             "msgpack" => Encoder::Msgpack(msgpack::Msgpack::compile(args).map_err(ctx)?),
+            "syslog" => Encoder::Syslog(Box::new(syslog::Syslog::compile(args).map_err(ctx)?)),
             _ => {
                 return Err(ctx(format!(
-                    "unknown encoder \"{name}\" (known: prefix suffix nl gzip compress format json msgpack)"
+                    "unknown encoder \"{name}\" (known: prefix suffix nl gzip compress format json msgpack syslog)"
                 )))
             }
         };
@@ -106,6 +109,7 @@ impl Encoder {
         match self {
             Encoder::Format(t) | Encoder::Json(t) => t.needs_time(),
             Encoder::Msgpack(m) => m.needs_time(),
+            Encoder::Syslog(_) => true,
             _ => false,
         }
     }
@@ -115,6 +119,7 @@ impl Encoder {
         match self {
             Encoder::Format(t) | Encoder::Json(t) => t.needs_subsecond(),
             Encoder::Msgpack(m) => m.needs_subsecond(),
+            Encoder::Syslog(s) => s.needs_subsecond(),
             _ => false,
         }
     }
@@ -149,6 +154,7 @@ impl Encoder {
             Encoder::Format(t) => t.render(Mode::Raw, input, time_us, out, state.clocks())?,
             Encoder::Json(t) => t.render(Mode::Json, input, time_us, out, state.clocks())?,
             Encoder::Msgpack(m) => m.render(input, time_us, out, state.clocks())?,
+            Encoder::Syslog(s) => s.render(input, time_us, out, state.syslog()),
         }
         Ok(())
     }
@@ -169,6 +175,7 @@ pub enum EncState {
     /// The stream and whether it writes a zlib header (compress) or raw deflate (gzip).
     Deflate(Box<flate2::Compress>, bool),
     Clocks(Vec<clock::ClockCache>),
+    Syslog(syslog::SyslogState),
 }
 
 impl std::fmt::Debug for EncState {
@@ -177,6 +184,7 @@ impl std::fmt::Debug for EncState {
             EncState::Empty => f.write_str("Empty"),
             EncState::Deflate(_, zlib) => f.debug_tuple("Deflate").field(zlib).finish(),
             EncState::Clocks(c) => f.debug_tuple("Clocks").field(&c.len()).finish(),
+            EncState::Syslog(s) => f.debug_tuple("Syslog").field(s).finish(),
         }
     }
 }
@@ -188,6 +196,16 @@ impl EncState {
         }
         match self {
             EncState::Deflate(z, _) => z,
+            _ => unreachable!("set above"),
+        }
+    }
+
+    fn syslog(&mut self) -> &mut syslog::SyslogState {
+        if !matches!(self, EncState::Syslog(_)) {
+            *self = EncState::Syslog(syslog::SyslogState::default());
+        }
+        match self {
+            EncState::Syslog(s) => s,
             _ => unreachable!("set above"),
         }
     }
@@ -238,6 +256,14 @@ impl Chain {
             Encoder::Msgpack(_) => Some("msgpack"),
             _ => None,
         })
+    }
+
+    /// Whether the chain has a `syslog` encoder: its records want RFC 6587 octet counting on a
+    /// stream.
+    pub fn has_syslog(&self) -> bool {
+        self.encoders
+            .iter()
+            .any(|e| matches!(e, Encoder::Syslog(_)))
     }
 
     pub fn is_empty(&self) -> bool {

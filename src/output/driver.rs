@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use super::dead_letter::{self, DeadLetters};
 use super::spool::{OutputSpool, OwnedRecord, SpoolError, SpoolOptions, SpoolRecord, SyncMode};
 use super::tls::TlsSettings;
-use super::{datagram, http, nats, reason, rlogd, socket, stream, tls, Failure, Output};
+use super::{datagram, http, nats, reason, relp, rlogd, socket, stream, tls, Failure, Output};
 use crate::buffer::Buffer;
 use crate::config::target::Target;
 use crate::config::{Limits, OutputSpec, SpoolConfig, SpoolMode, SpoolSync};
@@ -440,6 +440,11 @@ fn open(
                 producer,
             })?))
         }
+        Target::Relp { host, port } => {
+            return Ok(Box::new(relp::Relp::connect_to(
+                host, *port, &spec.relp, timeout,
+            )?))
+        }
         Target::Udp { host, port } => return Ok(Box::new(datagram::udp(host, *port, timeout)?)),
         Target::UnixDgram { path } => return Ok(Box::new(datagram::unix(path, timeout)?)),
         Target::Tcp { host, port } | Target::Tls { host, port } => {
@@ -484,6 +489,7 @@ pub fn max_record(t: &Target) -> Option<(usize, &'static str)> {
             crate::proto::format::MAX_PAYLOAD,
             "the largest rlogd record",
         )),
+        Target::Relp { .. } => Some((relp::MAX_RECORD, "imrelp's default maxDataSize")),
         _ => None,
     }
 }

@@ -11,6 +11,7 @@ pub mod dead_letter;
 pub mod driver;
 pub mod http;
 pub mod nats;
+pub mod relp;
 pub mod rlogd;
 pub mod socket;
 pub mod spool;

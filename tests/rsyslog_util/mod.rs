@@ -1,0 +1,199 @@
+//! Debian's rsyslogd for the syslog and RELP tests: run in the foreground (`-n`) with its own
+//! config, work directory and pid file, imtcp and imrelp on free 127.0.0.1 ports, every message
+//! written to one file with a template that prints each parsed header field. Stopped by pid
+//! (SIGTERM, or SIGKILL for faults), and killed on drop even when a test fails.
+#![allow(dead_code)]
+
+use std::fs;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The output template: one line per message, `key=value` fields separated by `\t`.
+const TEMPLATE: &str = "host=%hostname%\\tapp=%app-name%\\tprocid=%procid%\\tmsgid=%msgid%\\t\
+sd=%structured-data%\\tpri=%pri%\\ttime=%timereported:::date-rfc3339%\\tmsg=%msg%\\n";
+
+/// How rsyslog queues what imrelp/imtcp take before the file action writes it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Queue {
+    /// rsyslog's default: an in-memory main queue (a RELP `200 OK` means "in this queue").
+    Memory,
+    /// `queue.type="Direct"` on the ruleset: the message is written to the file before imrelp
+    /// answers (a SIGKILL loses nothing that was acknowledged).
+    Direct,
+}
+
+pub struct Rsyslog {
+    pub dir: PathBuf,
+    pub tcp_port: u16,
+    pub relp_port: u16,
+    pub out: PathBuf,
+    queue: Queue,
+    tz: Option<String>,
+    child: Option<Child>,
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+pub fn have_rsyslogd() -> bool {
+    Path::new("/usr/sbin/rsyslogd").exists()
+        && Path::new("/usr/lib/x86_64-linux-gnu/rsyslog/imrelp.so").exists()
+}
+
+impl Rsyslog {
+    /// Starts rsyslogd in a fresh directory named after `name`, with `TZ` = `tz` if given.
+    pub fn start(name: &str, queue: Queue, tz: Option<&str>) -> Rsyslog {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("rlog-rsyslog-{name}-{}-{n}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let mut r = Rsyslog {
+            out: dir.join("out.log"),
+            dir,
+            tcp_port: free_port(),
+            relp_port: free_port(),
+            queue,
+            tz: tz.map(str::to_string),
+            child: None,
+        };
+        r.write_conf();
+        r.spawn();
+        r
+    }
+
+    fn write_conf(&self) {
+        let d = self.dir.display();
+        let queue = match self.queue {
+            Queue::Memory => "",
+            Queue::Direct => " queue.type=\"Direct\"",
+        };
+        let conf = format!(
+            "global(workDirectory=\"{d}\" maxMessageSize=\"256k\")\n\
+             module(load=\"imtcp\")\n\
+             module(load=\"imrelp\")\n\
+             template(name=\"fields\" type=\"string\" string=\"{TEMPLATE}\")\n\
+             ruleset(name=\"out\"{queue}) {{\n\
+               action(type=\"omfile\" file=\"{out}\" template=\"fields\")\n\
+             }}\n\
+             input(type=\"imtcp\" port=\"{tcp}\" address=\"127.0.0.1\" ruleset=\"out\")\n\
+             input(type=\"imrelp\" port=\"{relp}\" address=\"127.0.0.1\" ruleset=\"out\" maxDataSize=\"200k\")\n",
+            out = self.out.display(),
+            tcp = self.tcp_port,
+            relp = self.relp_port,
+        );
+        fs::write(self.dir.join("rsyslog.conf"), conf).unwrap();
+    }
+
+    fn spawn(&mut self) {
+        let mut cmd = Command::new("/usr/sbin/rsyslogd");
+        cmd.arg("-n")
+            .arg("-f")
+            .arg(self.dir.join("rsyslog.conf"))
+            .arg("-i")
+            .arg(self.dir.join("rsyslogd.pid"))
+            .stdin(Stdio::null())
+            .stdout(fs::File::create(self.dir.join("stdout")).unwrap())
+            .stderr(fs::File::create(self.dir.join("stderr")).unwrap());
+        if let Some(tz) = &self.tz {
+            cmd.env("TZ", tz);
+        }
+        let _ = fs::remove_file(self.dir.join("rsyslogd.pid"));
+        self.child = Some(cmd.spawn().expect("start rsyslogd"));
+        // Up once both inputs accept connections (a bare connect to imrelp only makes it log a
+        // session without an open).
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for port in [self.tcp_port, self.relp_port] {
+            loop {
+                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    break;
+                }
+                if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                    panic!(
+                        "rsyslogd exited ({st}): {}",
+                        fs::read_to_string(self.dir.join("stderr")).unwrap_or_default()
+                    );
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "rsyslogd did not listen on {port}"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.as_ref().expect("running").id() as i32
+    }
+
+    /// SIGKILL, waited for.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, waited for (rsyslog shuts down its inputs: RELP sessions get `serverclose`).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: kill(2) on the pid of our own child, which has not been reaped yet.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts again with the same config, ports, work directory and output file.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop or kill first");
+        self.spawn();
+    }
+
+    /// The lines written so far.
+    pub fn lines(&self) -> Vec<String> {
+        fs::read_to_string(&self.out)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Waits (60 s at most) until `pred` holds for the lines written; returns them.
+    pub fn wait_lines(&self, pred: impl Fn(&[String]) -> bool) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let l = self.lines();
+            if pred(&l) || Instant::now() > deadline {
+                return l;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some() && self.pid() > 0
+    }
+}
+
+impl Drop for Rsyslog {
+    fn drop(&mut self) {
+        self.kill9();
+        if !std::thread::panicking() {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// One output line's fields.
+pub fn fields(line: &str) -> std::collections::HashMap<String, String> {
+    line.split('\t')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
