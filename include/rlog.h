@@ -15,31 +15,6 @@
 typedef struct rlog_logger rlog_logger;
 
 /**
- * Unacknowledged publishes in flight, by default.
- */
-#define DEFAULT_WINDOW 1024
-
-/**
- * JetStream's `err_code` for a message larger than the stream's `max_msg_size`.
- */
-#define MESSAGE_TOO_LARGE 10054
-
-/**
- * The longest control line taken from a server (an INFO with many cluster URLs is long).
- */
-#define MAX_CONTROL_LINE (64 * 1024)
-
-/**
- * imrelp's default `maxDataSize`: librelp ends a session that sends a larger frame.
- */
-#define MAX_RECORD (128 * 1024)
-
-/**
- * The largest transaction number; the next one is 1.
- */
-#define MAX_TXNR 999999999
-
-/**
  * An independent logger, created by `rlog_logger_new` and freed by `rlog_logger_free`.
  */
 struct rlog_logger;
@@ -146,13 +121,6 @@ struct rlog_sink_stats {
   uint64_t spooled;
   uint64_t spooled_bytes;
 };
-
-/**
- * uWSGI's gzip header (core/zlib.c `gzheader`).
- */
-#define GZIP_HEADER { 31, 139, 8, 0, 0, 0, 0, 0, 0, 3, }
-
-
 
 #ifdef __cplusplus
 extern "C" {
