@@ -108,10 +108,8 @@ impl ClickHouse {
     pub fn start(name: &str) -> ClickHouse {
         static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!(
-            "rlog-clickhouse-{name}-{}-{n}",
-            std::process::id()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("rlog-clickhouse-{name}-{}-{n}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
         fs::write(dir.join("users.xml"), USERS_XML).unwrap();
@@ -132,7 +130,11 @@ impl ClickHouse {
             if ch.launch() {
                 break;
             }
-            assert!(attempt < 3, "clickhouse-server did not start: {}", ch.log_tail());
+            assert!(
+                attempt < 3,
+                "clickhouse-server did not start: {}",
+                ch.log_tail()
+            );
         }
         ch.query("CREATE DATABASE IF NOT EXISTS logs").unwrap();
         ch
@@ -147,7 +149,10 @@ impl ClickHouse {
         let _ = fs::remove_file(self.pid_file());
         let status = Command::new(SERVER)
             .arg("--daemon")
-            .arg(format!("--config-file={}", self.dir.join("config.xml").display()))
+            .arg(format!(
+                "--config-file={}",
+                self.dir.join("config.xml").display()
+            ))
             .arg(format!("--pid-file={}", self.pid_file().display()))
             .current_dir(&self.dir)
             .stdin(Stdio::null())
@@ -200,7 +205,10 @@ impl ClickHouse {
             unsafe { libc::kill(pid, signal) };
             let deadline = Instant::now() + Duration::from_secs(60);
             while alive(pid) {
-                assert!(Instant::now() < deadline, "clickhouse-server {pid} did not exit");
+                assert!(
+                    Instant::now() < deadline,
+                    "clickhouse-server {pid} did not exit"
+                );
                 thread::sleep(Duration::from_millis(20));
             }
         }
@@ -364,9 +372,10 @@ pub fn request(
         .nth(1)
         .and_then(|c| c.parse().ok())
         .ok_or_else(|| std::io::Error::other(format!("bad status line: {head}")))?;
-    let chunked = head
-        .lines()
-        .any(|l| l.to_ascii_lowercase().starts_with("transfer-encoding: chunked"));
+    let chunked = head.lines().any(|l| {
+        l.to_ascii_lowercase()
+            .starts_with("transfer-encoding: chunked")
+    });
     let body = if chunked {
         let mut out = Vec::new();
         loop {

@@ -1,0 +1,3 @@
+//! The `clickhouse://` output: rows into a ClickHouse table over its HTTP interface.
+
+pub mod answer;
