@@ -3,14 +3,30 @@
 //! Every message the worker takes from the caller's buffer gets a sequence number and a slot
 //! that counts its copies still on their way. A message is *settled* once every copy is
 //! delivered or given up on: then it counts once, as `sent` if every copy was delivered, else
-//! as `lost`. Until then it counts as `buffered` (in flight). A message that no route matched
+//! as `lost` (and `rejected` too when an output refused a copy for good). A copy written to the
+//! output's disk queue leaves the ledger as *spooled*: the disk counts it from then on (only a
+//! logger with one output has a disk queue, so the message and its one copy are the same
+//! record). Until then it counts as `buffered` (in flight). A message that no route matched
 //! and no default logger took has no copy: it settles at once, as `lost`. So each message is in
-//! exactly one of buffered / sent / lost at any moment, and `logged == sent + lost + spooled +
-//! buffered` holds whatever the fan-out.
+//! exactly one of buffered / sent / lost / spooled at any moment, and `logged + adopted == sent
+//! + lost + spooled + buffered` holds whatever the fan-out.
 
 use std::collections::VecDeque;
 
-use crate::stats::Tally;
+use crate::stats::{Counters, Tally};
+
+/// What became of a record (a message, or one copy of it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Delivered.
+    Sent,
+    /// Given up on (retries exhausted, the logger closed, the spool full).
+    Lost,
+    /// Refused for good by its output (or too large for it): lost, and dead-lettered.
+    Rejected,
+    /// Written to the output's disk queue, which counts it from then on.
+    Spooled,
+}
 
 #[derive(Debug, Clone, Copy)]
 struct Slot {
@@ -18,6 +34,10 @@ struct Slot {
     remaining: u32,
     /// Some copy was given up on (or the message had no destination).
     lost: bool,
+    /// Some copy was refused for good (a dead letter).
+    rejected: bool,
+    /// Some copy went to a disk queue.
+    spooled: bool,
     /// The caller's message length.
     bytes: usize,
     settled: bool,
@@ -27,7 +47,32 @@ struct Slot {
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Settled {
     pub sent: Tally,
+    /// Rejected messages included.
     pub lost: Tally,
+    /// Of `lost`: refused for good by an output.
+    pub rejected: Tally,
+}
+
+impl Settled {
+    /// Counts a record (a message: `t` is one, or several) that came to `outcome`.
+    pub fn add(&mut self, t: Tally, outcome: Outcome) {
+        match outcome {
+            Outcome::Sent => self.sent.add(t),
+            Outcome::Lost => self.lost.add(t),
+            Outcome::Rejected => {
+                self.lost.add(t);
+                self.rejected.add(t);
+            }
+            Outcome::Spooled => {}
+        }
+    }
+
+    /// Adds these to a logger's counters.
+    pub fn add_to(&self, c: &mut Counters) {
+        c.sent.add(self.sent);
+        c.lost.add(self.lost);
+        c.rejected.add(self.rejected);
+    }
 }
 
 /// The slots of all unsettled messages, oldest first.
@@ -45,6 +90,8 @@ impl Ledger {
         self.slots.push_back(Slot {
             remaining: 0,
             lost: false,
+            rejected: false,
+            spooled: false,
             bytes,
             settled: false,
         });
@@ -68,6 +115,14 @@ impl Ledger {
         self.slot(seq).lost = true;
     }
 
+    /// A copy of `seq` is larger than its output can ever carry: the message will count as
+    /// lost and rejected.
+    pub fn mark_rejected(&mut self, seq: u64) {
+        let s = self.slot(seq);
+        s.lost = true;
+        s.rejected = true;
+    }
+
     /// All copies of `seq` are queued: settles it now if none is pending.
     pub fn seal(&mut self, seq: u64, out: &mut Settled) {
         let s = *self.slot(seq);
@@ -76,13 +131,19 @@ impl Ledger {
         }
     }
 
-    /// A copy of `seq` was delivered (`ok`) or given up on.
-    pub fn copy_done(&mut self, seq: u64, ok: bool, out: &mut Settled) {
+    /// A copy of `seq` came to `outcome`.
+    pub fn copy_done(&mut self, seq: u64, outcome: Outcome, out: &mut Settled) {
         let s = self.slot(seq);
         debug_assert!(s.remaining > 0 && !s.settled);
         s.remaining -= 1;
-        if !ok {
-            s.lost = true;
+        match outcome {
+            Outcome::Sent => {}
+            Outcome::Lost => s.lost = true,
+            Outcome::Rejected => {
+                s.lost = true;
+                s.rejected = true;
+            }
+            Outcome::Spooled => s.spooled = true,
         }
         if s.remaining == 0 {
             self.settle(seq, out);
@@ -93,11 +154,18 @@ impl Ledger {
         let s = self.slot(seq);
         s.settled = true;
         let t = Tally::one(s.bytes);
-        if s.lost {
-            out.lost.add(t);
-        } else {
-            out.sent.add(t);
-        }
+        out.add(
+            t,
+            if s.rejected {
+                Outcome::Rejected
+            } else if s.lost {
+                Outcome::Lost
+            } else if s.spooled {
+                Outcome::Spooled
+            } else {
+                Outcome::Sent
+            },
+        );
         self.unsettled.msgs -= 1;
         self.unsettled.bytes -= t.bytes;
         while self.slots.front().is_some_and(|s| s.settled) {
@@ -137,15 +205,42 @@ mod tests {
         let c = l.open(7);
         l.add_copy(c);
         l.seal(c, &mut s);
-        l.copy_done(c, true, &mut s); // settles out of order
+        l.copy_done(c, Outcome::Sent, &mut s); // settles out of order
         assert_eq!(s.sent, Tally::one(7));
-        l.copy_done(a, true, &mut s);
+        l.copy_done(a, Outcome::Sent, &mut s);
         assert_eq!(l.unsettled(), Tally { msgs: 1, bytes: 3 });
-        l.copy_done(a, false, &mut s);
+        l.copy_done(a, Outcome::Lost, &mut s);
         assert_eq!(s.lost, Tally::one(3));
         assert_eq!(l.unsettled(), Tally::ZERO);
         assert!(l.slots.is_empty());
         let d = l.open(1);
         assert_eq!(d, 2);
+    }
+
+    #[test]
+    fn rejected_and_spooled_copies() {
+        let mut l = Ledger::default();
+        let mut s = Settled::default();
+        let a = l.open(4);
+        l.add_copy(a);
+        l.add_copy(a);
+        l.seal(a, &mut s);
+        l.copy_done(a, Outcome::Rejected, &mut s);
+        l.copy_done(a, Outcome::Sent, &mut s);
+        assert_eq!((s.lost, s.rejected), (Tally::one(4), Tally::one(4)));
+        let b = l.open(6);
+        l.add_copy(b);
+        l.seal(b, &mut s);
+        l.copy_done(b, Outcome::Spooled, &mut s);
+        // The disk counts it: neither sent nor lost, and no longer unsettled.
+        assert_eq!(s.sent, Tally::ZERO);
+        assert_eq!(s.lost, Tally::one(4));
+        assert_eq!(l.unsettled(), Tally::ZERO);
+        let c = l.open(2);
+        l.add_copy(c);
+        l.mark_rejected(c);
+        l.seal(c, &mut s);
+        l.copy_done(c, Outcome::Sent, &mut s);
+        assert_eq!(s.rejected, Tally { msgs: 2, bytes: 6 });
     }
 }

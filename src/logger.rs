@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::lifecycle;
+use crate::output::dead_letter::DeadLetters;
 use crate::output::driver::Disk;
 use crate::output::tls::TlsSettings;
 use crate::pipeline::{self, OpenDisk};
@@ -18,10 +19,16 @@ impl Logger {
     /// Starts a logger for `config`: builds its outputs' TLS settings, allocates its buffer and
     /// starts its worker thread.
     ///
-    /// Errors: a CA file rustls refuses, no system CA certificates, or the thread could not be
-    /// started.
+    /// Errors: a CA file rustls refuses, no system CA certificates, a `spool` directory or
+    /// `dead_letter` file that cannot be used, or the thread could not be started.
     pub fn start(config: Config) -> Result<Logger, String> {
         let tls = build_tls(&config)?;
+        let dead = config
+            .dead_letter
+            .as_deref()
+            .map(DeadLetters::open)
+            .transpose()?
+            .map(Arc::new);
         // The spool is opened here, so an unusable directory is an init error; a fork child's
         // worker opens one of its own (the parent's stays the parent's), on its own thread: the
         // `log` call that starts it in the child must not wait for the disk (creating the
@@ -39,7 +46,13 @@ impl Logger {
                         Box::new(move || Disk::open(&s, &key)) as OpenDisk
                     }),
                 };
-            pipeline::spawn(inner, tls.clone(), disk, lifecycle::unregister)
+            pipeline::spawn(
+                inner,
+                tls.clone(),
+                dead.clone(),
+                disk,
+                lifecycle::unregister,
+            )
         };
         let lg = Logger::unstarted(config, SpawnWorker(Box::new(spawn)));
         lg.start_worker()?;
@@ -48,7 +61,7 @@ impl Logger {
     }
 }
 
-/// The spool's sub-directory for a plain config's one output: its target, as a file name.
+/// The spool's sub-directory for a config's one output: its target, as a file name.
 fn spool_key(config: &Config) -> String {
     let target = config.describe_target();
     let name: String = target

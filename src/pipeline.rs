@@ -27,7 +27,8 @@ use std::time::{Duration, Instant};
 use crate::buffer::Buffer;
 use crate::config::OutputSet;
 use crate::encode::Scratch;
-use crate::ledger::{Ledger, Settled};
+use crate::ledger::{Ledger, Outcome, Settled};
+use crate::output::dead_letter::{self, DeadLetters};
 use crate::output::driver::{self, Control, Disk, Driver, OutputCounters, Round, Settle};
 use crate::output::tls::TlsSettings;
 use crate::queue::{Closed, Held, Inner, RoundEnd, Taken};
@@ -54,12 +55,14 @@ fn sink_stats(c: &OutputCounters, pending: Tally) -> rlog_sink_stats {
 /// signals are blocked in it (and in the driver threads it starts), so the host's signal
 /// handling (nginx's SIGQUIT/SIGHUP, a Python program's SIGINT) keeps going to the host's
 /// threads.
+/// `dead`: where outputs put the records they refuse for good (`dead_letter`).
 /// `stopped` runs when the worker has stopped.
 /// `disk`: opens the output's disk queue (`spool`), or says why it cannot; called on the worker
 /// thread, so a caller never waits for the disk.
 pub(crate) fn spawn(
     inner: Arc<Inner>,
     tls: Vec<Option<Arc<TlsSettings>>>,
+    dead: Option<Arc<DeadLetters>>,
     disk: Option<OpenDisk>,
     stopped: impl FnOnce(&Arc<Inner>) + Send + 'static,
 ) -> io::Result<JoinHandle<()>> {
@@ -67,7 +70,7 @@ pub(crate) fn spawn(
     std::thread::Builder::new()
         .name("rlog-worker".into())
         .spawn(move || {
-            run(&inner, tls, disk.map(|open| open()));
+            run(&inner, tls, dead, disk.map(|open| open()));
             stopped(&inner);
         })
 }
@@ -106,7 +109,12 @@ fn output_producer(worker: u64, index: usize) -> u64 {
 }
 
 /// The worker.
-fn run(inner: &Arc<Inner>, tls: Vec<Option<Arc<TlsSettings>>>, disk: Option<Result<Disk, String>>) {
+fn run(
+    inner: &Arc<Inner>,
+    tls: Vec<Option<Arc<TlsSettings>>>,
+    dead: Option<Arc<DeadLetters>>,
+    disk: Option<Result<Disk, String>>,
+) {
     let set = inner.config.outputs.clone();
     // A new worker (a new logger, or a child after fork) gets new producer ids, so its
     // sequence numbers starting from 0 are never taken for a resend of another's.
@@ -124,6 +132,7 @@ fn run(inner: &Arc<Inner>, tls: Vec<Option<Arc<TlsSettings>>>, disk: Option<Resu
                 output_producer(worker_id, i)
             };
             Driver::new(spec.clone(), tls, producer, inner.config.uwsgi_style)
+                .with_dead_letters(dead.clone())
         })
         .collect();
     if drivers.len() == 1 {
@@ -136,7 +145,7 @@ fn run(inner: &Arc<Inner>, tls: Vec<Option<Arc<TlsSettings>>>, disk: Option<Resu
         }
         run_inline(inner, &set, d, direct);
     } else {
-        run_lanes(inner, &set, drivers);
+        run_lanes(inner, &set, drivers, dead);
     }
 }
 
@@ -154,30 +163,29 @@ impl Control for QueueControl<'_> {
     }
 }
 
-/// Settles a direct output's records: each record is one of the caller's messages.
-#[derive(Default)]
-struct DirectSettle(Settled);
-
-impl Settle for DirectSettle {
-    fn settle(&mut self, _owners: std::collections::vec_deque::Drain<'_, u64>, t: Tally, ok: bool) {
-        if ok {
-            self.0.sent.add(t);
-        } else {
-            self.0.lost.add(t);
-        }
-    }
+/// Settles a round's records into `settled`: a direct output's records are the caller's
+/// messages; a routed output's are copies, settled through the ledger (a message counts once
+/// all its copies are settled), but for those replayed from disk, which have no owner.
+struct Settler<'a> {
+    ledger: Option<&'a mut Ledger>,
+    settled: &'a mut Settled,
 }
 
-/// Settles copies through the ledger: a message counts once all its copies are settled.
-struct LedgerSettle<'a> {
-    ledger: &'a mut Ledger,
-    settled: Settled,
-}
-
-impl Settle for LedgerSettle<'_> {
-    fn settle(&mut self, owners: std::collections::vec_deque::Drain<'_, u64>, _t: Tally, ok: bool) {
-        for seq in owners {
-            self.ledger.copy_done(seq, ok, &mut self.settled);
+impl Settle for Settler<'_> {
+    fn settle(
+        &mut self,
+        owners: std::collections::vec_deque::Drain<'_, u64>,
+        t: Tally,
+        outcome: Outcome,
+    ) {
+        match self.ledger.as_deref_mut() {
+            Some(ledger) if owners.len() > 0 => {
+                for seq in owners {
+                    ledger.copy_done(seq, outcome, self.settled);
+                }
+            }
+            // Records that are messages of their own.
+            _ => self.settled.add(t, outcome),
         }
     }
 }
@@ -206,6 +214,8 @@ trait Inbox {
     fn failing(&self, i: usize) -> bool;
     fn push(&mut self, i: usize, record: &[u8], time: Option<i64>, owner: u64);
     fn counters(&mut self, i: usize) -> &mut OutputCounters;
+    /// Writes a record output `i` can never carry to the dead letters; returns the error.
+    fn dead_letter(&self, i: usize, why: &str, record: &[u8]) -> String;
 }
 
 /// Routes and encodes every message of `batch` into the outputs' records, opening a ledger
@@ -256,12 +266,12 @@ fn ingest(
             if let Some((max, what)) = driver::max_record(&spec.target) {
                 if r.frame.len() > max {
                     inbox.counters(i).lost.add(Tally::one(r.frame.len()));
-                    *error = Some(format!(
-                        "{}: log record of {} bytes is larger than {what} ({max} bytes): not sent",
-                        spec.label(),
+                    let why = format!(
+                        "log record of {} bytes is larger than {what} ({max} bytes)",
                         r.frame.len()
-                    ));
-                    ledger.mark_lost(seq);
+                    );
+                    *error = Some(inbox.dead_letter(i, &why, &r.frame));
+                    ledger.mark_rejected(seq);
                     continue;
                 }
             }
@@ -309,32 +319,37 @@ impl Inbox for One<'_> {
     fn counters(&mut self, _: usize) -> &mut OutputCounters {
         &mut self.0.counters
     }
+    fn dead_letter(&self, _: usize, why: &str, record: &[u8]) -> String {
+        self.0.dead_letter(why, record)
+    }
 }
 
-/// Removes, and counts as lost, the messages a direct output can never carry (larger than a
-/// UDP datagram or an rlogd record); returns the error to report.
-fn drop_unsendable(d: &mut Driver, lost: &mut Tally) -> Option<String> {
+/// Removes, and counts as lost and rejected (dead letters), the messages a direct output can
+/// never carry (larger than a UDP datagram or an rlogd record); returns the error to report.
+fn drop_unsendable(d: &mut Driver, settled: &mut Settled) -> Option<String> {
     let (max, what) = driver::max_record(&d.spec.target)?;
-    let batch = &mut d.pending;
-    if batch.records().all(|r| r.bytes.len() <= max) {
+    if d.pending.records().all(|r| r.bytes.len() <= max) {
         return None;
     }
+    let batch = std::mem::take(&mut d.pending);
     let mut kept = Buffer::with_capacity(batch.bytes());
     kept.first_seq = batch.first_seq;
     let mut error = None;
     for r in batch.records() {
         if r.bytes.len() > max {
-            lost.add(Tally::one(r.bytes.len()));
-            d.counters.lost.add(Tally::one(r.bytes.len()));
-            error = Some(format!(
-                "log message of {} bytes is larger than {what} ({max} bytes): not sent",
+            let t = Tally::one(r.bytes.len());
+            settled.add(t, Outcome::Rejected);
+            d.counters.lost.add(t);
+            let why = format!(
+                "log message of {} bytes is larger than {what} ({max} bytes)",
                 r.bytes.len()
-            ));
+            );
+            error = Some(d.dead_letter(&why, r.bytes));
         } else {
             kept.push(r.bytes, r.time_us);
         }
     }
-    *batch = kept;
+    d.pending = kept;
     error
 }
 
@@ -371,19 +386,10 @@ fn run_inline(inner: &Inner, set: &OutputSet, mut d: Driver, direct: bool) {
         };
         let mut round = Round::default();
         let mut settled = Settled::default();
-        let mut loss = None;
         d.tend_disk();
         if direct {
-            if let Some(e) = drop_unsendable(&mut d, &mut settled.lost) {
+            if let Some(e) = drop_unsendable(&mut d, &mut settled) {
                 round.error = Some(e);
-            }
-            // Write-ahead (`spool_mode = always`), or behind what already waits on disk.
-            let mut s = DirectSettle(Settled::default());
-            d.spool_pending(false, &mut s, &mut round);
-            settled.lost.add(s.0.lost);
-            if s.0.lost.msgs > 0 {
-                // A loss is the error to report, not this round's retries that follow.
-                loss = round.error.clone();
             }
         } else {
             ingest(
@@ -397,41 +403,40 @@ fn run_inline(inner: &Inner, set: &OutputSet, mut d: Driver, direct: bool) {
             );
             batch.clear();
         }
+        // Write-ahead (`spool_mode = always`), or behind what already waits on disk.
+        d.spool_pending(
+            false,
+            &mut Settler {
+                ledger: (!direct).then_some(&mut ledger),
+                settled: &mut settled,
+            },
+            &mut round,
+        );
         let started = Instant::now();
         if d.due(started, taken.explicit) {
             let ctl = QueueControl(inner);
-            let delivered = if direct {
-                let mut s = DirectSettle(Settled::default());
-                let mut ok = d.deliver_all(&ctl, &mut s, &mut round, &mut next_seq);
-                if !ok {
-                    // `spool_mode = overflow`: what could not be delivered goes to disk.
-                    let lost = s.0.lost;
-                    d.spool_pending(true, &mut s, &mut round);
-                    if s.0.lost != lost {
-                        loss = round.error.clone();
-                    }
-                    ok = !d.holds();
-                }
-                settled.sent.add(s.0.sent);
-                settled.lost.add(s.0.lost);
-                ok
-            } else {
-                let mut s = LedgerSettle {
-                    ledger: &mut ledger,
-                    settled: Settled::default(),
-                };
-                let ok = d.deliver(&ctl, &mut s, &mut round);
-                settled.sent.add(s.settled.sent);
-                settled.lost.add(s.settled.lost);
-                ok
+            let mut s = Settler {
+                ledger: (!direct).then_some(&mut ledger),
+                settled: &mut settled,
             };
+            if !direct {
+                // Spooled records replayed are numbered after those in memory.
+                next_seq = next_seq.max(d.pending.first_seq + d.pending.len() as u64);
+            }
+            let mut delivered = d.deliver_all(&ctl, &mut s, &mut round, &mut next_seq);
+            if !delivered {
+                // `spool_mode = overflow`: what could not be delivered goes to disk.
+                d.spool_pending(true, &mut s, &mut round);
+                delivered = !d.holds();
+            }
             if !delivered {
                 d.after_failure(Instant::now());
             }
         }
-        let lost_error = loss.is_some();
-        if lost_error {
-            round.error = loss;
+        // A spool's trouble outranks this round's retries, and stays until read.
+        let alert = round.alert.is_some();
+        if alert {
+            round.error = round.alert.take();
         }
         let disk = d.disk_counts().map(|c| {
             settled.lost.add(c.lost);
@@ -445,7 +450,7 @@ fn run_inline(inner: &Inner, set: &OutputSet, mut d: Driver, direct: bool) {
             bytes: round.bytes,
             failed: round.failed,
             error: round.error.take(),
-            loss: lost_error,
+            alert,
             retries: round.retries,
             connects: round.connects,
             held: if direct {
@@ -460,21 +465,13 @@ fn run_inline(inner: &Inner, set: &OutputSet, mut d: Driver, direct: bool) {
             // Closing with records left: with a spool they wait on disk for the next process;
             // without one, or when the disk fails, they are lost.
             let mut r = Round::default();
-            if direct {
-                let mut s = DirectSettle(Settled::default());
-                d.spool_at_close(&mut s, &mut r);
-                let n = d.pending.len();
-                d.settle_first(n, false, &mut s, &mut r);
-                settled.lost.add(s.0.lost);
-            } else {
-                let mut s = LedgerSettle {
-                    ledger: &mut ledger,
-                    settled: Settled::default(),
-                };
-                let n = d.pending.len();
-                d.settle_first(n, false, &mut s, &mut r);
-                settled.lost.add(s.settled.lost);
-            }
+            let mut s = Settler {
+                ledger: (!direct).then_some(&mut ledger),
+                settled,
+            };
+            d.spool_at_close(&mut s, &mut r);
+            let n = d.pending.len();
+            d.settle_first(n, Outcome::Lost, &mut s, &mut r);
             let disk = d.disk_counts().map(|c| {
                 settled.lost.add(c.lost);
                 (c.spooled, c.adopted)
@@ -602,6 +599,8 @@ impl Control for LaneControl<'_> {
 /// The lanes, as the router's [`Inbox`] (their locks taken for the whole batch).
 struct Lanes<'a> {
     states: Vec<std::sync::MutexGuard<'a, LaneState>>,
+    set: &'a OutputSet,
+    dead: Option<&'a DeadLetters>,
 }
 
 impl Inbox for Lanes<'_> {
@@ -620,10 +619,20 @@ impl Inbox for Lanes<'_> {
     fn counters(&mut self, i: usize) -> &mut OutputCounters {
         &mut self.states[i].counters
     }
+    fn dead_letter(&self, i: usize, why: &str, record: &[u8]) -> String {
+        let label = self.set.outputs[i].label();
+        let kept = dead_letter::keep(self.dead, &label, why, record);
+        format!("{label}: {why}: not sent{kept}")
+    }
 }
 
 /// Several outputs: each driver on its own thread.
-fn run_lanes(inner: &Arc<Inner>, set: &Arc<OutputSet>, drivers: Vec<Driver>) {
+fn run_lanes(
+    inner: &Arc<Inner>,
+    set: &Arc<OutputSet>,
+    drivers: Vec<Driver>,
+    dead: Option<Arc<DeadLetters>>,
+) {
     let limits = &inner.config.limits;
     let capacity = crate::queue::initial_capacity(&inner.config);
     let ledger = Arc::new(StdMutex::new(Ledger::default()));
@@ -687,6 +696,8 @@ fn run_lanes(inner: &Arc<Inner>, set: &Arc<OutputSet>, drivers: Vec<Driver>) {
             let mut ledger = ledger.lock().unwrap_or_else(|e| e.into_inner());
             let mut inbox = Lanes {
                 states: lanes.iter().map(|l| l.lock()).collect(),
+                set,
+                dead: dead.as_deref(),
             };
             ingest(
                 set,
@@ -772,7 +783,7 @@ fn run_lanes(inner: &Arc<Inner>, set: &Arc<OutputSet>, drivers: Vec<Driver>) {
             bytes: round.bytes,
             failed: round.failed,
             error: None,
-            loss: false,
+            alert: false,
             retries: 0,
             connects: 0,
             held: Held::Unchanged,
@@ -780,7 +791,7 @@ fn run_lanes(inner: &Arc<Inner>, set: &Arc<OutputSet>, drivers: Vec<Driver>) {
             outputs: Vec::new(),
             disk: None,
         };
-        let closed = inner.end_round(&mut pacing, end, &mut |_| {
+        let closed = inner.end_round(&mut pacing, end, &mut |settled| {
             // Closing: the drivers give up what they still hold and stop.
             for lane in &lanes {
                 lane.lock().stop = true;
@@ -791,9 +802,9 @@ fn run_lanes(inner: &Arc<Inner>, set: &Arc<OutputSet>, drivers: Vec<Driver>) {
             }
             // A driver that could not be started leaves its inbox: lost.
             let mut ledger = ledger.lock().unwrap_or_else(|e| e.into_inner());
-            let mut s = LedgerSettle {
-                ledger: &mut ledger,
-                settled: Settled::default(),
+            let mut s = Settler {
+                ledger: Some(&mut ledger),
+                settled,
             };
             let mut outputs = Vec::new();
             for (i, lane) in lanes.iter().enumerate() {
@@ -802,13 +813,13 @@ fn run_lanes(inner: &Arc<Inner>, set: &Arc<OutputSet>, drivers: Vec<Driver>) {
                 if n > 0 {
                     let t = ls.inbox.tally_of_first(n);
                     ls.counters.lost.add(t);
-                    s.settle(ls.owners.drain(..), t, false);
+                    s.settle(ls.owners.drain(..), t, Outcome::Lost);
                     ls.inbox.clear();
                 }
                 outputs.push((i, ls.stats()));
             }
             Closed {
-                held: Held::Outputs(s.ledger.unsettled()),
+                held: Held::Outputs(ledger.unsettled()),
                 outputs,
                 disk: None,
             }
@@ -889,11 +900,16 @@ fn drive(inner: &Inner, lane: &Lane, ledger: &StdMutex<Ledger>, i: usize, mut d:
 }
 
 /// Collects a driver's settlements, to apply them under the ledger's lock in one go.
-struct Collect<'a>(&'a mut VecDeque<(u64, bool)>);
+struct Collect<'a>(&'a mut VecDeque<(u64, Outcome)>);
 
 impl Settle for Collect<'_> {
-    fn settle(&mut self, owners: std::collections::vec_deque::Drain<'_, u64>, _t: Tally, ok: bool) {
-        self.0.extend(owners.map(|o| (o, ok)));
+    fn settle(
+        &mut self,
+        owners: std::collections::vec_deque::Drain<'_, u64>,
+        _t: Tally,
+        outcome: Outcome,
+    ) {
+        self.0.extend(owners.map(|o| (o, outcome)));
     }
 }
 
@@ -906,15 +922,15 @@ fn settle_lane(
     ledger: &StdMutex<Ledger>,
     i: usize,
     d: &mut Driver,
-    done: &mut VecDeque<(u64, bool)>,
+    done: &mut VecDeque<(u64, Outcome)>,
     round: &Round,
     gen: u64,
 ) {
     {
         let mut ledger = ledger.lock().unwrap_or_else(|e| e.into_inner());
         let mut settled = Settled::default();
-        for (seq, ok) in done.drain(..) {
-            ledger.copy_done(seq, ok, &mut settled);
+        for (seq, outcome) in done.drain(..) {
+            ledger.copy_done(seq, outcome, &mut settled);
         }
         let mut ls = lane.lock();
         ls.driver = d.counters;
@@ -960,7 +976,7 @@ fn give_up(inner: &Inner, lane: &Lane, ledger: &StdMutex<Ledger>, i: usize, d: &
     let mut done = VecDeque::new();
     let mut round = Round::default();
     let n = d.pending.len();
-    d.settle_first(n, false, &mut Collect(&mut done), &mut round);
+    d.settle_first(n, Outcome::Lost, &mut Collect(&mut done), &mut round);
     d.disconnect();
     settle_lane(inner, lane, ledger, i, d, &mut done, &round, gen);
 }

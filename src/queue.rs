@@ -35,16 +35,17 @@ pub enum PendingError {
     /// [`BUFFER_FULL`], kept as a tag so the drop path never allocates.
     BufferFull,
     Text(String),
-    /// Messages were lost (a full spool): kept until it is read, not replaced by a later
-    /// [`PendingError::Text`] (the retries that go on meanwhile).
-    Loss(String),
+    /// Messages were lost (a full spool) or are at risk (held in memory while the spool's disk
+    /// fails): kept until it is read, not replaced by a later [`PendingError::Text`] (the
+    /// retries that go on meanwhile).
+    Alert(String),
 }
 
 impl PendingError {
     pub fn as_str(&self) -> &str {
         match self {
             PendingError::BufferFull => BUFFER_FULL,
-            PendingError::Text(s) | PendingError::Loss(s) => s,
+            PendingError::Text(s) | PendingError::Alert(s) => s,
         }
     }
 }
@@ -399,8 +400,9 @@ pub(crate) struct RoundEnd {
     pub bytes: u64,
     pub failed: bool,
     pub error: Option<String>,
-    /// `error` says messages were lost: it is not replaced by later retry errors.
-    pub loss: bool,
+    /// `error` says messages were lost or are at risk: it is not replaced by later retry
+    /// errors.
+    pub alert: bool,
     pub retries: u64,
     pub connects: u64,
     pub held: Held,
@@ -599,8 +601,7 @@ impl Inner {
         outputs: &[(usize, rlog_sink_stats)],
     ) {
         let mut st = self.state.lock();
-        st.counters.sent.add(settled.sent);
-        st.counters.lost.add(settled.lost);
+        settled.add_to(&mut st.counters);
         st.counters.retries += retries;
         st.counters.connects += connects;
         if let Some(e) = error {
@@ -763,13 +764,12 @@ impl Inner {
         p.last_flush = now;
         let mut st = self.state.lock();
         self.batch_done(&mut st, now);
-        st.counters.sent.add(end.settled.sent);
-        st.counters.lost.add(end.settled.lost);
+        end.settled.add_to(&mut st.counters);
         st.counters.retries += end.retries;
         st.counters.connects += end.connects;
         if let Some(e) = end.error {
-            let e = if end.loss {
-                PendingError::Loss(e)
+            let e = if end.alert {
+                PendingError::Alert(e)
             } else {
                 PendingError::Text(e)
             };
@@ -795,8 +795,7 @@ impl Inner {
                 let mut settled = Settled::default();
                 let closed = close(&mut settled);
                 let mut st = self.state.lock();
-                st.counters.sent.add(settled.sent);
-                st.counters.lost.add(settled.lost);
+                settled.add_to(&mut st.counters);
                 self.apply_held(&mut st, closed.held);
                 if let Some((spooled, adopted)) = closed.disk {
                     st.counters.spooled = spooled;
@@ -844,7 +843,7 @@ impl Inner {
 
     /// Makes `e` the pending error (the caller holds the state lock).
     pub(crate) fn post_error(&self, st: &mut State, e: PendingError) {
-        if matches!(e, PendingError::Text(_)) && matches!(st.error, Some(PendingError::Loss(_))) {
+        if matches!(e, PendingError::Text(_)) && matches!(st.error, Some(PendingError::Alert(_))) {
             return;
         }
         st.error = Some(e);

@@ -19,11 +19,6 @@ use common::{assert_identity, refusing_port, temp_dir, Collector};
 use rlog::{Config, Logged, Logger};
 use spool_util::*;
 
-/// The two tests fork children that lower RLIMIT_FSIZE; one at a time, so that neither forks
-/// while the other's threads are mid-way through their own fork and file work (seen once under
-/// CI's load: both children waited 40 s for an I/O error that never came).
-static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
 const FSIZE_LIMIT: u64 = 64 << 10;
 const DROP_LIMIT: u64 = 256 << 10;
 /// Phase 1: 100 KB of messages, more than the file size limit, less than `drop_limit`.
@@ -150,7 +145,6 @@ fn child(to: &mut UnixStream, port: u16, dir: &Path) {
 
 #[test]
 fn a_failing_disk_holds_messages_in_memory_and_spools_them_once_it_works_again() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir = temp_dir("spool-disk-full");
     let (port, down) = refusing_port();
     let (mut to_child, mut child_end) = pair();
@@ -188,7 +182,6 @@ fn a_failing_disk_holds_messages_in_memory_and_spools_them_once_it_works_again()
 
 #[test]
 fn the_close_tries_a_disk_that_failed_a_moment_ago() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     // The disk failed less than a second ago (the driver waits a second before trying it
     // again), then works again, and the host exits: the close is the last chance to keep what
     // is held in memory, so it tries the disk instead of counting the messages lost.

@@ -127,6 +127,8 @@ pub struct Config {
     pub uwsgi_style: bool,
     /// `spool`: undeliverable records go to disk, replayed in order, adopted after a crash.
     pub spool: Option<SpoolConfig>,
+    /// `dead_letter`: the file that keeps records an output refused for good.
+    pub dead_letter: Option<String>,
 }
 
 /// `spool_mode`: when records go to disk.
@@ -312,6 +314,7 @@ impl Config {
         // The first rlogd-only key seen, to report it when the endpoint is not rlogd.
         let mut rlogd_key: Option<(String, usize)> = None;
         let mut spool = SpoolKeys::default();
+        let mut dead_letter = None;
 
         for e in &entries {
             let key = e.key.as_str();
@@ -388,6 +391,9 @@ impl Config {
                 "ssl_verify" => ssl_verify = boolean(e)?,
                 "sni_host" => sni_host = Some(nonempty(e, "\"sni_host\" must be a string")?),
                 "ssl_ca" => ssl_ca = Some((nonempty(e, "\"ssl_ca\" must be a file name")?, e.line)),
+                "dead_letter" => {
+                    dead_letter = Some(nonempty(e, "\"dead_letter\" must be a file name")?)
+                }
                 _ if spool.take(e)? => {}
                 _ if uwsgi.take(e)? => {}
                 k => return Err(format!("unknown key \"{k}\" at line {}", e.line)),
@@ -429,11 +435,15 @@ impl Config {
                 first_key: rlogd_key,
             };
             let set = uwsgi.build(base, &limits, &tls_base, &rlogd_base)?;
-            if let Some(line) = spool.first_line {
+            if let (Some(line), n @ 2..) = (spool.first_line, set.outputs.len()) {
                 return Err(format!(
-                    "\"spool\" at line {line}: a spool works with a plain host/port/path logger \
-                     for now; with logger/log-route/log-encoder lines a message may have \
-                     several copies, whose accounting on disk is not built yet"
+                    "\"spool\" at line {line}: a spool works with one output, and this config \
+                     has {n} ({}): give each output its own handle and spool directory",
+                    set.outputs
+                        .iter()
+                        .map(|o| o.label())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ));
             }
             return Ok(Config {
@@ -442,7 +452,8 @@ impl Config {
                 limits,
                 outputs: Arc::new(set),
                 uwsgi_style: true,
-                spool: None,
+                spool: spool.finish()?,
+                dead_letter,
             });
         }
 
@@ -529,6 +540,7 @@ impl Config {
             coarse_time: false,
             uwsgi_style: false,
             spool: spool.finish()?,
+            dead_letter,
         })
     }
 }

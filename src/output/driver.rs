@@ -15,12 +15,14 @@ use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::dead_letter::{self, DeadLetters};
 use super::spool::{OutputSpool, OwnedRecord, SpoolError, SpoolOptions, SpoolRecord, SyncMode};
 use super::tls::TlsSettings;
 use super::{datagram, reason, rlogd, socket, stream, tls, Failure, Output};
 use crate::buffer::Buffer;
 use crate::config::target::Target;
 use crate::config::{Limits, OutputSpec, SpoolConfig, SpoolMode, SpoolSync};
+use crate::ledger::Outcome;
 use crate::stats::Tally;
 use crate::sync::ChildCloses;
 
@@ -51,9 +53,15 @@ pub trait Control {
 
 /// Where a driver's outcomes go.
 pub trait Settle {
-    /// The records owned by `owners` (one per record; empty when records are the caller's
-    /// messages themselves), `t` in all, were delivered (`ok`) or given up on.
-    fn settle(&mut self, owners: std::collections::vec_deque::Drain<'_, u64>, t: Tally, ok: bool);
+    /// The records owned by `owners` (one per record; empty when the records are messages of
+    /// their own: a direct output's, or records replayed from disk), `t` in all, came to
+    /// `outcome`.
+    fn settle(
+        &mut self,
+        owners: std::collections::vec_deque::Drain<'_, u64>,
+        t: Tally,
+        outcome: Outcome,
+    );
 }
 
 /// What one delivery did, for the logger: retries, connections, bytes delivered, and the
@@ -63,6 +71,10 @@ pub struct Round {
     pub bytes: u64,
     pub failed: bool,
     pub error: Option<String>,
+    /// An error that outranks `error` and stays pending until read (messages lost to a full
+    /// spool, or held in memory because the disk fails): the retries that follow in the same
+    /// round, or in the next, must not hide it.
+    pub alert: Option<String>,
     pub retries: u64,
     pub connects: u64,
 }
@@ -95,6 +107,8 @@ pub struct Driver {
     disk: Option<Disk>,
     /// When the peer said to try again, after the last failed send (`Failure::Retry::after`).
     peer_wait: Option<Duration>,
+    /// Where refused records go (`dead_letter`).
+    dead: Option<Arc<DeadLetters>>,
 }
 
 impl Driver {
@@ -124,7 +138,14 @@ impl Driver {
             rng: producer | 1,
             disk: None,
             peer_wait: None,
+            dead: None,
         }
+    }
+
+    /// Gives the driver the logger's dead-letter file.
+    pub fn with_dead_letters(mut self, dead: Option<Arc<DeadLetters>>) -> Driver {
+        self.dead = dead;
+        self
     }
 
     pub fn limits(&self) -> &Limits {
@@ -156,21 +177,47 @@ impl Driver {
         floor + Duration::from_nanos(if span == 0 { 0 } else { r % (span + 1) })
     }
 
-    /// Settles the first `n` pending records as delivered (`ok`) or given up on.
-    pub fn settle_first(&mut self, n: usize, ok: bool, settle: &mut dyn Settle, round: &mut Round) {
+    /// Settles the first `n` pending records: they came to `outcome`.
+    pub fn settle_first(
+        &mut self,
+        n: usize,
+        outcome: Outcome,
+        settle: &mut dyn Settle,
+        round: &mut Round,
+    ) {
         if n == 0 {
             return;
         }
         let t = self.pending.tally_of_first(n);
-        if ok {
-            self.counters.sent.add(t);
-            round.bytes += t.bytes;
-        } else {
-            self.counters.lost.add(t);
+        match outcome {
+            Outcome::Sent => {
+                self.counters.sent.add(t);
+                round.bytes += t.bytes;
+            }
+            Outcome::Lost | Outcome::Rejected => self.counters.lost.add(t),
+            // The disk queue counts it from now on.
+            Outcome::Spooled => {}
         }
         self.pending.consume(n);
         let owners = n.min(self.owners.len());
-        settle.settle(self.owners.drain(..owners), t, ok);
+        settle.settle(self.owners.drain(..owners), t, outcome);
+    }
+
+    /// The first pending record is refused for good (`why`): it goes to the dead letters and
+    /// counts lost and rejected.
+    pub fn reject_first(&mut self, why: &str, settle: &mut dyn Settle, round: &mut Round) {
+        let Some(record) = self.pending.records().next() else {
+            return;
+        };
+        round.error = Some(self.dead_letter(why, record.bytes));
+        self.settle_first(1, Outcome::Rejected, settle, round);
+    }
+
+    /// Writes `record`, refused for `why`, to the dead letters (when there is a `dead_letter`
+    /// file); returns the error to report.
+    pub fn dead_letter(&self, why: &str, record: &[u8]) -> String {
+        let kept = dead_letter::keep(self.dead.as_deref(), &self.spec.label(), why, record);
+        self.labelled(&format!("{why}: not sent{kept}"))
     }
 
     /// A usable connection, with resty's connect retries. Errors: resty's "try to connect ..."
@@ -252,18 +299,17 @@ impl Driver {
                     match sent {
                         Ok(()) => {
                             let n = self.pending.len();
-                            self.settle_first(n, true, settle, round);
+                            self.settle_first(n, Outcome::Sent, settle, round);
                             if self.spec.limits.pool_size == 0 {
                                 self.conn = None;
                             }
                             continue;
                         }
                         Err(e) => {
-                            self.settle_first(e.done, true, settle, round);
+                            self.settle_first(e.done, Outcome::Sent, settle, round);
                             match e.failure {
                                 Failure::Reject { why } => {
-                                    round.error = Some(self.labelled(&format!("{why}: not sent")));
-                                    self.settle_first(1, false, settle, round);
+                                    self.reject_first(&why, settle, round);
                                     continue;
                                 }
                                 Failure::Retry {
@@ -588,26 +634,37 @@ impl Driver {
                 }
             }
         }
-        self.pending.consume(written);
-        match failure {
-            None => disk.retry_disk_at = None,
-            Some(SpoolError::Full) | Some(SpoolError::TooLarge) => {
-                let n = self.pending.len();
-                let msg = format!(
-                    "spool {} is full (spool_max_bytes = {}): {n} message(s) lost",
-                    disk.dir, disk.max_bytes
-                );
-                round.error = Some(self.labelled(&msg));
-                self.settle_first(n, false, settle, round);
+        // What the disk did not take: lost (a full spool), or held in memory (a failing disk).
+        let (msg, lose) = match failure {
+            None => {
+                disk.retry_disk_at = None;
+                (None, false)
             }
+            Some(SpoolError::Full) | Some(SpoolError::TooLarge) => (
+                Some(format!(
+                    "spool {} is full (spool_max_bytes = {}): {} message(s) lost",
+                    disk.dir,
+                    disk.max_bytes,
+                    self.pending.len() - written
+                )),
+                true,
+            ),
             Some(SpoolError::Io(e)) => {
                 disk.retry_disk_at = Some(now + Duration::from_secs(1));
                 let msg = format!(
                     "spool {}: {e}; the messages are held in memory meanwhile",
                     disk.dir
                 );
-                round.error = Some(self.labelled(&msg));
+                (Some(msg), false)
             }
+        };
+        self.settle_first(written, Outcome::Spooled, settle, round);
+        if let Some(msg) = msg {
+            round.alert = Some(self.labelled(&msg));
+        }
+        if lose {
+            let n = self.pending.len();
+            self.settle_first(n, Outcome::Lost, settle, round);
         }
     }
 
@@ -660,14 +717,18 @@ impl Driver {
             for r in &disk.read {
                 batch.push(&r.bytes, r.time_us);
             }
-            // The spooled batch goes through the same delivery as the memory one.
+            // The spooled batch goes through the same delivery as the memory one. Its records
+            // have no owner: each is a record of its own (its message was settled, as spooled,
+            // when it went to disk; or it was adopted).
             let memory = std::mem::replace(&mut self.pending, batch);
+            let owners = std::mem::take(&mut self.owners);
             let mut counting = Counting {
                 inner: settle,
                 done: 0,
             };
             let ok = self.deliver(ctl, &mut counting, round);
             let done = counting.done;
+            self.owners = owners;
             let batch = std::mem::replace(&mut self.pending, memory);
             let disk = self.disk.as_mut().expect("checked above");
             disk.replay = batch;
@@ -698,8 +759,13 @@ struct Counting<'a> {
 }
 
 impl Settle for Counting<'_> {
-    fn settle(&mut self, owners: std::collections::vec_deque::Drain<'_, u64>, t: Tally, ok: bool) {
+    fn settle(
+        &mut self,
+        owners: std::collections::vec_deque::Drain<'_, u64>,
+        t: Tally,
+        outcome: Outcome,
+    ) {
         self.done += t.msgs as usize;
-        self.inner.settle(owners, t, ok);
+        self.inner.settle(owners, t, outcome);
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod clickhouse;
 pub mod datagram;
+pub mod dead_letter;
 pub mod driver;
 pub mod rlogd;
 pub mod socket;

@@ -1,0 +1,171 @@
+//! Dead letters (`dead_letter = PATH`, SPEC §6): the records an output refused for good, kept
+//! as JSON lines `{"time":…, "output":…, "reason":…, "record":…}` so that a person can see
+//! them, fix what was wrong and send them again. `record_b64` replaces `record` when the bytes
+//! are not UTF-8. Each line is one `write` on a file opened with `O_APPEND`, so the workers of
+//! a prefork server can share one file without tearing each other's lines.
+//!
+//! Written by the worker (and the drivers' threads), never by a `log` call.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::sync::Mutex;
+
+use base64::Engine;
+
+use crate::encode::clock::now_micros;
+use crate::encode::template::json_escape;
+
+/// The dead-letter file of a logger.
+#[derive(Debug)]
+pub struct DeadLetters {
+    path: String,
+    file: Mutex<File>,
+}
+
+impl DeadLetters {
+    /// Opens (creates, mode 0600) `path` for appending.
+    ///
+    /// Errors: the file cannot be opened for writing; the message names it.
+    pub fn open(path: &str) -> Result<DeadLetters, String> {
+        let file = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(path)
+            .map_err(|e| format!("cannot open \"dead_letter\" file {path}: {e}"))?;
+        Ok(DeadLetters {
+            path: path.to_string(),
+            file: Mutex::new(file),
+        })
+    }
+
+    /// Appends `record`, refused by `output` for `reason`. A failed write is returned for the
+    /// logger to report (the record is counted lost and rejected all the same).
+    pub fn write(&self, output: &str, reason: &str, record: &[u8]) -> Result<(), String> {
+        let line = line(now_micros(), output, reason, record);
+        let mut f = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        f.write_all(&line).map_err(|e| self.failed(e))
+    }
+
+    fn failed(&self, e: io::Error) -> String {
+        format!(
+            "cannot write to \"dead_letter\" file {}: {e}; the refused record is not kept",
+            self.path
+        )
+    }
+}
+
+/// Keeps `record`, refused by `output` for `why`, in `dead` when there is a dead-letter file;
+/// returns what to add to the error that reports the refusal.
+pub fn keep(dead: Option<&DeadLetters>, output: &str, why: &str, record: &[u8]) -> String {
+    match dead.map(|d| d.write(output, why, record)) {
+        None => String::new(),
+        Some(Ok(())) => " (kept in the dead letters)".into(),
+        Some(Err(e)) => format!("; {e}"),
+    }
+}
+
+/// One dead letter as a JSON line.
+fn line(time_us: i64, output: &str, reason: &str, record: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(record.len() + reason.len() + 96);
+    out.extend_from_slice(b"{\"time\":\"");
+    out.extend_from_slice(rfc3339_utc(time_us).as_bytes());
+    out.extend_from_slice(b"\",\"output\":\"");
+    json_escape(output.as_bytes(), &mut out);
+    out.extend_from_slice(b"\",\"reason\":\"");
+    json_escape(reason.as_bytes(), &mut out);
+    match std::str::from_utf8(record) {
+        Ok(text) => {
+            out.extend_from_slice(b"\",\"record\":\"");
+            json_escape(text.as_bytes(), &mut out);
+        }
+        Err(_) => {
+            out.extend_from_slice(b"\",\"record_b64\":\"");
+            out.extend_from_slice(
+                base64::engine::general_purpose::STANDARD
+                    .encode(record)
+                    .as_bytes(),
+            );
+        }
+    }
+    out.extend_from_slice(b"\"}\n");
+    out
+}
+
+/// `time_us` (microseconds since the epoch) as RFC 3339 in UTC: `2026-12-07T10:00:00.123456Z`.
+fn rfc3339_utc(time_us: i64) -> String {
+    let secs = time_us.div_euclid(1_000_000);
+    let micros = time_us.rem_euclid(1_000_000);
+    let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{micros:06}Z",
+        sod / 3600,
+        sod / 60 % 60,
+        sod % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times() {
+        assert_eq!(rfc3339_utc(0), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(
+            rfc3339_utc(1_796_643_045_123_456),
+            "2026-12-07T11:30:45.123456Z"
+        );
+        assert_eq!(
+            rfc3339_utc(951_782_400_000_001),
+            "2000-02-29T00:00:00.000001Z"
+        );
+        assert_eq!(rfc3339_utc(-1), "1969-12-31T23:59:59.999999Z");
+    }
+
+    #[test]
+    fn lines_are_json() {
+        let l = line(0, "logger \"a\"", "HTTP 400: bad \"x\"", b"m\n\x01");
+        assert_eq!(
+            String::from_utf8(l).unwrap(),
+            "{\"time\":\"1970-01-01T00:00:00.000000Z\",\"output\":\"logger \\\"a\\\"\",\
+             \"reason\":\"HTTP 400: bad \\\"x\\\"\",\"record\":\"m\\n\\u0001\"}\n"
+        );
+        let l = line(0, "o", "r", b"\xff\x00");
+        assert!(String::from_utf8(l)
+            .unwrap()
+            .contains("\"record_b64\":\"/wA=\""));
+    }
+
+    #[test]
+    fn appends_and_reports() {
+        let dir = std::env::temp_dir().join(format!("rlog-dl-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("dead.jsonl");
+        let d = DeadLetters::open(p.to_str().unwrap()).unwrap();
+        d.write("o", "r1", b"one").unwrap();
+        d.write("o", "r2", b"two").unwrap();
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert_eq!(text.lines().count(), 2);
+        assert!(text
+            .lines()
+            .nth(1)
+            .unwrap()
+            .ends_with("\"record\":\"two\"}"));
+        let e = DeadLetters::open(dir.join("no/such/dir").to_str().unwrap()).unwrap_err();
+        assert!(e.starts_with("cannot open \"dead_letter\" file"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
