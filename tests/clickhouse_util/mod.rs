@@ -83,6 +83,11 @@ fn config_xml(dir: &Path, http: u16, tcp: u16) -> String {
     )
 }
 
+/// users.xml with `writer`'s password `password`.
+fn users_xml(password: &str) -> String {
+    USERS_XML.replace("<password>s3cret</password>", &format!("<password>{password}</password>"))
+}
+
 const USERS_XML: &str = r#"<?xml version="1.0"?>
 <yandex>
   <profiles><default></default></profiles>
@@ -112,7 +117,7 @@ impl ClickHouse {
             std::env::temp_dir().join(format!("rlog-clickhouse-{name}-{}-{n}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
-        fs::write(dir.join("users.xml"), USERS_XML).unwrap();
+        fs::write(dir.join("users.xml"), users_xml(PASSWORD)).unwrap();
         let mut ch = ClickHouse {
             dir,
             http_port: 0,
@@ -235,6 +240,15 @@ impl ClickHouse {
             );
             thread::sleep(Duration::from_millis(200));
         }
+    }
+
+    /// Gives user `writer` the password `password`: ClickHouse rereads users.xml by itself
+    /// within seconds (poll with `query_as`).
+    pub fn set_password(&self, user: &str, password: &str) {
+        assert_eq!(user, USER, "only {USER} has a password");
+        let tmp = self.dir.join("users.xml.new");
+        fs::write(&tmp, users_xml(password)).unwrap();
+        fs::rename(&tmp, self.dir.join("users.xml")).unwrap();
     }
 
     /// Runs `sql` (POSTed as the body); Ok(answer) on 200, Err(status and body) otherwise.
