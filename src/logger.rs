@@ -87,12 +87,18 @@ fn build_tls(config: &Config) -> Result<Vec<Option<Arc<TlsSettings>>>, String> {
         .iter()
         .map(|o| {
             let Some(t) = &o.tls else { return Ok(None) };
-            crate::output::tls::settings(&t.server_name, t.verify, t.ca.as_deref())
-                .map(|s| Some(Arc::new(s)))
-                .map_err(|e| match t.ca_line {
-                    Some(line) => format!("{e} (\"ssl_ca\" at line {line})"),
-                    None => e,
-                })
+            let client = t.client.as_ref().map(|(c, k)| (c.as_str(), k.as_str()));
+            crate::output::tls::settings_with_client(
+                &t.server_name,
+                t.verify,
+                t.ca.as_deref(),
+                client,
+            )
+            .map(|s| Some(Arc::new(s)))
+            .map_err(|e| match t.ca_line {
+                Some(line) => format!("{e} (\"ssl_ca\" at line {line})"),
+                None => e,
+            })
         })
         .collect()
 }

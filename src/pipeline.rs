@@ -284,12 +284,9 @@ fn ingest(
                 ledger.mark_lost(seq);
                 continue;
             }
-            // rlogd stores each record with its `log` time; the other targets need none.
-            let time = if spec.target.is_rlogd() {
-                rec.time_us
-            } else {
-                None
-            };
+            // rlogd stores each record with its `log` time, and so do Loki and OTLP; the other
+            // targets need none.
+            let time = if spec.keeps_time() { rec.time_us } else { None };
             inbox.push(i, &r.frame, time, seq);
             ledger.add_copy(seq);
         }

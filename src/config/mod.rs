@@ -5,6 +5,7 @@
 //! lua-resty-logger-socket's wording so its users recognise them; errors about a particular line
 //! name that line. Nothing is ignored silently: an unknown key is an error.
 
+pub mod http;
 pub mod outputs;
 pub mod route;
 pub mod target;
@@ -60,6 +61,9 @@ pub struct Limits {
     pub max_buffer_reuse: u64,
     /// Flush at least this often when anything is buffered.
     pub periodic_flush: Option<Duration>,
+    /// `max_retry_delay` (Kong's name): the longest pause between retries, instead of
+    /// [`Limits::max_backoff`]'s default.
+    pub max_retry_delay: Option<Duration>,
 }
 
 impl Default for Limits {
@@ -73,6 +77,7 @@ impl Default for Limits {
             pool_size: 10,
             max_buffer_reuse: 10_000,
             periodic_flush: None,
+            max_retry_delay: None,
         }
     }
 }
@@ -81,6 +86,9 @@ impl Limits {
     /// The longest pause between two retries: 32 × `retry_interval`, at most 10 s (but never
     /// less than `retry_interval` itself).
     pub fn max_backoff(&self) -> Duration {
+        if let Some(cap) = self.max_retry_delay {
+            return cap.max(self.retry_interval);
+        }
         (self.retry_interval * 32)
             .min(Duration::from_secs(10))
             .max(self.retry_interval)
@@ -278,7 +286,7 @@ fn unquote(v: &str) -> Result<String, String> {
 }
 
 /// Keys that may appear more than once.
-const REPEATABLE: &[&str] = &["logger", "log_encoder", "log_route"];
+const REPEATABLE: &[&str] = &["logger", "log_encoder", "log_route", "header"];
 
 impl Config {
     /// Where this handle sends, for messages about it: its loggers' targets as a config names
@@ -308,6 +316,8 @@ impl Config {
         let mut ssl_verify = true;
         let mut sni_host: Option<String> = None;
         let mut ssl_ca: Option<(String, usize)> = None;
+        let mut ssl_cert: Option<String> = None;
+        let mut ssl_key: Option<String> = None;
         let mut uwsgi = UwsgiKeys::default();
         let mut rlogd_proto = false;
         let mut rlogd = RlogdSettings::default();
@@ -318,7 +328,7 @@ impl Config {
 
         for e in &entries {
             let key = e.key.as_str();
-            if seen.contains(&key) && !REPEATABLE.contains(&key) {
+            if seen.contains(&key) && !REPEATABLE.contains(&key) && !key.ends_with(".header") {
                 return Err(format!(
                     "duplicate key \"{key}\" at line {}: it may be set only once",
                     e.line
@@ -364,6 +374,9 @@ impl Config {
                     rlogd.record_type = record_type(e)?;
                     rlogd_key.get_or_insert((key.to_string(), e.line));
                 }
+                "compression" if v == "gzip" => {
+                    uwsgi.take(e)?;
+                }
                 "compression" => {
                     rlogd.compress = compression(e)?;
                     rlogd_key.get_or_insert((key.to_string(), e.line));
@@ -375,10 +388,18 @@ impl Config {
                     limits.max_retry_times =
                         u32::try_from(whole(e)?).map_err(|_| at("invalid \"max_retry_times\""))?
                 }
-                "retry_interval" => limits.retry_interval = millis(e)?,
+                "retry_interval" => {
+                    if seen.contains(&"initial_retry_delay") {
+                        return Err(at("\"initial_retry_delay\" is Kong's name (in seconds) for \"retry_interval\" (in ms): set one of them"));
+                    }
+                    limits.retry_interval = millis(e)?
+                }
                 "pool_size" => limits.pool_size = whole(e)? as usize,
                 "max_buffer_reuse" => limits.max_buffer_reuse = whole(e)?,
                 "periodic_flush" => {
+                    if seen.contains(&"max_coalescing_delay") {
+                        return Err(at("\"max_coalescing_delay\" is Kong's name for \"periodic_flush\": set one of them"));
+                    }
                     let secs = decimal(e)?;
                     // A shorter period would have the worker spin (at 1e-12 it is zero: a
                     // flush "due" at every look, 100 % of a core while idle).
@@ -394,6 +415,21 @@ impl Config {
                 "dead_letter" => {
                     dead_letter = Some(nonempty(e, "\"dead_letter\" must be a file name")?)
                 }
+                "ssl_cert" => ssl_cert = Some(nonempty(e, "\"ssl_cert\" must be a file name")?),
+                "ssl_key" => ssl_key = Some(nonempty(e, "\"ssl_key\" must be a file name")?),
+                "max_coalescing_delay" => {
+                    if seen.contains(&"periodic_flush") {
+                        return Err(at("\"max_coalescing_delay\" is Kong's name for \"periodic_flush\": set one of them"));
+                    }
+                    limits.periodic_flush = Some(http::coalescing_delay(e)?);
+                }
+                "initial_retry_delay" => {
+                    if seen.contains(&"retry_interval") {
+                        return Err(at("\"initial_retry_delay\" is Kong's name (in seconds) for \"retry_interval\" (in ms): set one of them"));
+                    }
+                    limits.retry_interval = http::retry_delay(e)?;
+                }
+                "max_retry_delay" => limits.max_retry_delay = Some(http::retry_delay(e)?),
                 _ if spool.take(e)? => {}
                 _ if uwsgi.take(e)? => {}
                 k => return Err(format!("unknown key \"{k}\" at line {}", e.line)),
@@ -429,6 +465,7 @@ impl Config {
                 ssl_verify,
                 sni_host,
                 ssl_ca: ssl_ca.map(|(f, _)| f),
+                client: client_cert(ssl_cert, ssl_key)?,
             };
             let rlogd_base = RlogdBase {
                 settings: rlogd,
@@ -518,15 +555,23 @@ impl Config {
                     None => e,
                 }
             })?;
+            let client = client_cert(ssl_cert, ssl_key)?;
+            if let Some((cert, key)) = &client {
+                crate::output::tls::check_client(cert, key)?;
+            }
             Some(TlsOptions {
                 server_name,
                 verify: ssl_verify,
                 ca,
                 ca_line,
+                client,
             })
         } else {
             if let Some((_, line)) = ssl_ca {
                 return Err(format!("\"ssl_ca\" at line {line} needs \"ssl = true\""));
+            }
+            if ssl_cert.is_some() || ssl_key.is_some() {
+                return Err("\"ssl_cert\"/\"ssl_key\" need \"ssl = true\"".to_string());
             }
             None
         };
@@ -542,6 +587,23 @@ impl Config {
             spool: spool.finish()?,
             dead_letter,
         })
+    }
+}
+
+/// `ssl_cert` and `ssl_key` together, or neither.
+///
+/// Errors: one without the other.
+fn client_cert(
+    cert: Option<String>,
+    key: Option<String>,
+) -> Result<Option<(String, String)>, String> {
+    match (cert, key) {
+        (Some(c), Some(k)) => Ok(Some((c, k))),
+        (None, None) => Ok(None),
+        (Some(_), None) => {
+            Err("\"ssl_cert\" needs \"ssl_key\" (the client certificate's private key)".into())
+        }
+        (None, Some(_)) => Err("\"ssl_key\" needs \"ssl_cert\" (the client certificate)".into()),
     }
 }
 

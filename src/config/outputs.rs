@@ -9,6 +9,7 @@
 //! work the same way for `rlogd://` loggers: handle-wide they apply to every rlogd logger,
 //! `NAME.KEY` to one; on a logger that is not rlogd they are an init error.
 
+use super::http::{HttpSettings, HTTP_ONLY};
 use super::route::{Route, Router};
 use super::target::{parse_logger, LoggerSpec, Target};
 use super::{Endpoint, Entry, Limits, RlogdSettings};
@@ -26,6 +27,9 @@ pub struct TlsOptions {
     pub ca: Option<String>,
     /// The config line of `ssl_ca`, for its errors (plain configs).
     pub ca_line: Option<usize>,
+    /// `ssl_cert` and `ssl_key`: the client certificate chain and its key (PEM files), for
+    /// servers that ask for one (mutual TLS).
+    pub client: Option<(String, String)>,
 }
 
 /// One output of the handle: where it delivers and how it encodes.
@@ -47,6 +51,8 @@ pub struct OutputSpec {
     pub tls: Option<TlsOptions>,
     /// Token, record type and compression, for rlogd targets (unused by the others).
     pub rlogd: RlogdSettings,
+    /// Request settings, for http targets (unused by the others).
+    pub http: HttpSettings,
 }
 
 impl OutputSpec {
@@ -56,6 +62,14 @@ impl OutputSpec {
             Some(n) => format!("logger \"{n}\""),
             None => format!("logger {}", self.target_text()),
         }
+    }
+
+    /// Whether each record travels with its `log` call's time: rlogd stores it, Loki and OTLP
+    /// send it.
+    pub fn keeps_time(&self) -> bool {
+        use super::http::ApiKind;
+        self.target.is_rlogd()
+            || (self.target.is_http() && matches!(self.http.api, ApiKind::Loki | ApiKind::Otlp))
     }
 
     /// The target as a `logger` line names it (`tls://` and `rlogds://` with TLS).
@@ -99,6 +113,7 @@ impl OutputSet {
                 framing: Framing::None,
                 tls,
                 rlogd,
+                http: HttpSettings::default(),
             }],
             router: Router::new(&[], &[None]).expect("no routes"),
         }
@@ -109,7 +124,7 @@ impl OutputSet {
     pub fn needs_time(&self) -> bool {
         self.outputs
             .iter()
-            .any(|s| s.chain.needs_time() || s.target.is_rlogd())
+            .any(|s| s.chain.needs_time() || s.keeps_time())
     }
 
     /// Whether some encoder needs the time below the second (`${micros}`, `${millis}`,
@@ -117,7 +132,7 @@ impl OutputSet {
     pub fn needs_subsecond(&self) -> bool {
         self.outputs
             .iter()
-            .any(|s| s.chain.needs_subsecond() || s.target.is_rlogd())
+            .any(|s| s.chain.needs_subsecond() || s.keeps_time())
     }
 }
 
@@ -128,6 +143,8 @@ pub struct TlsBase {
     pub ssl_verify: bool,
     pub sni_host: Option<String>,
     pub ssl_ca: Option<String>,
+    /// `ssl_cert` and `ssl_key`, for mutual TLS.
+    pub client: Option<(String, String)>,
 }
 
 /// The handle-wide rlogd keys (`token`/`token_file`, `type`, `compression`), for rlogd loggers.
@@ -150,10 +167,23 @@ const OVERRIDABLE: &[&str] = &[
     "token_file",
     "type",
     "compression",
+    "method",
+    "content_type",
+    "keepalive",
+    "header",
+    "max_batch_size",
+    "max_batch_bytes",
+    "max_retry_time",
+    "retry_statuses",
+    "http_api",
+    "loki_labels",
+    "es_action",
+    "initial_retry_delay",
+    "max_retry_delay",
 ];
 
-/// Overridable keys that only rlogd loggers take.
-const RLOGD_ONLY: &[&str] = &["token", "token_file", "type", "compression"];
+/// Overridable keys that only rlogd loggers take (`compression` is rlogd's or http's).
+const RLOGD_ONLY: &[&str] = &["token", "token_file", "type"];
 
 /// The uWSGI-style lines of a config, collected while `Config::parse` walks it.
 #[derive(Debug, Default)]
@@ -162,8 +192,14 @@ pub struct UwsgiKeys {
     encoders: Vec<EncoderSpec>,
     routes: Vec<Route>,
     framing: Option<Framing>,
+    /// The handle-wide `framing` line, for http loggers (which also take `json_array`).
+    framing_entry: Option<Entry>,
     /// (logger name, key, entry)
     overrides: Vec<(String, String, Entry)>,
+    /// The handle-wide http keys, and the first of them (key, line) to name it when no logger
+    /// is http.
+    http: HttpSettings,
+    http_first: Option<(String, usize)>,
 }
 
 impl UwsgiKeys {
@@ -178,7 +214,16 @@ impl UwsgiKeys {
                 .push((parse_logger(&e.value).map_err(at)?, e.line)),
             "log_encoder" => self.encoders.push(Encoder::parse(&e.value).map_err(at)?),
             "log_route" => self.routes.push(Route::parse(&e.value).map_err(at)?),
-            "framing" => self.framing = Some(Framing::parse(&e.value).map_err(at)?),
+            "framing" => {
+                self.framing_entry = Some(e.clone());
+                if e.value != "json_array" {
+                    self.framing = Some(Framing::parse(&e.value).map_err(at)?);
+                }
+            }
+            k if HTTP_ONLY.contains(&k) || (k == "compression" && e.value == "gzip") => {
+                self.http.apply(k, e)?;
+                self.http_first.get_or_insert((k.to_string(), e.line));
+            }
             k => {
                 let Some((name, key)) = k.split_once('.') else {
                     return Ok(false);
@@ -202,8 +247,9 @@ impl UwsgiKeys {
         !self.loggers.is_empty()
             || !self.encoders.is_empty()
             || !self.routes.is_empty()
-            || self.framing.is_some()
+            || self.framing_entry.is_some()
             || !self.overrides.is_empty()
+            || self.http_first.is_some()
     }
 
     pub fn has_loggers(&self) -> bool {
@@ -263,6 +309,7 @@ impl UwsgiKeys {
                 framing,
                 tls,
                 rlogd: rb.settings.clone(),
+                http: HttpSettings::default(),
             });
         } else if tb.ssl {
             return Err("\"ssl\" applies to the \"host\"/\"path\" logger; use tls://HOST:PORT or rlogds://HOST:PORT in \"logger\" lines".into());
@@ -285,8 +332,24 @@ impl UwsgiKeys {
                     let tls = tls_for(tb, &host)?;
                     (Target::Rlogd { host, port }, Some(tls))
                 }
+                t @ Target::Http { https: true, .. } => {
+                    let Target::Http { host, .. } = &t else {
+                        unreachable!()
+                    };
+                    let tls = tls_for(tb, host)?;
+                    (t, Some(tls))
+                }
                 t => (t, None),
             };
+            let mut http = self.http.clone();
+            if target.is_http() {
+                if let Some(e) = &self.framing_entry {
+                    // The handle-wide framing is the http loggers' too when it is one of theirs.
+                    if e.value != "octet" && e.value != "octet-counting" {
+                        http.apply("framing", e)?;
+                    }
+                }
+            }
             sinks.push(OutputSpec {
                 chain: Chain::for_logger(&self.encoders, spec.name.as_deref()),
                 name: spec.name,
@@ -296,10 +359,26 @@ impl UwsgiKeys {
                 framing,
                 tls,
                 rlogd: rb.settings.clone(),
+                http,
             });
         }
         if tb.ssl_ca.is_some() && sinks.iter().all(|s| s.tls.is_none()) {
-            return Err("\"ssl_ca\" needs \"ssl = true\" or a tls:// or rlogds:// logger".into());
+            return Err(
+                "\"ssl_ca\" needs \"ssl = true\" or a tls://, rlogds:// or https:// logger".into(),
+            );
+        }
+        if tb.client.is_some() && sinks.iter().all(|s| s.tls.is_none()) {
+            return Err(
+                "\"ssl_cert\" needs \"ssl = true\" or a tls://, rlogds:// or https:// logger"
+                    .into(),
+            );
+        }
+        if let Some((k, line)) = &self.http_first {
+            if !sinks.iter().any(|s| s.target.is_http()) {
+                return Err(format!(
+                    "\"{k}\" at line {line} needs an http:// or https:// logger"
+                ));
+            }
         }
         if let Some((k, line)) = &rb.first_key {
             if !sinks.iter().any(|s| s.target.is_rlogd()) {
@@ -321,6 +400,22 @@ impl UwsgiKeys {
             if RLOGD_ONLY.contains(&key.as_str()) && !s.target.is_rlogd() {
                 return Err(format!(
                     "\"{}\" at line {}: {} is not an rlogd logger; \"{key}\" applies to rlogd://HOST:PORT loggers only",
+                    e.key,
+                    e.line,
+                    s.label()
+                ));
+            }
+            if HTTP_ONLY.contains(&key.as_str()) && !s.target.is_http() {
+                return Err(format!(
+                    "\"{}\" at line {}: {} is not an http logger; \"{key}\" applies to http[s]:// loggers only",
+                    e.key,
+                    e.line,
+                    s.label()
+                ));
+            }
+            if key == "compression" && !s.target.is_http() && !s.target.is_rlogd() {
+                return Err(format!(
+                    "\"{}\" at line {}: {} is neither an rlogd nor an http logger; \"compression\" applies to those only",
                     e.key,
                     e.line,
                     s.label()
@@ -357,6 +452,25 @@ impl UwsgiKeys {
             }
         }
         for s in &sinks {
+            if s.target.is_http() {
+                s.http.check(&s.label())?;
+            } else if self
+                .framing_entry
+                .as_ref()
+                .is_some_and(|e| e.value == "json_array")
+                && !self
+                    .overrides
+                    .iter()
+                    .any(|(n, k, _)| k == "framing" && s.name.as_deref() == Some(n.as_str()))
+                && !s.target.is_datagram()
+                && !s.target.is_rlogd()
+            {
+                return Err(format!(
+                    "{}: framing = json_array applies to http loggers; {} takes none, newline or octet",
+                    s.label(),
+                    s.target
+                ));
+            }
             if s.target.is_datagram() && s.framing != Framing::None {
                 if self.framing.is_some()
                     && !self
@@ -377,7 +491,8 @@ impl UwsgiKeys {
         for s in &mut sinks {
             // Datagrams carry one record each; rlogd frames its records itself. The handle-wide
             // framing is for the stream loggers.
-            if s.target.is_datagram() || s.target.is_rlogd() {
+            if s.target.is_datagram() || s.target.is_rlogd() || s.target.is_http() {
+                // http loggers lay out their bodies themselves (`HttpSettings::framing`).
                 s.framing = Framing::None;
             } else if self.framing.is_none()
                 && !self
@@ -423,8 +538,12 @@ fn tls_for(tb: &TlsBase, host: &str) -> Result<TlsOptions, String> {
         verify: tb.ssl_verify,
         ca: tb.ssl_ca.clone(),
         ca_line: None,
+        client: tb.client.clone(),
     };
     crate::output::tls::check(&t.server_name, t.verify, t.ca.as_deref())?;
+    if let Some((cert, key)) = &t.client {
+        crate::output::tls::check_client(cert, key)?;
+    }
     Ok(t)
 }
 
@@ -439,13 +558,18 @@ fn apply_override(s: &mut OutputSpec, key: &str, e: &Entry) -> Result<(), String
         }
         "retry_interval" => l.retry_interval = super::millis(e)?,
         "pool_size" => l.pool_size = super::whole(e)? as usize,
+        "framing" if s.target.is_http() => s.http.apply(key, e)?,
         "framing" => {
             s.framing = Framing::parse(&e.value)
                 .map_err(|m| format!("{m} (\"{}\" at line {})", e.key, e.line))?
         }
         "token" | "token_file" => s.rlogd.token = super::token_value(e)?,
         "type" => s.rlogd.record_type = super::record_type(e)?,
+        "compression" if s.target.is_http() => s.http.apply(key, e)?,
         "compression" => s.rlogd.compress = super::compression(e)?,
+        "initial_retry_delay" => l.retry_interval = super::http::retry_delay(e)?,
+        "max_retry_delay" => l.max_retry_delay = Some(super::http::retry_delay(e)?),
+        k if HTTP_ONLY.contains(&k) => s.http.apply(k, e)?,
         _ => unreachable!("checked against OVERRIDABLE"),
     }
     Ok(())

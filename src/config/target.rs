@@ -43,6 +43,16 @@ pub enum Target {
         host: String,
         port: u16,
     },
+    /// `http://` or `https://` (`https`): batched requests to `path` (query included).
+    Http {
+        https: bool,
+        host: String,
+        port: u16,
+        /// The request target: the URL's path and query (`/` at least).
+        path: String,
+        /// `USER:PASS` from the URL, sent as Basic authorization.
+        userinfo: Option<String>,
+    },
 }
 
 impl Target {
@@ -54,6 +64,11 @@ impl Target {
     /// rlogd targets frame, number and acknowledge records themselves.
     pub fn is_rlogd(&self) -> bool {
         matches!(self, Target::Rlogd { .. } | Target::RlogdTls { .. })
+    }
+
+    /// http and https targets batch records into requests.
+    pub fn is_http(&self) -> bool {
+        matches!(self, Target::Http { .. })
     }
 }
 
@@ -67,6 +82,26 @@ impl fmt::Display for Target {
             Target::UnixStream { path } => write!(f, "unix://{path}"),
             Target::Rlogd { host, port } => write!(f, "rlogd://{host}:{port}"),
             Target::RlogdTls { host, port } => write!(f, "rlogds://{host}:{port}"),
+            Target::Http {
+                https,
+                host,
+                port,
+                path,
+                userinfo,
+            } => {
+                let scheme = if *https { "https" } else { "http" };
+                // The password is not shown in messages.
+                let user = match userinfo {
+                    Some(u) => format!("{}:***@", u.split(':').next().unwrap_or("")),
+                    None => String::new(),
+                };
+                let host = if host.contains(':') {
+                    format!("[{host}]")
+                } else {
+                    host.clone()
+                };
+                write!(f, "{scheme}://{user}{host}:{port}{path}")
+            }
         }
     }
 }
@@ -144,6 +179,10 @@ pub fn parse_logger(value: &str) -> Result<LoggerSpec, String> {
     } else if let Some(rest) = target.strip_prefix("rlogds://") {
         let (host, port) = host_port(rest).map_err(|e| ctx(&e))?;
         Target::RlogdTls { host, port }
+    } else if let Some(rest) = target.strip_prefix("http://") {
+        http_url(rest, false).map_err(|e| ctx(&e))?
+    } else if let Some(rest) = target.strip_prefix("https://") {
+        http_url(rest, true).map_err(|e| ctx(&e))?
     } else if let Some(path) = target.strip_prefix("unix://") {
         if !path.starts_with('/') {
             return Err(ctx(
@@ -156,7 +195,7 @@ pub fn parse_logger(value: &str) -> Result<LoggerSpec, String> {
         }
     } else {
         return Err(ctx(
-            "unsupported target (supported: socket:HOST:PORT[,TEXT], socket:/path[,TEXT], udp://HOST:PORT, tcp://HOST:PORT, tls://HOST:PORT, unix:///path, rlogd://HOST:PORT, rlogds://HOST:PORT)",
+            "unsupported target (supported: socket:HOST:PORT[,TEXT], socket:/path[,TEXT], udp://HOST:PORT, tcp://HOST:PORT, tls://HOST:PORT, unix:///path, rlogd://HOST:PORT, rlogds://HOST:PORT, http[s]://[USER:PASS@]HOST[:PORT]/PATH)",
         ));
     };
     Ok(LoggerSpec {
@@ -164,6 +203,82 @@ pub fn parse_logger(value: &str) -> Result<LoggerSpec, String> {
         target,
         prefix,
     })
+}
+
+/// `[USER:PASS@]HOST[:PORT][/PATH[?QUERY]]`, after `http://` or `https://`.
+fn http_url(rest: &str, https: bool) -> Result<Target, String> {
+    let split = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(split);
+    let path = match path {
+        "" => "/".to_string(),
+        p if p.starts_with('?') => format!("/{p}"),
+        p => p.to_string(),
+    };
+    if path.contains('#') {
+        return Err(format!(
+            "a fragment (\"#...\") is not sent to a server: \"{path}\""
+        ));
+    }
+    if path
+        .bytes()
+        .any(|b| b.is_ascii_control() || b == b' ' || b >= 0x80)
+    {
+        return Err(format!(
+            "the path \"{path}\" has spaces, control or non-ASCII characters: percent-encode them"
+        ));
+    }
+    let (userinfo, hostport) = match authority.rsplit_once('@') {
+        Some((u, h)) => {
+            if !u.contains(':') {
+                return Err("credentials in the URL must be USER:PASS".to_string());
+            }
+            (Some(percent_decode(u)?), h)
+        }
+        None => (None, authority),
+    };
+    let default = if https { 443 } else { 80 };
+    let has_port = if let Some(r) = hostport.strip_prefix('[') {
+        r.contains("]:")
+    } else {
+        hostport.contains(':')
+    };
+    let (host, port) = if has_port {
+        host_port(hostport)?
+    } else {
+        let h = hostport.trim_start_matches('[').trim_end_matches(']');
+        if h.is_empty() {
+            return Err(format!("bad address \"{hostport}\": the host is missing"));
+        }
+        (h.to_string(), default)
+    };
+    Ok(Target::Http {
+        https,
+        host,
+        port,
+        path,
+        userinfo,
+    })
+}
+
+/// Decodes `%XX` escapes (in URL credentials).
+fn percent_decode(s: &str) -> Result<String, String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| "a bad %-escape in the URL's credentials".to_string())?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| "the URL's credentials are not UTF-8".to_string())
 }
 
 /// `HOST:PORT` or `[V6]:PORT`.
@@ -278,6 +393,42 @@ mod tests {
                 port: 5170
             }
         );
+    }
+
+    #[test]
+    fn http_urls() {
+        let l = parse_logger("k https://u%40x:p%3Aw@logs.example:8443/a/b?x=1").unwrap();
+        assert_eq!(l.name.as_deref(), Some("k"));
+        assert_eq!(
+            l.target,
+            Target::Http {
+                https: true,
+                host: "logs.example".into(),
+                port: 8443,
+                path: "/a/b?x=1".into(),
+                userinfo: Some("u@x:p:w".into()),
+            }
+        );
+        assert_eq!(
+            l.target.to_string(),
+            "https://u@x:***@logs.example:8443/a/b?x=1"
+        );
+        let t = parse_logger("http://h").unwrap().target;
+        assert_eq!(t.to_string(), "http://h:80/");
+        let t = parse_logger("http://[::1]?q").unwrap().target;
+        assert_eq!(t.to_string(), "http://[::1]:80/?q");
+        assert!(parse_logger("http://u@h/")
+            .unwrap_err()
+            .contains("USER:PASS"));
+        assert!(parse_logger("http://h/a b")
+            .unwrap_err()
+            .contains("percent-encode"));
+        assert!(parse_logger("http:///x")
+            .unwrap_err()
+            .contains("host is missing"));
+        assert!(parse_logger("http://h:99999/")
+            .unwrap_err()
+            .contains("out of range"));
     }
 
     #[test]

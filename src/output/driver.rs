@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use super::dead_letter::{self, DeadLetters};
 use super::spool::{OutputSpool, OwnedRecord, SpoolError, SpoolOptions, SpoolRecord, SyncMode};
 use super::tls::TlsSettings;
-use super::{datagram, reason, rlogd, socket, stream, tls, Failure, Output};
+use super::{datagram, http, reason, rlogd, socket, stream, tls, Failure, Output};
 use crate::buffer::Buffer;
 use crate::config::target::Target;
 use crate::config::{Limits, OutputSpec, SpoolConfig, SpoolMode, SpoolSync};
@@ -109,6 +109,8 @@ pub struct Driver {
     peer_wait: Option<Duration>,
     /// Where refused records go (`dead_letter`).
     dead: Option<Arc<DeadLetters>>,
+    /// What an http output's connections share (how long its oldest records have been tried).
+    http_state: http::Shared,
 }
 
 impl Driver {
@@ -139,6 +141,7 @@ impl Driver {
             disk: None,
             peer_wait: None,
             dead: None,
+            http_state: http::Shared::default(),
         }
     }
 
@@ -237,7 +240,13 @@ impl Driver {
         let mut tries = 0;
         loop {
             let timeout = capped(self.spec.limits.timeout, ctl.deadline());
-            match open(&self.spec, self.tls.as_deref(), self.producer, timeout) {
+            match open(
+                &self.spec,
+                self.tls.as_deref(),
+                self.producer,
+                timeout,
+                &self.http_state,
+            ) {
                 Ok(c) => {
                     self.counters.connects += 1;
                     round.connects += 1;
@@ -381,8 +390,18 @@ fn open(
     tls: Option<&TlsSettings>,
     producer: u64,
     timeout: Duration,
+    http_state: &http::Shared,
 ) -> io::Result<Box<dyn Output>> {
     let sock = match &spec.target {
+        Target::Http { .. } => {
+            return Ok(Box::new(http::Http::open(
+                spec,
+                tls,
+                producer,
+                timeout,
+                http_state.clone(),
+            )?))
+        }
         Target::Rlogd { host, port } | Target::RlogdTls { host, port } => {
             return Ok(Box::new(rlogd::Rlogd::connect_to(
                 host,

@@ -10,6 +10,7 @@ pub mod clickhouse;
 pub mod datagram;
 pub mod dead_letter;
 pub mod driver;
+pub mod http;
 pub mod rlogd;
 pub mod socket;
 pub mod spool;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{
     ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStore, SignatureScheme,
 };
@@ -72,10 +72,52 @@ pub fn check(server: &str, verify: bool, ca_file: Option<&str>) -> Result<(), St
     Ok(())
 }
 
+/// The client certificate chain in PEM file `cert` and its private key in `key` (`ssl_cert`,
+/// `ssl_key`), for servers that ask for one.
+///
+/// Errors: a file cannot be read, or holds no certificate or no key.
+fn client_identity(
+    cert: &str,
+    key: &str,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), String> {
+    let pem =
+        std::fs::read(cert).map_err(|e| format!("cannot read \"ssl_cert\" file {cert}: {e}"))?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("bad PEM in \"ssl_cert\" file {cert}: {e}"))?;
+    if certs.is_empty() {
+        return Err(format!("no certificate found in \"ssl_cert\" file {cert}"));
+    }
+    let pem = std::fs::read(key).map_err(|e| format!("cannot read \"ssl_key\" file {key}: {e}"))?;
+    let key_der = PrivateKeyDer::from_pem_slice(&pem)
+        .map_err(|e| format!("no private key found in \"ssl_key\" file {key}: {e}"))?;
+    Ok((certs, key_der))
+}
+
+/// Checks, when the config is parsed, that the client certificate and key files can be read.
+///
+/// Errors: as [`client_identity`].
+pub fn check_client(cert: &str, key: &str) -> Result<(), String> {
+    client_identity(cert, key).map(|_| ())
+}
+
 /// Builds the TLS settings, when the logger starts.
 ///
 /// Errors: as [`check`]; a certificate rustls refuses; no system roots.
 pub fn settings(server: &str, verify: bool, ca_file: Option<&str>) -> Result<TlsSettings, String> {
+    settings_with_client(server, verify, ca_file, None)
+}
+
+/// [`settings`], with a client certificate and key (`ssl_cert`, `ssl_key`) when `client` is
+/// given.
+///
+/// Errors: as [`settings`]; unreadable client files; a key that does not match the certificate.
+pub fn settings_with_client(
+    server: &str,
+    verify: bool,
+    ca_file: Option<&str>,
+    client: Option<(&str, &str)>,
+) -> Result<TlsSettings, String> {
     let server_name = server_name(server)?;
     let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
@@ -98,17 +140,34 @@ pub fn settings(server: &str, verify: bool, ca_file: Option<&str>) -> Result<Tls
                 }
             }
         }
-        builder.with_root_certificates(roots).with_no_client_auth()
+        with_client(builder.with_root_certificates(roots), client)?
     } else {
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(NoVerify(provider())))
-            .with_no_client_auth()
+        with_client(
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(NoVerify(provider()))),
+            client,
+        )?
     };
     Ok(TlsSettings {
         config: Arc::new(config),
         server_name,
     })
+}
+
+fn with_client(
+    builder: rustls::ConfigBuilder<ClientConfig, rustls::client::WantsClientCert>,
+    client: Option<(&str, &str)>,
+) -> Result<ClientConfig, String> {
+    match client {
+        None => Ok(builder.with_no_client_auth()),
+        Some((cert, key)) => {
+            let (certs, key_der) = client_identity(cert, key)?;
+            builder
+                .with_client_auth_cert(certs, key_der)
+                .map_err(|e| format!("\"ssl_cert\" {cert} and \"ssl_key\" {key}: {e}"))
+        }
+    }
 }
 
 /// `ssl_verify = false`: accepts any certificate (signatures are still checked, so the
@@ -213,6 +272,12 @@ impl Tls {
                 })?;
         }
         Ok(tls)
+    }
+
+    /// The session as a plain read/write stream (after the handshake), for protocols that
+    /// speak request and response over it (http).
+    pub fn into_stream(self) -> rustls::StreamOwned<ClientConnection, NoSigPipe> {
+        rustls::StreamOwned::new(self.conn, self.sock)
     }
 
     /// Pushes every pending TLS record to the socket. rustls keeps what a failed or partial
