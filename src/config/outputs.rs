@@ -200,6 +200,8 @@ pub struct UwsgiKeys {
     /// is http.
     http: HttpSettings,
     http_first: Option<(String, usize)>,
+    /// The handle-wide http keys in order, to apply them over a clickhouse logger's defaults.
+    http_entries: Vec<(String, Entry)>,
 }
 
 impl UwsgiKeys {
@@ -223,6 +225,7 @@ impl UwsgiKeys {
             k if HTTP_ONLY.contains(&k) || (k == "compression" && e.value == "gzip") => {
                 self.http.apply(k, e)?;
                 self.http_first.get_or_insert((k.to_string(), e.line));
+                self.http_entries.push((k.to_string(), e.clone()));
             }
             k => {
                 let Some((name, key)) = k.split_once('.') else {
@@ -342,7 +345,13 @@ impl UwsgiKeys {
                 t => (t, None),
             };
             let mut http = self.http.clone();
-            if target.is_http() {
+            if let Target::ClickHouse(_) = target {
+                // ClickHouse's defaults, then the handle-wide keys over them.
+                http = crate::output::clickhouse::default_settings();
+                for (k, e) in &self.http_entries {
+                    http.apply(k, e)?;
+                }
+            } else if target.is_http() {
                 if let Some(e) = &self.framing_entry {
                     // The handle-wide framing is the http loggers' too when it is one of theirs.
                     if e.value != "octet" && e.value != "octet-counting" {
@@ -452,7 +461,9 @@ impl UwsgiKeys {
             }
         }
         for s in &sinks {
-            if s.target.is_http() {
+            if let Target::ClickHouse(_) = s.target {
+                crate::output::clickhouse::check_settings(&s.http, &s.label())?;
+            } else if s.target.is_http() {
                 s.http.check(&s.label())?;
             } else if self
                 .framing_entry

@@ -5,9 +5,13 @@
 //! per record, TEXT sent raw before each — uWSGI's socket logger), `socket:/path[,TEXT]` (unix
 //! datagram), `udp://HOST:PORT`, `tcp://HOST:PORT`, `unix:///path` (unix stream),
 //! `tls://HOST:PORT`, `rlogd://HOST:PORT` (rlogd's acknowledged protocol) and `rlogds://HOST:PORT`
-//! (the same over TLS, as `tls://` is TCP over TLS).
+//! (the same over TLS, as `tls://` is TCP over TLS), `http[s]://...`, and
+//! `clickhouse://[USER:PASS@]HOST[:PORT]/DB.TABLE` (rows into a ClickHouse table over the http
+//! output).
 
 use std::fmt;
+
+use crate::output::clickhouse::target::ClickHouseTarget;
 
 /// Where a logger delivers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +57,8 @@ pub enum Target {
         /// `USER:PASS` from the URL, sent as Basic authorization.
         userinfo: Option<String>,
     },
+    /// `clickhouse://`: `INSERT ... FORMAT JSONEachRow` requests through the http output.
+    ClickHouse(ClickHouseTarget),
 }
 
 impl Target {
@@ -66,9 +72,10 @@ impl Target {
         matches!(self, Target::Rlogd { .. } | Target::RlogdTls { .. })
     }
 
-    /// http and https targets batch records into requests.
+    /// http and https targets batch records into requests (and so do clickhouse targets,
+    /// which ride on the http output and take its keys).
     pub fn is_http(&self) -> bool {
-        matches!(self, Target::Http { .. })
+        matches!(self, Target::Http { .. } | Target::ClickHouse(_))
     }
 }
 
@@ -102,6 +109,7 @@ impl fmt::Display for Target {
                 };
                 write!(f, "{scheme}://{user}{host}:{port}{path}")
             }
+            Target::ClickHouse(t) => write!(f, "{t}"),
         }
     }
 }
@@ -183,6 +191,8 @@ pub fn parse_logger(value: &str) -> Result<LoggerSpec, String> {
         http_url(rest, false).map_err(|e| ctx(&e))?
     } else if let Some(rest) = target.strip_prefix("https://") {
         http_url(rest, true).map_err(|e| ctx(&e))?
+    } else if let Some(rest) = target.strip_prefix("clickhouse://") {
+        Target::ClickHouse(ClickHouseTarget::parse(rest).map_err(|e| ctx(&e))?)
     } else if let Some(path) = target.strip_prefix("unix://") {
         if !path.starts_with('/') {
             return Err(ctx(
@@ -195,7 +205,7 @@ pub fn parse_logger(value: &str) -> Result<LoggerSpec, String> {
         }
     } else {
         return Err(ctx(
-            "unsupported target (supported: socket:HOST:PORT[,TEXT], socket:/path[,TEXT], udp://HOST:PORT, tcp://HOST:PORT, tls://HOST:PORT, unix:///path, rlogd://HOST:PORT, rlogds://HOST:PORT, http[s]://[USER:PASS@]HOST[:PORT]/PATH)",
+            "unsupported target (supported: socket:HOST:PORT[,TEXT], socket:/path[,TEXT], udp://HOST:PORT, tcp://HOST:PORT, tls://HOST:PORT, unix:///path, rlogd://HOST:PORT, rlogds://HOST:PORT, http[s]://[USER:PASS@]HOST[:PORT]/PATH, clickhouse://[USER:PASS@]HOST[:PORT]/DB.TABLE)",
         ));
     };
     Ok(LoggerSpec {

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use super::dead_letter::{self, DeadLetters};
 use super::spool::{OutputSpool, OwnedRecord, SpoolError, SpoolOptions, SpoolRecord, SyncMode};
 use super::tls::TlsSettings;
-use super::{datagram, http, reason, rlogd, socket, stream, tls, Failure, Output};
+use super::{clickhouse, datagram, http, reason, rlogd, socket, stream, tls, Failure, Output};
 use crate::buffer::Buffer;
 use crate::config::target::Target;
 use crate::config::{Limits, OutputSpec, SpoolConfig, SpoolMode, SpoolSync};
@@ -397,6 +397,15 @@ fn open(
             return Ok(Box::new(http::Http::open(
                 spec,
                 tls,
+                producer,
+                timeout,
+                http_state.clone(),
+            )?))
+        }
+        Target::ClickHouse(t) => {
+            return Ok(Box::new(clickhouse::open(
+                t,
+                &spec.http,
                 producer,
                 timeout,
                 http_state.clone(),

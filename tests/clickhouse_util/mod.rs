@@ -85,7 +85,10 @@ fn config_xml(dir: &Path, http: u16, tcp: u16) -> String {
 
 /// users.xml with `writer`'s password `password`.
 fn users_xml(password: &str) -> String {
-    USERS_XML.replace("<password>s3cret</password>", &format!("<password>{password}</password>"))
+    USERS_XML.replace(
+        "<password>s3cret</password>",
+        &format!("<password>{password}</password>"),
+    )
 }
 
 const USERS_XML: &str = r#"<?xml version="1.0"?>
@@ -246,9 +249,16 @@ impl ClickHouse {
     /// within seconds (poll with `query_as`).
     pub fn set_password(&self, user: &str, password: &str) {
         assert_eq!(user, USER, "only {USER} has a password");
+        let path = self.dir.join("users.xml");
+        let before = fs::metadata(&path).unwrap().modified().unwrap();
         let tmp = self.dir.join("users.xml.new");
         fs::write(&tmp, users_xml(password)).unwrap();
-        fs::rename(&tmp, self.dir.join("users.xml")).unwrap();
+        // 18.16 compares modification times in whole seconds: a file rewritten within the
+        // second it was read would never be read again.
+        let f = fs::File::options().write(true).open(&tmp).unwrap();
+        f.set_modified(before + Duration::from_secs(2)).unwrap();
+        drop(f);
+        fs::rename(&tmp, &path).unwrap();
     }
 
     /// Runs `sql` (POSTed as the body); Ok(answer) on 200, Err(status and body) otherwise.
