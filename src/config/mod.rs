@@ -438,6 +438,9 @@ impl Config {
 
         let has_base = (host.is_some() && port.is_some()) || path.is_some();
         if uwsgi.is_used() && (has_base || uwsgi.has_loggers()) {
+            if uwsgi.has_clickhouse() {
+                crate::output::clickhouse::batching_defaults(&mut limits, &seen);
+            }
             let base = if has_base {
                 let ep = match (host, port, path) {
                     (Some(host), Some(port), _) if rlogd_proto => Endpoint::Rlogd { host, port },

@@ -259,6 +259,13 @@ impl UwsgiKeys {
         !self.loggers.is_empty()
     }
 
+    /// Whether a `logger` line is a `clickhouse://` one (its batching defaults are the handle's).
+    pub fn has_clickhouse(&self) -> bool {
+        self.loggers
+            .iter()
+            .any(|(l, _)| matches!(l.target, Target::ClickHouse(_)))
+    }
+
     /// Builds the sinks: the `host`/`port`/`path` logger first (when `base` is given), then the
     /// `logger` lines in order.
     ///

@@ -12,6 +12,7 @@ use std::io;
 use std::time::Duration;
 
 use crate::config::http::{ApiKind, BodyFraming, HttpSettings, Method};
+use crate::config::Limits;
 use crate::output::http::{self, Http};
 use target::ClickHouseTarget;
 
@@ -26,6 +27,30 @@ pub fn default_settings() -> HttpSettings {
         gzip: true,
         max_batch_size: MAX_BATCH_ROWS,
         ..HttpSettings::default()
+    }
+}
+
+/// Bytes held that start a flush, in a config with a clickhouse logger (resty's 4 096 would
+/// make an insert of some 20 rows): about 10 000 rows of 200 bytes.
+pub const FLUSH_LIMIT: usize = 2 << 20;
+/// Bytes held in memory before `log` drops, in a config with a clickhouse logger: above
+/// [`FLUSH_LIMIT`], room for some 8 inserts while ClickHouse is slow or down.
+pub const DROP_LIMIT: usize = 16 << 20;
+/// The longest a row waits for its insert when few are logged.
+pub const FLUSH_PERIOD: Duration = Duration::from_secs(1);
+
+/// ClickHouse's batching for a config with a clickhouse logger: a flush at [`FLUSH_LIMIT`]
+/// bytes or every second, `drop_limit` [`DROP_LIMIT`]; each only where the config (keys `seen`)
+/// does not set it. The handle's limits: its other loggers flush alike.
+pub fn batching_defaults(limits: &mut Limits, seen: &[&str]) {
+    if !seen.contains(&"flush_limit") {
+        limits.flush_limit = FLUSH_LIMIT;
+    }
+    if !seen.contains(&"drop_limit") {
+        limits.drop_limit = DROP_LIMIT.max(limits.flush_limit.saturating_add(1));
+    }
+    if !seen.contains(&"periodic_flush") && !seen.contains(&"max_coalescing_delay") {
+        limits.periodic_flush = Some(FLUSH_PERIOD);
     }
 }
 
@@ -90,6 +115,23 @@ mod tests {
         assert!(matches!(&o[0].target, Target::ClickHouse(t) if t.table == "t"));
         assert!(o[0].http.gzip);
         assert_eq!(o[0].http.max_batch_size, super::MAX_BATCH_ROWS);
+        let c = Config::parse("logger = clickhouse://127.0.0.1:8123/logs.t").unwrap();
+        assert_eq!(c.limits.flush_limit, super::FLUSH_LIMIT);
+        assert_eq!(c.limits.drop_limit, super::DROP_LIMIT);
+        assert_eq!(c.limits.periodic_flush, Some(super::FLUSH_PERIOD));
+        let c = Config::parse(
+            "logger = clickhouse://127.0.0.1:8123/logs.t\nflush_limit = 1000\n\
+             max_coalescing_delay = 0.2",
+        )
+        .unwrap();
+        assert_eq!(c.limits.flush_limit, 1000);
+        assert_eq!(c.limits.drop_limit, super::DROP_LIMIT);
+        assert_eq!(
+            c.limits.periodic_flush,
+            Some(std::time::Duration::from_millis(200))
+        );
+        let c = Config::parse("logger = tcp://127.0.0.1:9\n").unwrap();
+        assert_eq!(c.limits.flush_limit, 4096, "other configs keep resty's");
         assert_eq!(
             o[0].label(),
             "logger clickhouse://u:***@127.0.0.1:8123/logs.t"
