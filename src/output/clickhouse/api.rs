@@ -68,3 +68,74 @@ impl Api for ClickHouseApi {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::buffer::Buffer;
+    use crate::output::http::body::{Body, Limits};
+
+    fn batch(rows: &[&[u8]]) -> Buffer {
+        let mut b = Buffer::default();
+        for r in rows {
+            b.push(r, None);
+        }
+        b
+    }
+
+    #[test]
+    fn each_record_is_one_line_of_the_body() {
+        let b = batch(&[b"{\"a\":1}", b"{\"a\":2}\n", b"  {\"a\":3}  "]);
+        let mut out = Vec::new();
+        let recs = Records {
+            batch: &b,
+            range: 0..3,
+            producer: 7,
+        };
+        ClickHouseApi.encode(&recs, &mut out).unwrap();
+        assert_eq!(out, b"{\"a\":1}\n{\"a\":2}\n{\"a\":3}\n");
+    }
+
+    #[test]
+    fn a_record_that_is_not_one_row_is_refused_unsent() {
+        for (bad, why) in [
+            (&b""[..], "empty"),
+            (b"plain text", "one JSON object"),
+            (b"[1,2]", "one JSON object"),
+            (b"{\"a\":1}\n{\"a\":2}", "line break"),
+        ] {
+            let b = batch(&[b"{\"ok\":1}", bad]);
+            let recs = Records {
+                batch: &b,
+                range: 0..2,
+                producer: 7,
+            };
+            let e = ClickHouseApi.encode(&recs, &mut Vec::new()).unwrap_err();
+            assert_eq!(e.index, 1);
+            assert!(e.why.contains(why), "{}", e.why);
+        }
+    }
+
+    #[test]
+    fn the_same_records_make_the_same_gzipped_body() {
+        // What lets a Replicated table drop a resent insert: same rows, same bytes.
+        let rows: Vec<Vec<u8>> = (0..5000)
+            .map(|i| format!("{{\"id\":{i},\"msg\":\"row {i}\"}}").into_bytes())
+            .collect();
+        let refs: Vec<&[u8]> = rows.iter().map(|r| &r[..]).collect();
+        let b = batch(&refs);
+        let limits = Limits {
+            max_records: 3000,
+            max_bytes: 1 << 20,
+            gzip: true,
+            exact: false,
+        };
+        let (mut one, mut two) = (Body::default(), Body::default());
+        let end1 = one.build(&mut ClickHouseApi, &b, 0, 7, &limits).unwrap();
+        let end2 = two.build(&mut ClickHouseApi, &b, 0, 7, &limits).unwrap();
+        assert_eq!(end1, 3000);
+        assert_eq!(end1, end2);
+        assert_eq!(one.bytes(), two.bytes());
+        assert_eq!(&one.bytes()[..2], b"\x1f\x8b");
+    }
+}
