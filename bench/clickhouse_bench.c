@@ -7,7 +7,9 @@
  *   clickhouse_bench rlog N PORT TABLE  logs the N messages through a clickhouse:// logger into
  *                                       logs.TABLE and waits until every one is delivered;
  *                                       counts what rlog_logger_log returned: exits 1 if one
- *                                       was not buffered (a drop) or if any message was not sent
+ *                                       was not buffered (a drop) or if any message was not sent;
+ *                                       (RLOG_BENCH_PLAIN=1: without gzip; RLOG_BENCH_EXTRA:
+ *                                       more config lines)
  *
  * Message i: `10.0.%d.%d GET /api/v1/items/%08d status=200 bytes=%d ua=curl/8.5.0 rt=0.%03d`.
  */
@@ -54,11 +56,16 @@ int main(int argc, char **argv)
     char config[512], err[512];
     /* drop_limit: room for the whole burst, so that a fast producer is never refused while the
      * worker inserts; the rest are the clickhouse logger's defaults. */
+    /* RLOG_BENCH_PLAIN: a named logger (routed to by every message) without gzip, to see what
+     * gzip costs. */
+    int plain = getenv("RLOG_BENCH_PLAIN") != NULL;
     snprintf(config, sizeof config,
-             "logger = clickhouse://127.0.0.1:%s/logs.%s\n"
+             "logger = %sclickhouse://127.0.0.1:%s/logs.%s\n"
              "log-encoder = json {\"ts_us\":${micros},\"msg\":\"${msg}\"}\n"
-             "drop_limit = 1073741824\ntimeout = 30000\n",
-             argv[3], argv[4]);
+             "drop_limit = 1073741824\ntimeout = 30000\n%s%s\n",
+             plain ? "ch " : "", argv[3], argv[4],
+             plain ? "log-route = ch .\nch.compression = none\n" : "",
+             getenv("RLOG_BENCH_EXTRA") ? getenv("RLOG_BENCH_EXTRA") : "");
     struct rlog_logger *lg = rlog_logger_new(config, err, sizeof err);
     if (!lg)
         return fprintf(stderr, "rlog_logger_new: %s\n", err), 2;

@@ -8,7 +8,7 @@
 # A: build/clickhouse_bench rlog N PORT r  - N rlog_logger_log calls of ~90-byte messages through
 #    `logger = clickhouse://...` with a json encoder ({"ts_us":${micros},"msg":"${msg}"}), then
 #    rlog_logger_free waits until ClickHouse has answered every insert; exits 1 if a call did not
-#    buffer (a drop) or a message was not delivered.
+#    buffer (a drop) or a message was not delivered. Then again without gzip (RLOG_BENCH_PLAIN=1).
 # B: clickhouse-client --query "INSERT INTO logs.c FORMAT JSONEachRow" < the same N rows, as
 #    the json encoder writes them (native protocol on the TCP port; rlog uses the HTTP one).
 # The server: Debian's clickhouse-server, on 127.0.0.1 with its own temp dir and ports, stopped
@@ -75,10 +75,15 @@ farm-bench -n "$RUNS" --warmup 1 --timeout 1800 \
     --vs "sh -c 'clickhouse-client --host 127.0.0.1 --port $TCP --query \"INSERT INTO logs.c FORMAT JSONEachRow\" < $D/rows.json'" \
     -- build/clickhouse_bench rlog "$N" "$HTTP" r
 
+# The same without gzip (a named logger with ch.compression = none): what gzip costs on loopback.
+farm-bench -n "$RUNS" --warmup 1 --timeout 1800 \
+    --vs "sh -c 'clickhouse-client --host 127.0.0.1 --port $TCP --query \"INSERT INTO logs.c FORMAT JSONEachRow\" < $D/rows.json'" \
+    -- env RLOG_BENCH_PLAIN=1 build/clickhouse_bench rlog "$N" "$HTTP" r
+
 # One more rlog run, its own report shown: the rlog_logger_log calls and what they returned.
 build/clickhouse_bench rlog "$N" "$HTTP" r
-want=$((N * (RUNS + 2)))
+want=$((N * (2 * RUNS + 3)))
 r=$(q "SELECT count(), uniqExact(msg) FROM logs.r FORMAT TSV")
 c=$(q "SELECT count() FROM logs.c")
-echo "stored: rlog $r (count, distinct messages), clickhouse-client $c; expected rlog $want ($N distinct), clickhouse-client $((N * (RUNS + 1)))"
-[ "$r" = "$(printf '%s\t%s' "$want" "$N")" ] && [ "$c" = "$((N * (RUNS + 1)))" ] || { echo "MISMATCH" >&2; exit 1; }
+echo "stored: rlog $r (count, distinct messages), clickhouse-client $c; expected rlog $want ($N distinct), clickhouse-client $((N * (2 * RUNS + 2)))"
+[ "$r" = "$(printf '%s\t%s' "$want" "$N")" ] && [ "$c" = "$((N * (2 * RUNS + 2)))" ] || { echo "MISMATCH" >&2; exit 1; }
