@@ -354,7 +354,7 @@ impl UwsgiKeys {
             let mut http = self.http.clone();
             if let Target::ClickHouse(_) = target {
                 // ClickHouse's defaults, then the handle-wide keys over them.
-                http = crate::output::clickhouse::default_settings();
+                http = super::clickhouse::default_settings();
                 for (k, e) in &self.http_entries {
                     http.apply(k, e)?;
                 }
@@ -469,7 +469,7 @@ impl UwsgiKeys {
         }
         for s in &sinks {
             if let Target::ClickHouse(_) = s.target {
-                crate::output::clickhouse::check_settings(&s.http, &s.label())?;
+                super::clickhouse::check_settings(&s.http, &s.label())?;
             } else if s.target.is_http() {
                 s.http.check(&s.label())?;
             } else if self

@@ -11,7 +11,7 @@
 
 use std::fmt;
 
-use crate::output::clickhouse::target::ClickHouseTarget;
+use super::clickhouse::ClickHouseTarget;
 
 /// Where a logger delivers.
 #[derive(Debug, Clone, PartialEq, Eq)]
