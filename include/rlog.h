@@ -15,6 +15,11 @@
 typedef struct rlog_logger rlog_logger;
 
 /**
+ * The bit of an owner (a copy's message number) that marks its message's primary copy.
+ */
+#define PRIMARY (1 << 63)
+
+/**
  * An independent logger, created by `rlog_logger_new` and freed by `rlog_logger_free`.
  */
 struct rlog_logger;
@@ -114,6 +119,12 @@ struct rlog_sink_stats {
    * Connections (or datagram sockets) opened.
    */
   uint64_t connects;
+  /**
+   * Copies on this logger's disk queue now (`spool`), this process's and adopted ones,
+   * whether or not they carry their message in the handle's counters.
+   */
+  uint64_t spooled;
+  uint64_t spooled_bytes;
 };
 
 /**

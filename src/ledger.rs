@@ -3,10 +3,14 @@
 //! Every message the worker takes from the caller's buffer gets a sequence number and a slot
 //! that counts its copies still on their way. A message is *settled* once every copy is
 //! delivered or given up on: then it counts once, as `sent` if every copy was delivered, else
-//! as `lost` (and `rejected` too when an output refused a copy for good). A copy written to the
-//! output's disk queue leaves the ledger as *spooled*: the disk counts it from then on (only a
-//! logger with one output has a disk queue, so the message and its one copy are the same
-//! record). Until then it counts as `buffered` (in flight). A message that no route matched
+//! as `lost` (and `rejected` too when an output refused a copy for good). One copy of each
+//! message is its *primary* copy (the first queued; its owner carries [`PRIMARY`]): when the
+//! primary copy is written to its output's disk queue, the message leaves the ledger as
+//! *spooled*, and its disk record carries it in the counters from then on (`spooled`, then
+//! `sent` or `lost`, even across processes), whatever its other copies do; the other copies on
+//! disk are uncounted records that only their output's counters show. A non-primary copy
+//! written to disk counts as handed over (as if delivered). Until it settles, a message counts
+//! as `buffered` (in flight). A message that no route matched
 //! and no default logger took has no copy: it settles at once, as `lost`. So each message is in
 //! exactly one of buffered / sent / lost / spooled at any moment, and `logged + adopted == sent
 //! + lost + spooled + buffered` holds whatever the fan-out.
@@ -14,6 +18,9 @@
 use std::collections::VecDeque;
 
 use crate::stats::{Counters, Tally};
+
+/// The bit of an owner (a copy's message number) that marks its message's primary copy.
+pub const PRIMARY: u64 = 1 << 63;
 
 /// What became of a record (a message, or one copy of it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,7 +43,7 @@ struct Slot {
     lost: bool,
     /// Some copy was refused for good (a dead letter).
     rejected: bool,
-    /// Some copy went to a disk queue.
+    /// The primary copy went to its disk queue: the disk carries the message.
     spooled: bool,
     /// The caller's message length.
     bytes: usize,
@@ -131,8 +138,10 @@ impl Ledger {
         }
     }
 
-    /// A copy of `seq` came to `outcome`.
-    pub fn copy_done(&mut self, seq: u64, outcome: Outcome, out: &mut Settled) {
+    /// A copy of message `owner` (its number, with [`PRIMARY`] for the primary copy) came to
+    /// `outcome`.
+    pub fn copy_done(&mut self, owner: u64, outcome: Outcome, out: &mut Settled) {
+        let seq = owner & !PRIMARY;
         let s = self.slot(seq);
         debug_assert!(s.remaining > 0 && !s.settled);
         s.remaining -= 1;
@@ -143,7 +152,7 @@ impl Ledger {
                 s.lost = true;
                 s.rejected = true;
             }
-            Outcome::Spooled => s.spooled = true,
+            Outcome::Spooled => s.spooled |= owner & PRIMARY != 0,
         }
         if s.remaining == 0 {
             self.settle(seq, out);
@@ -156,12 +165,12 @@ impl Ledger {
         let t = Tally::one(s.bytes);
         out.add(
             t,
-            if s.rejected {
+            if s.spooled {
+                Outcome::Spooled
+            } else if s.rejected {
                 Outcome::Rejected
             } else if s.lost {
                 Outcome::Lost
-            } else if s.spooled {
-                Outcome::Spooled
             } else {
                 Outcome::Sent
             },
@@ -231,7 +240,7 @@ mod tests {
         let b = l.open(6);
         l.add_copy(b);
         l.seal(b, &mut s);
-        l.copy_done(b, Outcome::Spooled, &mut s);
+        l.copy_done(b | PRIMARY, Outcome::Spooled, &mut s);
         // The disk counts it: neither sent nor lost, and no longer unsettled.
         assert_eq!(s.sent, Tally::ZERO);
         assert_eq!(s.lost, Tally::one(4));
@@ -242,5 +251,23 @@ mod tests {
         l.seal(c, &mut s);
         l.copy_done(c, Outcome::Sent, &mut s);
         assert_eq!(s.rejected, Tally { msgs: 2, bytes: 6 });
+        // Two copies: the primary spooled carries the message whatever the other does; a
+        // non-primary copy spooled is handed over.
+        let mut s = Settled::default();
+        let d = l.open(3);
+        l.add_copy(d);
+        l.add_copy(d);
+        l.seal(d, &mut s);
+        l.copy_done(d, Outcome::Lost, &mut s);
+        l.copy_done(d | PRIMARY, Outcome::Spooled, &mut s);
+        assert_eq!(s, Settled::default());
+        let e = l.open(5);
+        l.add_copy(e);
+        l.add_copy(e);
+        l.seal(e, &mut s);
+        l.copy_done(e, Outcome::Spooled, &mut s);
+        l.copy_done(e | PRIMARY, Outcome::Sent, &mut s);
+        assert_eq!(s.sent, Tally::one(5));
+        assert_eq!(l.unsettled(), Tally::ZERO);
     }
 }

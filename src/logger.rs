@@ -5,12 +5,12 @@
 
 use std::sync::Arc;
 
-use crate::config::Config;
+use crate::config::{Config, SpoolConfig};
 use crate::lifecycle;
 use crate::output::dead_letter::DeadLetters;
 use crate::output::driver::Disk;
 use crate::output::tls::TlsSettings;
-use crate::pipeline::{self, OpenDisk};
+use crate::pipeline::{self, OpenDisks};
 pub(crate) use crate::queue::{Inner, SpawnWorker, CLOSE_GRACE};
 pub use crate::queue::{Logged, Logger, PendingError, BUFFER_FULL};
 use crate::stats::rlog_sink_stats;
@@ -34,23 +34,23 @@ impl Logger {
         // `log` call that starts it in the child must not wait for the disk (creating the
         // instance, and reading every record it adopts from dead processes).
         let spool = config.spool.clone();
-        let key = spool_key(&config);
-        let mut opened = spool.as_ref().map(|s| Disk::open(s, &key)).transpose()?;
-        let first = std::sync::Mutex::new(opened.take());
+        let keys = spool_keys(&config);
+        let opened = spool.as_ref().map(|s| open_disks(s, &keys)).transpose()?;
+        let first = std::sync::Mutex::new(opened);
         let spawn = move |inner: Arc<Inner>| {
-            let disk: Option<OpenDisk> =
+            let disks: Option<OpenDisks> =
                 match first.lock().unwrap_or_else(|e| e.into_inner()).take() {
                     Some(d) => Some(Box::new(move || Ok(d))),
                     None => spool.clone().map(|s| {
-                        let key = key.clone();
-                        Box::new(move || Disk::open(&s, &key)) as OpenDisk
+                        let keys = keys.clone();
+                        Box::new(move || open_disks(&s, &keys)) as OpenDisks
                     }),
                 };
             pipeline::spawn(
                 inner,
                 tls.clone(),
                 dead.clone(),
-                disk,
+                disks,
                 lifecycle::unregister,
             )
         };
@@ -61,20 +61,34 @@ impl Logger {
     }
 }
 
-/// The spool's sub-directory for a config's one output: its target, as a file name.
-fn spool_key(config: &Config) -> String {
-    let target = config.describe_target();
-    let name: String = target
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
+/// Each output's sub-directory of the spool: its place in the config and its target, as a file
+/// name (the same config finds the same queues after a restart).
+fn spool_keys(config: &Config) -> Vec<String> {
+    config
+        .outputs
+        .outputs
+        .iter()
+        .enumerate()
+        .map(|(i, o)| {
+            let name: String = o
+                .target_text()
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            format!("{i}-{name}")
         })
-        .collect();
-    format!("0-{name}")
+        .collect()
+}
+
+/// Opens every output's disk queue under `spool`.
+fn open_disks(spool: &SpoolConfig, keys: &[String]) -> Result<Vec<Disk>, String> {
+    keys.iter().map(|k| Disk::open(spool, k)).collect()
 }
 
 /// Builds each output's TLS settings (reads CA files, chooses the verifier).

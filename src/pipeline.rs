@@ -27,11 +27,11 @@ use std::time::{Duration, Instant};
 use crate::buffer::Buffer;
 use crate::config::OutputSet;
 use crate::encode::Scratch;
-use crate::ledger::{Ledger, Outcome, Settled};
+use crate::ledger::{Ledger, Outcome, Settled, PRIMARY};
 use crate::output::dead_letter::{self, DeadLetters};
 use crate::output::driver::{self, Control, Disk, Driver, OutputCounters, Round, Settle};
 use crate::output::tls::TlsSettings;
-use crate::queue::{Closed, Held, Inner, RoundEnd, Taken};
+use crate::queue::{Closed, Held, Inner, OutputsSettled, PendingError, RoundEnd, Taken};
 use crate::stats::{rlog_sink_stats, Tally};
 
 /// An output's counters as the C struct, with what it holds now.
@@ -48,6 +48,8 @@ fn sink_stats(c: &OutputCounters, pending: Tally) -> rlog_sink_stats {
         pending_bytes: pending.bytes,
         retries: c.retries,
         connects: c.connects,
+        spooled: c.spooled.msgs,
+        spooled_bytes: c.spooled.bytes,
     }
 }
 
@@ -57,26 +59,26 @@ fn sink_stats(c: &OutputCounters, pending: Tally) -> rlog_sink_stats {
 /// threads.
 /// `dead`: where outputs put the records they refuse for good (`dead_letter`).
 /// `stopped` runs when the worker has stopped.
-/// `disk`: opens the output's disk queue (`spool`), or says why it cannot; called on the worker
-/// thread, so a caller never waits for the disk.
+/// `disks`: opens the outputs' disk queues (`spool`), or says why it cannot; called on the
+/// worker thread, so a caller never waits for the disk.
 pub(crate) fn spawn(
     inner: Arc<Inner>,
     tls: Vec<Option<Arc<TlsSettings>>>,
     dead: Option<Arc<DeadLetters>>,
-    disk: Option<OpenDisk>,
+    disks: Option<OpenDisks>,
     stopped: impl FnOnce(&Arc<Inner>) + Send + 'static,
 ) -> io::Result<JoinHandle<()>> {
     let _mask = crate::sync::BlockSignals::new();
     std::thread::Builder::new()
         .name("rlog-worker".into())
         .spawn(move || {
-            run(&inner, tls, dead, disk.map(|open| open()));
+            run(&inner, tls, dead, disks.map(|open| open()));
             stopped(&inner);
         })
 }
 
-/// Opens an output's disk queue (see [`spawn`]).
-pub(crate) type OpenDisk = Box<dyn FnOnce() -> Result<Disk, String> + Send>;
+/// Opens the outputs' disk queues, one per output in order (see [`spawn`]).
+pub(crate) type OpenDisks = Box<dyn FnOnce() -> Result<Vec<Disk>, String> + Send>;
 
 /// A random, nonzero id.
 pub(crate) fn random_producer() -> u64 {
@@ -113,7 +115,7 @@ fn run(
     inner: &Arc<Inner>,
     tls: Vec<Option<Arc<TlsSettings>>>,
     dead: Option<Arc<DeadLetters>>,
-    disk: Option<Result<Disk, String>>,
+    disks: Option<Result<Vec<Disk>, String>>,
 ) {
     let set = inner.config.outputs.clone();
     // A new worker (a new logger, or a child after fork) gets new producer ids, so its
@@ -135,14 +137,20 @@ fn run(
                 .with_dead_letters(dead.clone())
         })
         .collect();
-    if drivers.len() == 1 {
-        let mut d = drivers.pop().expect("one driver");
-        match disk {
-            Some(Ok(disk)) => d = d.with_disk(disk),
-            // A fork child could not open a spool of its own: it delivers from memory.
-            Some(Err(e)) => inner.report(e),
-            None => {}
+    match disks {
+        Some(Ok(disks)) => {
+            drivers = drivers
+                .into_iter()
+                .zip(disks)
+                .map(|(d, disk)| d.with_disk(disk))
+                .collect()
         }
+        // A fork child could not open a spool of its own: it delivers from memory.
+        Some(Err(e)) => inner.report(e),
+        None => {}
+    }
+    if drivers.len() == 1 {
+        let d = drivers.pop().expect("one driver");
         run_inline(inner, &set, d, direct);
     } else {
         run_lanes(inner, &set, drivers, dead);
@@ -232,6 +240,8 @@ fn ingest(
     let mut unrouted = 0u64;
     for rec in batch.records() {
         let seq = ledger.open(rec.bytes.len());
+        // The first copy queued is the message's primary copy (see `ledger`).
+        let mut primary = PRIMARY;
         set.router.route(rec.bytes, &mut r.dests);
         if r.dests.is_empty() {
             unrouted += 1;
@@ -287,7 +297,8 @@ fn ingest(
             // rlogd stores each record with its `log` time, and so do Loki and OTLP; the other
             // targets need none.
             let time = if spec.keeps_time() { rec.time_us } else { None };
-            inbox.push(i, &r.frame, time, seq);
+            inbox.push(i, &r.frame, time, seq | primary);
+            primary = 0;
             ledger.add_copy(seq);
         }
         ledger.seal(seq, settled);
@@ -732,7 +743,15 @@ fn run_lanes(
             // Under the ledger's lock: the drivers' settlements and this one reach the counters
             // in the order the ledger saw them.
             // The batch is in the ledger now (unsettled): no longer in flight.
-            inner.settle_outputs(settled, error, 0, 0, Some(ledger.unsettled()), &outputs);
+            inner.settle_outputs(OutputsSettled {
+                settled,
+                error: error.map(PendingError::Text),
+                retries: 0,
+                connects: 0,
+                held: Some(ledger.unsettled()),
+                outputs: &outputs,
+                disk: None,
+            });
             inner.batch_routed();
             given
         };
@@ -835,7 +854,12 @@ fn run_lanes(
 /// One output's driver thread: delivers what its lane is given, waits out its backoff, and
 /// settles through the shared ledger.
 fn drive(inner: &Inner, lane: &Lane, ledger: &StdMutex<Ledger>, i: usize, mut d: Driver) {
+    // The sequence number of the next record replayed from disk (see `Driver::deliver_all`).
+    let mut next_seq = 0u64;
     loop {
+        // The disk queue's chores (adopting dead processes' spools, interval syncs), outside
+        // the lane's lock: the router must not wait for the disk.
+        d.tend_disk();
         let mut ls = lane.lock();
         let gen = loop {
             let now = Instant::now();
@@ -844,12 +868,12 @@ fn drive(inner: &Inner, lane: &Lane, ledger: &StdMutex<Ledger>, i: usize, mut d:
                 give_up(inner, lane, ledger, i, &mut d);
                 return;
             }
-            let has = !ls.inbox.is_empty() || !d.pending.is_empty();
+            let has = !ls.inbox.is_empty() || d.holds();
             // Closing: try at once until the deadline; past it, wait to be stopped.
             let explicit = ls.explicit
                 || (ls.closing.is_some_and(|c| now < c) && d.retry_at.is_none_or(|t| now >= t));
             if has && (explicit || d.retry_at.is_none_or(|t| now >= t)) {
-                break ls.given;
+                break Some(ls.given);
             }
             if ls.done < ls.given && (!has || !explicit) {
                 // Nothing this hand-over can do now: answered (its records wait for the retry).
@@ -858,15 +882,23 @@ fn drive(inner: &Inner, lane: &Lane, ledger: &StdMutex<Ledger>, i: usize, mut d:
                 lane.cv.notify_all();
                 inner.lane_answered();
             }
+            let tend = d.disk_due();
+            if tend.is_some_and(|t| now >= t) {
+                break None;
+            }
             let wait = match d.retry_at {
                 Some(t) if has => t.saturating_duration_since(now),
                 _ => Duration::from_secs(3600),
             };
+            let wait = tend.map_or(wait, |t| wait.min(t.saturating_duration_since(now)));
             ls = lane
                 .cv
                 .wait_timeout(ls, wait)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
+        };
+        let Some(gen) = gen else {
+            continue;
         };
         ls.explicit = false;
         // The inbox's records join the pending ones, in order.
@@ -886,27 +918,43 @@ fn drive(inner: &Inner, lane: &Lane, ledger: &StdMutex<Ledger>, i: usize, mut d:
         drop(ls);
 
         let mut round = Round::default();
-        let mut buffer = VecDeque::new();
-        let mut s = Collect(&mut buffer);
-        let ok = d.deliver(&LaneControl(lane), &mut s, &mut round);
+        let mut s = Collect::default();
+        // Write-ahead (`spool_mode = always`), or behind what already waits on disk.
+        d.spool_pending(false, &mut s, &mut round);
+        next_seq = next_seq.max(d.pending.first_seq + d.pending.len() as u64);
+        let mut ok = d.deliver_all(&LaneControl(lane), &mut s, &mut round, &mut next_seq);
+        if !ok {
+            // `spool_mode = overflow`: what could not be delivered goes to disk.
+            d.spool_pending(true, &mut s, &mut round);
+            ok = !d.holds();
+        }
         if !ok {
             d.after_failure(Instant::now());
         }
-        settle_lane(inner, lane, ledger, i, &mut d, &mut buffer, &round, gen);
+        settle_lane(inner, lane, ledger, i, &mut d, s, &mut round, gen);
     }
 }
 
-/// Collects a driver's settlements, to apply them under the ledger's lock in one go.
-struct Collect<'a>(&'a mut VecDeque<(u64, Outcome)>);
+/// Collects a driver's settlements, to apply them under the ledger's lock in one go: copies by
+/// owner, and records of their own (replayed from disk) as counts.
+#[derive(Default)]
+struct Collect {
+    copies: VecDeque<(u64, Outcome)>,
+    records: Settled,
+}
 
-impl Settle for Collect<'_> {
+impl Settle for Collect {
     fn settle(
         &mut self,
         owners: std::collections::vec_deque::Drain<'_, u64>,
-        _t: Tally,
+        t: Tally,
         outcome: Outcome,
     ) {
-        self.0.extend(owners.map(|o| (o, outcome)));
+        if owners.len() == 0 {
+            self.records.add(t, outcome);
+        } else {
+            self.copies.extend(owners.map(|o| (o, outcome)));
+        }
     }
 }
 
@@ -919,29 +967,39 @@ fn settle_lane(
     ledger: &StdMutex<Ledger>,
     i: usize,
     d: &mut Driver,
-    done: &mut VecDeque<(u64, Outcome)>,
-    round: &Round,
+    done: Collect,
+    round: &mut Round,
     gen: u64,
 ) {
     {
         let mut ledger = ledger.lock().unwrap_or_else(|e| e.into_inner());
-        let mut settled = Settled::default();
-        for (seq, outcome) in done.drain(..) {
+        let mut settled = done.records;
+        for (seq, outcome) in done.copies {
             ledger.copy_done(seq, outcome, &mut settled);
         }
+        let disk = d.disk_counts().map(|c| {
+            settled.lost.add(c.lost);
+            (i, c.spooled, c.adopted)
+        });
+        // A spool's trouble outranks the retries, and stays until read.
+        let error = match round.alert.take() {
+            Some(a) => Some(PendingError::Alert(a)),
+            None => round.error.take().map(PendingError::Text),
+        };
         let mut ls = lane.lock();
         ls.driver = d.counters;
         ls.pending = d.pending.tally();
         // Counted before the lane says the hand-over is done: a flush that waits for it then
         // finds its messages settled.
-        inner.settle_outputs(
+        inner.settle_outputs(OutputsSettled {
             settled,
-            round.error.clone(),
-            round.retries,
-            round.connects,
-            Some(ledger.unsettled()),
-            &[(i, ls.stats())],
-        );
+            error,
+            retries: round.retries,
+            connects: round.connects,
+            held: Some(ledger.unsettled()),
+            outputs: &[(i, ls.stats())],
+            disk,
+        });
         ls.held = d.pending.bytes();
         ls.failing = d.failing();
         ls.busy = false;
@@ -970,10 +1028,13 @@ fn give_up(inner: &Inner, lane: &Lane, ledger: &StdMutex<Ledger>, i: usize, d: &
     d.owners.extend(ls.owners.drain(..));
     let gen = ls.given;
     drop(ls);
-    let mut done = VecDeque::new();
+    let mut done = Collect::default();
     let mut round = Round::default();
+    // With a spool they wait on disk for the next process; without one, or when the disk
+    // fails, they are lost.
+    d.spool_at_close(&mut done, &mut round);
     let n = d.pending.len();
-    d.settle_first(n, Outcome::Lost, &mut Collect(&mut done), &mut round);
+    d.settle_first(n, Outcome::Lost, &mut done, &mut round);
     d.disconnect();
-    settle_lane(inner, lane, ledger, i, d, &mut done, &round, gen);
+    settle_lane(inner, lane, ledger, i, d, done, &mut round, gen);
 }

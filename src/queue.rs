@@ -95,6 +95,9 @@ pub(crate) struct State {
     /// as buffered, but bounded by each logger's own `drop_limit` rather than the handle's, so
     /// one dead logger cannot make the handle drop what the others would deliver.
     pub sinks_held: Tally,
+    /// Each output's disk queue: what it holds now and what it adopted so far (`spooled` and
+    /// `adopted` are their sums).
+    disks: Vec<(Tally, Tally)>,
     pub counters: Counters,
     pub error: Option<PendingError>,
     /// A log call crossed `flush_limit` (or was dropped): the worker should flush.
@@ -130,6 +133,21 @@ pub(crate) struct State {
 }
 
 impl State {
+    /// Output `i`'s disk queue holds `spooled` and adopted `adopted` so far.
+    fn set_disk(&mut self, i: usize, spooled: Tally, adopted: Tally) {
+        if self.disks.len() <= i {
+            self.disks.resize(i + 1, (Tally::ZERO, Tally::ZERO));
+        }
+        self.disks[i] = (spooled, adopted);
+        let (mut s, mut a) = (Tally::ZERO, Tally::ZERO);
+        for (sp, ad) in &self.disks {
+            s.add(*sp);
+            a.add(*ad);
+        }
+        self.counters.spooled = s;
+        self.counters.adopted = a;
+    }
+
     /// Messages held in memory: buffered plus in flight. Ring records count once collected
     /// (every reader of this collects first).
     pub fn buffered(&self) -> Tally {
@@ -387,6 +405,21 @@ pub(crate) struct Closed {
     pub disk: Option<(Tally, Tally)>,
 }
 
+/// What an output's driver thread (or the router feeding the drivers) did, for
+/// [`Inner::settle_outputs`].
+pub(crate) struct OutputsSettled<'a> {
+    pub settled: Settled,
+    pub error: Option<PendingError>,
+    pub retries: u64,
+    pub connects: u64,
+    /// The messages still unsettled (in the outputs' queues).
+    pub held: Option<Tally>,
+    /// Outputs' counters.
+    pub outputs: &'a [(usize, rlog_sink_stats)],
+    /// An output's disk queue: (output, spooled, adopted).
+    pub disk: Option<(usize, Tally, Tally)>,
+}
+
 /// How a round ended (see `Inner::end_round`).
 #[derive(Debug)]
 pub(crate) struct RoundEnd {
@@ -588,24 +621,26 @@ impl Inner {
         st.outputs[i] = stats;
     }
 
-    /// Settles what an output's driver thread (or the router feeding it) did: messages settled,
-    /// retries, connections, an error to report, the messages still unsettled (`held`), and
-    /// the output's counters.
-    pub(crate) fn settle_outputs(
-        &self,
-        settled: Settled,
-        error: Option<String>,
-        retries: u64,
-        connects: u64,
-        held: Option<Tally>,
-        outputs: &[(usize, rlog_sink_stats)],
-    ) {
+    /// Settles what an output's driver thread (or the router feeding it) did.
+    pub(crate) fn settle_outputs(&self, s: OutputsSettled<'_>) {
+        let OutputsSettled {
+            settled,
+            error,
+            retries,
+            connects,
+            held,
+            outputs,
+            disk,
+        } = s;
         let mut st = self.state.lock();
         settled.add_to(&mut st.counters);
+        if let Some((i, spooled, adopted)) = disk {
+            st.set_disk(i, spooled, adopted);
+        }
         st.counters.retries += retries;
         st.counters.connects += connects;
         if let Some(e) = error {
-            self.post_error(&mut st, PendingError::Text(e));
+            self.post_error(&mut st, e);
         }
         if let Some(t) = held {
             st.sinks_held = t;
@@ -777,8 +812,7 @@ impl Inner {
         }
         self.apply_held(&mut st, end.held);
         if let Some((spooled, adopted)) = end.disk {
-            st.counters.spooled = spooled;
-            st.counters.adopted = adopted;
+            st.set_disk(0, spooled, adopted);
         }
         for (i, stats) in end.outputs {
             if st.outputs.len() <= i {
@@ -798,8 +832,7 @@ impl Inner {
                 settled.add_to(&mut st.counters);
                 self.apply_held(&mut st, closed.held);
                 if let Some((spooled, adopted)) = closed.disk {
-                    st.counters.spooled = spooled;
-                    st.counters.adopted = adopted;
+                    st.set_disk(0, spooled, adopted);
                 }
                 for (i, stats) in closed.outputs {
                     if i < st.outputs.len() {
@@ -883,6 +916,7 @@ impl Logger {
                 past_flush_rings: 0,
                 inflight: Tally::ZERO,
                 sinks_held: Tally::ZERO,
+                disks: Vec::new(),
                 counters: Counters::default(),
                 error: None,
                 flush_wanted: false,

@@ -158,4 +158,8 @@ pub struct rlog_sink_stats {
     pub retries: u64,
     /// Connections (or datagram sockets) opened.
     pub connects: u64,
+    /// Copies on this logger's disk queue now (`spool`), this process's and adopted ones,
+    /// whether or not they carry their message in the handle's counters.
+    pub spooled: u64,
+    pub spooled_bytes: u64,
 }

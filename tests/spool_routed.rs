@@ -1,7 +1,6 @@
 //! The spool under a uWSGI-style logger (one `logger =` line, with an encoder): what cannot be
 //! delivered goes to disk as encoded records, survives a `kill -9` of the host, and is adopted
-//! and delivered once, in order, by the next process. A config with several outputs and a
-//! spool is refused with a message that says why.
+//! and delivered once, in order, by the next process. (Several outputs: tests/spool_outputs.rs.)
 //!
 //! With an encoder, a record on disk is the encoded copy, so `spooled_bytes`/`adopted_bytes`
 //! count encoded bytes: the identity is checked in messages.
@@ -84,18 +83,4 @@ fn a_killed_hosts_encoded_records_are_adopted_and_delivered_once_in_order() {
         assert_eq!(l, &format!("{{\"m\":\"m{i:06}\"}}"), "in order");
     }
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-#[test]
-fn a_spool_with_several_outputs_is_refused_naming_them() {
-    let e = Config::parse(
-        "logger = a tcp://127.0.0.1:1\nlogger = b tcp://127.0.0.1:2\nlog-route = a .\n\
-         log-route = b .\nspool = /tmp/x",
-    )
-    .unwrap_err();
-    assert_eq!(
-        e,
-        "\"spool\" at line 5: a spool works with one output, and this config has 2 \
-         (logger \"a\", logger \"b\"): give each output its own handle and spool directory"
-    );
 }

@@ -59,7 +59,7 @@ fuzz_target!(|data: &[u8]| {
         let batch: Vec<SpoolRecord<'_>> = recs
             .iter()
             .enumerate()
-            .map(|(i, b)| SpoolRecord {
+            .map(|(i, b)| SpoolRecord { counted: true,
                 id: 1000 + i as u64,
                 time_us: (i % 2 == 0).then_some(i as i64),
                 bytes: b,

@@ -476,17 +476,6 @@ impl Config {
                 first_key: rlogd_key,
             };
             let set = uwsgi.build(base, &limits, &tls_base, &rlogd_base)?;
-            if let (Some(line), n @ 2..) = (spool.first_line, set.outputs.len()) {
-                return Err(format!(
-                    "\"spool\" at line {line}: a spool works with one output, and this config \
-                     has {n} ({}): give each output its own handle and spool directory",
-                    set.outputs
-                        .iter()
-                        .map(|o| o.label())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ));
-            }
             return Ok(Config {
                 needs_time: set.needs_time(),
                 coarse_time: !set.needs_subsecond(),

@@ -22,7 +22,7 @@ use super::{clickhouse, datagram, http, reason, rlogd, socket, stream, tls, Fail
 use crate::buffer::Buffer;
 use crate::config::target::Target;
 use crate::config::{Limits, OutputSpec, SpoolConfig, SpoolMode, SpoolSync};
-use crate::ledger::Outcome;
+use crate::ledger::{Outcome, PRIMARY};
 use crate::stats::Tally;
 use crate::sync::ChildCloses;
 
@@ -39,6 +39,8 @@ pub struct OutputCounters {
     pub encode_errors: u64,
     pub retries: u64,
     pub connects: u64,
+    /// Copies on the disk queue now (counted or not).
+    pub spooled: Tally,
 }
 
 /// What the driver needs from the loop it runs in.
@@ -539,9 +541,11 @@ impl Disk {
     /// The spool's counters now; the records lost to damage since the last call.
     pub fn counts(&mut self) -> DiskCounts {
         let s = self.spool.stats();
+        // Uncounted copies (a message's other outputs' records) are not the logger's messages.
+        let u = s.uncounted;
         let lost = Tally {
-            msgs: s.lost_records,
-            bytes: s.lost_bytes,
+            msgs: s.lost_records - u.lost_records,
+            bytes: s.lost_bytes - u.lost_bytes,
         };
         let new_lost = Tally {
             msgs: lost.msgs - self.lost_reported.msgs,
@@ -550,12 +554,12 @@ impl Disk {
         self.lost_reported = lost;
         DiskCounts {
             spooled: Tally {
-                msgs: s.records,
-                bytes: s.bytes,
+                msgs: s.records - u.records,
+                bytes: s.bytes - u.bytes,
             },
             adopted: Tally {
-                msgs: s.adopted_records,
-                bytes: s.adopted_bytes,
+                msgs: s.adopted_records - u.adopted_records,
+                bytes: s.adopted_bytes - u.adopted_bytes,
             },
             lost: new_lost,
         }
@@ -606,9 +610,15 @@ impl Driver {
         self.disk.as_ref().map(|d| d.last_adopt + ADOPT_EVERY)
     }
 
-    /// The disk queue's counters, if there is one.
+    /// The disk queue's counters, if there is one (and its copies, in this output's counters).
     pub fn disk_counts(&mut self) -> Option<DiskCounts> {
-        self.disk.as_mut().map(Disk::counts)
+        let disk = self.disk.as_mut()?;
+        let s = disk.spool.stats();
+        self.counters.spooled = Tally {
+            msgs: s.records,
+            bytes: s.bytes,
+        };
+        Some(disk.counts())
     }
 
     /// Whether records wait, in memory or on disk.
@@ -651,6 +661,8 @@ impl Driver {
                         id: first + i as u64,
                         time_us: r.time_us,
                         bytes: r.bytes,
+                        // A record with no owner is a message of its own.
+                        counted: self.owners.get(i).is_none_or(|o| o & PRIMARY != 0),
                     });
                 }
                 match disk.spool.append(&recs) {
@@ -737,29 +749,47 @@ impl Driver {
                 break;
             }
             replayed = true;
-            // The replay buffer is kept from one batch to the next.
-            let mut batch = std::mem::take(&mut disk.replay);
-            batch.clear();
-            batch.first_seq = *next_seq;
-            *next_seq += n as u64;
-            for r in &disk.read {
-                batch.push(&r.bytes, r.time_us);
+            let read = std::mem::take(&mut disk.read);
+            // The spooled records go through the same delivery as the memory ones, in runs of
+            // counted and uncounted records. They have no owner: each is a record of its own
+            // (its message left the ledger when it went to disk; or it was adopted). An
+            // uncounted copy settles only in this output's counters.
+            let (mut done, mut ok, mut from) = (0, true, 0);
+            while ok && from < n {
+                let counted = read[from].counted;
+                let to = from
+                    + read[from..]
+                        .iter()
+                        .take_while(|r| r.counted == counted)
+                        .count();
+                // The replay buffer is kept from one batch to the next.
+                let disk = self.disk.as_mut().expect("checked above");
+                let mut batch = std::mem::take(&mut disk.replay);
+                batch.clear();
+                batch.first_seq = *next_seq;
+                *next_seq += (to - from) as u64;
+                for r in &read[from..to] {
+                    batch.push(&r.bytes, r.time_us);
+                }
+                let memory = std::mem::replace(&mut self.pending, batch);
+                let owners = std::mem::take(&mut self.owners);
+                let mut counting = Counting {
+                    inner: if counted {
+                        &mut *settle
+                    } else {
+                        &mut Uncounted
+                    },
+                    done: 0,
+                };
+                ok = self.deliver(ctl, &mut counting, round);
+                done += counting.done;
+                self.owners = owners;
+                let batch = std::mem::replace(&mut self.pending, memory);
+                self.disk.as_mut().expect("checked above").replay = batch;
+                from = to;
             }
-            // The spooled batch goes through the same delivery as the memory one. Its records
-            // have no owner: each is a record of its own (its message was settled, as spooled,
-            // when it went to disk; or it was adopted).
-            let memory = std::mem::replace(&mut self.pending, batch);
-            let owners = std::mem::take(&mut self.owners);
-            let mut counting = Counting {
-                inner: settle,
-                done: 0,
-            };
-            let ok = self.deliver(ctl, &mut counting, round);
-            let done = counting.done;
-            self.owners = owners;
-            let batch = std::mem::replace(&mut self.pending, memory);
             let disk = self.disk.as_mut().expect("checked above");
-            disk.replay = batch;
+            disk.read = read;
             if let Err(e) = disk.spool.commit(done) {
                 round.error = Some(format!("spool {}: {e}", disk.dir));
             }
@@ -778,6 +808,14 @@ impl Driver {
         }
         self.deliver(ctl, settle, round)
     }
+}
+
+/// Settles uncounted copies replayed from disk: their messages are carried by another output's
+/// record, so only this output's counters (the driver's) show them.
+struct Uncounted;
+
+impl Settle for Uncounted {
+    fn settle(&mut self, _: std::collections::vec_deque::Drain<'_, u64>, _: Tally, _: Outcome) {}
 }
 
 /// Counts the records a delivery settled (delivered or given up), for the spool's commit.

@@ -3,7 +3,8 @@
 //! ```text
 //! len   u32 LE   bytes after the crc field: 20 + payload length
 //! crc   u32 LE   CRC32C of len (4 bytes LE) ‖ flags ‖ id ‖ time ‖ payload
-//! flags u32 LE   bit 0: last record of its append batch; bit 1: time present; other bits 0
+//! flags u32 LE   bit 0: last record of its append batch; bit 1: time present; bit 2: a copy
+//!                that does not carry its message in the logger's counters; other bits 0
 //! id    u64 LE   the caller's stable record id (the same on every resend)
 //! time  i64 LE   the log time in µs since the Unix epoch (0 when bit 1 is clear)
 //! payload        the record's bytes
@@ -37,7 +38,9 @@ pub(crate) const MAX_PAYLOAD: usize = 64 << 20;
 
 pub(crate) const FLAG_BATCH_END: u32 = 1;
 pub(crate) const FLAG_HAS_TIME: u32 = 2;
-const FLAGS_KNOWN: u32 = FLAG_BATCH_END | FLAG_HAS_TIME;
+/// The record is a copy whose message another output's copy carries in the counters.
+pub(crate) const FLAG_UNCOUNTED: u32 = 4;
+const FLAGS_KNOWN: u32 = FLAG_BATCH_END | FLAG_HAS_TIME | FLAG_UNCOUNTED;
 
 /// The segment header's bytes.
 pub(crate) fn header_bytes() -> [u8; HEADER_LEN as usize] {
@@ -65,12 +68,16 @@ pub(crate) fn encode_record(
     id: u64,
     time_us: Option<i64>,
     batch_end: bool,
+    counted: bool,
     payload: &[u8],
 ) {
     let len = LEN_FIXED + payload.len() as u32;
     let mut flags = 0;
     if batch_end {
         flags |= FLAG_BATCH_END;
+    }
+    if !counted {
+        flags |= FLAG_UNCOUNTED;
     }
     if time_us.is_some() {
         flags |= FLAG_HAS_TIME;
@@ -126,6 +133,11 @@ impl RecHead {
         let c = crc32c::crc32c(&raw[0..4]);
         let c = crc32c::crc32c_append(c, &raw[8..REC_HEADER]);
         crc32c::crc32c_append(c, payload) == self.crc
+    }
+
+    /// Whether the record carries its message in the counters (see [`FLAG_UNCOUNTED`]).
+    pub(crate) fn counted(&self) -> bool {
+        self.flags & FLAG_UNCOUNTED == 0
     }
 
     pub(crate) fn time_us(&self) -> Option<i64> {
@@ -296,6 +308,9 @@ pub(crate) struct Scan {
     pub records: u64,
     /// Their payload bytes.
     pub payload_bytes: u64,
+    /// Of those, the uncounted copies ([`FLAG_UNCOUNTED`]) and their payload bytes.
+    pub uncounted: u64,
+    pub uncounted_bytes: u64,
     /// Corrupt spans skipped (each hides at least one record).
     pub corrupt: u64,
     /// Where the valid data ends: bytes after it are a torn tail (an incomplete last batch or
@@ -359,6 +374,10 @@ pub(crate) fn scan(file: &File, from: u64) -> Result<Scan, ScanError> {
             Step::Record { head, end } => {
                 pending.records += 1;
                 pending.payload_bytes += payload.len() as u64;
+                if !head.counted() {
+                    pending.uncounted += 1;
+                    pending.uncounted_bytes += payload.len() as u64;
+                }
                 if let Some(t) = head.time_us() {
                     pending.min_time = Some(pending.min_time.map_or(t, |m| m.min(t)));
                     pending.max_time = Some(pending.max_time.map_or(t, |m| m.max(t)));
@@ -383,6 +402,8 @@ pub(crate) fn scan(file: &File, from: u64) -> Result<Scan, ScanError> {
 fn fold(out: &mut Scan, pending: &mut Scan) {
     out.records += pending.records;
     out.payload_bytes += pending.payload_bytes;
+    out.uncounted += pending.uncounted;
+    out.uncounted_bytes += pending.uncounted_bytes;
     out.min_time = match (out.min_time, pending.min_time) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),

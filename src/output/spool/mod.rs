@@ -213,6 +213,11 @@ pub struct SpoolRecord<'a> {
     pub time_us: Option<i64>,
     /// The record's bytes, as they will be sent.
     pub bytes: &'a [u8],
+    /// Whether the record carries its message in the logger's counters. A logger with several
+    /// outputs spools a copy of a message per output; one of them is its message's record (in
+    /// `spooled`, then `sent` or `lost`), the others are uncounted copies (only their output's
+    /// counters show them).
+    pub counted: bool,
 }
 
 /// A record read back from the spool: the fields given to `append`.
@@ -224,6 +229,8 @@ pub struct OwnedRecord {
     pub time_us: Option<i64>,
     /// The record's bytes.
     pub bytes: Vec<u8>,
+    /// See [`SpoolRecord::counted`].
+    pub counted: bool,
 }
 
 /// Counters of one spool. `records`/`bytes` pair with rlog's `spooled`/`spooled_bytes`.
@@ -254,6 +261,20 @@ pub struct SpoolStats {
     pub adopted_records: u64,
     /// Payload bytes of `adopted_records`.
     pub adopted_bytes: u64,
+    /// Of `records`, `lost_records` and `adopted_records`: the uncounted copies
+    /// ([`SpoolRecord::counted`]), with their payload bytes.
+    pub uncounted: Uncounted,
+}
+
+/// The uncounted copies among a spool's records (see [`SpoolStats::uncounted`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Uncounted {
+    pub records: u64,
+    pub bytes: u64,
+    pub lost_records: u64,
+    pub lost_bytes: u64,
+    pub adopted_records: u64,
+    pub adopted_bytes: u64,
 }
 
 /// What one [`OutputSpool::adopt`] took over.
@@ -265,6 +286,9 @@ pub struct AdoptReport {
     pub records: u64,
     /// Payload bytes of `records`.
     pub bytes: u64,
+    /// Of `records`: uncounted copies, and their payload bytes.
+    pub uncounted: u64,
+    pub uncounted_bytes: u64,
     /// Corrupt spans skipped in them.
     pub corrupt: u64,
     /// Segments renamed `*.bad`.
@@ -288,6 +312,9 @@ struct Seg {
     /// Of those, committed since (the difference at unlink is records lost to corruption).
     delivered: u64,
     delivered_payload: u64,
+    /// Of `records` and of `delivered` (with their payload): the uncounted copies.
+    uncounted: (u64, u64),
+    delivered_uncounted: (u64, u64),
     /// Corrupt spans before this offset were counted already (adoption scan or an earlier read).
     corrupt_seen: u64,
     /// Reads of it that failed in a row.
@@ -319,6 +346,7 @@ struct InFlight {
     end: u64,
     payload: u64,
     record: bool,
+    counted: bool,
 }
 
 struct ActiveReader {
@@ -525,12 +553,17 @@ impl OutputSpool {
         }
         let mut framed = 0u64;
         let mut payload = 0u64;
+        let mut uncounted = (0u64, 0u64);
         for r in recs {
             if r.bytes.len() > format::MAX_PAYLOAD {
                 return Err(SpoolError::TooLarge);
             }
             framed += format::framed_len(r.bytes.len());
             payload += r.bytes.len() as u64;
+            if !r.counted {
+                uncounted.0 += 1;
+                uncounted.1 += r.bytes.len() as u64;
+            }
         }
         let head_len = self.head_seg().map(|s| s.len);
         let mut roll = match head_len {
@@ -550,7 +583,14 @@ impl OutputSpool {
         }
         self.buf.clear();
         for (i, r) in recs.iter().enumerate() {
-            format::encode_record(&mut self.buf, r.id, r.time_us, i + 1 == recs.len(), r.bytes);
+            format::encode_record(
+                &mut self.buf,
+                r.id,
+                r.time_us,
+                i + 1 == recs.len(),
+                r.counted,
+                r.bytes,
+            );
         }
         let sync_now = match self.opts.sync {
             SyncMode::Batch => true,
@@ -580,8 +620,12 @@ impl OutputSpool {
         seg.disk_len = end;
         seg.records += recs.len() as u64;
         seg.payload += payload;
+        seg.uncounted.0 += uncounted.0;
+        seg.uncounted.1 += uncounted.1;
         self.stats.records += recs.len() as u64;
         self.stats.bytes += payload;
+        self.stats.uncounted.records += uncounted.0;
+        self.stats.uncounted.bytes += uncounted.1;
         self.stats.disk_bytes += framed;
         if sync_now {
             self.data_dirty = false;
@@ -713,6 +757,8 @@ impl OutputSpool {
             payload: 0,
             delivered: 0,
             delivered_payload: 0,
+            uncounted: (0, 0),
+            delivered_uncounted: (0, 0),
             corrupt_seen: 0,
             failures: 0,
         });
@@ -815,11 +861,13 @@ impl OutputSpool {
                             end,
                             payload: payload.len() as u64,
                             record: true,
+                            counted: head.counted(),
                         });
                         out.push(OwnedRecord {
                             id: head.id,
                             time_us: head.time_us(),
                             bytes: payload,
+                            counted: head.counted(),
                         });
                         src.read = Pos { seg: seq, off: end };
                         continue;
@@ -846,6 +894,7 @@ impl OutputSpool {
                     end: skip_to,
                     payload: 0,
                     record: false,
+                    counted: true,
                 });
             }
         }
@@ -896,12 +945,13 @@ impl OutputSpool {
         mark_bad(&g.path);
         self.stats.bad_segments += 1;
         let sid = self.sources[si].id;
-        let handed = self
+        let handed: Vec<(u64, bool)> = self
             .inflight
             .iter()
             .filter(|f| f.record && f.source == sid && f.seq == g.seq)
-            .fold((0, 0), |(n, b), f| (n + 1, b + f.payload));
-        self.forget_seg(&g, handed);
+            .map(|f| (f.payload, f.counted))
+            .collect();
+        self.forget_seg(&g, &handed);
         let src = &mut self.sources[si];
         if src.read.seg == g.seq {
             src.read = Pos {
@@ -912,15 +962,27 @@ impl OutputSpool {
     }
 
     /// Takes a segment leaving the queue out of the counters: its records neither delivered
-    /// nor handed out by `read` (`handed`: count, payload bytes) are lost.
-    fn forget_seg(&mut self, g: &Seg, handed: (u64, u64)) {
-        let lost = g.records.saturating_sub(g.delivered + handed.0);
-        let lost_bytes = g.payload.saturating_sub(g.delivered_payload + handed.1);
+    /// nor handed out by `read` (`handed`: each one's payload bytes and whether it is counted)
+    /// are lost.
+    fn forget_seg(&mut self, g: &Seg, handed: &[(u64, bool)]) {
+        let n = handed.len() as u64;
+        let b: u64 = handed.iter().map(|h| h.0).sum();
+        let un = handed.iter().filter(|h| !h.1).count() as u64;
+        let ub: u64 = handed.iter().filter(|h| !h.1).map(|h| h.0).sum();
+        let lost = g.records.saturating_sub(g.delivered + n);
+        let lost_bytes = g.payload.saturating_sub(g.delivered_payload + b);
+        let lost_un = g.uncounted.0.saturating_sub(g.delivered_uncounted.0 + un);
+        let lost_ub = g.uncounted.1.saturating_sub(g.delivered_uncounted.1 + ub);
         let s = &mut self.stats;
         s.records = s.records.saturating_sub(lost);
         s.bytes = s.bytes.saturating_sub(lost_bytes);
         s.lost_records += lost;
         s.lost_bytes += lost_bytes;
+        let u = &mut s.uncounted;
+        u.records = u.records.saturating_sub(lost_un);
+        u.bytes = u.bytes.saturating_sub(lost_ub);
+        u.lost_records += lost_un;
+        u.lost_bytes += lost_ub;
         s.disk_bytes = s.disk_bytes.saturating_sub(g.disk_len);
     }
 
@@ -945,19 +1007,27 @@ impl OutputSpool {
                 self.inflight_records -= 1;
             }
             let f = self.inflight.pop_front().expect("front");
-            let Some(src) = self.sources.iter_mut().find(|s| s.id == f.source) else {
-                if f.record {
-                    self.stats.records = self.stats.records.saturating_sub(1);
-                    self.stats.bytes = self.stats.bytes.saturating_sub(f.payload);
+            if f.record {
+                let s = &mut self.stats;
+                s.records = s.records.saturating_sub(1);
+                s.bytes = s.bytes.saturating_sub(f.payload);
+                if !f.counted {
+                    let u = &mut s.uncounted;
+                    u.records = u.records.saturating_sub(1);
+                    u.bytes = u.bytes.saturating_sub(f.payload);
                 }
+            }
+            let Some(src) = self.sources.iter_mut().find(|s| s.id == f.source) else {
                 continue;
             };
             if f.record {
-                self.stats.records = self.stats.records.saturating_sub(1);
-                self.stats.bytes = self.stats.bytes.saturating_sub(f.payload);
                 if let Some(g) = src.segs.iter_mut().find(|g| g.seq == f.seq) {
                     g.delivered += 1;
                     g.delivered_payload += f.payload;
+                    if !f.counted {
+                        g.delivered_uncounted.0 += 1;
+                        g.delivered_uncounted.1 += f.payload;
+                    }
                 }
             }
             let p = Pos {
@@ -1011,6 +1081,14 @@ impl OutputSpool {
                 st.lost_bytes += lost_bytes;
                 g.records = g.delivered;
                 g.payload = g.delivered_payload;
+                let un = g.uncounted.0.saturating_sub(g.delivered_uncounted.0);
+                let ub = g.uncounted.1.saturating_sub(g.delivered_uncounted.1);
+                let u = &mut st.uncounted;
+                u.records = u.records.saturating_sub(un);
+                u.bytes = u.bytes.saturating_sub(ub);
+                u.lost_records += un;
+                u.lost_bytes += ub;
+                g.uncounted = g.delivered_uncounted;
             }
         }
         for g in src.segs.iter() {
@@ -1047,7 +1125,7 @@ impl OutputSpool {
             {
                 self.reader = None;
             }
-            self.forget_seg(g, (0, 0));
+            self.forget_seg(g, &[]);
         }
         // An adopted directory with nothing left (delivered, or its last segments quarantined).
         if !own && empty && !self.inflight.iter().any(|f| f.source == sid) {
@@ -1072,6 +1150,13 @@ impl OutputSpool {
                 st.bytes = st.bytes.saturating_sub(f.payload);
                 st.lost_records += 1;
                 st.lost_bytes += f.payload;
+                if !f.counted {
+                    let u = &mut st.uncounted;
+                    u.records = u.records.saturating_sub(1);
+                    u.bytes = u.bytes.saturating_sub(f.payload);
+                    u.lost_records += 1;
+                    u.lost_bytes += f.payload;
+                }
             }
         }
         self.inflight.clear();
@@ -1213,6 +1298,11 @@ impl OutputSpool {
         self.stats.adopted_bytes += report.bytes;
         self.stats.records += report.records;
         self.stats.bytes += report.bytes;
+        let u = &mut self.stats.uncounted;
+        u.records += report.uncounted;
+        u.bytes += report.uncounted_bytes;
+        u.adopted_records += report.uncounted;
+        u.adopted_bytes += report.uncounted_bytes;
         self.stats.corrupt_records += report.corrupt;
         self.stats.bad_segments += report.bad_segments;
         self.stats.torn_bytes += report.torn_bytes;
@@ -1284,6 +1374,8 @@ impl OutputSpool {
             }
             rep.records += scan.records;
             rep.bytes += scan.payload_bytes;
+            rep.uncounted += scan.uncounted;
+            rep.uncounted_bytes += scan.uncounted_bytes;
             self.stats.disk_bytes += disk_len;
             out.push_back(Seg {
                 seq,
@@ -1294,6 +1386,8 @@ impl OutputSpool {
                 payload: scan.payload_bytes,
                 delivered: 0,
                 delivered_payload: 0,
+                uncounted: (scan.uncounted, scan.uncounted_bytes),
+                delivered_uncounted: (0, 0),
                 corrupt_seen: scan.valid_end,
                 failures: 0,
             });

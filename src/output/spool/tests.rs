@@ -65,6 +65,7 @@ fn append_ids(sp: &mut OutputSpool, ids: std::ops::Range<u64>) {
         .clone()
         .zip(&bodies)
         .map(|(i, b)| SpoolRecord {
+            counted: true,
             id: i,
             time_us: time_of(i),
             bytes: b,
@@ -703,6 +704,7 @@ fn cap_refuses_whole_batch_and_recovers() {
         let big: Vec<u8> = vec![b'a'; 60];
         let recs: Vec<SpoolRecord<'_>> = (0..3)
             .map(|i| SpoolRecord {
+                counted: true,
                 id: next + i,
                 time_us: None,
                 bytes: &big,
@@ -729,6 +731,7 @@ fn cap_refuses_whole_batch_and_recovers() {
     assert_eq!(got.len() as u64, next);
     sp.commit(got.len()).unwrap();
     let one = [SpoolRecord {
+        counted: true,
         id: 999,
         time_us: None,
         bytes: &[b'b'; 60],
@@ -747,6 +750,7 @@ fn cap_refuses_whole_batch_and_recovers() {
     assert!(sp.stats().disk_bytes > 100);
     assert!(matches!(
         sp.append(&[SpoolRecord {
+            counted: true,
             id: 1,
             time_us: None,
             bytes: b"x"
@@ -784,6 +788,7 @@ fn disk_full_is_an_io_error_and_the_spool_stays_usable() {
         let err = loop {
             let body = vec![b'z'; 300];
             let recs = [SpoolRecord {
+                counted: true,
                 id: ok,
                 time_us: Some(ok as i64),
                 bytes: &body,
@@ -815,6 +820,7 @@ fn disk_full_is_an_io_error_and_the_spool_stays_usable() {
         let body = vec![b'y'; 300];
         if sp
             .append(&[SpoolRecord {
+                counted: true,
                 id: 7777,
                 time_us: None,
                 bytes: &body,
@@ -997,6 +1003,7 @@ fn empty_batch_and_too_large_record() {
     let huge = vec![0u8; format::MAX_PAYLOAD + 1];
     assert!(matches!(
         sp.append(&[SpoolRecord {
+            counted: true,
             id: 1,
             time_us: None,
             bytes: &huge
@@ -1005,6 +1012,7 @@ fn empty_batch_and_too_large_record() {
     ));
     assert!(sp.is_empty());
     let empty = [SpoolRecord {
+        counted: true,
         id: 5,
         time_us: Some(-3),
         bytes: b"",
@@ -1014,6 +1022,7 @@ fn empty_batch_and_too_large_record() {
     assert_eq!(
         got,
         vec![OwnedRecord {
+            counted: true,
             id: 5,
             time_us: Some(-3),
             bytes: vec![]
@@ -1172,6 +1181,7 @@ fn fork_child_cannot_use_or_remove_the_parents_spool() {
     let pid = fork_child(|| {
         let mut sp = parent.take().unwrap();
         let appended = sp.append(&[SpoolRecord {
+            counted: true,
             id: 1,
             time_us: None,
             bytes: b"from the child",
@@ -1735,6 +1745,7 @@ fn disk_full_on_a_tiny_tmpfs() {
         let err = loop {
             let recs: Vec<SpoolRecord<'_>> = (0..4)
                 .map(|i| SpoolRecord {
+                    counted: true,
                     id: ok * 4 + i,
                     time_us: None,
                     bytes: &body,
@@ -1772,6 +1783,7 @@ fn disk_full_on_a_tiny_tmpfs() {
         }
         if sp
             .append(&[SpoolRecord {
+                counted: true,
                 id: 9999,
                 time_us: None,
                 bytes: &body,
@@ -1829,4 +1841,60 @@ fn open_without_adopting_leaves_adoption_to_the_worker() {
     assert_eq!(sp.adopt().unwrap().records, 5);
     assert!(!dead.exists());
     assert_eq!(ids(&read_all(&mut sp, 10)), (0..5).collect::<Vec<_>>());
+}
+
+#[test]
+fn uncounted_copies_are_kept_apart_in_the_counters_across_commit_and_adoption() {
+    let _g = shared();
+    let t = TempDir::new("uncounted");
+    let mut sp = OutputSpool::open(&t.0, KEY, opts(400)).unwrap();
+    let bodies: Vec<Vec<u8>> = (0..10).map(payload).collect();
+    // Records 0..10: the odd ones are uncounted copies.
+    for chunk in [0..4u64, 4..10] {
+        let recs: Vec<SpoolRecord<'_>> = chunk
+            .map(|i| SpoolRecord {
+                id: i,
+                time_us: time_of(i),
+                bytes: &bodies[i as usize],
+                counted: i % 2 == 0,
+            })
+            .collect();
+        sp.append(&recs).unwrap();
+    }
+    let odd_bytes = |r: std::ops::Range<u64>| {
+        r.filter(|i| i % 2 == 1)
+            .map(|i| payload(i).len() as u64)
+            .sum::<u64>()
+    };
+    let st = sp.stats();
+    assert_eq!((st.records, st.uncounted.records), (10, 5));
+    assert_eq!(st.uncounted.bytes, odd_bytes(0..10));
+    let mut out = Vec::new();
+    sp.read(3, usize::MAX, &mut out).unwrap();
+    assert_eq!(
+        out.iter().map(|r| r.counted).collect::<Vec<_>>(),
+        [true, false, true]
+    );
+    sp.commit(3).unwrap();
+    let st = sp.stats();
+    assert_eq!((st.records, st.uncounted.records), (7, 4));
+    assert_eq!(st.uncounted.bytes, odd_bytes(3..10));
+    drop(sp);
+
+    // The next process adopts records 3..10, three of them counted.
+    let mut sp = OutputSpool::open(&t.0, KEY, opts(400)).unwrap();
+    let st = sp.stats();
+    assert_eq!((st.adopted_records, st.uncounted.adopted_records), (7, 4));
+    assert_eq!((st.records, st.uncounted.records), (7, 4));
+    assert_eq!(st.uncounted.adopted_bytes, odd_bytes(3..10));
+    let got = read_all(&mut sp, 100);
+    assert_eq!(ids(&got), (3..10).collect::<Vec<_>>());
+    assert!(got.iter().all(|r| r.counted == (r.id % 2 == 0)));
+    check_contents(&got);
+    sp.commit(got.len()).unwrap();
+    let st = sp.stats();
+    assert_eq!(
+        (st.records, st.uncounted.records, st.uncounted.bytes),
+        (0, 0, 0)
+    );
 }
