@@ -5,6 +5,7 @@
 //! lua-resty-logger-socket's wording so its users recognise them; errors about a particular line
 //! name that line. Nothing is ignored silently: an unknown key is an error.
 
+pub mod clickhouse;
 pub mod http;
 pub mod nats;
 pub mod outputs;
@@ -439,6 +440,9 @@ impl Config {
 
         let has_base = (host.is_some() && port.is_some()) || path.is_some();
         if uwsgi.is_used() && (has_base || uwsgi.has_loggers()) {
+            if uwsgi.has_clickhouse() {
+                clickhouse::batching_defaults(&mut limits, &seen);
+            }
             let base = if has_base {
                 let ep = match (host, port, path) {
                     (Some(host), Some(port), _) if rlogd_proto => Endpoint::Rlogd { host, port },

@@ -240,6 +240,8 @@ pub struct UwsgiKeys {
     http_first: Option<(String, usize)>,
     /// The bare NATS keys.
     nats: NatsBase,
+    /// The handle-wide http keys in order, to apply them over a clickhouse logger's defaults.
+    http_entries: Vec<(String, Entry)>,
 }
 
 impl UwsgiKeys {
@@ -263,6 +265,7 @@ impl UwsgiKeys {
             k if HTTP_ONLY.contains(&k) || (k == "compression" && e.value == "gzip") => {
                 self.http.apply(k, e)?;
                 self.http_first.get_or_insert((k.to_string(), e.line));
+                self.http_entries.push((k.to_string(), e.clone()));
             }
             _ if self.nats.take(e)? => {}
             "relp_window" => self.relp_window = Some((relp_window(e)?, e.line)),
@@ -299,6 +302,13 @@ impl UwsgiKeys {
 
     pub fn has_loggers(&self) -> bool {
         !self.loggers.is_empty()
+    }
+
+    /// Whether a `logger` line is a `clickhouse://` one (its batching defaults are the handle's).
+    pub fn has_clickhouse(&self) -> bool {
+        self.loggers
+            .iter()
+            .any(|(l, _)| matches!(l.target, Target::ClickHouse(_)))
     }
 
     /// Builds the sinks: the `host`/`port`/`path` logger first (when `base` is given), then the
@@ -417,7 +427,13 @@ impl UwsgiKeys {
                 t => (t, None),
             };
             let mut http = self.http.clone();
-            if target.is_http() {
+            if let Target::ClickHouse(_) = target {
+                // ClickHouse's defaults, then the handle-wide keys over them.
+                http = super::clickhouse::default_settings();
+                for (k, e) in &self.http_entries {
+                    http.apply(k, e)?;
+                }
+            } else if target.is_http() {
                 if let Some(e) = &self.framing_entry {
                     // The handle-wide framing is the http loggers' too when it is one of theirs.
                     if e.value != "octet" && e.value != "octet-counting" {
@@ -585,7 +601,9 @@ impl UwsgiKeys {
             }
         }
         for s in &sinks {
-            if s.target.is_http() {
+            if let Target::ClickHouse(_) = s.target {
+                super::clickhouse::check_settings(&s.http, &s.label())?;
+            } else if s.target.is_http() {
                 s.http.check(&s.label())?;
             } else if self
                 .framing_entry

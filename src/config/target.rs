@@ -6,9 +6,13 @@
 //! datagram), `udp://HOST:PORT`, `tcp://HOST:PORT`, `unix:///path` (unix stream),
 //! `tls://HOST:PORT`, `rlogd://HOST:PORT` (rlogd's acknowledged protocol) and `rlogds://HOST:PORT`
 //! (the same over TLS, as `tls://` is TCP over TLS), `nats://HOST:PORT/SUBJECT` (NATS JetStream
-//! publishes, acknowledged) and `nats+tls://HOST:PORT/SUBJECT` (the same, TLS required), `relp://HOST:PORT` (RELP to rsyslog's imrelp).
+//! publishes, acknowledged) and `nats+tls://HOST:PORT/SUBJECT` (the same, TLS required), `relp://HOST:PORT` (RELP to rsyslog's imrelp),
+//! `clickhouse://[USER:PASS@]HOST[:PORT]/DB.TABLE` (rows into a ClickHouse table over the http
+//! output).
 
 use std::fmt;
+
+use super::clickhouse::ClickHouseTarget;
 
 /// Where a logger delivers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +78,8 @@ pub enum Target {
         host: String,
         port: u16,
     },
+    /// `clickhouse://`: `INSERT ... FORMAT JSONEachRow` requests through the http output.
+    ClickHouse(ClickHouseTarget),
 }
 
 impl Target {
@@ -87,9 +93,10 @@ impl Target {
         matches!(self, Target::Rlogd { .. } | Target::RlogdTls { .. })
     }
 
-    /// http and https targets batch records into requests.
+    /// http and https targets batch records into requests (and so do clickhouse targets,
+    /// which ride on the http output and take its keys).
     pub fn is_http(&self) -> bool {
-        matches!(self, Target::Http { .. })
+        matches!(self, Target::Http { .. } | Target::ClickHouse(_))
     }
 
     /// NATS targets carry each record as one message, acknowledged.
@@ -144,6 +151,7 @@ impl fmt::Display for Target {
                 subject,
             } => write!(f, "nats+tls://{}/{subject}", join_host(host, *port)),
             Target::Relp { host, port } => write!(f, "relp://{host}:{port}"),
+            Target::ClickHouse(t) => write!(f, "{t}"),
         }
     }
 }
@@ -251,6 +259,8 @@ pub fn parse_logger(value: &str) -> Result<LoggerSpec, String> {
     } else if let Some(rest) = target.strip_prefix("relp://") {
         let (host, port) = host_port(rest).map_err(|e| ctx(&e))?;
         Target::Relp { host, port }
+    } else if let Some(rest) = target.strip_prefix("clickhouse://") {
+        Target::ClickHouse(ClickHouseTarget::parse(rest).map_err(|e| ctx(&e))?)
     } else if let Some(path) = target.strip_prefix("unix://") {
         if !path.starts_with('/') {
             return Err(ctx(
@@ -263,7 +273,7 @@ pub fn parse_logger(value: &str) -> Result<LoggerSpec, String> {
         }
     } else {
         return Err(ctx(
-            "unsupported target (supported: socket:HOST:PORT[,TEXT], socket:/path[,TEXT], udp://HOST:PORT, tcp://HOST:PORT, tls://HOST:PORT, unix:///path, rlogd://HOST:PORT, rlogds://HOST:PORT, http[s]://[USER:PASS@]HOST[:PORT]/PATH, nats://HOST:PORT/SUBJECT, nats+tls://HOST:PORT/SUBJECT, relp://HOST:PORT)",
+            "unsupported target (supported: socket:HOST:PORT[,TEXT], socket:/path[,TEXT], udp://HOST:PORT, tcp://HOST:PORT, tls://HOST:PORT, unix:///path, rlogd://HOST:PORT, rlogds://HOST:PORT, http[s]://[USER:PASS@]HOST[:PORT]/PATH, nats://HOST:PORT/SUBJECT, nats+tls://HOST:PORT/SUBJECT, relp://HOST:PORT, clickhouse://[USER:PASS@]HOST[:PORT]/DB.TABLE)",
         ));
     };
     Ok(LoggerSpec {

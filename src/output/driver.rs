@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 use super::dead_letter::{self, DeadLetters};
 use super::spool::{OutputSpool, OwnedRecord, SpoolError, SpoolOptions, SpoolRecord, SyncMode};
 use super::tls::TlsSettings;
-use super::{datagram, http, nats, reason, relp, rlogd, socket, stream, tls, Failure, Output};
+use super::{
+    clickhouse, datagram, http, nats, reason, relp, rlogd, socket, stream, tls, Failure, Output,
+};
 use crate::buffer::Buffer;
 use crate::config::target::Target;
 use crate::config::{Limits, OutputSpec, SpoolConfig, SpoolMode, SpoolSync};
@@ -404,6 +406,15 @@ fn open(
             return Ok(Box::new(http::Http::open(
                 spec,
                 tls,
+                producer,
+                timeout,
+                http_state.clone(),
+            )?))
+        }
+        Target::ClickHouse(t) => {
+            return Ok(Box::new(clickhouse::open(
+                t,
+                &spec.http,
                 producer,
                 timeout,
                 http_state.clone(),

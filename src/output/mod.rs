@@ -6,6 +6,7 @@
 //! owned by the worker's threads and do blocking I/O bounded by their `timeout`; callers of
 //! `log` never touch one.
 
+pub mod clickhouse;
 pub mod datagram;
 pub mod dead_letter;
 pub mod driver;

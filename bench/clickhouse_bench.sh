@@ -1,0 +1,89 @@
+#!/bin/sh
+# rlog into ClickHouse against clickhouse-client inserting the same rows (issue 16): rows/s of
+# each, measured side by side by farm-bench, then what the server stored checked against what was
+# sent (every run's rows, once).
+#
+#   sh bench/clickhouse_bench.sh [N] [RUNS]     N rows per run (default 1000000), RUNS pairs (5)
+#
+# A: build/clickhouse_bench rlog N PORT r  - N rlog_logger_log calls of ~90-byte messages through
+#    `logger = clickhouse://...` with a json encoder ({"ts_us":${micros},"msg":"${msg}"}), then
+#    rlog_logger_free waits until ClickHouse has answered every insert; exits 1 if a call did not
+#    buffer (a drop) or a message was not delivered. Then again without gzip (RLOG_BENCH_PLAIN=1).
+# B: clickhouse-client --query "INSERT INTO logs.c FORMAT JSONEachRow" < the same N rows, as
+#    the json encoder writes them (native protocol on the TCP port; rlog uses the HTTP one).
+# The server: Debian's clickhouse-server, on 127.0.0.1 with its own temp dir and ports, stopped
+# by its pid file at the end. Both tables are plain MergeTree ORDER BY ts_us.
+set -eu
+cd "$(dirname "$0")/.."
+N=${1:-1000000}
+RUNS=${2:-5}
+cargo build --release -q
+ln -sf librlog.so target/release/librlog.so.0
+mkdir -p build
+cc -O2 -Wall -Wextra -Iinclude -o build/clickhouse_bench bench/clickhouse_bench.c -Ltarget/release \
+    -lrlog -Wl,-rpath,"$PWD/target/release" -lpthread
+
+D=$(mktemp -d /tmp/rlog-clickhouse-bench.XXXXXX)
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+HTTP=$(port)
+TCP=$(port)
+cat > "$D/config.xml" <<XML
+<?xml version="1.0"?>
+<yandex>
+  <logger><level>warning</level><log>$D/server.log</log><errorlog>$D/server.err.log</errorlog><console>0</console></logger>
+  <listen_host>127.0.0.1</listen_host>
+  <http_port>$HTTP</http_port>
+  <tcp_port>$TCP</tcp_port>
+  <path>$D/data/</path>
+  <tmp_path>$D/tmp/</tmp_path>
+  <user_files_path>$D/user_files/</user_files_path>
+  <format_schema_path>$D/format_schemas/</format_schema_path>
+  <users_config>$D/users.xml</users_config>
+  <default_profile>default</default_profile>
+  <default_database>default</default_database>
+  <mark_cache_size>5368709120</mark_cache_size>
+</yandex>
+XML
+cat > "$D/users.xml" <<XML
+<?xml version="1.0"?>
+<yandex>
+  <profiles><default></default></profiles>
+  <users><default><password></password><networks><ip>127.0.0.1</ip></networks><profile>default</profile><quota>default</quota></default></users>
+  <quotas><default></default></quotas>
+</yandex>
+XML
+/usr/sbin/clickhouse-server --daemon --config-file="$D/config.xml" --pid-file="$D/clickhouse.pid"
+stop() {
+    if [ -f "$D/clickhouse.pid" ]; then kill "$(cat "$D/clickhouse.pid")" 2>/dev/null || true; fi
+    sleep 1
+    rm -rf "$D"
+}
+trap stop EXIT
+q() { curl -sS --fail-with-body "http://127.0.0.1:$HTTP/" --data-binary "$1"; }
+i=0
+until [ "$(curl -s "http://127.0.0.1:$HTTP/ping" || true)" = "Ok." ]; do
+    i=$((i + 1)); [ $i -lt 600 ] || { echo "clickhouse-server did not start" >&2; exit 1; }
+    sleep 0.1
+done
+q "CREATE DATABASE logs"
+q "CREATE TABLE logs.r (ts_us UInt64, msg String) ENGINE = MergeTree ORDER BY ts_us"
+q "CREATE TABLE logs.c (ts_us UInt64, msg String) ENGINE = MergeTree ORDER BY ts_us"
+build/clickhouse_bench rows "$N" "$D/rows.json"
+echo "clickhouse-server $(q 'SELECT version()'), $N rows per run ($(wc -c < "$D/rows.json") bytes of JSONEachRow), $(nproc) cores (shared)"
+
+farm-bench -n "$RUNS" --warmup 1 --timeout 1800 \
+    --vs "sh -c 'clickhouse-client --host 127.0.0.1 --port $TCP --query \"INSERT INTO logs.c FORMAT JSONEachRow\" < $D/rows.json'" \
+    -- build/clickhouse_bench rlog "$N" "$HTTP" r
+
+# The same without gzip (a named logger with ch.compression = none): what gzip costs on loopback.
+farm-bench -n "$RUNS" --warmup 1 --timeout 1800 \
+    --vs "sh -c 'clickhouse-client --host 127.0.0.1 --port $TCP --query \"INSERT INTO logs.c FORMAT JSONEachRow\" < $D/rows.json'" \
+    -- env RLOG_BENCH_PLAIN=1 build/clickhouse_bench rlog "$N" "$HTTP" r
+
+# One more rlog run, its own report shown: the rlog_logger_log calls and what they returned.
+build/clickhouse_bench rlog "$N" "$HTTP" r
+want=$((N * (2 * RUNS + 3)))
+r=$(q "SELECT count(), uniqExact(msg) FROM logs.r FORMAT TSV")
+c=$(q "SELECT count() FROM logs.c")
+echo "stored: rlog $r (count, distinct messages), clickhouse-client $c; expected rlog $want ($N distinct), clickhouse-client $((N * (2 * RUNS + 2)))"
+[ "$r" = "$(printf '%s\t%s' "$want" "$N")" ] && [ "$c" = "$((N * (2 * RUNS + 2)))" ] || { echo "MISMATCH" >&2; exit 1; }

@@ -1,0 +1,315 @@
+//! `clickhouse://[USER:PASS@]HOST[:PORT]/DB.TABLE` loggers: where the rows go and the `INSERT`
+//! that puts them there; their http settings' defaults and the keys they refuse; the handle's
+//! batching when a config has one. The output itself is `output::clickhouse`.
+
+use std::time::Duration;
+
+use super::http::{ApiKind, BodyFraming, HttpSettings, Method};
+use super::Limits;
+
+/// ClickHouse's HTTP port when the target names none.
+pub const DEFAULT_PORT: u16 = 8123;
+
+/// A parsed `clickhouse://` target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClickHouseTarget {
+    /// `USER:PASS` (percent-decoded), sent as HTTP basic authentication.
+    pub user: Option<(String, String)>,
+    pub host: String,
+    pub port: u16,
+    pub database: String,
+    pub table: String,
+}
+
+/// Whether `name` is a plain ClickHouse identifier (what the target accepts for DB and TABLE):
+/// letters, digits and `_`, not starting with a digit.
+fn identifier(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// `%XX` escapes decoded (for a user or password with `:`, `@` or `/` in it).
+fn percent_decode(s: &str) -> Result<String, String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| format!("bad %-escape in \"{s}\""))?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| format!("\"{s}\" is not UTF-8 once %-decoded"))
+}
+
+/// Percent-encodes a URL query value (everything but RFC 3986's unreserved characters).
+pub fn url_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() * 3);
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+impl ClickHouseTarget {
+    /// Parses what follows `clickhouse://`.
+    ///
+    /// Errors: no host, a bad port, no `/DB.TABLE`, a database or table name that is not a
+    /// plain identifier, a bad `%`-escape in the credentials.
+    pub fn parse(rest: &str) -> Result<ClickHouseTarget, String> {
+        let (authority, path) = rest
+            .split_once('/')
+            .ok_or("expected clickhouse://[USER:PASS@]HOST[:PORT]/DB.TABLE")?;
+        let (user, hostport) = match authority.rsplit_once('@') {
+            Some((cred, hp)) => {
+                let (u, p) = cred
+                    .split_once(':')
+                    .ok_or("credentials must be USER:PASS@")?;
+                (Some((percent_decode(u)?, percent_decode(p)?)), hp)
+            }
+            None => (None, authority),
+        };
+        let (host, port) = match hostport.rsplit_once(':') {
+            Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (
+                h,
+                p.parse::<u16>()
+                    .ok()
+                    .filter(|&p| p > 0)
+                    .ok_or_else(|| format!("bad port \"{p}\""))?,
+            ),
+            _ => (hostport, DEFAULT_PORT),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return Err("no host".into());
+        }
+        let (database, table) = path
+            .split_once('.')
+            .ok_or("expected /DB.TABLE after the host")?;
+        for (what, name) in [("database", database), ("table", table)] {
+            if !identifier(name) {
+                return Err(format!(
+                    "{what} name \"{name}\" must be letters, digits and _ (not starting with a digit)"
+                ));
+            }
+        }
+        Ok(ClickHouseTarget {
+            user,
+            host: host.to_string(),
+            port,
+            database: database.to_string(),
+            table: table.to_string(),
+        })
+    }
+
+    /// The statement each request runs; its rows are the request's body.
+    pub fn insert(&self) -> String {
+        format!(
+            "INSERT INTO `{}`.`{}` FORMAT JSONEachRow",
+            self.database, self.table
+        )
+    }
+
+    /// The request target: `/?query=` and the URL-encoded `INSERT`.
+    pub fn request_path(&self) -> String {
+        format!("/?query={}", url_encode(&self.insert()))
+    }
+}
+
+impl std::fmt::Display for ClickHouseTarget {
+    /// The target without its password (for messages and labels).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "clickhouse://")?;
+        if let Some((u, _)) = &self.user {
+            write!(f, "{u}:***@")?;
+        }
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        write!(f, "{host}:{}/{}.{}", self.port, self.database, self.table)
+    }
+}
+
+/// Rows per insert at most, by default: ClickHouse wants few large inserts (each makes a part;
+/// many small parts end in `TOO_MANY_PARTS`).
+pub const MAX_BATCH_ROWS: usize = 10_000;
+
+/// A clickhouse logger's http settings before the config's keys: gzip on, 10 000 rows per
+/// insert.
+pub fn default_settings() -> HttpSettings {
+    HttpSettings {
+        gzip: true,
+        max_batch_size: MAX_BATCH_ROWS,
+        ..HttpSettings::default()
+    }
+}
+
+/// Bytes held that start a flush, in a config with a clickhouse logger (resty's 4 096 would
+/// make an insert of some 20 rows): about 10 000 rows of 200 bytes.
+pub const FLUSH_LIMIT: usize = 2 << 20;
+/// Bytes held in memory before `log` drops, in a config with a clickhouse logger: above
+/// [`FLUSH_LIMIT`], room for some 8 inserts while ClickHouse is slow or down.
+pub const DROP_LIMIT: usize = 16 << 20;
+/// The longest a row waits for its insert when few are logged.
+pub const FLUSH_PERIOD: Duration = Duration::from_secs(1);
+
+/// ClickHouse's batching for a config with a clickhouse logger: a flush at [`FLUSH_LIMIT`]
+/// bytes or every second, `drop_limit` [`DROP_LIMIT`]; each only where the config (keys `seen`)
+/// does not set it. The handle's limits: its other loggers flush alike.
+pub fn batching_defaults(limits: &mut Limits, seen: &[&str]) {
+    if !seen.contains(&"flush_limit") {
+        limits.flush_limit = FLUSH_LIMIT;
+    }
+    if !seen.contains(&"drop_limit") {
+        limits.drop_limit = DROP_LIMIT.max(limits.flush_limit.saturating_add(1));
+    }
+    if !seen.contains(&"periodic_flush") && !seen.contains(&"max_coalescing_delay") {
+        limits.periodic_flush = Some(FLUSH_PERIOD);
+    }
+}
+
+/// Checks that no key was given that a clickhouse logger would ignore (the request's method,
+/// media type, framing and API are ClickHouse's).
+///
+/// Errors: the key, for logger `label`.
+pub fn check_settings(s: &HttpSettings, label: &str) -> Result<(), String> {
+    let plain = HttpSettings::default();
+    let ignored = [
+        ("http_api", s.api != ApiKind::Plain),
+        ("framing", s.framing != BodyFraming::Newline),
+        ("method", s.method != Method::Post),
+        ("content_type", s.content_type.is_some()),
+        ("loki_labels", !s.loki_labels.is_empty()),
+        ("es_action", s.es_action != plain.es_action),
+    ];
+    match ignored.iter().find(|(_, set)| *set) {
+        Some((key, _)) => Err(format!(
+            "{label}: \"{key}\" does not apply to a clickhouse:// logger (it sends INSERT ... FORMAT JSONEachRow); set it as NAME.{key} for the http logger it is meant for"
+        )),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_credentials_host_port_database_and_table() {
+        let t = ClickHouseTarget::parse("writer:s%40cret@127.0.0.1:8124/logs.events").unwrap();
+        assert_eq!(t.user, Some(("writer".into(), "s@cret".into())));
+        assert_eq!((t.host.as_str(), t.port), ("127.0.0.1", 8124));
+        assert_eq!((t.database.as_str(), t.table.as_str()), ("logs", "events"));
+        assert_eq!(
+            t.request_path(),
+            "/?query=INSERT%20INTO%20%60logs%60.%60events%60%20FORMAT%20JSONEachRow"
+        );
+        assert_eq!(
+            t.to_string(),
+            "clickhouse://writer:***@127.0.0.1:8124/logs.events"
+        );
+        let t = ClickHouseTarget::parse("ch.example/db.t").unwrap();
+        assert_eq!((t.port, t.user), (DEFAULT_PORT, None));
+        let t = ClickHouseTarget::parse("[::1]:9/db.t").unwrap();
+        assert_eq!((t.host.as_str(), t.port), ("::1", 9));
+    }
+
+    #[test]
+    fn refuses_what_would_not_be_one_table() {
+        for bad in [
+            "127.0.0.1:8123",
+            "127.0.0.1:8123/",
+            "127.0.0.1:8123/logs",
+            "127.0.0.1:8123/logs.ev-ents",
+            "127.0.0.1:8123/logs.a.b",
+            "127.0.0.1:8123/1db.t",
+            "127.0.0.1:8123/logs.t`;DROP",
+            "127.0.0.1:0/db.t",
+            "127.0.0.1:x/db.t",
+            ":8123/db.t",
+            "user@127.0.0.1/db.t",
+            "u:%zz@127.0.0.1/db.t",
+        ] {
+            assert!(ClickHouseTarget::parse(bad).is_err(), "{bad}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod config_tests {
+    use crate::config::target::Target;
+    use crate::config::Config;
+
+    fn outputs(text: &str) -> Result<Vec<crate::config::OutputSpec>, String> {
+        Config::parse(text).map(|c| c.outputs.outputs.clone())
+    }
+
+    #[test]
+    fn a_clickhouse_logger_gets_clickhouse_s_defaults_and_the_http_keys() {
+        let o = outputs("logger = clickhouse://u:p@127.0.0.1:8123/logs.t").unwrap();
+        assert!(matches!(&o[0].target, Target::ClickHouse(t) if t.table == "t"));
+        assert!(o[0].http.gzip);
+        assert_eq!(o[0].http.max_batch_size, super::MAX_BATCH_ROWS);
+        let c = Config::parse("logger = clickhouse://127.0.0.1:8123/logs.t").unwrap();
+        assert_eq!(c.limits.flush_limit, super::FLUSH_LIMIT);
+        assert_eq!(c.limits.drop_limit, super::DROP_LIMIT);
+        assert_eq!(c.limits.periodic_flush, Some(super::FLUSH_PERIOD));
+        let c = Config::parse(
+            "logger = clickhouse://127.0.0.1:8123/logs.t\nflush_limit = 1000\n\
+             max_coalescing_delay = 0.2",
+        )
+        .unwrap();
+        assert_eq!(c.limits.flush_limit, 1000);
+        assert_eq!(c.limits.drop_limit, super::DROP_LIMIT);
+        assert_eq!(
+            c.limits.periodic_flush,
+            Some(std::time::Duration::from_millis(200))
+        );
+        let c = Config::parse("logger = tcp://127.0.0.1:9\n").unwrap();
+        assert_eq!(c.limits.flush_limit, 4096, "other configs keep resty's");
+        assert_eq!(
+            o[0].label(),
+            "logger clickhouse://u:***@127.0.0.1:8123/logs.t"
+        );
+        let o = outputs(
+            "logger = ch clickhouse://127.0.0.1:8123/logs.t\nlog-route = ch .\n\
+             max_batch_size = 500\nch.compression = none\nch.max_retry_time = 60",
+        )
+        .unwrap();
+        assert_eq!(o[0].http.max_batch_size, 500);
+        assert!(!o[0].http.gzip);
+        assert_eq!(
+            o[0].http.max_retry_time,
+            Some(std::time::Duration::from_secs(60))
+        );
+    }
+
+    #[test]
+    fn keys_a_clickhouse_logger_would_ignore_are_init_errors() {
+        let e = outputs(
+            "logger = ch clickhouse://127.0.0.1:8123/logs.t\nlog-route = ch .\nch.method = PUT",
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("\"method\" does not apply to a clickhouse:// logger"),
+            "{e}"
+        );
+        let e = outputs("logger = clickhouse://127.0.0.1:8123/logs\n").unwrap_err();
+        assert!(e.contains("expected /DB.TABLE"), "{e}");
+        assert!(e.contains("clickhouse://127.0.0.1:8123/logs"), "{e}");
+    }
+}

@@ -1,0 +1,40 @@
+//! The `clickhouse://[USER:PASS@]HOST[:PORT]/DB.TABLE` output: each record one row of
+//! `INSERT INTO DB.TABLE FORMAT JSONEachRow`, over ClickHouse's HTTP interface. It is the http
+//! output (batches, gzip, the same records resent after a failure, bisection of a refused
+//! request, `max_retry_time`) with ClickHouse's request ([`api`]), its reading of answers by
+//! exception code ([`answer`]); its target syntax and defaults are config's
+//! (`config::clickhouse`). docs/CLICKHOUSE.md.
+
+pub mod answer;
+pub mod api;
+
+use std::io;
+use std::time::Duration;
+
+use crate::config::clickhouse::ClickHouseTarget;
+use crate::config::http::HttpSettings;
+use crate::output::http::{self, Http};
+
+/// Connects to `t` for inserts laid out and read by [`api::ClickHouseApi`].
+pub fn open(
+    t: &ClickHouseTarget,
+    settings: &HttpSettings,
+    producer: u64,
+    timeout: Duration,
+    state: http::Shared,
+) -> io::Result<Http> {
+    let userinfo = t.user.as_ref().map(|(u, p)| format!("{u}:{p}"));
+    Http::connect(
+        &t.host,
+        t.port,
+        false,
+        &t.request_path(),
+        userinfo.as_deref(),
+        settings,
+        Box::new(api::ClickHouseApi),
+        None,
+        producer,
+        timeout,
+        state,
+    )
+}
