@@ -75,3 +75,65 @@ fn endpoint_down_then_kill9_the_next_process_delivers_every_line_once() {
     assert_eq!(seen.len() as u64, N, "every line once");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_batch_replayed_by_the_next_process_carries_the_id_it_was_first_tried_with() {
+    const N: u64 = 1_000;
+    let dir = temp_dir("http-spool-ids");
+    let ng = Nginx::start(&dir.join("nginx"), None);
+    // `/gate` answers 503 until the test opens it.
+    let text = format!(
+        "logger = http://127.0.0.1:{}/gate\nspool = {}\nmax_retry_times = 0\n\
+         retry_interval = 10\ndrop_limit = 67108864\nmax_batch_size = 1000",
+        ng.port,
+        dir.join("spool").display()
+    );
+    let (mut test_end, mut child_end) = pair();
+    let child_text = text.clone();
+    let pid = fork_run(move || {
+        let lg = Logger::start(Config::parse(&child_text).unwrap()).unwrap();
+        for i in 0..N {
+            let m = format!("{{\"i\":{i}}}");
+            assert_eq!(lg.log(m.as_bytes()), Logged::Buffered(m.len()));
+        }
+        lg.flush();
+        wait_for("everything spooled", 60, || {
+            let s = lg.stats();
+            s.spooled == N && s.buffered == 0
+        });
+        send_stats(&mut child_end, &lg.stats());
+        child_end.flush().unwrap();
+        loop {
+            thread::sleep(Duration::from_secs(1));
+        }
+    });
+    let s = recv_stats(&mut test_end, "the child");
+    sigkill(pid);
+    assert_identity(&s);
+    let refused: HashSet<String> = ng
+        .requests()
+        .into_iter()
+        .filter(|r| r.0 == 503)
+        .map(|r| r.1)
+        .collect();
+    assert!(!refused.is_empty());
+
+    ng.get("/gate_open");
+    let lg = Logger::start(Config::parse(&text).unwrap()).unwrap();
+    wait_for("the replay", 60, || lg.stats().sent == N);
+    assert_identity(&lg.stats());
+    assert!(lg.close(Duration::from_secs(5)));
+    let delivered: Vec<(u16, String, usize)> =
+        ng.requests().into_iter().filter(|r| r.0 == 204).collect();
+    assert_eq!(delivered.len(), 1, "{delivered:?}");
+    // The next process (another producer id) sent the records under the id the first one
+    // tried them with: a receiver that deduplicates by X-Rlog-Batch (or by record id) keeps
+    // them once.
+    assert!(
+        refused.contains(&delivered[0].1),
+        "{} not among {refused:?}",
+        delivered[0].1
+    );
+    assert_eq!(ng.lines().len() as u64, N);
+    let _ = std::fs::remove_dir_all(&dir);
+}

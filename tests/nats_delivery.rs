@@ -69,16 +69,20 @@ fn every_record_is_acknowledged_and_stored_once() {
     assert_eq!(s.sent_bytes, N * 200);
     assert_identity(&s);
     assert_stored_once(port, "LOGS", N);
-    // Each message names itself for the stream's deduplication: producer-sequence.
+    // Each message names itself for the stream's deduplication: its identity, the producer
+    // plus its sequence, in 16 hex digits (consecutive for consecutive records).
     let msgs = stream_messages(port, "LOGS");
-    let h = String::from_utf8_lossy(&msgs[0].headers).into_owned();
-    let id = h
-        .lines()
-        .find_map(|l| l.strip_prefix("Nats-Msg-Id: "))
-        .unwrap_or_else(|| panic!("no Nats-Msg-Id in {h:?}"));
-    let (producer, seq) = id.split_once('-').unwrap();
-    assert_eq!(producer.len(), 16, "{id}");
-    seq.parse::<u64>().unwrap();
+    let id = |i: usize| {
+        let h = String::from_utf8_lossy(&msgs[i].headers).into_owned();
+        let id = h
+            .lines()
+            .find_map(|l| l.strip_prefix("Nats-Msg-Id: "))
+            .unwrap_or_else(|| panic!("no Nats-Msg-Id in {h:?}"))
+            .to_string();
+        assert_eq!(id.len(), 16, "{id}");
+        u64::from_str_radix(&id, 16).unwrap()
+    };
+    assert_eq!(id(1), id(0).wrapping_add(1));
 }
 
 #[test]

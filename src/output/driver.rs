@@ -655,6 +655,13 @@ impl Driver {
         Some(disk.counts())
     }
 
+    /// Whether a record keeps its identity ([`super::record_key`]) when replayed from the spool.
+    /// rlogd does not: it deduplicates by sequence per producer, and takes a replayed record
+    /// under a new sequence (see `deliver_all`).
+    fn stable_ids(&self) -> bool {
+        !self.spec.target.is_rlogd()
+    }
+
     /// Whether records wait, in memory or on disk.
     pub fn holds(&self) -> bool {
         !self.pending.is_empty() || self.disk.as_ref().is_some_and(Disk::holds)
@@ -666,6 +673,8 @@ impl Driver {
     /// stops). A full spool loses them (counted, reported); a failing disk keeps them in memory
     /// and is tried again a second later.
     pub fn spool_pending(&mut self, failed: bool, settle: &mut dyn Settle, round: &mut Round) {
+        // The id the spool keeps: the record's identity (or its sequence, for rlogd).
+        let (stable, producer) = (self.stable_ids(), self.producer);
         let Some(disk) = self.disk.as_mut() else {
             return;
         };
@@ -692,7 +701,11 @@ impl Driver {
                 while let Some((i, r)) = records.next_if(|_| recs.is_empty() || bytes < chunk) {
                     bytes += r.bytes.len();
                     recs.push(SpoolRecord {
-                        id: first + i as u64,
+                        id: if stable {
+                            super::record_key(producer, first + i as u64)
+                        } else {
+                            first + i as u64
+                        },
                         time_us: r.time_us,
                         bytes: r.bytes,
                         // A record with no owner is a message of its own.
@@ -788,20 +801,28 @@ impl Driver {
             // counted and uncounted records. They have no owner: each is a record of its own
             // (its message left the ledger when it went to disk; or it was adopted). An
             // uncounted copy settles only in this output's counters.
+            // Records keep their identity: a run is numbered so that the output gives each the
+            // identity the spool kept (runs end where the identities are not consecutive).
+            // rlogd's records are numbered after everything sent so far instead.
+            let stable = self.stable_ids();
             let (mut done, mut ok, mut from) = (0, true, 0);
             while ok && from < n {
                 let counted = read[from].counted;
-                let to = from
-                    + read[from..]
-                        .iter()
-                        .take_while(|r| r.counted == counted)
-                        .count();
+                let first_id = read[from].id;
+                let run = read[from..].iter().enumerate().take_while(|(k, r)| {
+                    r.counted == counted && (!stable || r.id == first_id.wrapping_add(*k as u64))
+                });
+                let to = from + run.count();
                 // The replay buffer is kept from one batch to the next.
                 let disk = self.disk.as_mut().expect("checked above");
                 let mut batch = std::mem::take(&mut disk.replay);
                 batch.clear();
-                batch.first_seq = *next_seq;
-                *next_seq += (to - from) as u64;
+                if stable {
+                    batch.first_seq = first_id.wrapping_sub(self.producer);
+                } else {
+                    batch.first_seq = *next_seq;
+                    *next_seq += (to - from) as u64;
+                }
                 for r in &read[from..to] {
                     batch.push(&r.bytes, r.time_us);
                 }
@@ -834,9 +855,10 @@ impl Driver {
                 return false;
             }
         }
-        if replayed && !self.pending.is_empty() {
+        if replayed && !self.pending.is_empty() && !self.stable_ids() {
             // Spooled records went out numbered after these (a disk that failed kept them in
-            // memory): number them after, so that a deduplicating collector keeps them.
+            // memory): number them after, so that rlogd, which deduplicates by sequence, keeps
+            // them.
             self.pending.first_seq = *next_seq;
             *next_seq += self.pending.len() as u64;
         }

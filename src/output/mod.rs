@@ -157,6 +157,19 @@ pub trait Output: Send {
     fn fds(&self) -> Vec<i32>;
 }
 
+/// A record's identity: its output's producer id plus its sequence (wrapping). It is what the
+/// spool keeps as the record's id, so a record replayed from disk, by this process or by the
+/// next one (with another producer id), is numbered back to the same identity (see
+/// `Driver::deliver_all`): the same `Nats-Msg-Id`, `_id` or `X-Rlog-Batch` on every resend.
+pub fn record_key(producer: u64, seq: u64) -> u64 {
+    producer.wrapping_add(seq)
+}
+
+/// [`record_key`] as the text the outputs send (16 hex digits).
+pub fn record_id(producer: u64, seq: u64) -> String {
+    format!("{:016x}", record_key(producer, seq))
+}
+
 /// Whether the close deadline `until` has passed: the error a send stops with then.
 pub fn past(until: Option<Instant>) -> io::Result<()> {
     match until {

@@ -9,6 +9,7 @@
 //! - `/reset?fail=K`: the first K get a response head and half a body, then the connection is
 //!   reset (nginx's 444).
 //! - `/refuse?bad=WORD`: 400 when the body holds WORD, else 204.
+//! - `/gate`: 503 until `/gate_open` is requested, then 204.
 //! - `/small`: `client_max_body_size 64k`: nginx itself answers 413 to a larger body.
 //! - `/es/_bulk`: 200 `{"errors":false,...}` as Elasticsearch's `_bulk` does.
 //!
@@ -152,6 +153,11 @@ http {{
                 H.store(400); ngx.status = 400; ngx.say("bad record"); return ngx.exit(400)
             end
             H.store(204); ngx.exit(204) }} }}
+        location /gate {{ content_by_lua_block {{
+            if ngx.shared.st:get("gate_open") then H.store(204); return ngx.exit(204) end
+            H.store(503); ngx.exit(503) }} }}
+        location /gate_open {{ content_by_lua_block {{
+            ngx.shared.st:set("gate_open", true); ngx.exit(204) }} }}
         location /small {{ client_max_body_size 64k; content_by_lua_block {{ H.store(204); ngx.exit(204) }} }}
         location /es/_bulk {{ content_by_lua_block {{
             H.store(200); ngx.header["Content-Type"] = "application/json"
@@ -188,6 +194,16 @@ http {{
             std::thread::sleep(Duration::from_millis(50));
         }
         n
+    }
+
+    /// Requests `path` (a control location such as `/gate_open`) and waits for the answer.
+    pub fn get(&self, path: &str) {
+        use std::io::Write;
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 204"), "{answer}");
     }
 
     pub fn error_log(&self) -> String {

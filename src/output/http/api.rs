@@ -20,10 +20,11 @@ pub struct Records<'a> {
 }
 
 impl Records<'_> {
-    /// Record `i`'s (an index into the batch) stable id: producer and sequence in hex. A resend
-    /// of the record carries the same id, so a server that keys on it stores it once.
+    /// Record `i`'s (an index into the batch) stable id ([`crate::output::record_id`]). A
+    /// resend of the record, a replay from the spool included, carries the same id, so a server
+    /// that keys on it stores it once.
     pub fn id(&self, i: usize) -> String {
-        record_id(self.producer, self.batch.first_seq + i as u64)
+        crate::output::record_id(self.producer, self.batch.first_seq + i as u64)
     }
 
     /// Record `i`'s time in ns since the epoch: the `log` call's when it was taken, else now.
@@ -33,11 +34,6 @@ impl Records<'_> {
             None => now_ns,
         }
     }
-}
-
-/// A record's stable id (see [`Records::id`]).
-pub fn record_id(producer: u64, seq: u64) -> String {
-    format!("{producer:016x}-{seq:x}")
 }
 
 /// The current time in ns since the epoch.

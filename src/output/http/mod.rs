@@ -280,10 +280,10 @@ impl Http {
     }
 }
 
-/// A batch's id: the producer, the first record's sequence and the record count, so that the
-/// same records resent carry the same id.
+/// A batch's id: its first record's identity and the record count, so that the same records
+/// resent (or replayed from the spool) carry the same id.
 pub fn batch_id(producer: u64, first_seq: u64, n: usize) -> String {
-    format!("{producer:016x}-{first_seq:x}-{n}")
+    format!("{}-{n}", super::record_id(producer, first_seq))
 }
 
 impl Output for Http {

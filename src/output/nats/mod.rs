@@ -2,8 +2,8 @@
 //! and counts as delivered only once the stream acknowledges it (its PubAck).
 //!
 //! A small synchronous client of the NATS text protocol on rlog's own sockets. Each message
-//! carries a `Nats-Msg-Id` made of the output's producer id and the record's sequence, the same
-//! across resends, so a message stored whose acknowledgement was lost (a connection dropped, a
+//! carries a `Nats-Msg-Id`, the record's identity ([`super::record_id`]), the same across
+//! resends and replays from the spool, so a message stored whose acknowledgement was lost (a connection dropped, a
 //! server restarted) and sent again is dropped by the stream as a duplicate within its
 //! duplicate window. Replies come to a private inbox (`_INBOX.<random>.N`), one per publish,
 //! and up to `nats_window` publishes wait for theirs at once.
@@ -314,11 +314,8 @@ impl Output for Nats {
                 let r = batch.record(published);
                 self.id.clear();
                 use std::fmt::Write;
-                let _ = write!(
-                    self.id,
-                    "{producer:016x}-{}",
-                    batch.first_seq + published as u64
-                );
+                let key = super::record_key(producer, batch.first_seq + published as u64);
+                let _ = write!(self.id, "{key:016x}");
                 let size = proto::header_len(self.id.len()) + r.bytes.len();
                 if size > self.max_payload {
                     refused = Some((
