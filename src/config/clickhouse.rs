@@ -292,6 +292,18 @@ mod config_tests {
         .unwrap();
         assert_eq!(o[0].http.max_batch_size, 500);
         assert!(!o[0].http.gzip);
+        // Handle-wide, for an unnamed logger too; and harmless where nothing compresses.
+        let unnamed =
+            outputs("logger = clickhouse://127.0.0.1:8123/logs.t\ncompression = none").unwrap();
+        assert!(!unnamed[0].http.gzip);
+        assert_eq!(
+            outputs("logger = tcp://127.0.0.1:9\ncompression = none")
+                .unwrap()
+                .len(),
+            1
+        );
+        let c = Config::parse("host = 127.0.0.1\nport = 9\nsock_type = rlogd\ncompression = none");
+        assert!(!c.unwrap().outputs.outputs[0].rlogd.compress);
         assert_eq!(
             o[0].http.max_retry_time,
             Some(std::time::Duration::from_secs(60))

@@ -379,6 +379,12 @@ impl Config {
                 "compression" if v == "gzip" => {
                     uwsgi.take(e)?;
                 }
+                "compression" if v == "none" => {
+                    // No compression, for every logger that compresses (rlogd's is off by
+                    // default; http and clickhouse loggers gzip unless told not to).
+                    rlogd.compress = false;
+                    uwsgi.take(e)?;
+                }
                 "compression" => {
                     rlogd.compress = compression(e)?;
                     rlogd_key.get_or_insert((key.to_string(), e.line));

@@ -262,6 +262,13 @@ impl UwsgiKeys {
                     self.framing = Some(Framing::parse(&e.value).map_err(at)?);
                 }
             }
+            "compression" if e.value == "none" => {
+                // Handle-wide `compression = none` turns gzip off for http loggers, and asks
+                // for nothing when there are none (see `Config::parse`).
+                self.http.apply("compression", e)?;
+                self.http_entries
+                    .push(("compression".to_string(), e.clone()));
+            }
             k if HTTP_ONLY.contains(&k) || (k == "compression" && e.value == "gzip") => {
                 self.http.apply(k, e)?;
                 self.http_first.get_or_insert((k.to_string(), e.line));
