@@ -9,6 +9,11 @@ The demo fails (exit 1) unless every line each sender logged is in the store exa
 The spool step shows logs surviving a restart (SPEC §6): before rlogd is up, a Python process
 logs with `spool = DIR` and exits; what it could not deliver waits in DIR (`rlogd spool DIR`
 shows it); once rlogd is up, a second run with the same config adopts and delivers it.
+
+The http step does Kong http-log's job: nginx's workers log a JSON line per request from
+`log_by_lua` through the `http://` output to an HTTP receiver (a small Python server standing in
+for a log API), which refuses the first batch with a 503: rlog resends it, with the same
+`X-Rlog-Batch` id, and every line arrives once.
 """
 from __future__ import annotations
 
@@ -100,6 +105,80 @@ def send_from_nginx(port: int, n: int, tmp: pathlib.Path) -> int:
         ng.stop()
     print(f"  nginx: {n} requests served by 2 workers, logged from log_by_lua_block")
     return n
+
+
+def send_over_http(n: int, tmp: pathlib.Path) -> bool:
+    """nginx logs `n` requests as JSON lines to an HTTP receiver that answers 503 once."""
+    import gzip
+    import http.server
+    import threading
+
+    from nginx_helpers import Nginx, nginx_missing
+
+    why = nginx_missing()
+    if why:
+        print(f"  http step skipped: {why}")
+        return True
+    got: dict = {"lines": [], "posts": []}
+
+    class Receiver(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            if self.headers.get("Content-Encoding") == "gzip":
+                body = gzip.decompress(body)
+            first = not got["posts"]
+            got["posts"].append((503 if first else 204, self.headers.get("X-Rlog-Batch")))
+            if first:
+                self.send_response(503)
+                self.send_header("Retry-After", "0")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            got["lines"] += [l for l in body.decode().splitlines() if l]
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{srv.server_address[1]}/ingest"
+    init = (f'local logger = require "resty.rlog" '
+            f'if not logger.initted() then '
+            f'  local ok, err = logger.init{{ logger = "{url}", compression = "gzip", '
+            f'    max_batch_size = 1000, retry_interval = 50 }} '
+            f'  if not ok then ngx.log(ngx.ERR, "rlog init: ", err) return end '
+            f'end '
+            f'local bytes, err = logger.log(string.format('
+            f'  \'{{"request":%d,"method":"%s","uri":"%s","status":%d}}\', '
+            f'  tonumber(ngx.var.arg_i), ngx.var.request_method, ngx.var.uri, ngx.status)) '
+            f'if err then ngx.log(ngx.ERR, "rlog: ", err) end')
+    block = Nginx.server("location /hello { content_by_lua_block { ngx.say(\"hi\") } "
+                         f"log_by_lua_block {{ {init} }} }}")
+    ng = Nginx(tmp / "nginx-http", str(LIB), block, workers=2)
+    ng.start()
+    try:
+        for i in range(1, n + 1):
+            urllib.request.urlopen(f"http://127.0.0.1:{ng.port}/hello?i={i}", timeout=10).read()
+        ng.quit()  # the workers deliver what they hold as they exit
+    finally:
+        ng.stop()
+    deadline = time.time() + 10
+    while len(got["lines"]) < n and time.time() < deadline:
+        time.sleep(0.05)
+    srv.shutdown()
+    ids = sorted({int(json.loads(l)["request"]) for l in got["lines"]})
+    refused = [b for s, b in got["posts"] if s == 503]
+    resent = [b for s, b in got["posts"] if s == 204 and b in refused]
+    print(f"  nginx: {n} requests served by 2 workers, each logged as a JSON line to {url}")
+    print(f"  receiver: {len(got['posts'])} POSTs; the first answered 503 (X-Rlog-Batch {refused[0] if refused else '-'}), "
+          f"resent with the same id: {'yes' if resent else 'no'}")
+    for line in got["lines"][:3]:
+        print(f"    {line}")
+    ok = len(got["lines"]) == n and ids == list(range(1, n + 1)) and bool(resent)
+    print(f"http: logged {n}, received {len(got['lines'])} ({len(ids)} distinct): {'ok' if ok else 'FAILED'}")
+    return ok
 
 
 # One run of the spool step, in a process of its own. Run 1 logs `n` lines while nothing listens:
@@ -211,7 +290,9 @@ def main() -> int:
         verify = subprocess.run([str(RLOGD), "verify", "--data", str(store)], capture_output=True, text=True)
         print(f"rlogd verify: {'ok' if verify.returncode == 0 else 'DAMAGED'}")
         ok &= verify.returncode == 0
-    print("demo OK: every line sent through librlog is in rlogd's store, once" if ok else "demo FAILED")
+        print("http (Kong http-log's job): nginx -> librlog -> an HTTP receiver")
+        ok &= send_over_http(20, tmp)
+    print("demo OK: every line sent through librlog arrived, once" if ok else "demo FAILED")
     return 0 if ok else 1
 
 

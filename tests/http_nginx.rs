@@ -466,3 +466,110 @@ fn https_with_a_client_certificate_for_mutual_tls() {
     assert_eq!(indexes(&ng.lines()).len(), 1_000);
     lg.close(Duration::from_secs(5));
 }
+
+/// Elasticsearch cannot run here: `/esi/_bulk` is a mock answering item by item as the `_bulk`
+/// documentation shows (tests/http_util).
+#[test]
+fn es_bulk_items_are_settled_one_by_one_against_a_mock_elasticsearch() {
+    let dir = temp_dir("http-es-items");
+    let ng = Nginx::start(&dir, None);
+    let dead = dir.join("dead.jsonl");
+    let lg = logger(&format!(
+        "logger = es http://127.0.0.1:{}/esi/_bulk\nlog-route = es .\nhttp_api = es_bulk\n\
+         max_batch_size = 250\ndead_letter = {}\n{FAST}",
+        ng.port,
+        dead.display()
+    ));
+    log_lines(&lg, 1_000, |i| match i {
+        100 => Some(format!("{{\"i\":{i},\"msg\":\"BAD\"}}")),
+        200 => Some(format!("{{\"i\":{i},\"msg\":\"DUP\"}}")),
+        300..=309 => Some(format!("{{\"i\":{i},\"msg\":\"BUSY\"}}")),
+        _ => None,
+    });
+    let s = settled(&lg, 1_000);
+    // 400: refused for good; 409 on create: already there, delivered; 429: retried.
+    assert_eq!((s.sent, s.lost, s.rejected), (999, 1, 1), "{s:?}");
+    assert_identity(&s);
+    let indexed = std::fs::read_to_string(dir.join("indexed.log")).unwrap();
+    let got = indexes(&indexed.lines().map(str::to_string).collect::<Vec<_>>());
+    assert_eq!(got.len(), 998, "every document once but BAD and DUP");
+    assert!(!got.contains(&100) && !got.contains(&200));
+    assert!(
+        (300..310).all(|i| got.contains(&i)),
+        "the 429s were retried"
+    );
+    let letters = std::fs::read_to_string(&dead).unwrap();
+    assert_eq!(letters.lines().count(), 1, "{letters}");
+    assert!(letters.contains("mapper_parsing_exception"), "{letters}");
+    lg.close(Duration::from_secs(5));
+}
+
+/// Loki cannot run here: `/loki/api/v1/push` is a mock that stores what it is sent.
+#[test]
+fn loki_push_bodies_carry_the_labels_and_each_line_with_its_time() {
+    let dir = temp_dir("http-loki");
+    let ng = Nginx::start(&dir, None);
+    let lg = logger(&format!(
+        "logger = loki http://127.0.0.1:{}/loki/api/v1/push\nlog-route = loki .\n\
+         http_api = loki\nloki_labels = job=nginx,host=web1\n{FAST}",
+        ng.port
+    ));
+    log_lines(&lg, 300, |_| None);
+    let s = settled(&lg, 300);
+    assert_eq!((s.sent, s.lost), (300, 0), "{s:?}");
+    assert_identity(&s);
+    let mut lines = Vec::new();
+    for body in ng.bodies() {
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let stream = &v["streams"][0];
+        assert_eq!(stream["stream"]["job"], "nginx");
+        assert_eq!(stream["stream"]["host"], "web1");
+        for pair in stream["values"].as_array().unwrap() {
+            let ns: u128 = pair[0].as_str().unwrap().parse().unwrap();
+            assert!(ns > 1_700_000_000_000_000_000, "a time in ns: {ns}");
+            lines.push(pair[1].as_str().unwrap().to_string());
+        }
+    }
+    assert_eq!(indexes(&lines), (0..300).collect::<Vec<_>>());
+    lg.close(Duration::from_secs(5));
+}
+
+/// An OpenTelemetry collector cannot run here: `/v1/logs` is a mock answering `{}`, or a
+/// `partialSuccess` when a record says PARTIAL.
+#[test]
+fn otlp_logs_and_a_partial_success_is_reported() {
+    let dir = temp_dir("http-otlp");
+    let ng = Nginx::start(&dir, None);
+    let lg = logger(&format!(
+        "logger = otel http://127.0.0.1:{}/v1/logs\nlog-route = otel .\nhttp_api = otlp\n{FAST}",
+        ng.port
+    ));
+    log_lines(&lg, 200, |_| None);
+    let s = settled(&lg, 200);
+    assert_eq!((s.sent, s.lost), (200, 0), "{s:?}");
+    let mut lines = Vec::new();
+    for body in ng.bodies() {
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        for r in v["resourceLogs"][0]["scopeLogs"][0]["logRecords"]
+            .as_array()
+            .unwrap()
+        {
+            lines.push(r["body"]["stringValue"].as_str().unwrap().to_string());
+        }
+    }
+    assert_eq!(indexes(&lines), (0..200).collect::<Vec<_>>());
+    assert!(lg.take_error().is_none());
+    // OTLP says how many it rejected, not which: the pending error says so.
+    log_lines(&lg, 1, |_| Some("{\"i\":200,\"msg\":\"PARTIAL\"}".into()));
+    let s = settled(&lg, 201);
+    assert_identity(&s);
+    let e = lg
+        .take_error()
+        .map(|e| e.as_str().to_string())
+        .unwrap_or_default();
+    assert!(
+        e.contains("2") && e.contains("older than the retention"),
+        "{e}"
+    );
+    lg.close(Duration::from_secs(5));
+}

@@ -10,6 +10,14 @@
 //!   reset (nginx's 444).
 //! - `/refuse?bad=WORD`: 400 when the body holds WORD, else 204.
 //! - `/gate`: 503 until `/gate_open` is requested, then 204.
+//! - `/esi/_bulk`: a MOCK of Elasticsearch's `_bulk` (it cannot run here), answering item by
+//!   item as its documentation shows: a `create` whose `_id` it has indexed gets 409
+//!   (version_conflict_engine_exception), as does a document holding DUP; one holding BAD gets
+//!   400 (mapper_parsing_exception), BUSY 429 the first time (es_rejected_execution_exception),
+//!   the others 201; accepted documents are appended to `indexed.log`.
+//! - `/loki/api/v1/push`: a MOCK of Loki's push API (204).
+//! - `/v1/logs`: a MOCK of an OpenTelemetry collector's OTLP/HTTP logs endpoint: `{}`, or a
+//!   `partialSuccess` rejecting 2 records when the body holds PARTIAL (the shape its spec shows).
 //! - `/small`: `client_max_body_size 64k`: nginx itself answers 413 to a larger body.
 //! - `/es/_bulk`: 200 `{"errors":false,...}` as Elasticsearch's `_bulk` does.
 //!
@@ -124,7 +132,7 @@ http {{
     client_max_body_size 64m;
     client_body_buffer_size 4m;
     keepalive_requests 100000;
-    init_by_lua_block {{ {handler} H = {{ store = store, count = count }} }}
+    init_by_lua_block {{ {handler} H = {{ store = store, count = count, dir = dir }} }}
     server {{
         {listen}
         location /ok {{ content_by_lua_block {{ H.store(204); ngx.exit(204) }} }}
@@ -158,6 +166,38 @@ http {{
             H.store(503); ngx.exit(503) }} }}
         location /gate_open {{ content_by_lua_block {{
             ngx.shared.st:set("gate_open", true); ngx.exit(204) }} }}
+        location /esi/_bulk {{ content_by_lua_block {{
+            local body = H.store(200)
+            local items, errors, action = {{}}, false, nil
+            local f = io.open(H.dir .. "/indexed.log", "a")
+            for line in string.gmatch(body, "[^\n]+") do
+                if action == nil then action = line else
+                    local status, err = 201, nil
+                    local id = string.match(action, '"_id":"([^"]+)"') or ""
+                    if ngx.shared.st:get("id" .. id) then
+                        status, err = 409, '"error":{{"type":"version_conflict_engine_exception","reason":"version conflict, document already exists"}}'
+                    elseif string.find(line, "BAD", 1, true) then
+                        status, err = 400, '"error":{{"type":"mapper_parsing_exception","reason":"failed to parse field [i]"}}'
+                    elseif string.find(line, "DUP", 1, true) then
+                        status, err = 409, '"error":{{"type":"version_conflict_engine_exception","reason":"version conflict, document already exists"}}'
+                    elseif string.find(line, "BUSY", 1, true) and ngx.shared.st:incr("busy" .. line, 1, 0) == 1 then
+                        status, err = 429, '"error":{{"type":"es_rejected_execution_exception","reason":"rejected execution"}}'
+                    end
+                    if status < 300 then f:write(line, "\n"); ngx.shared.st:set("id" .. id, true) else errors = true end
+                    items[#items + 1] = '{{"create":{{"_index":"logs","status":' .. status .. (err and ("," .. err) or "") .. '}}}}'
+                    action = nil
+                end
+            end
+            f:close()
+            ngx.header["Content-Type"] = "application/json"
+            ngx.print('{{"took":3,"errors":' .. tostring(errors) .. ',"items":[' .. table.concat(items, ",") .. ']}}') }} }}
+        location /loki/api/v1/push {{ content_by_lua_block {{ H.store(204); ngx.exit(204) }} }}
+        location /v1/logs {{ content_by_lua_block {{
+            local body = H.store(200)
+            ngx.header["Content-Type"] = "application/json"
+            if string.find(body, "PARTIAL", 1, true) then
+                ngx.print('{{"partialSuccess":{{"rejectedLogRecords":"2","errorMessage":"2 log records are older than the retention"}}}}')
+            else ngx.print("{{}}") end }} }}
         location /small {{ client_max_body_size 64k; content_by_lua_block {{ H.store(204); ngx.exit(204) }} }}
         location /es/_bulk {{ content_by_lua_block {{
             H.store(200); ngx.header["Content-Type"] = "application/json"
