@@ -9,6 +9,8 @@
 //! - `/reset?fail=K`: the first K get a response head and half a body, then the connection is
 //!   reset (nginx's 444).
 //! - `/refuse?bad=WORD`: 400 when the body holds WORD, else 204.
+//! - `/trickle`: stores the body, answers 200 and then a body that never ends (one byte every
+//!   100 ms, chunked), as a broken proxy or a hostile endpoint may.
 //! - `/small`: `client_max_body_size 64k`: nginx itself answers 413 to a larger body.
 //! - `/es/_bulk`: 200 `{"errors":false,...}` as Elasticsearch's `_bulk` does.
 //!
@@ -152,6 +154,14 @@ http {{
                 H.store(400); ngx.status = 400; ngx.say("bad record"); return ngx.exit(400)
             end
             H.store(204); ngx.exit(204) }} }}
+        location /trickle {{ content_by_lua_block {{
+            H.store(200); ngx.status = 200; ngx.header["Content-Type"] = "text/plain"
+            while true do
+                ngx.print("x")
+                local ok = ngx.flush(true)
+                if not ok then return ngx.exit(444) end
+                ngx.sleep(0.1)
+            end }} }}
         location /small {{ client_max_body_size 64k; content_by_lua_block {{ H.store(204); ngx.exit(204) }} }}
         location /es/_bulk {{ content_by_lua_block {{
             H.store(200); ngx.header["Content-Type"] = "application/json"

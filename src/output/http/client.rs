@@ -90,6 +90,10 @@ pub struct Conn {
     rbuf: Vec<u8>,
     /// The last response allowed the connection to be reused.
     reusable: bool,
+    /// The connection's `timeout`: also how long a whole response may take once the request is
+    /// written, so that a body trickled for ever (each read within the socket's timeout) cannot
+    /// hold the output.
+    timeout: Duration,
     pub last_used: Instant,
 }
 
@@ -117,6 +121,7 @@ impl Conn {
             probe,
             rbuf: Vec::new(),
             reusable: true,
+            timeout,
             last_used: Instant::now(),
         })
     }
@@ -182,6 +187,9 @@ impl Conn {
             self.stream.write_all(chunk)?;
         }
         self.stream.flush()?;
+        // The whole response within `timeout` (or by the close deadline, if that comes first).
+        let whole_by = Instant::now() + self.timeout;
+        let until = Some(until.map_or(whole_by, |u| u.min(whole_by)));
         let resp = loop {
             let (resp, head_len, framing) = self.read_head(until)?;
             self.rbuf.drain(..head_len);
@@ -194,9 +202,18 @@ impl Conn {
         Ok(resp)
     }
 
-    /// Reads more bytes into `rbuf`. Errors: the peer closed (`UnexpectedEof`), a timeout.
+    /// Reads more bytes into `rbuf`. Errors: the peer closed (`UnexpectedEof`), a timeout
+    /// (`until` passed: the response did not come whole in time, or the close deadline).
     fn fill(&mut self, until: Option<Instant>) -> io::Result<()> {
-        super::super::past(until)?;
+        if until.is_some_and(|u| Instant::now() >= u) {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "the response did not come whole within {} ms (or by the close deadline)",
+                    self.timeout.as_millis()
+                ),
+            ));
+        }
         let mut buf = [0u8; 16 << 10];
         loop {
             match self.stream.read(&mut buf) {
