@@ -130,6 +130,11 @@ impl Ledger {
         s.rejected = true;
     }
 
+    /// Whether a copy of message `seq` was given up on already.
+    pub fn is_lost(&mut self, seq: u64) -> bool {
+        self.slot(seq).lost
+    }
+
     /// All copies of `seq` are queued: settles it now if none is pending.
     pub fn seal(&mut self, seq: u64, out: &mut Settled) {
         let s = *self.slot(seq);
