@@ -342,7 +342,8 @@ impl Conn {
                 while !self.line(until)?.is_empty() {}
                 return Ok(());
             }
-            if out.len() + size > MAX_BODY {
+            // `size` first: a size near 2^64 must not wrap the sum around.
+            if size > MAX_BODY || out.len() + size > MAX_BODY {
                 return Err(bad_response(format!(
                     "a response body longer than {MAX_BODY} bytes"
                 )));
@@ -409,4 +410,57 @@ fn body_len(resp: &Response, close: bool) -> io::Result<BodyLen> {
         });
     }
     Ok(BodyLen::ToClose)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    /// A MOCK HTTP server (no real server sends a broken chunk size on demand): reads the
+    /// request head, answers `answer` and keeps the connection open until the client closes.
+    fn mock(answer: &'static [u8]) -> u16 {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let (mut c, _) = l.accept().unwrap();
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                match c.read(&mut buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = c.write_all(answer);
+            while matches!(c.read(&mut buf), Ok(n) if n > 0) {}
+        });
+        port
+    }
+
+    fn ask(port: u16) -> io::Result<Response> {
+        let mut c = Conn::open("127.0.0.1", port, None, Duration::from_secs(5))?;
+        c.round_trip(
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+            b"",
+            None,
+        )
+    }
+
+    #[test]
+    fn a_chunk_size_that_overflows_is_a_bad_response_not_a_panic() {
+        // A first chunk, then a size of 2^64 - 1: `out.len() + size` wrapped around and the
+        // chunk was sliced past the end of what was read (a panic on the driver's thread).
+        let port = mock(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\nffffffffffffffff\r\nxy");
+        let e = ask(port).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
+        assert!(e.to_string().contains("longer than"), "{e}");
+    }
+
+    #[test]
+    fn a_chunked_body_is_read_whole() {
+        let port = mock(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\nT: v\r\n\r\n");
+        let r = ask(port).unwrap();
+        assert_eq!((r.status, r.body.as_slice()), (200, &b"abcde"[..]));
+    }
 }
