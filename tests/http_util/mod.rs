@@ -9,6 +9,7 @@
 //! - `/reset?fail=K`: the first K get a response head and half a body, then the connection is
 //!   reset (nginx's 444).
 //! - `/refuse?bad=WORD`: 400 when the body holds WORD, else 204.
+//! - `/busy`: 503 with `Retry-After: 600`, always.
 //! - `/trickle`: stores the body, answers 200 and then a body that never ends (one byte every
 //!   100 ms, chunked), as a broken proxy or a hostile endpoint may.
 //! - `/small`: `client_max_body_size 64k`: nginx itself answers 413 to a larger body.
@@ -154,6 +155,8 @@ http {{
                 H.store(400); ngx.status = 400; ngx.say("bad record"); return ngx.exit(400)
             end
             H.store(204); ngx.exit(204) }} }}
+        location /busy {{ content_by_lua_block {{
+            H.store(503); ngx.header["Retry-After"] = "600"; ngx.status = 503; ngx.say("busy"); return ngx.exit(503) }} }}
         location /trickle {{ content_by_lua_block {{
             H.store(200); ngx.status = 200; ngx.header["Content-Type"] = "text/plain"
             while true do
