@@ -64,3 +64,53 @@ fn a_message_spooled_by_one_output_and_waiting_for_another_counts_once() {
     assert_identity(&lg.stats());
     lg.close(Duration::from_millis(200));
 }
+
+/// The same outage without `periodic_flush` (its default): the 10 messages logged after the
+/// flush, each past `flush_limit = 1`, stay in the caller's buffer (`buffered`, not routed:
+/// neither output's `pending` shows them, neither spool has them) for the whole 30 s the test
+/// waits. Narrowed: with b a TCP port down too, the same; without the first `flush()`, all 20
+/// are spooled at once; with output a up (`review_flush_limit.rs`), they go out at once. Cause
+/// not analysed (the several-output worker waits with no deadline, and the logging thread's
+/// ring credit may keep `log` from waking it). Messages a `spool` should keep stay in memory
+/// (lost if the process dies) until drop_limit, a flush or the close.
+#[test]
+#[ignore = "observed defect, cause not analysed: with every output failing and a spool, \
+            messages past flush_limit are not routed (nor spooled) without a flush; see the \
+            review report"]
+fn messages_past_flush_limit_reach_the_spool_while_every_output_fails() {
+    let dir = temp_dir("review-spool-idle");
+    let ng = Nginx::start(&dir, None);
+    let (port_a, _down) = refusing_port();
+    let lg = Logger::start(
+        Config::parse(&format!(
+            "logger = tcp://127.0.0.1:{port_a}\nlogger = http://127.0.0.1:{}/busy\n\
+             spool = {}\nmax_retry_times = 0\nretry_interval = 5\nmax_retry_delay = 0.05\n\
+             flush_limit = 1",
+            ng.port,
+            dir.join("spool").display()
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    for i in 0..10 {
+        assert!(matches!(
+            lg.log(format!("m{i}\n").as_bytes()),
+            Logged::Buffered(_)
+        ));
+    }
+    lg.flush();
+    for i in 10..20 {
+        assert!(matches!(
+            lg.log(format!("m{i}\n").as_bytes()),
+            Logged::Buffered(_)
+        ));
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut s = lg.stats();
+    while Instant::now() < deadline && s.spooled < 20 {
+        std::thread::sleep(Duration::from_millis(50));
+        s = lg.stats();
+    }
+    lg.close(Duration::from_millis(200));
+    assert_eq!(s.spooled, 20, "{s:?}");
+}
