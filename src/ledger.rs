@@ -130,6 +130,11 @@ impl Ledger {
         s.rejected = true;
     }
 
+    /// Whether a copy of message `seq` was given up on already.
+    pub fn is_lost(&mut self, seq: u64) -> bool {
+        self.slot(seq).lost
+    }
+
     /// All copies of `seq` are queued: settles it now if none is pending.
     pub fn seal(&mut self, seq: u64, out: &mut Settled) {
         let s = *self.slot(seq);
@@ -152,8 +157,17 @@ impl Ledger {
                 s.lost = true;
                 s.rejected = true;
             }
-            Outcome::Spooled => s.spooled |= owner & PRIMARY != 0,
+            Outcome::Spooled if owner & PRIMARY != 0 && !s.spooled => {
+                // From now on the disk record carries the message (`spooled`): it is no longer
+                // in flight, whatever its other copies still wait for, or it would count twice.
+                s.spooled = true;
+                let bytes = s.bytes as u64;
+                self.unsettled.msgs -= 1;
+                self.unsettled.bytes -= bytes;
+            }
+            Outcome::Spooled => {}
         }
+        let s = self.slot(seq);
         if s.remaining == 0 {
             self.settle(seq, out);
         }
@@ -175,8 +189,11 @@ impl Ledger {
                 Outcome::Sent
             },
         );
-        self.unsettled.msgs -= 1;
-        self.unsettled.bytes -= t.bytes;
+        if !s.spooled {
+            // (A spooled message left the unsettled ones when its primary copy went to disk.)
+            self.unsettled.msgs -= 1;
+            self.unsettled.bytes -= t.bytes;
+        }
         while self.slots.front().is_some_and(|s| s.settled) {
             self.slots.pop_front();
             self.base += 1;
@@ -261,6 +278,16 @@ mod tests {
         l.copy_done(d, Outcome::Lost, &mut s);
         l.copy_done(d | PRIMARY, Outcome::Spooled, &mut s);
         assert_eq!(s, Settled::default());
+        // The primary copy on disk while another still waits: spooled, no longer unsettled.
+        let f = l.open(9);
+        l.add_copy(f);
+        l.add_copy(f);
+        l.seal(f, &mut s);
+        assert_eq!(l.unsettled(), Tally::one(9));
+        l.copy_done(f | PRIMARY, Outcome::Spooled, &mut s);
+        assert_eq!(l.unsettled(), Tally::ZERO);
+        l.copy_done(f, Outcome::Sent, &mut s);
+        assert_eq!((s, l.unsettled()), (Settled::default(), Tally::ZERO));
         let e = l.open(5);
         l.add_copy(e);
         l.add_copy(e);

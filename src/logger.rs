@@ -81,10 +81,25 @@ fn spool_keys(config: &Config) -> Vec<String> {
                     }
                 })
                 .collect();
-            format!("{i}-{name}")
+            if name.len() <= MAX_KEY_NAME {
+                return format!("{i}-{name}");
+            }
+            // A long target (an http URL with a long path): cut, and told apart from others
+            // cut alike by a hash of the whole, the same in every process and version (FNV-1a).
+            let hash = o
+                .target_text()
+                .bytes()
+                .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                    (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+                });
+            format!("{i}-{}-{hash:016x}", &name[..MAX_KEY_NAME - 17])
         })
         .collect()
 }
+
+/// The longest target name in a spool key (the spool takes keys of 200 bytes at most, and
+/// the output's index comes first).
+const MAX_KEY_NAME: usize = 180;
 
 /// Opens every output's disk queue under `spool`.
 fn open_disks(spool: &SpoolConfig, keys: &[String]) -> Result<Vec<Disk>, String> {

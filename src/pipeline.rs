@@ -221,6 +221,8 @@ trait Inbox {
     fn held(&self, i: usize) -> usize;
     fn failing(&self, i: usize) -> bool;
     fn push(&mut self, i: usize, record: &[u8], time: Option<i64>, owner: u64);
+    /// The last copy pushed to output `i` is no longer its message's primary copy.
+    fn demote(&mut self, i: usize);
     fn counters(&mut self, i: usize) -> &mut OutputCounters;
     /// Writes a record output `i` can never carry to the dead letters; returns the error.
     fn dead_letter(&self, i: usize, why: &str, record: &[u8]) -> String;
@@ -242,6 +244,7 @@ fn ingest(
         let seq = ledger.open(rec.bytes.len());
         // The first copy queued is the message's primary copy (see `ledger`).
         let mut primary = PRIMARY;
+        let mut primary_in = None;
         set.router.route(rec.bytes, &mut r.dests);
         if r.dests.is_empty() {
             unrouted += 1;
@@ -298,8 +301,17 @@ fn ingest(
             // targets need none.
             let time = if spec.keeps_time() { rec.time_us } else { None };
             inbox.push(i, &r.frame, time, seq | primary);
+            if primary != 0 {
+                primary_in = Some(i);
+            }
             primary = 0;
             ledger.add_copy(seq);
+        }
+        // A copy given up on here (refused for good, dropped, not encoded) decides the
+        // message's fate: lost. No copy of it may carry it on disk as spooled (and later sent),
+        // or the refusal would vanish from the counters: its copies are all plain copies.
+        if let Some(i) = primary_in.filter(|_| ledger.is_lost(seq)) {
+            inbox.demote(i);
         }
         ledger.seal(seq, settled);
     }
@@ -323,6 +335,11 @@ impl Inbox for One<'_> {
     fn push(&mut self, _: usize, record: &[u8], time: Option<i64>, owner: u64) {
         self.0.pending.push(record, time);
         self.0.owners.push_back(owner);
+    }
+    fn demote(&mut self, _: usize) {
+        if let Some(o) = self.0.owners.back_mut() {
+            *o &= !PRIMARY;
+        }
     }
     fn counters(&mut self, _: usize) -> &mut OutputCounters {
         &mut self.0.counters
@@ -623,6 +640,11 @@ impl Inbox for Lanes<'_> {
     fn push(&mut self, i: usize, record: &[u8], time: Option<i64>, owner: u64) {
         self.states[i].inbox.push(record, time);
         self.states[i].owners.push_back(owner);
+    }
+    fn demote(&mut self, i: usize) {
+        if let Some(o) = self.states[i].owners.back_mut() {
+            *o &= !PRIMARY;
+        }
     }
     fn counters(&mut self, i: usize) -> &mut OutputCounters {
         &mut self.states[i].counters

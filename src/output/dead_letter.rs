@@ -7,7 +7,7 @@
 //! Written by the worker (and the drivers' threads), never by a `log` call.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Seek, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::sync::Mutex;
 
@@ -20,7 +20,14 @@ use crate::encode::template::json_escape;
 #[derive(Debug)]
 pub struct DeadLetters {
     path: String,
-    file: Mutex<File>,
+    file: Mutex<Appender>,
+}
+
+/// The file, and whether a write left a torn line at its end that could not be cut off.
+#[derive(Debug)]
+struct Appender {
+    file: File,
+    torn: bool,
 }
 
 impl DeadLetters {
@@ -37,16 +44,50 @@ impl DeadLetters {
             .map_err(|e| format!("cannot open \"dead_letter\" file {path}: {e}"))?;
         Ok(DeadLetters {
             path: path.to_string(),
-            file: Mutex::new(file),
+            file: Mutex::new(Appender { file, torn: false }),
         })
     }
 
     /// Appends `record`, refused by `output` for `reason`. A failed write is returned for the
     /// logger to report (the record is counted lost and rejected all the same).
     pub fn write(&self, output: &str, reason: &str, record: &[u8]) -> Result<(), String> {
-        let line = line(now_micros(), output, reason, record);
-        let mut f = self.file.lock().unwrap_or_else(|e| e.into_inner());
-        f.write_all(&line).map_err(|e| self.failed(e))
+        let mut line = line(now_micros(), output, reason, record);
+        let mut a = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        if a.torn {
+            // A torn line is left at the end: this one starts on a line of its own.
+            line.insert(0, b'\n');
+        }
+        let mut written = 0;
+        while written < line.len() {
+            match a.file.write(&line[written..]) {
+                Ok(0) => {
+                    return Err(self.torn(&mut a, written, io::ErrorKind::WriteZero.into()));
+                }
+                Ok(n) => written += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(self.torn(&mut a, written, e)),
+            }
+        }
+        a.torn = false;
+        Ok(())
+    }
+
+    /// A write failed after `written` bytes of its line (a full disk): the torn line is cut
+    /// off when it is the file's last (no other process appended after it), else the next line
+    /// starts with a newline, so that a torn line never swallows the next record.
+    fn torn(&self, a: &mut Appender, written: usize, e: io::Error) -> String {
+        if written > 0 {
+            let end = a.file.stream_position().ok();
+            let len = a.file.metadata().ok().map(|m| m.len());
+            let cut = match (end, len) {
+                (Some(end), Some(len)) if end == len && end >= written as u64 => {
+                    a.file.set_len(end - written as u64).is_ok()
+                }
+                _ => false,
+            };
+            a.torn = !cut;
+        }
+        self.failed(e)
     }
 
     fn failed(&self, e: io::Error) -> String {

@@ -18,6 +18,9 @@
 //! - `/loki/api/v1/push`: a MOCK of Loki's push API (204).
 //! - `/v1/logs`: a MOCK of an OpenTelemetry collector's OTLP/HTTP logs endpoint: `{}`, or a
 //!   `partialSuccess` rejecting 2 records when the body holds PARTIAL (the shape its spec shows).
+//! - `/busy`: 503 with `Retry-After: 600`, always.
+//! - `/trickle`: stores the body, answers 200 and then a body that never ends (one byte every
+//!   100 ms, chunked), as a broken proxy or a hostile endpoint may.
 //! - `/small`: `client_max_body_size 64k`: nginx itself answers 413 to a larger body.
 //! - `/es/_bulk`: 200 `{"errors":false,...}` as Elasticsearch's `_bulk` does.
 //!
@@ -198,6 +201,16 @@ http {{
             if string.find(body, "PARTIAL", 1, true) then
                 ngx.print('{{"partialSuccess":{{"rejectedLogRecords":"2","errorMessage":"2 log records are older than the retention"}}}}')
             else ngx.print("{{}}") end }} }}
+        location /busy {{ content_by_lua_block {{
+            H.store(503); ngx.header["Retry-After"] = "600"; ngx.status = 503; ngx.say("busy"); return ngx.exit(503) }} }}
+        location /trickle {{ content_by_lua_block {{
+            H.store(200); ngx.status = 200; ngx.header["Content-Type"] = "text/plain"
+            while true do
+                ngx.print("x")
+                local ok = ngx.flush(true)
+                if not ok then return ngx.exit(444) end
+                ngx.sleep(0.1)
+            end }} }}
         location /small {{ client_max_body_size 64k; content_by_lua_block {{ H.store(204); ngx.exit(204) }} }}
         location /es/_bulk {{ content_by_lua_block {{
             H.store(200); ngx.header["Content-Type"] = "application/json"

@@ -132,6 +132,12 @@ impl Rsyslog {
         self.child.as_ref().expect("running").id() as i32
     }
 
+    /// Sends `sig` (SIGSTOP, SIGCONT: a server that hangs and comes back).
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on the pid of our own child, which has not been reaped yet.
+        unsafe { libc::kill(self.pid(), sig) };
+    }
+
     /// SIGKILL, waited for.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {

@@ -90,6 +90,10 @@ pub struct Conn {
     rbuf: Vec<u8>,
     /// The last response allowed the connection to be reused.
     reusable: bool,
+    /// The connection's `timeout`: also how long a whole response may take once the request is
+    /// written, so that a body trickled for ever (each read within the socket's timeout) cannot
+    /// hold the output.
+    timeout: Duration,
     pub last_used: Instant,
 }
 
@@ -117,6 +121,7 @@ impl Conn {
             probe,
             rbuf: Vec::new(),
             reusable: true,
+            timeout,
             last_used: Instant::now(),
         })
     }
@@ -182,6 +187,9 @@ impl Conn {
             self.stream.write_all(chunk)?;
         }
         self.stream.flush()?;
+        // The whole response within `timeout` (or by the close deadline, if that comes first).
+        let whole_by = Instant::now() + self.timeout;
+        let until = Some(until.map_or(whole_by, |u| u.min(whole_by)));
         let resp = loop {
             let (resp, head_len, framing) = self.read_head(until)?;
             self.rbuf.drain(..head_len);
@@ -194,9 +202,18 @@ impl Conn {
         Ok(resp)
     }
 
-    /// Reads more bytes into `rbuf`. Errors: the peer closed (`UnexpectedEof`), a timeout.
+    /// Reads more bytes into `rbuf`. Errors: the peer closed (`UnexpectedEof`), a timeout
+    /// (`until` passed: the response did not come whole in time, or the close deadline).
     fn fill(&mut self, until: Option<Instant>) -> io::Result<()> {
-        super::super::past(until)?;
+        if until.is_some_and(|u| Instant::now() >= u) {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "the response did not come whole within {} ms (or by the close deadline)",
+                    self.timeout.as_millis()
+                ),
+            ));
+        }
         let mut buf = [0u8; 16 << 10];
         loop {
             match self.stream.read(&mut buf) {
@@ -325,7 +342,8 @@ impl Conn {
                 while !self.line(until)?.is_empty() {}
                 return Ok(());
             }
-            if out.len() + size > MAX_BODY {
+            // `size` first: a size near 2^64 must not wrap the sum around.
+            if size > MAX_BODY || out.len() + size > MAX_BODY {
                 return Err(bad_response(format!(
                     "a response body longer than {MAX_BODY} bytes"
                 )));
@@ -392,4 +410,57 @@ fn body_len(resp: &Response, close: bool) -> io::Result<BodyLen> {
         });
     }
     Ok(BodyLen::ToClose)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    /// A MOCK HTTP server (no real server sends a broken chunk size on demand): reads the
+    /// request head, answers `answer` and keeps the connection open until the client closes.
+    fn mock(answer: &'static [u8]) -> u16 {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let (mut c, _) = l.accept().unwrap();
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                match c.read(&mut buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = c.write_all(answer);
+            while matches!(c.read(&mut buf), Ok(n) if n > 0) {}
+        });
+        port
+    }
+
+    fn ask(port: u16) -> io::Result<Response> {
+        let mut c = Conn::open("127.0.0.1", port, None, Duration::from_secs(5))?;
+        c.round_trip(
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+            b"",
+            None,
+        )
+    }
+
+    #[test]
+    fn a_chunk_size_that_overflows_is_a_bad_response_not_a_panic() {
+        // A first chunk, then a size of 2^64 - 1: `out.len() + size` wrapped around and the
+        // chunk was sliced past the end of what was read (a panic on the driver's thread).
+        let port = mock(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\nffffffffffffffff\r\nxy");
+        let e = ask(port).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
+        assert!(e.to_string().contains("longer than"), "{e}");
+    }
+
+    #[test]
+    fn a_chunked_body_is_read_whole() {
+        let port = mock(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\nT: v\r\n\r\n");
+        let r = ask(port).unwrap();
+        assert_eq!((r.status, r.body.as_slice()), (200, &b"abcde"[..]));
+    }
 }
