@@ -1357,7 +1357,12 @@ impl Logger {
     pub fn stats(&self) -> rlog_stats {
         self.own_process();
         let mut st = self.0.state.lock();
-        st.collect();
+        if st.collect() {
+            // What the rings held is in the buffer now, where the worker's own look at the
+            // rings no longer finds it: if that makes a flush due, say so (a worker asleep
+            // would otherwise leave it there until the next `log`).
+            self.wake_if_flush_due(&mut st);
+        }
         st.counters.snapshot(st.buffered())
     }
 
