@@ -42,13 +42,21 @@ pub struct RetryState {
     /// Records refused one by one since the endpoint last accepted one (see
     /// [`REFUSED_IN_A_ROW`]).
     refused_in_a_row: u32,
+    /// The first record of the last request the endpoint accepted (its sequence, bytes and
+    /// time): what a probe sends again to tell a refused record from a refusing endpoint.
+    last_accepted: Option<(u64, Vec<u8>, Option<i64>)>,
 }
 
-/// Records refused alone in a row, with none accepted in between, after which the output stops
-/// taking the refusals for the records' fault: an endpoint that refuses everything (a wrong
+/// Records refused alone in a row, with none accepted in between, after which the output asks
+/// whether it is the records or the endpoint: an endpoint that refuses everything (a wrong
 /// path behind a proxy that answers 400, a client certificate nginx refuses with a 400 page)
-/// would otherwise have bisection dead-letter every record. It retries slowly instead, with
-/// an error that says so, until the endpoint accepts again.
+/// would otherwise have bisection dead-letter every record. The question is a probe: the last
+/// record the endpoint accepted, sent again alone (with `X-Rlog-Probe: 1`, and its own
+/// `X-Rlog-Batch`, so a receiver that deduplicates keeps it once). Accepted: the records are
+/// bad, bisection goes on. Refused: the endpoint refuses everything, and the records are kept
+/// and retried slowly, with an error that says so. When the endpoint never accepted a record
+/// there is nothing to ask with: the output pauses as slowly, then takes up to this many more
+/// refusals for the records' fault, and so on.
 pub const REFUSED_IN_A_ROW: u32 = 16;
 
 /// Shared between the driver and each connection it opens.
@@ -274,6 +282,45 @@ impl Http {
         }
     }
 
+    /// Sends `good` (a record the endpoint accepted, with its sequence and time) again, alone,
+    /// marked `X-Rlog-Probe: 1`: whether the endpoint accepts it now. See [`REFUSED_IN_A_ROW`].
+    fn probe(
+        &mut self,
+        good: (u64, Vec<u8>, Option<i64>),
+        until: Option<Instant>,
+    ) -> io::Result<bool> {
+        let (seq, bytes, time) = good;
+        let mut one = Buffer::default();
+        one.first_seq = seq;
+        one.push(&bytes, time);
+        let limits = body::Limits {
+            max_records: 1,
+            max_bytes: usize::MAX,
+            gzip: self.settings.gzip,
+            exact: true,
+        };
+        match self
+            .body
+            .build(&mut *self.api, &one, 0, self.producer, &limits)
+        {
+            Ok(_) => {}
+            Err(body::BuildError::Io(e)) => return Err(e),
+            Err(body::BuildError::Unencodable(_)) => return Ok(false),
+        }
+        let id = batch_id(self.producer, seq, 1);
+        self.build_head(self.body.bytes().len(), &id);
+        // The marker goes just before the blank line that ends the head.
+        let end = self.head.len() - 2;
+        self.head
+            .splice(end..end, b"X-Rlog-Probe: 1\r\n".iter().copied());
+        let resp = self.conn.round_trip(&self.head, self.body.bytes(), until)?;
+        Ok(match self.api.classify(&resp, 1, &self.classes) {
+            Verdict::Delivered | Verdict::DeliveredWithNotice(_) => true,
+            Verdict::Items(items) => items.iter().all(|i| matches!(i, Item::Delivered)),
+            _ => false,
+        })
+    }
+
     fn conn_reusable(&self) -> bool {
         // `is_alive` (checked by the driver before reuse) looks at the socket itself.
         true
@@ -334,11 +381,13 @@ impl Output for Http {
                 }
             };
             let verdict = self.api.classify(&resp, n, &self.classes);
-            if matches!(
-                verdict,
-                Verdict::Delivered | Verdict::DeliveredWithNotice(_) | Verdict::Items(_)
-            ) {
-                // The endpoint accepts (some of) what it is given.
+            if let Verdict::Delivered | Verdict::DeliveredWithNotice(_) = verdict {
+                // The endpoint accepts what it is given: remember a record it took.
+                let r = batch.record(done);
+                let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                st.refused_in_a_row = 0;
+                st.last_accepted = Some((first_seq, r.bytes.to_vec(), r.time_us));
+            } else if let Verdict::Items(_) = verdict {
                 self.state
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -358,13 +407,39 @@ impl Output for Http {
                 Verdict::Refused { why } if n == 1 => {
                     let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
                     if st.refused_in_a_row >= REFUSED_IN_A_ROW {
+                        let known_good = st.last_accepted.clone();
                         drop(st);
+                        if let Some(good) = known_good {
+                            match self.probe(good, until) {
+                                Ok(true) => {
+                                    // The endpoint takes a record it took before: this one
+                                    // is refused for what it is.
+                                    self.state
+                                        .lock()
+                                        .unwrap_or_else(|p| p.into_inner())
+                                        .refused_in_a_row = 1;
+                                    return Err(SendError::reject(done, why));
+                                }
+                                Ok(false) => {}
+                                Err(e) => return Err(SendError::retry(done, e)),
+                            }
+                        } else {
+                            // Nothing was ever accepted to ask with: wait, then take up to
+                            // REFUSED_IN_A_ROW more refusals for the records' fault. A burst of
+                            // bad records costs a pause; an endpoint that refuses everything
+                            // gets its records dead-lettered slowly, with this error.
+                            self.state
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .refused_in_a_row = 0;
+                        }
                         self.note_failed(first_seq, n);
                         let why = format!(
                             "{why}; the last {REFUSED_IN_A_ROW} records were each refused alone \
-                             and none accepted: the endpoint refuses everything (its address, \
-                             or the client certificate?), so the records are kept and retried \
-                             every {}s rather than dead-lettered",
+                             and a record the endpoint accepted before is refused too: it \
+                             refuses everything (its address, or the client certificate?), so \
+                             the records are kept and retried every {}s rather than \
+                             dead-lettered",
                             status::SLOW_RETRY.as_secs()
                         );
                         return Err(self.retry(done, why, Some(status::SLOW_RETRY)));
