@@ -88,6 +88,7 @@ impl OutputSpec {
         match (&self.target, &self.tls) {
             (Target::Tcp { host, port }, Some(_)) => format!("tls://{host}:{port}"),
             (Target::Rlogd { host, port }, Some(_)) => format!("rlogds://{host}:{port}"),
+            (Target::Relp { host, port }, Some(_)) => format!("relps://{host}:{port}"),
             (
                 Target::Nats {
                     host,
@@ -391,6 +392,10 @@ impl UwsgiKeys {
                     let tls = tls_for(tb, &host)?;
                     (Target::Rlogd { host, port }, Some(tls))
                 }
+                Target::RelpTls { host, port } => {
+                    let tls = tls_for(tb, &host)?;
+                    (Target::Relp { host, port }, Some(tls))
+                }
                 t @ Target::Http { https: true, .. } => {
                     let Target::Http { host, .. } = &t else {
                         unreachable!()
@@ -466,13 +471,13 @@ impl UwsgiKeys {
                 .all(|s| s.tls.is_none() && s.tls_on_demand.is_none())
         {
             return Err(
-                "\"ssl_ca\" needs \"ssl = true\" or a tls://, rlogds://, https:// or nats:// logger"
+                "\"ssl_ca\" needs \"ssl = true\" or a tls://, rlogds://, relps://, https:// or nats:// logger"
                     .into(),
             );
         }
         if tb.client.is_some() && sinks.iter().all(|s| s.tls.is_none()) {
             return Err(
-                "\"ssl_cert\" needs \"ssl = true\" or a tls://, rlogds:// or https:// logger"
+                "\"ssl_cert\" needs \"ssl = true\" or a tls://, rlogds://, relps:// or https:// logger"
                     .into(),
             );
         }
