@@ -50,9 +50,11 @@ fn rsyslog(
         name,
         RelpTls {
             lib,
-            ca: f.client.ca.clone(),
-            cert: f.server.cert.clone(),
-            key: f.server.key.clone(),
+            files: Some((
+                f.client.ca.clone(),
+                f.server.cert.clone(),
+                f.server.key.clone(),
+            )),
             auth_mode: mode,
             permitted: peers.iter().map(|p| p.to_string()).collect(),
         },
@@ -201,7 +203,34 @@ fn relps_rejects_a_server_certificate_from_another_ca() {
         },
     };
     let err = refused(&rs, &wrong, true);
+    eprintln!("wrong CA: {err}");
+    assert!(err.contains("handshake failed"), "{err}");
     assert!(err.contains("certificate"), "{err}");
+}
+
+/// imrelp with `tls="on"` and no certificate of its own speaks anonymous TLS only (GnuTLS:
+/// ANON-DH cipher suites; OpenSSL: none it can use), which rustls does not offer: no
+/// handshake, nothing delivered, and the error says why.
+#[test]
+fn relps_to_an_anonymous_tls_imrelp_fails_the_handshake_and_says_why() {
+    let f = files("relps-anon");
+    for lib in ["gnutls", "openssl"] {
+        let rs = Rsyslog::start_relp_tls(
+            &format!("relps-anon-{lib}"),
+            RelpTls {
+                lib,
+                files: None,
+                auth_mode: "",
+                permitted: Vec::new(),
+            },
+        );
+        let err = refused(&rs, &f, true);
+        eprintln!("anonymous {lib}: {err}");
+        assert!(err.contains("handshake failed"), "{lib}: {err}");
+        if lib == "gnutls" {
+            assert!(err.contains("only anonymous TLS"), "{err}");
+        }
+    }
 }
 
 #[test]

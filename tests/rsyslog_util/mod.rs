@@ -30,12 +30,11 @@ pub enum Queue {
 pub struct RelpTls {
     /// `tls.tlslib`: `gnutls` (librelp's default) or `openssl`.
     pub lib: &'static str,
-    /// `tls.caCert`: the CA the client's certificate must be signed by.
-    pub ca: PathBuf,
-    /// `tls.myCert`, `tls.myPrivKey`: the server's certificate and key.
-    pub cert: PathBuf,
-    pub key: PathBuf,
-    /// `tls.authMode`: `certvalid` or `name` (`fingerprint` takes SHA1 fingerprints).
+    /// `tls.caCert`, `tls.myCert`, `tls.myPrivKey`: the CA the client's certificate must be
+    /// signed by, the server's certificate and key; none: anonymous TLS.
+    pub files: Option<(PathBuf, PathBuf, PathBuf)>,
+    /// `tls.authMode`: `certvalid` or `name` (`fingerprint` takes SHA1 fingerprints); empty:
+    /// not set.
     pub auth_mode: &'static str,
     /// `tls.permittedPeer`: the names (`name`) or fingerprints allowed.
     pub permitted: Vec<String>,
@@ -120,16 +119,23 @@ impl Rsyslog {
                 } else {
                     format!(" tls.permittedPeer=[{peers}]")
                 };
+                let files = match &t.files {
+                    Some((ca, cert, key)) => format!(
+                        " tls.caCert=\"{}\" tls.myCert=\"{}\" tls.myPrivKey=\"{}\"",
+                        ca.display(),
+                        cert.display(),
+                        key.display()
+                    ),
+                    None => String::new(),
+                };
+                let mode = if t.auth_mode.is_empty() {
+                    String::new()
+                } else {
+                    format!(" tls.authMode=\"{}\"", t.auth_mode)
+                };
                 (
                     format!(" tls.tlslib=\"{}\"", t.lib),
-                    format!(
-                        " tls=\"on\" tls.caCert=\"{}\" tls.myCert=\"{}\" tls.myPrivKey=\"{}\" \
-                         tls.authMode=\"{}\"{peers}",
-                        t.ca.display(),
-                        t.cert.display(),
-                        t.key.display(),
-                        t.auth_mode
-                    ),
+                    format!(" tls=\"on\"{files}{mode}{peers}"),
                 )
             }
         };

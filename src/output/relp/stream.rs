@@ -18,7 +18,8 @@ pub enum Stream {
 impl Stream {
     /// `sock` as is, or after a TLS handshake when `tls` is given.
     ///
-    /// Errors: the handshake's (worded by [`Tls::handshake`]: `handshake failed: …`).
+    /// Errors: the handshake's (worded by [`Tls::handshake`]: `handshake failed: …`); a
+    /// server that hangs up during the handshake gets a sentence on its likely cause.
     pub fn open(
         sock: Socket,
         tls: Option<&TlsSettings>,
@@ -26,7 +27,22 @@ impl Stream {
     ) -> io::Result<Stream> {
         Ok(match tls {
             None => Stream::Plain(NoSigPipe(sock)),
-            Some(t) => Stream::Tls(Box::new(Tls::handshake(sock, t, timeout)?.into_stream())),
+            Some(t) => {
+                let tls = Tls::handshake(sock, t, timeout).map_err(|e| {
+                    if e.kind() == io::ErrorKind::UnexpectedEof {
+                        // GnuTLS-backed imrelp without tls.myCert offers only anonymous
+                        // (ANON-DH) cipher suites, and hangs up on a client that has none.
+                        io::Error::other(
+                            "handshake failed: the RELP server closed the connection (an imrelp \
+                             with tls=\"on\" but no tls.myCert offers only anonymous TLS, which \
+                             rlog does not speak)",
+                        )
+                    } else {
+                        e
+                    }
+                })?;
+                Stream::Tls(Box::new(tls.into_stream()))
+            }
         })
     }
 
