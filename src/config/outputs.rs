@@ -764,6 +764,7 @@ fn apply_override(s: &mut OutputSpec, key: &str, e: &Entry) -> Result<(), String
 
 #[cfg(test)]
 mod tests {
+    use crate::config::target::Target;
     use crate::config::Config;
     use crate::encode::framing::Framing;
 
@@ -1025,5 +1026,24 @@ mod tests {
             .contains("framing does not apply to logger \"a\": RELP"));
         assert!(err("logger = relp://127.0.0.1:1\nrelp_window = 0")
             .starts_with("invalid \"relp_window\" at line 2"));
+    }
+
+    #[test]
+    fn relps_is_relp_with_tls() {
+        let s = set("logger = a relps://127.0.0.1:6514\nlog-route = a .\na.relp_window = 8");
+        let o = &s.outputs[0];
+        assert_eq!(
+            o.target,
+            Target::Relp {
+                host: "127.0.0.1".into(),
+                port: 6514
+            }
+        );
+        assert!(o.tls.is_some());
+        assert_eq!(o.relp.window, 8);
+        assert_eq!(o.target_text(), "relps://127.0.0.1:6514");
+        assert!(set("logger = relp://127.0.0.1:2514").outputs[0]
+            .tls
+            .is_none());
     }
 }
