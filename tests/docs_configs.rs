@@ -22,9 +22,9 @@
 //!
 //! Substitutions, the only changes made to the printed text (line by line, the key's `NAME.`
 //! prefix allowed):
-//! - `token_file` and `ssl_ca` values are files `Config::parse` reads (`ssl_ca` also when the
-//!   logger starts): replaced by a temporary file holding a token, and by a temporary CA
-//!   certificate (tests/pki).
+//! - `token_file`, `ssl_ca`, `ssl_cert` and `ssl_key` values are files `Config::parse` reads
+//!   (the `ssl_*` ones also when the logger starts): replaced by a temporary file holding a
+//!   token, and by a temporary CA certificate, certificate and key (tests/pki).
 //! - `spool` values are directories `Logger::start` creates or opens: replaced by a fresh
 //!   temporary directory for the start only (`Config::parse` does not touch the directory, so
 //!   the printed path is parsed as is).
@@ -436,10 +436,12 @@ fn every_config_in_the_docs_is_accepted_as_printed() {
     let dir = temp_dir("files");
     let token = dir.join("token");
     fs::write(&token, "s3cret\n").unwrap();
-    let ca = pki::issue(&["localhost"]).write_to(&dir).ca;
+    let pki = pki::issue(&["localhost"]).write_to(&dir);
     let for_parse = |text: &str| {
         let t = substitute(text, &["token_file"], &|_| token.display().to_string());
-        substitute(&t, &["ssl_ca"], &|_| ca.display().to_string())
+        let t = substitute(&t, &["ssl_cert"], &|_| pki.cert.display().to_string());
+        let t = substitute(&t, &["ssl_key"], &|_| pki.key.display().to_string());
+        substitute(&t, &["ssl_ca"], &|_| pki.ca.display().to_string())
     };
 
     let (examples, skipped) = examples();

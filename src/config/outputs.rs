@@ -88,6 +88,7 @@ impl OutputSpec {
         match (&self.target, &self.tls) {
             (Target::Tcp { host, port }, Some(_)) => format!("tls://{host}:{port}"),
             (Target::Rlogd { host, port }, Some(_)) => format!("rlogds://{host}:{port}"),
+            (Target::Relp { host, port }, Some(_)) => format!("relps://{host}:{port}"),
             (
                 Target::Nats {
                     host,
@@ -398,6 +399,10 @@ impl UwsgiKeys {
                     let tls = tls_for(tb, &host)?;
                     (Target::Rlogd { host, port }, Some(tls))
                 }
+                Target::RelpTls { host, port } => {
+                    let tls = tls_for(tb, &host)?;
+                    (Target::Relp { host, port }, Some(tls))
+                }
                 t @ Target::Http { https: true, .. } => {
                     let Target::Http { host, .. } = &t else {
                         unreachable!()
@@ -473,13 +478,13 @@ impl UwsgiKeys {
                 .all(|s| s.tls.is_none() && s.tls_on_demand.is_none())
         {
             return Err(
-                "\"ssl_ca\" needs \"ssl = true\" or a tls://, rlogds://, https:// or nats:// logger"
+                "\"ssl_ca\" needs \"ssl = true\" or a tls://, rlogds://, relps://, https:// or nats:// logger"
                     .into(),
             );
         }
         if tb.client.is_some() && sinks.iter().all(|s| s.tls.is_none()) {
             return Err(
-                "\"ssl_cert\" needs \"ssl = true\" or a tls://, rlogds:// or https:// logger"
+                "\"ssl_cert\" needs \"ssl = true\" or a tls://, rlogds://, relps:// or https:// logger"
                     .into(),
             );
         }
@@ -766,6 +771,7 @@ fn apply_override(s: &mut OutputSpec, key: &str, e: &Entry) -> Result<(), String
 
 #[cfg(test)]
 mod tests {
+    use crate::config::target::Target;
     use crate::config::Config;
     use crate::encode::framing::Framing;
 
@@ -1027,5 +1033,24 @@ mod tests {
             .contains("framing does not apply to logger \"a\": RELP"));
         assert!(err("logger = relp://127.0.0.1:1\nrelp_window = 0")
             .starts_with("invalid \"relp_window\" at line 2"));
+    }
+
+    #[test]
+    fn relps_is_relp_with_tls() {
+        let s = set("logger = a relps://127.0.0.1:6514\nlog-route = a .\na.relp_window = 8");
+        let o = &s.outputs[0];
+        assert_eq!(
+            o.target,
+            Target::Relp {
+                host: "127.0.0.1".into(),
+                port: 6514
+            }
+        );
+        assert!(o.tls.is_some());
+        assert_eq!(o.relp.window, 8);
+        assert_eq!(o.target_text(), "relps://127.0.0.1:6514");
+        assert!(set("logger = relp://127.0.0.1:2514").outputs[0]
+            .tls
+            .is_none());
     }
 }

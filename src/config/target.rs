@@ -6,7 +6,8 @@
 //! datagram), `udp://HOST:PORT`, `tcp://HOST:PORT`, `unix:///path` (unix stream),
 //! `tls://HOST:PORT`, `rlogd://HOST:PORT` (rlogd's acknowledged protocol) and `rlogds://HOST:PORT`
 //! (the same over TLS, as `tls://` is TCP over TLS), `nats://HOST:PORT/SUBJECT` (NATS JetStream
-//! publishes, acknowledged) and `nats+tls://HOST:PORT/SUBJECT` (the same, TLS required), `relp://HOST:PORT` (RELP to rsyslog's imrelp),
+//! publishes, acknowledged) and `nats+tls://HOST:PORT/SUBJECT` (the same, TLS required),
+//! `relp://HOST:PORT` (RELP to rsyslog's imrelp) and `relps://HOST:PORT` (the same over TLS),
 //! `clickhouse://[USER:PASS@]HOST[:PORT]/DB.TABLE` (rows into a ClickHouse table over the http
 //! output).
 
@@ -73,8 +74,15 @@ pub enum Target {
         port: u16,
         subject: String,
     },
-    /// RELP to rsyslog's imrelp: each record acknowledged.
+    /// RELP to rsyslog's imrelp: each record acknowledged. TLS when the sink has TLS settings
+    /// (`relps://`).
     Relp {
+        host: String,
+        port: u16,
+    },
+    /// `relps://`: RELP over TLS (imrelp's `tls="on"`). `SinkSet` building turns it into `Relp`
+    /// with TLS settings.
+    RelpTls {
         host: String,
         port: u16,
     },
@@ -106,7 +114,7 @@ impl Target {
 
     /// RELP targets frame and acknowledge each record themselves.
     pub fn is_relp(&self) -> bool {
-        matches!(self, Target::Relp { .. })
+        matches!(self, Target::Relp { .. } | Target::RelpTls { .. })
     }
 }
 
@@ -151,6 +159,7 @@ impl fmt::Display for Target {
                 subject,
             } => write!(f, "nats+tls://{}/{subject}", join_host(host, *port)),
             Target::Relp { host, port } => write!(f, "relp://{host}:{port}"),
+            Target::RelpTls { host, port } => write!(f, "relps://{host}:{port}"),
             Target::ClickHouse(t) => write!(f, "{t}"),
         }
     }
@@ -259,6 +268,9 @@ pub fn parse_logger(value: &str) -> Result<LoggerSpec, String> {
     } else if let Some(rest) = target.strip_prefix("relp://") {
         let (host, port) = host_port(rest).map_err(|e| ctx(&e))?;
         Target::Relp { host, port }
+    } else if let Some(rest) = target.strip_prefix("relps://") {
+        let (host, port) = host_port(rest).map_err(|e| ctx(&e))?;
+        Target::RelpTls { host, port }
     } else if let Some(rest) = target.strip_prefix("clickhouse://") {
         Target::ClickHouse(ClickHouseTarget::parse(rest).map_err(|e| ctx(&e))?)
     } else if let Some(path) = target.strip_prefix("unix://") {
@@ -273,7 +285,7 @@ pub fn parse_logger(value: &str) -> Result<LoggerSpec, String> {
         }
     } else {
         return Err(ctx(
-            "unsupported target (supported: socket:HOST:PORT[,TEXT], socket:/path[,TEXT], udp://HOST:PORT, tcp://HOST:PORT, tls://HOST:PORT, unix:///path, rlogd://HOST:PORT, rlogds://HOST:PORT, http[s]://[USER:PASS@]HOST[:PORT]/PATH, nats://HOST:PORT/SUBJECT, nats+tls://HOST:PORT/SUBJECT, relp://HOST:PORT, clickhouse://[USER:PASS@]HOST[:PORT]/DB.TABLE)",
+            "unsupported target (supported: socket:HOST:PORT[,TEXT], socket:/path[,TEXT], udp://HOST:PORT, tcp://HOST:PORT, tls://HOST:PORT, unix:///path, rlogd://HOST:PORT, rlogds://HOST:PORT, http[s]://[USER:PASS@]HOST[:PORT]/PATH, nats://HOST:PORT/SUBJECT, nats+tls://HOST:PORT/SUBJECT, relp://HOST:PORT, relps://HOST:PORT, clickhouse://[USER:PASS@]HOST[:PORT]/DB.TABLE)",
         ));
     };
     Ok(LoggerSpec {
@@ -587,6 +599,17 @@ mod tests {
         assert_eq!(l.name.as_deref(), Some("audit"));
         assert!(l.target.is_relp() && !l.target.is_datagram() && !l.target.is_rlogd());
         assert_eq!(l.target.to_string(), "relp://127.0.0.1:2514");
+        let l = parse_logger("relps://[::1]:6514").unwrap();
+        assert_eq!(
+            l.target,
+            Target::RelpTls {
+                host: "::1".into(),
+                port: 6514
+            }
+        );
+        assert!(l.target.is_relp());
+        assert_eq!(l.target.to_string(), "relps://::1:6514");
+        assert!(parse_logger("relps://h").unwrap_err().contains("HOST:PORT"));
         assert!(parse_logger("rlogd://:5")
             .unwrap_err()
             .contains("host is missing"));

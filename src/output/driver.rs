@@ -451,9 +451,9 @@ fn open(
                 producer,
             })?))
         }
-        Target::Relp { host, port } => {
+        Target::Relp { host, port } | Target::RelpTls { host, port } => {
             return Ok(Box::new(relp::Relp::connect_to(
-                host, *port, &spec.relp, timeout,
+                host, *port, tls, &spec.relp, timeout,
             )?))
         }
         Target::Udp { host, port } => return Ok(Box::new(datagram::udp(host, *port, timeout)?)),
@@ -500,7 +500,9 @@ pub fn max_record(t: &Target) -> Option<(usize, &'static str)> {
             crate::proto::format::MAX_PAYLOAD,
             "the largest rlogd record",
         )),
-        Target::Relp { .. } => Some((relp::MAX_RECORD, "imrelp's default maxDataSize")),
+        Target::Relp { .. } | Target::RelpTls { .. } => {
+            Some((relp::MAX_RECORD, "imrelp's default maxDataSize"))
+        }
         _ => None,
     }
 }

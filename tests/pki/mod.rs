@@ -5,7 +5,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 
 /// The CA's certificate and a certificate for some names with its key, PEM and DER.
 pub struct Pki {
@@ -24,18 +24,25 @@ pub struct PkiFiles {
     pub key: PathBuf,
 }
 
-/// A new CA and a certificate for `names` signed by it.
+/// A new CA and a certificate for `names` signed by it. The two have different subjects (CN
+/// `rlog test CA` and the first name): with rcgen's default subject for both, OpenSSL peers
+/// (nginx, librelp's OpenSSL back end) take the leaf for a self-signed certificate.
 pub fn issue(names: &[&str]) -> Pki {
     let ca_key = KeyPair::generate().unwrap();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "rlog test CA");
     let ca_cert = ca_params.self_signed(&ca_key).unwrap();
     let issuer = Issuer::new(ca_params, ca_key);
     let key = KeyPair::generate().unwrap();
-    let cert = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-        .unwrap()
-        .signed_by(&key, &issuer)
-        .unwrap();
+    let mut params =
+        CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+    if let Some(first) = names.first() {
+        params.distinguished_name.push(DnType::CommonName, *first);
+    }
+    let cert = params.signed_by(&key, &issuer).unwrap();
     Pki {
         ca_pem: ca_cert.pem(),
         cert_pem: cert.pem(),

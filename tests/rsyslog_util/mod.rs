@@ -24,6 +24,22 @@ pub enum Queue {
     Direct,
 }
 
+/// imrelp over TLS (`tls="on"`): which library librelp uses, the files, and how it checks the
+/// client's certificate.
+#[derive(Clone, Debug)]
+pub struct RelpTls {
+    /// `tls.tlslib`: `gnutls` (librelp's default) or `openssl`.
+    pub lib: &'static str,
+    /// `tls.caCert`, `tls.myCert`, `tls.myPrivKey`: the CA the client's certificate must be
+    /// signed by, the server's certificate and key; none: anonymous TLS.
+    pub files: Option<(PathBuf, PathBuf, PathBuf)>,
+    /// `tls.authMode`: `certvalid` or `name` (`fingerprint` takes SHA1 fingerprints); empty:
+    /// not set.
+    pub auth_mode: &'static str,
+    /// `tls.permittedPeer`: the names (`name`) or fingerprints allowed.
+    pub permitted: Vec<String>,
+}
+
 pub struct Rsyslog {
     pub dir: PathBuf,
     pub tcp_port: u16,
@@ -31,6 +47,7 @@ pub struct Rsyslog {
     pub out: PathBuf,
     queue: Queue,
     tz: Option<String>,
+    relp_tls: Option<RelpTls>,
     child: Option<Child>,
 }
 
@@ -47,6 +64,20 @@ pub fn have_rsyslogd() -> bool {
 impl Rsyslog {
     /// Starts rsyslogd in a fresh directory named after `name`, with `TZ` = `tz` if given.
     pub fn start(name: &str, queue: Queue, tz: Option<&str>) -> Rsyslog {
+        Rsyslog::start_with(name, queue, tz, None)
+    }
+
+    /// Starts rsyslogd with its imrelp input over TLS (in-memory queue).
+    pub fn start_relp_tls(name: &str, tls: RelpTls) -> Rsyslog {
+        Rsyslog::start_with(name, Queue::Memory, None, Some(tls))
+    }
+
+    fn start_with(
+        name: &str,
+        queue: Queue,
+        tz: Option<&str>,
+        relp_tls: Option<RelpTls>,
+    ) -> Rsyslog {
         static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir =
@@ -60,6 +91,7 @@ impl Rsyslog {
             relp_port: free_port(),
             queue,
             tz: tz.map(str::to_string),
+            relp_tls,
             child: None,
         };
         r.write_conf();
@@ -73,16 +105,50 @@ impl Rsyslog {
             Queue::Memory => "",
             Queue::Direct => " queue.type=\"Direct\"",
         };
+        let (module, input) = match &self.relp_tls {
+            None => (String::new(), String::new()),
+            Some(t) => {
+                let peers = t
+                    .permitted
+                    .iter()
+                    .map(|p| format!("\"{p}\""))
+                    .collect::<Vec<_>>()
+                    .join(",");
+                let peers = if peers.is_empty() {
+                    String::new()
+                } else {
+                    format!(" tls.permittedPeer=[{peers}]")
+                };
+                let files = match &t.files {
+                    Some((ca, cert, key)) => format!(
+                        " tls.caCert=\"{}\" tls.myCert=\"{}\" tls.myPrivKey=\"{}\"",
+                        ca.display(),
+                        cert.display(),
+                        key.display()
+                    ),
+                    None => String::new(),
+                };
+                let mode = if t.auth_mode.is_empty() {
+                    String::new()
+                } else {
+                    format!(" tls.authMode=\"{}\"", t.auth_mode)
+                };
+                (
+                    format!(" tls.tlslib=\"{}\"", t.lib),
+                    format!(" tls=\"on\"{files}{mode}{peers}"),
+                )
+            }
+        };
         let conf = format!(
             "global(workDirectory=\"{d}\" maxMessageSize=\"256k\")\n\
              module(load=\"imtcp\")\n\
-             module(load=\"imrelp\")\n\
+             module(load=\"imrelp\"{module})\n\
              template(name=\"fields\" type=\"string\" string=\"{TEMPLATE}\")\n\
              ruleset(name=\"out\"{queue}) {{\n\
                action(type=\"omfile\" file=\"{out}\" template=\"fields\")\n\
              }}\n\
              input(type=\"imtcp\" port=\"{tcp}\" address=\"127.0.0.1\" ruleset=\"out\")\n\
-             input(type=\"imrelp\" port=\"{relp}\" address=\"127.0.0.1\" ruleset=\"out\" maxDataSize=\"200k\")\n",
+             input(type=\"imrelp\" port=\"{relp}\" address=\"127.0.0.1\" ruleset=\"out\" maxDataSize=\"200k\"{input})\n",
             out = self.out.display(),
             tcp = self.tcp_port,
             relp = self.relp_port,
@@ -202,4 +268,11 @@ pub fn fields(line: &str) -> std::collections::HashMap<String, String> {
         .filter_map(|kv| kv.split_once('='))
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
+}
+
+impl Rsyslog {
+    /// What rsyslogd wrote to stderr (its own errors, e.g. imrelp's TLS errors).
+    pub fn stderr(&self) -> String {
+        fs::read_to_string(self.dir.join("stderr")).unwrap_or_default()
+    }
 }

@@ -10,8 +10,10 @@
 //!   it), a condition of the server, not of the record; so it is never a reject.
 //! - `serverclose` (rsyslog shutting down): a retry on a new connection.
 //! - The connection ends with `close` when the output is dropped (the logger closing).
+//! - `relps://`: the same session over TLS (rustls), for imrelp's `tls="on"`.
 
 pub mod proto;
+mod stream;
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -20,10 +22,12 @@ use std::time::{Duration, Instant};
 
 use socket2::Socket;
 
-use super::socket::{connect_tcp, peek, NoSigPipe, Peek};
+use super::socket::connect_tcp;
+use super::tls::TlsSettings;
 use super::{Output, SendError};
 use crate::buffer::Buffer;
 use proto::{next_txnr, write_frame, Frame, Parser, Rsp};
+use stream::Stream;
 
 /// Per-output RELP settings (`relp_window`, `NAME.relp_window`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,13 +62,29 @@ fn offers() -> Vec<u8> {
 /// Bytes of frames written in one go before looking for responses.
 const WRITE_CHUNK: usize = 256 * 1024;
 
+/// A TLS session that the server ends before it answers `open`: librelp checks the client's
+/// certificate (`tls.authMode`) after the handshake and drops the connection without a TLS
+/// alert when it does not like it, which would otherwise read as a bare "closed".
+fn closed_after_handshake(e: io::Error, tls: bool) -> io::Error {
+    use io::ErrorKind::*;
+    if tls && matches!(e.kind(), UnexpectedEof | ConnectionReset | BrokenPipe) {
+        io::Error::other(
+            "the RELP server closed the TLS session before answering open: imrelp drops \
+             clients whose certificate its tls.authMode refuses (none sent, wrong CA, name \
+             not in tls.permittedPeer); see rsyslog's log",
+        )
+    } else {
+        e
+    }
+}
+
 fn protocol(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg)
 }
 
 /// A RELP session with imrelp, past `open`.
 pub struct Relp {
-    sock: NoSigPipe,
+    sock: Stream,
     /// The same socket, to look at it without reading (`is_alive`).
     probe: Socket,
     window: usize,
@@ -79,20 +99,23 @@ pub struct Relp {
 }
 
 impl Relp {
-    /// Connects and opens a RELP session (offers `commands=syslog`).
+    /// Connects, runs the TLS handshake when `tls` is given, and opens a RELP session (offers
+    /// `commands=syslog`).
     ///
-    /// Errors: connect failures; a refused `open` (`rsyslog refused the RELP session: …`); a
-    /// server that does not offer the `syslog` command.
+    /// Errors: connect failures; the handshake's (`handshake failed: …`); a refused `open`
+    /// (`the server refused the RELP session: …`); a server that does not offer the `syslog`
+    /// command.
     pub fn connect_to(
         host: &str,
         port: u16,
+        tls: Option<&TlsSettings>,
         settings: &RelpSettings,
         timeout: Duration,
     ) -> io::Result<Relp> {
         let sock = connect_tcp(host, port, timeout)?;
         let probe = sock.try_clone()?;
         let mut r = Relp {
-            sock: NoSigPipe(sock),
+            sock: Stream::open(sock, tls, timeout)?,
             probe,
             window: settings.window.max(1),
             txnr: 0,
@@ -103,8 +126,13 @@ impl Relp {
         };
         r.txnr = 1;
         write_frame(&mut r.out, 1, "open", &offers());
-        r.sock.write_all(&r.out)?;
-        let f = r.read_frame()?;
+        let tls_on = tls.is_some();
+        let f = (|| {
+            r.sock.write_all(&r.out)?;
+            r.sock.flush()?;
+            r.read_frame()
+        })()
+        .map_err(|e| closed_after_handshake(e, tls_on))?;
         if f.command != "rsp" || f.txnr != 1 {
             return Err(protocol(format!(
                 "expected the response to RELP open, got \"{} {}\"",
@@ -213,6 +241,7 @@ impl Output for Relp {
                         sent += 1;
                     }
                     self.sock.write_all(&self.out)?;
+                    self.sock.flush()?;
                     continue;
                 }
                 let f = self.read_frame()?;
@@ -237,11 +266,11 @@ impl Output for Relp {
     fn is_alive(&mut self) -> bool {
         // The server speaks only when spoken to, but for `serverclose`: anything unasked for
         // ends the session.
-        !self.broken && peek(&self.probe) == Peek::Idle
+        !self.broken && self.sock.is_idle(&self.probe)
     }
 
     fn fds(&self) -> Vec<i32> {
-        vec![self.probe.as_raw_fd(), self.sock.0.as_raw_fd()]
+        vec![self.probe.as_raw_fd(), self.sock.fd()]
     }
 }
 
@@ -258,7 +287,7 @@ impl Drop for Relp {
         self.txnr = next_txnr(self.txnr);
         self.out.clear();
         write_frame(&mut self.out, self.txnr, "close", b"");
-        if self.sock.write_all(&self.out).is_ok() {
+        if self.sock.write_all(&self.out).is_ok() && self.sock.flush().is_ok() {
             let _ = self.read_frame();
         }
     }
@@ -354,6 +383,7 @@ mod tests {
         Relp::connect_to(
             "127.0.0.1",
             port,
+            None,
             &RelpSettings { window },
             Duration::from_secs(5),
         )
