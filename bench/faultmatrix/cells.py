@@ -21,8 +21,10 @@ from .proxy import Proxy
 FAULTS = ["down_at_start", "killed", "stalled", "slow", "reset", "storm", "restarted"]
 
 FAULT_TEXT = {
-    "down_at_start": "peer down at start, started 1 s later on the same port",
-    "killed": "peer kill -9 mid-stream, restarted 0.5 s later on the same port and store",
+    "down_at_start": "peer down at start, started 1 s later (0.4 of the way in the full run) on "
+                     "the same port",
+    "killed": "peer kill -9 mid-stream (0.4 of the way), restarted 0.5 s later on the same port "
+              "and store",
     "stalled": "peer SIGSTOPped mid-stream (the kernel accepts, nobody reads) until the logger "
                "holds nothing more (it gave up: lost) or 20 s, then SIGCONT",
     "slow": "slow reader: ~4 s for the volume (512-byte reads, 4 KiB receive buffer)",
@@ -137,36 +139,39 @@ def run_cell(peer_cls, fault: str, n: int, workdir: str, tls=None) -> Row:
             addr = proxy.listen
         cfg = peer.target(tag, addr, storm=fault == "storm") + COMMON
         lg = rlog.Logger(cfg)
-        half = n // 2
+        # A writer thread logs the N records evenly over `span` seconds; the fault strikes
+        # while it runs (at 0.4 span), so the stream is really in flight.
+        span = 2.0 if n <= 500 else 4.0
 
-        def log_range(a: int, b: int) -> None:
-            for i in range(a, b):
-                if lg.log(record(peer, tag, i)) <= 0:
-                    pass  # counted as dropped by the library
-                if i % 50 == 49:
-                    time.sleep(0.02)
+        def writer() -> None:
+            t0 = time.monotonic()
+            for i in range(n):
+                lg.log(record(peer, tag, i))  # a drop (0) is counted by the library
+                if i % 10 == 9:
+                    ahead = t0 + span * (i + 1) / n - time.monotonic()
+                    if ahead > 0:
+                        time.sleep(ahead)
 
-        log_range(0, half)
+        w = threading.Thread(target=writer)
+        w.start()
+        time.sleep(0.4 * span)
         if fault == "down_at_start":
-            time.sleep(1.0)
+            time.sleep(1.0 - 0.4 * span if span < 2.5 else 0)
             peer.start()
             peer.prepare(tag)
         elif fault == "killed":
-            time.sleep(0.3)
             peer.kill9()
             time.sleep(0.5)
             peer.start()
         elif fault == "restarted":
-            time.sleep(0.3)
             peer.stop()
             time.sleep(0.5)
             peer.start()
         elif fault == "stalled":
-            time.sleep(0.3)
             peer.freeze()
         elif fault == "storm":
-            threading.Timer(1.5, peer.end_storm, args=(tag,)).start()
-        log_range(half, n)
+            threading.Timer(max(0.0, 1.5 - 0.4 * span), peer.end_storm, args=(tag,)).start()
+        w.join()
         # The binding reads no stats after close: wait until nothing is held (every record
         # settled as sent, lost or spooled), read them, then close.
         lg.flush()
@@ -181,7 +186,7 @@ def run_cell(peer_cls, fault: str, n: int, workdir: str, tls=None) -> Row:
             peer.thaw()
         # What the peer stored: poll until it holds what was counted sent (ClickHouse and
         # rsyslog write asynchronously to their readers), then once more after a pause.
-        wait_until(lambda: _stored_ok(peer, tag, row), 15, 0.3)
+        _wait_stored(peer, tag, row)
         time.sleep(0.5)
         count(row, peer.stored(tag), tag)
         if proxy is not None and proxy.mode == "cut":
@@ -197,13 +202,24 @@ def run_cell(peer_cls, fault: str, n: int, workdir: str, tls=None) -> Row:
     return row
 
 
-def _stored_ok(peer, tag, row) -> bool:
-    probe = Row(row.output, row.fault)
-    try:
-        count(probe, peer.stored(tag), tag)
-    except Exception:
-        return False
-    return probe.stored >= row.sent
+def _wait_stored(peer, tag, row, limit: float = 15.0, still: float = 2.0) -> None:
+    """Polls the peer until it holds what was counted sent, or its count stayed the same for
+    `still` seconds, or `limit` passed."""
+    last, since = -1, time.monotonic()
+    end = time.monotonic() + limit
+    while time.monotonic() < end:
+        probe = Row(row.output, row.fault)
+        try:
+            count(probe, peer.stored(tag), tag)
+        except Exception:
+            probe.stored = -1
+        if probe.stored >= row.sent:
+            return
+        if probe.stored != last:
+            last, since = probe.stored, time.monotonic()
+        elif time.monotonic() - since >= still:
+            return
+        time.sleep(0.2)
 
 
 def _listen_like(addr, d):
