@@ -39,7 +39,7 @@ QUICK = {
     "http": ["storm", "killed"],
     "nats": ["storm", "killed"],
     "relp": ["killed"],
-    "clickhouse": ["restarted"],
+    "clickhouse": ["killed"],
 }
 QUICK_HOST = ["kill9_spool", "fork", "exit", "reinit"]
 
