@@ -14,7 +14,7 @@ from typing import Optional
 
 import rlog
 
-from .peers import ClickHouse, Nats, Peer
+from .peers import ClickHouse, Peer
 from .procs import wait_until
 from .proxy import Proxy
 

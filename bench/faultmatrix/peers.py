@@ -13,8 +13,8 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import sys
-import urllib.parse
 import urllib.request
 from typing import List, Optional
 
@@ -180,7 +180,6 @@ class Rlogd(Peer):
         return f"logger = rlogd://127.0.0.1:{addr[1]}\n"
 
     def stored(self, tag):
-        import subprocess
         r = subprocess.run([RLOGD, "cat", "--data", os.path.join(self.dir, "data")],
                            capture_output=True)
         return r.stdout

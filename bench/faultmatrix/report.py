@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import os
 
 from . import cells, host
 from .peers import PEERS
