@@ -24,7 +24,7 @@ TARGET  := target/release
 LIB     := $(TARGET)/librlog.so
 BUILD   := build
 
-.PHONY: all build deps header demo uwsgi-plugin test test-rust test-c test-py lint install clean bench fuzz
+.PHONY: all build deps header demo uwsgi-plugin test test-rust test-c test-py test-faults fault-matrix lint install clean bench fuzz
 
 all: build
 
@@ -49,7 +49,7 @@ demo: deps build $(BUILD)/example
 uwsgi-plugin: build
 	sh bindings/uwsgi/build.sh $(BUILD)/uwsgi
 
-test: deps build test-rust test-c test-py
+test: deps build test-rust test-c test-py test-faults
 	@echo "make test: all suites passed"
 
 # Installs the real peers the tests run against (nginx + Lua, uWSGI, rsyslog, pytest) when missing.
@@ -64,6 +64,16 @@ test-c: build
 
 test-py: build
 	@if ls tests/py/test_*.py >/dev/null 2>&1; then $(PYTHON) -m pytest -q tests/py; else echo "tests/py: no tests yet"; fi
+
+# The fault matrix's quick subset (bench/fault_matrix.py --quick, docs/FAULTS.md): a few cells
+# per output against the real peers; fails when a record counted sent is not at the peer or the
+# stats identity breaks.
+test-faults: build
+	$(PYTHON) bench/fault_matrix.py --quick
+
+# The full fault matrix; rewrites docs/FAULTS.md (commit it with the command it names).
+fault-matrix: build
+	$(PYTHON) bench/fault_matrix.py
 
 lint:
 	$(CARGO) fmt --check
