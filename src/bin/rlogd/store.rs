@@ -823,6 +823,55 @@ mod tests {
     }
 
     #[test]
+    fn senders_in_version_2_only_and_versions_survive_recovery() {
+        let root = tmp("versions");
+        let (mut s, _) = Store::open(&root, Options::default()).unwrap();
+        let (d1, d2) = (
+            Date::parse("20260101").unwrap(),
+            Date::parse("20260102").unwrap(),
+        );
+        let from = SenderAddr::ip("192.0.2.7:514".parse().unwrap());
+        // A version-1 open date (as an older rlogd left it): the sender is left out.
+        s.begin(d1, 1).unwrap();
+        let e = s.append(d1, &meta(0, 1), Some(&from), b"old").unwrap();
+        assert_eq!((e.flags, e.len), (0, 3));
+        s.commit().unwrap();
+        drop(s);
+        let (mut s, rep) = Store::open(&root, Options::default()).unwrap();
+        assert!(rep.repairs.is_empty(), "{:?}", rep.repairs);
+        assert_eq!(s.open_version(), Some(1));
+        s.append(d1, &meta(0, 2), Some(&from), b"still old").unwrap();
+        // A newer date is version 2 and keeps the sender.
+        let e = s.append(d2, &meta(0, 3), Some(&from), b"new").unwrap();
+        assert_eq!((e.flags, e.len), (FLAG_SENDER, 3 + 7));
+        s.commit().unwrap();
+        drop(s);
+        let r1 = rlog::proto::reader::DateReader::open(&root, d1).unwrap();
+        assert_eq!((r1.version, r1.count_on_disk().unwrap()), (1, 2));
+        let mut r2 = rlog::proto::reader::DateReader::open(&root, d2).unwrap();
+        let rec = r2.record(0).unwrap();
+        assert_eq!((rec.sender, rec.payload), (Some(from), b"new".to_vec()));
+        assert!(scan_date(&root.join("20260102"), 0)
+            .unwrap()
+            .problems
+            .is_empty());
+        // A SENDER flag in a version-1 date is damage, cut off by recovery.
+        let dir = root.join("20260101");
+        let mut idx = fs::read(dir.join("index")).unwrap();
+        let last = idx.len() - ENTRY;
+        idx[last + 14] = FLAG_SENDER as u8;
+        fs::write(dir.join("index"), &idx).unwrap();
+        let scan = scan_date(&dir, 0).unwrap();
+        assert_eq!(scan.entries, 1);
+        assert!(
+            scan.problems[0].contains("flags 0x1 in a version-1 date"),
+            "{:?}",
+            scan.problems
+        );
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
     fn dates_seal_and_late_records() {
         let root = tmp("dates");
         let (mut s, _) = Store::open(&root, Options::default()).unwrap();
