@@ -840,7 +840,8 @@ mod tests {
         let (mut s, rep) = Store::open(&root, Options::default()).unwrap();
         assert!(rep.repairs.is_empty(), "{:?}", rep.repairs);
         assert_eq!(s.open_version(), Some(1));
-        s.append(d1, &meta(0, 2), Some(&from), b"still old").unwrap();
+        s.append(d1, &meta(0, 2), Some(&from), b"still old")
+            .unwrap();
         // A newer date is version 2 and keeps the sender.
         let e = s.append(d2, &meta(0, 3), Some(&from), b"new").unwrap();
         assert_eq!((e.flags, e.len), (FLAG_SENDER, 3 + 7));
