@@ -392,6 +392,7 @@ fn follower_validates_everything_the_master_sends() {
         offset: 16,
         len: 5,
         rtype: 0,
+        flags: 0,
         producer: 0,
         seq: 0,
     }

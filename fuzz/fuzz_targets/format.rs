@@ -16,9 +16,18 @@ fuzz_target!(|data: &[u8]| {
         let payload_len = (h.len as usize).min(data.len().saturating_sub(format::RECORD_HEADER));
         let payload = &data[format::RECORD_HEADER..format::RECORD_HEADER + payload_len];
         let mut rec = Vec::new();
-        format::encode_record(&mut rec, &h.meta, payload);
+        // A flagged record re-encodes from its sender and the payload after the prefix.
+        let (sender, payload) = if h.flags & format::FLAG_SENDER != 0 {
+            match format::SenderAddr::split(payload) {
+                Ok((s, rest)) => (Some(s), rest),
+                Err(_) => return,
+            }
+        } else {
+            (None, payload)
+        };
+        format::encode_record_from(&mut rec, &h.meta, sender.as_ref(), payload);
         let h2 = format::decode_record_header(&rec).unwrap();
-        assert_eq!(h2.meta, h.meta);
+        assert_eq!((h2.meta, h2.flags), (h.meta, h.flags));
         assert_eq!(h2.crc, format::record_crc(&rec));
         if payload_len == h.len as usize && h.crc == format::record_crc(&data[..rec.len()]) {
             assert_eq!(rec, &data[..rec.len()]);

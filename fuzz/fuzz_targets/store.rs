@@ -56,7 +56,9 @@ fuzz_target!(|data: &[u8]| {
     for id in 0..count.min(64) {
         if let Ok(rec) = r.record(id) {
             let e = r.entry(id).unwrap();
-            assert_eq!(rec.payload.len(), e.len as usize);
+            let prefix = rec.sender.map_or(0, |s| s.encoded_len());
+            assert_eq!(prefix + rec.payload.len(), e.len as usize);
+            assert_eq!(rec.sender.is_some(), e.flags & format::FLAG_SENDER != 0);
             assert_eq!(
                 (rec.meta.rtype, rec.meta.producer, rec.meta.seq),
                 (e.rtype, e.producer, e.seq)

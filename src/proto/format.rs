@@ -4,58 +4,184 @@
 //! and decodes; it never touches files.
 
 use std::fmt;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
 /// First bytes of every data file.
 pub const DATA_MAGIC: &[u8; 8] = b"RLOGDATA";
 /// First bytes of every index file.
 pub const INDEX_MAGIC: &[u8; 8] = b"RLOGINDX";
-/// Format version written in both headers.
-pub const VERSION: u32 = 1;
+/// Format version written in both headers of a new date. Version 2 adds the `SENDER` flag;
+/// version-1 dates (written by older rlogd) are read, recovered and replicated unchanged.
+pub const VERSION: u32 = 2;
+/// The versions this build reads.
+pub const VERSIONS: [u32; 2] = [1, 2];
+/// Record and index entry flag (version 2): the payload starts with the sender's address.
+pub const FLAG_SENDER: u16 = 1;
+/// The longest sender prefix (an IPv6 address): `u8 family`, `u16 port`, 16 address bytes.
+pub const MAX_SENDER: usize = 19;
 /// Size of the data and index file headers.
 pub const FILE_HEADER: usize = 16;
 /// Size of a record header in a data file.
 pub const RECORD_HEADER: usize = 40;
 /// Size of one index entry.
 pub const ENTRY: usize = 32;
-/// The largest payload one record may carry (16 MiB).
+/// The largest payload one record may carry (16 MiB), the sender prefix included.
 pub const MAX_PAYLOAD: usize = 16 << 20;
 
-/// The 16-byte header of a data file.
+/// The 16-byte header of a data file of the current [`VERSION`].
 pub fn data_header() -> [u8; FILE_HEADER] {
+    data_header_of(VERSION)
+}
+
+/// The 16-byte header of a data file of `version`.
+pub fn data_header_of(version: u32) -> [u8; FILE_HEADER] {
     let mut h = [0u8; FILE_HEADER];
     h[..8].copy_from_slice(DATA_MAGIC);
-    h[8..12].copy_from_slice(&VERSION.to_le_bytes());
+    h[8..12].copy_from_slice(&version.to_le_bytes());
     h
 }
 
-/// The 16-byte header of an index file (the last field is the entry size).
+/// The 16-byte header of an index file of the current [`VERSION`].
 pub fn index_header() -> [u8; FILE_HEADER] {
+    index_header_of(VERSION)
+}
+
+/// The 16-byte header of an index file of `version` (the last field is the entry size).
+pub fn index_header_of(version: u32) -> [u8; FILE_HEADER] {
     let mut h = [0u8; FILE_HEADER];
     h[..8].copy_from_slice(INDEX_MAGIC);
-    h[8..12].copy_from_slice(&VERSION.to_le_bytes());
+    h[8..12].copy_from_slice(&version.to_le_bytes());
     h[12..16].copy_from_slice(&(ENTRY as u32).to_le_bytes());
     h
 }
 
-/// Checks a file header. Errors: what is wrong with it.
-pub fn check_header(h: &[u8], index: bool) -> Result<(), String> {
-    let want = if index { index_header() } else { data_header() };
+/// Checks a file header; returns its version. Errors: what is wrong with it (a version this
+/// build does not read is named).
+pub fn check_header(h: &[u8], index: bool) -> Result<u32, String> {
     if h.len() < FILE_HEADER {
         return Err(format!(
             "header is {} bytes, expected {FILE_HEADER}",
             h.len()
         ));
     }
-    if h[..8] != want[..8] {
+    let magic = if index { INDEX_MAGIC } else { DATA_MAGIC };
+    if h[..8] != magic[..] {
         return Err("bad magic".into());
     }
-    if h[8..16] != want[8..16] {
+    let version = u32_at(h, 8);
+    if !VERSIONS.contains(&version) {
         return Err(format!(
-            "unsupported version {} (this rlogd reads version {VERSION})",
-            u32::from_le_bytes(h[8..12].try_into().unwrap())
+            "unsupported version {version} (this rlogd reads versions 1 and 2)"
         ));
     }
-    Ok(())
+    let want = if index {
+        index_header_of(version)
+    } else {
+        data_header_of(version)
+    };
+    if h[12..16] != want[12..16] {
+        return Err(format!(
+            "bad header: {} {} after the version",
+            if index { "entry size" } else { "reserved" },
+            u32_at(h, 12)
+        ));
+    }
+    Ok(version)
+}
+
+/// The flags records and entries of a file of `version` may carry.
+pub fn flags_allowed(version: u32) -> u16 {
+    if version >= 2 {
+        FLAG_SENDER
+    } else {
+        0
+    }
+}
+
+/// Where a record from a plain (`tcp://`, `udp://`, `unix://`) sender came from, stored in
+/// front of its payload in version 2 (see docs/STORAGE.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SenderAddr {
+    Ip(SocketAddr),
+    Unix,
+}
+
+impl SenderAddr {
+    /// The address of an IP peer; an IPv4 client of a dual-stack (`[::]`) listener is stored
+    /// as the IPv4 address it is.
+    pub fn ip(a: SocketAddr) -> SenderAddr {
+        SenderAddr::Ip(SocketAddr::new(a.ip().to_canonical(), a.port()))
+    }
+
+    /// Bytes the prefix takes.
+    pub fn encoded_len(&self) -> usize {
+        match self {
+            SenderAddr::Ip(SocketAddr::V4(_)) => 7,
+            SenderAddr::Ip(SocketAddr::V6(_)) => MAX_SENDER,
+            SenderAddr::Unix => 3,
+        }
+    }
+
+    /// Appends the prefix: `u8 family` (4, 6, 1 for unix), `u16 port`, the address bytes.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            SenderAddr::Ip(SocketAddr::V4(a)) => {
+                out.push(4);
+                out.extend_from_slice(&a.port().to_le_bytes());
+                out.extend_from_slice(&a.ip().octets());
+            }
+            SenderAddr::Ip(SocketAddr::V6(a)) => {
+                out.push(6);
+                out.extend_from_slice(&a.port().to_le_bytes());
+                out.extend_from_slice(&a.ip().octets());
+            }
+            SenderAddr::Unix => {
+                out.push(1);
+                out.extend_from_slice(&0u16.to_le_bytes());
+            }
+        }
+    }
+
+    /// Splits a prefixed payload into the sender and the payload proper. Errors: an unknown
+    /// family, fewer bytes than the family needs.
+    pub fn split(b: &[u8]) -> Result<(SenderAddr, &[u8]), String> {
+        let need = match b.first() {
+            Some(4) => 7,
+            Some(6) => MAX_SENDER,
+            Some(1) => 3,
+            Some(f) => return Err(format!("unknown sender family {f}")),
+            None => return Err("empty payload where a sender was flagged".into()),
+        };
+        if b.len() < need {
+            return Err(format!(
+                "sender prefix of {} bytes, expected {need}",
+                b.len()
+            ));
+        }
+        let port = u16_at(b, 1);
+        let s = match b[0] {
+            4 => {
+                let ip: [u8; 4] = b[3..7].try_into().unwrap();
+                SenderAddr::Ip(SocketAddr::new(Ipv4Addr::from(ip).into(), port))
+            }
+            6 => {
+                let ip: [u8; 16] = b[3..19].try_into().unwrap();
+                SenderAddr::Ip(SocketAddr::new(Ipv6Addr::from(ip).into(), port))
+            }
+            _ => SenderAddr::Unix,
+        };
+        Ok((s, &b[need..]))
+    }
+}
+
+impl fmt::Display for SenderAddr {
+    /// `203.0.113.5:514`, `[2001:db8::1]:514`, `unix`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SenderAddr::Ip(a) => write!(f, "{a}"),
+            SenderAddr::Unix => f.write_str("unix"),
+        }
+    }
 }
 
 /// What a record says about itself, besides its payload.
@@ -70,17 +196,33 @@ pub struct Meta {
     pub seq: u64,
 }
 
-/// Encodes a record (header then payload) onto `out`.
+/// Encodes a record (header then payload) onto `out`, without a sender.
 pub fn encode_record(out: &mut Vec<u8>, meta: &Meta, payload: &[u8]) {
+    encode_record_from(out, meta, None, payload)
+}
+
+/// Encodes a record onto `out`; with a sender (version 2 only), the `SENDER` flag is set and
+/// the payload is preceded by the sender's address, counted in the record's length.
+pub fn encode_record_from(
+    out: &mut Vec<u8>,
+    meta: &Meta,
+    sender: Option<&SenderAddr>,
+    payload: &[u8],
+) {
     let start = out.len();
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    let prefix = sender.map_or(0, |s| s.encoded_len());
+    let flags = if sender.is_some() { FLAG_SENDER } else { 0 };
+    out.extend_from_slice(&((prefix + payload.len()) as u32).to_le_bytes());
     out.extend_from_slice(&[0u8; 4]);
     out.extend_from_slice(&meta.time_us.to_le_bytes());
     out.extend_from_slice(&meta.rtype.to_le_bytes());
-    out.extend_from_slice(&0u16.to_le_bytes());
+    out.extend_from_slice(&flags.to_le_bytes());
     out.extend_from_slice(&0u32.to_le_bytes());
     out.extend_from_slice(&meta.producer.to_le_bytes());
     out.extend_from_slice(&meta.seq.to_le_bytes());
+    if let Some(s) = sender {
+        s.encode(out);
+    }
     out.extend_from_slice(payload);
     let crc = record_crc(&out[start..]);
     out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
@@ -95,8 +237,11 @@ pub fn record_crc(record: &[u8]) -> u32 {
 /// A decoded record header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RecordHeader {
+    /// Bytes after the header: the sender prefix (when flagged) and the payload.
     pub len: u32,
     pub crc: u32,
+    /// [`FLAG_SENDER`] or 0.
+    pub flags: u16,
     pub meta: Meta,
 }
 
@@ -111,7 +256,8 @@ fn u64_at(b: &[u8], i: usize) -> u64 {
 }
 
 /// Decodes a record header (the first [`RECORD_HEADER`] bytes of `h`). Errors: fewer bytes than
-/// that, a length over [`MAX_PAYLOAD`] or nonzero reserved fields.
+/// that, a length over [`MAX_PAYLOAD`], unknown flags or nonzero reserved bytes. (Whether the
+/// flags fit the file's version is [`Entry::fits_version`]'s job: entry and header must match.)
 pub fn decode_record_header(h: &[u8]) -> Result<RecordHeader, String> {
     if h.len() < RECORD_HEADER {
         return Err(format!(
@@ -123,12 +269,17 @@ pub fn decode_record_header(h: &[u8]) -> Result<RecordHeader, String> {
     if len as usize > MAX_PAYLOAD {
         return Err(format!("record length {len} exceeds {MAX_PAYLOAD}"));
     }
-    if u16_at(h, 18) != 0 || u32_at(h, 20) != 0 {
+    let flags = u16_at(h, 18);
+    if flags & !FLAG_SENDER != 0 {
+        return Err(format!("unknown flags {flags:#x} in a record header"));
+    }
+    if u32_at(h, 20) != 0 {
         return Err("nonzero reserved bytes in a record header".into());
     }
     Ok(RecordHeader {
         len,
         crc: u32_at(h, 4),
+        flags,
         meta: Meta {
             time_us: u64_at(h, 8) as i64,
             rtype: u16_at(h, 16),
@@ -145,9 +296,11 @@ pub struct Entry {
     pub file: u32,
     /// Offset of the record header in that file.
     pub offset: u32,
-    /// Payload length.
+    /// Payload length (the sender prefix included, when flagged).
     pub len: u32,
     pub rtype: u16,
+    /// [`FLAG_SENDER`] or 0, as in the record header.
+    pub flags: u16,
     pub producer: u64,
     pub seq: u64,
 }
@@ -159,13 +312,14 @@ impl Entry {
         e[4..8].copy_from_slice(&self.offset.to_le_bytes());
         e[8..12].copy_from_slice(&self.len.to_le_bytes());
         e[12..14].copy_from_slice(&self.rtype.to_le_bytes());
+        e[14..16].copy_from_slice(&self.flags.to_le_bytes());
         e[16..24].copy_from_slice(&self.producer.to_le_bytes());
         e[24..32].copy_from_slice(&self.seq.to_le_bytes());
         e
     }
 
     /// Decodes an entry (the first [`ENTRY`] bytes of `e`). Errors: fewer bytes than that, a
-    /// length over [`MAX_PAYLOAD`], nonzero flags.
+    /// length over [`MAX_PAYLOAD`], unknown flags.
     pub fn decode(e: &[u8]) -> Result<Entry, String> {
         if e.len() < ENTRY {
             return Err(format!(
@@ -178,6 +332,7 @@ impl Entry {
             offset: u32_at(e, 4),
             len: u32_at(e, 8),
             rtype: u16_at(e, 12),
+            flags: u16_at(e, 14),
             producer: u64_at(e, 16),
             seq: u64_at(e, 24),
         };
@@ -187,10 +342,25 @@ impl Entry {
                 entry.len
             ));
         }
-        if u16_at(e, 14) != 0 {
-            return Err("nonzero flags in an index entry".into());
+        if entry.flags & !FLAG_SENDER != 0 {
+            return Err(format!(
+                "unknown flags {:#x} in an index entry",
+                entry.flags
+            ));
         }
         Ok(entry)
+    }
+
+    /// Errors: this entry has flags a file of `version` may not carry (a `SENDER` flag in a
+    /// version-1 date).
+    pub fn fits_version(&self, version: u32) -> Result<(), String> {
+        if self.flags & !flags_allowed(version) != 0 {
+            return Err(format!(
+                "flags {:#x} in a version-{version} date",
+                self.flags
+            ));
+        }
+        Ok(())
     }
 
     /// Offset just past this record in its data file.
@@ -202,6 +372,7 @@ impl Entry {
     pub fn matches(&self, h: &RecordHeader) -> bool {
         h.len == self.len
             && h.meta.rtype == self.rtype
+            && h.flags == self.flags
             && h.meta.producer == self.producer
             && h.meta.seq == self.seq
     }
@@ -356,11 +527,68 @@ mod tests {
             offset: 16,
             len: 5,
             rtype: 7,
+            flags: 0,
             producer: 9,
             seq: 11,
         };
         assert_eq!(Entry::decode(&e.encode()).unwrap(), e);
         assert!(e.matches(&h));
+    }
+
+    #[test]
+    fn senders_roundtrip_and_versions() {
+        let meta = Meta::default();
+        for (s, shown, len) in [
+            (
+                SenderAddr::ip("203.0.113.5:514".parse().unwrap()),
+                "203.0.113.5:514",
+                7,
+            ),
+            (
+                SenderAddr::ip("[::ffff:10.0.0.1]:9".parse().unwrap()),
+                "10.0.0.1:9",
+                7,
+            ),
+            (
+                SenderAddr::ip("[2001:db8::1]:65535".parse().unwrap()),
+                "[2001:db8::1]:65535",
+                19,
+            ),
+            (SenderAddr::Unix, "unix", 3),
+        ] {
+            assert_eq!(s.to_string(), shown);
+            let mut out = Vec::new();
+            encode_record_from(&mut out, &meta, Some(&s), b"line");
+            let h = decode_record_header(&out).unwrap();
+            assert_eq!(h.flags, FLAG_SENDER);
+            assert_eq!(h.len as usize, len + 4);
+            assert_eq!(h.crc, record_crc(&out));
+            let (got, rest) = SenderAddr::split(&out[RECORD_HEADER..]).unwrap();
+            assert_eq!((got, rest), (s, &b"line"[..]));
+        }
+        assert!(SenderAddr::split(&[4, 0, 0, 1]).is_err());
+        assert!(SenderAddr::split(&[9, 0, 0]).is_err());
+        assert!(SenderAddr::split(&[]).is_err());
+        let e = Entry {
+            file: 0,
+            offset: 16,
+            len: 10,
+            rtype: 0,
+            flags: FLAG_SENDER,
+            producer: 0,
+            seq: 0,
+        };
+        assert!(e.fits_version(2).is_ok());
+        assert!(e.fits_version(1).unwrap_err().contains("version-1"));
+        let mut raw = e.encode();
+        raw[14] = 2;
+        assert!(Entry::decode(&raw).unwrap_err().contains("unknown flags"));
+        assert_eq!(check_header(&index_header_of(1), true), Ok(1));
+        assert_eq!(check_header(&data_header(), false), Ok(2));
+        let v3 = index_header_of(3);
+        assert!(check_header(&v3, true)
+            .unwrap_err()
+            .contains("unsupported version 3"));
     }
 
     /// Found by fuzzing (fuzz/ target `format`): a short slice panicked (index out of bounds)

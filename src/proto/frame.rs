@@ -9,8 +9,13 @@ use std::io::{self, Read, Write};
 
 use super::format::Date;
 
-/// Protocol version spoken by this build.
+/// Protocol version librlog's producers speak (version 2 changes nothing for them, and an
+/// older rlogd refuses it).
 pub const PROTOCOL: u16 = 1;
+/// The newest protocol version: 2 adds BEGIN, which tells a follower the store format version
+/// of each date it creates. A server accepts 1 and 2 and answers WELCOME with the version of
+/// the HELLO.
+pub const PROTOCOL_MAX: u16 = 2;
 /// Default and hard upper bound of a frame (kind and body): 16 MiB plus room for headers.
 pub const DEFAULT_MAX_FRAME: usize = (16 << 20) + 4096;
 /// The largest token accepted in a HELLO.
@@ -24,6 +29,9 @@ pub const ERROR: u8 = 5;
 pub const RECORDS: u8 = 6;
 pub const FINISH: u8 = 7;
 pub const HEARTBEAT: u8 = 8;
+/// Protocol 2, master → follower: `u32 date`, `u32 store format version`, sent before the first
+/// RECORDS (or FINISH) of a date the follower does not have.
+pub const BEGIN: u8 = 9;
 
 /// Batch payload codecs.
 pub const CODEC_NONE: u8 = 0;
@@ -417,9 +425,15 @@ pub fn decode_ack(body: &[u8]) -> Result<(u64, u64), String> {
     Ok(r)
 }
 
-/// WELCOME body: protocol version and the largest frame the server accepts.
+/// WELCOME body for protocol version 1: the version and the largest frame the server accepts.
 pub fn encode_welcome(max_frame: u32) -> Vec<u8> {
-    let mut b = PROTOCOL.to_le_bytes().to_vec();
+    encode_welcome_version(PROTOCOL, max_frame)
+}
+
+/// WELCOME body: the protocol version the server speaks on this connection and the largest
+/// frame it accepts.
+pub fn encode_welcome_version(version: u16, max_frame: u32) -> Vec<u8> {
+    let mut b = version.to_le_bytes().to_vec();
     b.extend_from_slice(&max_frame.to_le_bytes());
     b
 }

@@ -10,7 +10,9 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use super::format::{self, Date, Entry, Meta, ENTRY, FILE_HEADER, RECORD_HEADER};
+use super::format::{
+    self, Date, Entry, Meta, SenderAddr, ENTRY, FILE_HEADER, FLAG_SENDER, RECORD_HEADER,
+};
 
 /// The date folders under `root`, oldest first. Entries whose name is not a date are skipped.
 pub fn list_dates(root: &Path) -> io::Result<Vec<Date>> {
@@ -39,6 +41,8 @@ fn bad(msg: String) -> io::Error {
 /// An open date folder.
 pub struct DateReader {
     pub date: Date,
+    /// The format version of its files (1 or 2).
+    pub version: u32,
     dir: std::path::PathBuf,
     index: File,
     data: Option<(u32, File)>,
@@ -49,6 +53,10 @@ pub struct DateReader {
 pub struct Record {
     pub id: u64,
     pub meta: Meta,
+    /// Where a plain sender's record came from (version 2); `None` for librlog producers'
+    /// records and every record of a version-1 date.
+    pub sender: Option<SenderAddr>,
+    /// The payload as received (without the sender prefix).
     pub payload: Vec<u8>,
 }
 
@@ -59,9 +67,11 @@ impl DateReader {
         let index = File::open(dir.join("index"))?;
         let mut h = [0u8; FILE_HEADER];
         index.read_exact_at(&mut h, 0)?;
-        format::check_header(&h, true).map_err(|e| bad(format!("{}/index: {e}", dir.display())))?;
+        let version = format::check_header(&h, true)
+            .map_err(|e| bad(format!("{}/index: {e}", dir.display())))?;
         Ok(DateReader {
             date,
+            version,
             dir,
             index,
             data: None,
@@ -103,14 +113,31 @@ impl DateReader {
         let mut raw = Vec::with_capacity(ENTRY);
         self.raw_entries(id, 1, &mut raw)?;
         Entry::decode(&raw)
+            .and_then(|e| e.fits_version(self.version).map(|()| e))
             .map_err(|e| bad(format!("{}/index: record {id}: {e}", self.dir.display())))
     }
 
     /// Appends the raw record (header and payload) `e` points to onto `out`, checked against the
-    /// entry and its CRC. Errors: I/O, damage.
+    /// entry and its CRC. Errors: I/O, damage (a data file of another version than the index
+    /// included).
     pub fn raw_record(&mut self, id: u64, e: &Entry, out: &mut Vec<u8>) -> io::Result<()> {
+        e.fits_version(self.version)
+            .map_err(|m| self.damage(id, m))?;
         if self.data.as_ref().is_none_or(|(n, _)| *n != e.file) {
-            let f = File::open(self.dir.join(format::data_name(e.file)))?;
+            let name = format::data_name(e.file);
+            let f = File::open(self.dir.join(&name))?;
+            let mut h = [0u8; FILE_HEADER];
+            f.read_exact_at(&mut h, 0)?;
+            match format::check_header(&h, false) {
+                Ok(v) if v == self.version => {}
+                Ok(v) => {
+                    return Err(self.damage(
+                        id,
+                        format!("{name} is version {v}, its index version {}", self.version),
+                    ))
+                }
+                Err(m) => return Err(self.damage(id, format!("{name}: {m}"))),
+            }
             self.data = Some((e.file, f));
         }
         let (_, f) = self.data.as_ref().expect("opened above");
@@ -138,10 +165,19 @@ impl DateReader {
         let mut raw = Vec::with_capacity(RECORD_HEADER + e.len as usize);
         self.raw_record(id, &e, &mut raw)?;
         let h = format::decode_record_header(&raw).map_err(bad)?;
-        raw.drain(..RECORD_HEADER);
+        let mut sender = None;
+        let mut skip = RECORD_HEADER;
+        if h.flags & FLAG_SENDER != 0 {
+            let (s, rest) =
+                SenderAddr::split(&raw[RECORD_HEADER..]).map_err(|m| self.damage(id, m))?;
+            skip = raw.len() - rest.len();
+            sender = Some(s);
+        }
+        raw.drain(..skip);
         Ok(Record {
             id,
             meta: h.meta,
+            sender,
             payload: raw,
         })
     }
@@ -172,6 +208,7 @@ mod tests {
                 offset,
                 len: 7,
                 rtype: 0,
+                flags: 0,
                 producer: 0,
                 seq,
             };

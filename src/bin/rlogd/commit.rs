@@ -17,7 +17,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use rlog::sync::{Condvar, Mutex};
 
 use crate::store::{self, Store};
-use rlog::proto::format::{now_micros, Date, Meta};
+use rlog::proto::format::{now_micros, Date, Meta, SenderAddr};
 
 /// Records to store, from one connection.
 pub struct Incoming {
@@ -27,10 +27,32 @@ pub struct Incoming {
     pub first_seq: u64,
     pub records: Vec<rlog::proto::frame::BatchRecord>,
     pub data: Vec<u8>,
+    /// The address of a plain sender, stored with its records.
+    pub origin: Origin,
     /// Where to say that the batch is durable (or why it is not).
     pub reply: Option<Reply>,
     /// The share of the memory budget this batch takes; given back once it is written.
     pub held: Option<crate::limits::Held>,
+}
+
+/// Where the records of an [`Incoming`] came from: nowhere stored for librlog producers (their
+/// producer id and sequence numbers identify them), one address for a `tcp://` or `unix://`
+/// connection, one per record for a `udp://` listener.
+pub enum Origin {
+    Producer,
+    One(SenderAddr),
+    Each(Vec<SenderAddr>),
+}
+
+impl Origin {
+    /// The sender of record `i`.
+    pub fn of(&self, i: usize) -> Option<&SenderAddr> {
+        match self {
+            Origin::Producer => None,
+            Origin::One(s) => Some(s),
+            Origin::Each(v) => v.get(i),
+        }
+    }
 }
 
 /// What became of a batch.
@@ -329,7 +351,12 @@ fn append(store: &mut Store, b: &Incoming, today: Date) -> io::Result<Stored> {
             seq,
         };
         let date = store.date_for(r.time_us, today);
-        store.append(date, &meta, &b.data[r.start..r.start + r.len])?;
+        store.append(
+            date,
+            &meta,
+            b.origin.of(i),
+            &b.data[r.start..r.start + r.len],
+        )?;
         s.stored += 1;
     }
     Ok(s)

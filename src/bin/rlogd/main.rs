@@ -94,7 +94,8 @@ where the copy is.
 const CAT_HELP: &str =
     "usage: rlogd cat --data DIR [--date YYYYMMDD] [--from ID] [--type N] [--json]
   prints the records of a store (safe on a live store), one a line; --json adds date, id,
-  time_us and type
+  time_us, type, and sender (\"203.0.113.5:514\", \"[2001:db8::1]:514\" or \"unix\") for
+  records of tcp://, udp:// and unix:// senders
 ";
 
 const TAIL_HELP: &str = "usage: rlogd tail --data DIR [--type N] [--json]
@@ -498,6 +499,13 @@ fn serve(args: &[String]) -> Result<ExitCode, String> {
         },
     )
     .map_err(|e| format!("cannot open the store in {}: {e}", data.display()))?;
+    if let (Some((date, _)), Some(v)) = (store.open_date(), store.open_version()) {
+        if v < rlog::proto::format::VERSION {
+            commit::log(&format!(
+                "the open date {date} is store format version {v} (an older rlogd began it): plain senders' addresses are stored from the next date on"
+            ));
+        }
+    }
     // Bounded in batches: with the frame limit, it bounds the memory of what waits to be committed.
     let (tx, rx) = crossbeam_channel::bounded(64);
     let shared = Arc::new(Shared::default());
@@ -739,11 +747,16 @@ fn print_record(w: &mut impl Write, date: Date, r: &Record, json: bool) -> io::R
         let mut s = Vec::with_capacity(r.payload.len() + 96);
         s.extend_from_slice(
             format!(
-                "{{\"date\":\"{date}\",\"id\":{},\"time_us\":{},\"type\":{},\"msg\":\"",
+                "{{\"date\":\"{date}\",\"id\":{},\"time_us\":{},\"type\":{},",
                 r.id, r.meta.time_us, r.meta.rtype
             )
             .as_bytes(),
         );
+        // An address has no character JSON needs escaped.
+        if let Some(sender) = &r.sender {
+            s.extend_from_slice(format!("\"sender\":\"{sender}\",").as_bytes());
+        }
+        s.extend_from_slice(b"\"msg\":\"");
         // The library's escaper: always valid JSON (invalid UTF-8 becomes U+FFFD).
         rlog::encode::template::json_escape(&r.payload, &mut s);
         s.extend_from_slice(b"\"}\n");
@@ -896,8 +909,8 @@ fn verify(args: &[String]) -> Result<ExitCode, String> {
             "open"
         };
         if problems.is_empty() {
-            let n = scan.map(|s| s.entries).unwrap_or(0);
-            println!("{d}: {n} records, {state}, ok");
+            let (n, v) = scan.map(|s| (s.entries, s.version)).unwrap_or((0, 0));
+            println!("{d}: {n} records, {state}, format version {v}, ok");
         } else {
             damaged = true;
             for p in problems {

@@ -9,6 +9,7 @@ use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rlog::proto::format::SenderAddr;
 use rustls::{ClientConnection, ServerConfig, ServerConnection, StreamOwned};
 
 /// A `--listen`, `--replication` or `--master` address.
@@ -110,6 +111,17 @@ impl Conn {
             Conn::Unix(s) => s.set_read_timeout(d),
             Conn::Tls(s) => s.sock.set_read_timeout(d),
             Conn::ClientTls(s) => s.sock.set_read_timeout(d),
+        }
+    }
+
+    /// The address stored with a plain sender's records: its IP address and port, or `unix`.
+    /// `None` when the peer's address cannot be had (it already disconnected).
+    pub fn sender(&self) -> Option<SenderAddr> {
+        match self {
+            Conn::Tcp(s) => s.peer_addr().ok().map(SenderAddr::ip),
+            Conn::Tls(s) => s.sock.peer_addr().ok().map(SenderAddr::ip),
+            Conn::ClientTls(s) => s.sock.peer_addr().ok().map(SenderAddr::ip),
+            Conn::Unix(_) => Some(SenderAddr::Unix),
         }
     }
 

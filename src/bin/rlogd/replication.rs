@@ -50,8 +50,26 @@ enum Cursor2 {
     At(Date, u64, DateReader),
 }
 
-/// Serves one follower until it disconnects or the daemon stops.
-pub fn serve_follower(conn: &mut Conn, pos: Position, ctx: &Ctx) -> Result<(), FollowerError> {
+/// Errors: a follower speaking protocol 1 (an older rlogd) cannot copy a date of format
+/// version 2: it would take its flags for damage. Refused by name instead.
+fn copyable(protocol: u16, date: Date, reader: &DateReader) -> Result<(), FollowerError> {
+    if protocol < 2 && reader.version >= 2 {
+        return Err(refused(format!(
+            "{date} is in store format version {}, which a follower speaking protocol {protocol} (an older rlogd) cannot copy: upgrade the follower",
+            reader.version
+        )));
+    }
+    Ok(())
+}
+
+/// Serves one follower, which spoke `protocol` in its HELLO, until it disconnects or the
+/// daemon stops.
+pub fn serve_follower(
+    conn: &mut Conn,
+    pos: Position,
+    protocol: u16,
+    ctx: &Ctx,
+) -> Result<(), FollowerError> {
     let root = ctx.root.as_path();
     let mut cur = match pos {
         Position::Empty => Cursor2::Next(None),
@@ -75,9 +93,10 @@ pub fn serve_follower(conn: &mut Conn, pos: Position, ctx: &Ctx) -> Result<(), F
                     let mut body = date.as_u32().to_le_bytes().to_vec();
                     body.extend_from_slice(&count.to_le_bytes());
                     frame::write_frame(conn, frame::FINISH, &body).map_err(io_err)?;
-                    return serve_follower(conn, Position::Sealed { date }, ctx);
+                    return serve_follower(conn, Position::Sealed { date }, protocol, ctx);
                 }
             };
+            copyable(protocol, date, &reader)?;
             let on_disk = reader.count_on_disk().map_err(io_err)?;
             if count > on_disk {
                 return Err(refused(format!(
@@ -103,6 +122,12 @@ pub fn serve_follower(conn: &mut Conn, pos: Position, ctx: &Ctx) -> Result<(), F
                 let dates = store::list_dates(root).map_err(io_err)?;
                 if let Some(d) = dates.into_iter().find(|d| after.is_none_or(|a| *d > a)) {
                     let reader = DateReader::open(root, d).map_err(io_err)?;
+                    copyable(protocol, d, &reader)?;
+                    if protocol >= 2 {
+                        let mut body = d.as_u32().to_le_bytes().to_vec();
+                        body.extend_from_slice(&reader.version.to_le_bytes());
+                        frame::write_frame(conn, frame::BEGIN, &body).map_err(io_err)?;
+                    }
                     cur = Cursor2::At(d, 0, reader);
                     progressed = true;
                 }
@@ -232,6 +257,8 @@ pub fn follow(settings: &FollowSettings, stop: &AtomicBool) -> io::Result<()> {
     )?;
     let mut backoff = Duration::from_millis(100);
     let mut last_retention = Instant::now() - Duration::from_secs(3600);
+    // The newest protocol first; protocol 1 from then on if the master is an older rlogd.
+    let mut protocol = frame::PROTOCOL_MAX;
     while !stop.load(Ordering::Acquire) {
         let mut progressed = false;
         match session(
@@ -240,6 +267,7 @@ pub fn follow(settings: &FollowSettings, stop: &AtomicBool) -> io::Result<()> {
             stop,
             &mut progressed,
             &mut last_retention,
+            &mut protocol,
         ) {
             Ok(()) => return Ok(()),
             Err(e) => {
@@ -274,6 +302,7 @@ fn session(
     stop: &AtomicBool,
     progressed: &mut bool,
     last_retention: &mut Instant,
+    protocol: &mut u16,
 ) -> Result<(), String> {
     let mut conn = net::connect(&s.master, s.tls.as_ref(), Duration::from_secs(5))
         .map_err(|e| format!("connect: {e}"))?;
@@ -281,28 +310,42 @@ fn session(
         .map_err(|e| e.to_string())?;
     let pos = position(store);
     let hello = Hello {
-        version: frame::PROTOCOL,
+        version: *protocol,
         token: s.token.lock().clone(),
         role: Role::Follower(pos),
     };
     frame::write_frame(&mut conn, frame::HELLO, &hello.encode()).map_err(|e| e.to_string())?;
     let mut body = Vec::new();
-    match frame::read_frame(&mut conn, s.max_frame, &mut body) {
-        Ok(frame::WELCOME) => {}
+    // The protocol of this session: what the master answered, at most what was asked.
+    let speaking = match frame::read_frame(&mut conn, s.max_frame, &mut body) {
+        Ok(frame::WELCOME) => {
+            let (v, _) = frame::decode_welcome(&body).map_err(|e| format!("WELCOME: {e}"))?;
+            v.clamp(frame::PROTOCOL, *protocol)
+        }
         Ok(frame::ERROR) => {
-            return Err(format!(
-                "master refused: {}",
-                String::from_utf8_lossy(&body)
-            ))
+            let why = String::from_utf8_lossy(&body);
+            if *protocol > frame::PROTOCOL && why.contains("unsupported protocol version") {
+                // An older rlogd: its dates are all of format version 1.
+                *protocol = frame::PROTOCOL;
+                *progressed = true;
+                return Err(format!(
+                    "master refused protocol {}: {why}; speaking protocol {} (an older rlogd, whose dates are format version 1)",
+                    frame::PROTOCOL_MAX,
+                    frame::PROTOCOL
+                ));
+            }
+            return Err(format!("master refused: {why}"));
         }
         Ok(k) => return Err(format!("expected WELCOME, got frame kind {k}")),
         Err(e) => return Err(format!("handshake: {e}")),
-    }
+    };
     log(&format!(
-        "replicating from {} at {}",
+        "replicating from {} at {} (protocol {speaking})",
         s.master,
         describe(pos)
     ));
+    // The date the master announced with BEGIN (protocol 2), and its format version.
+    let mut begun: Option<(Date, u32)> = None;
     loop {
         if stop.load(Ordering::Acquire) {
             return Ok(());
@@ -323,8 +366,20 @@ fn session(
             Err(e) => return Err(format!("read: {e}")),
         };
         match kind {
+            frame::BEGIN => {
+                let mut c = Cursor::new(&body);
+                let date = Date::from_u32(c.u32()?).map_err(|e| format!("master sent {e}"))?;
+                let version = c.u32()?;
+                c.done()?;
+                if !format::VERSIONS.contains(&version) {
+                    return Err(format!(
+                        "master sent {date} in store format version {version}, which this rlogd cannot write: upgrade the follower"
+                    ));
+                }
+                begun = Some((date, version));
+            }
             frame::RECORDS => {
-                apply_records(store, &body)?;
+                apply_records(store, &body, speaking, begun)?;
                 *progressed = true;
             }
             frame::FINISH => {
@@ -335,7 +390,10 @@ fn session(
                 if store.open_date() != Some((date, count)) {
                     // A date with no records on the master: create it empty, then seal.
                     if count == 0 && store.newest().is_none_or(|n| date > n) {
-                        store.begin(date).map_err(|e| format!("store: {e}"))?;
+                        let version = version_of(date, speaking, begun)?;
+                        store
+                            .begin(date, version)
+                            .map_err(|e| format!("store: {e}"))?;
                     } else {
                         return Err(format!(
                             "master finished {date} at {count} records, this store is at {}",
@@ -354,10 +412,28 @@ fn session(
     }
 }
 
+/// The format version of a date the master starts sending: what its BEGIN said (protocol 2),
+/// or 1 (an older master, whose dates are all version 1). Errors: no BEGIN for that date.
+fn version_of(date: Date, speaking: u16, begun: Option<(Date, u32)>) -> Result<u32, String> {
+    if speaking < 2 {
+        return Ok(1);
+    }
+    match begun {
+        Some((d, v)) if d == date => Ok(v),
+        _ => Err(format!("master sent {date} without a BEGIN for it")),
+    }
+}
+
 /// Checks and writes one RECORDS frame, then commits it. Everything the master sent is
 /// checked (date, first id, count, each entry and record with its CRC) before anything is
-/// written; the placement of each record is checked as it is appended.
-fn apply_records(store: &mut Store, body: &[u8]) -> Result<(), String> {
+/// written; the placement of each record (and its flags, against the date's version) is
+/// checked as it is appended.
+fn apply_records(
+    store: &mut Store,
+    body: &[u8],
+    speaking: u16,
+    begun: Option<(Date, u32)>,
+) -> Result<(), String> {
     let mut c = Cursor::new(body);
     let date = Date::from_u32(c.u32()?).map_err(|e| format!("master sent {e}"))?;
     let first = c.u64()?;
@@ -396,7 +472,10 @@ fn apply_records(store: &mut Store, body: &[u8]) -> Result<(), String> {
                     describe(position(store))
                 ));
             }
-            store.begin(date).map_err(|e| format!("store: {e}"))?;
+            let version = version_of(date, speaking, begun)?;
+            store
+                .begin(date, version)
+                .map_err(|e| format!("store: {e}"))?;
         }
     }
     for (e, rec) in records {

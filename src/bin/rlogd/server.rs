@@ -12,11 +12,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::commit::{log, Ctx, Incoming, Msg};
+use crate::commit::{log, Ctx, Incoming, Msg, Origin};
 use crate::limits::{Held, Slot};
 use crate::net::{self, Conn, Url};
 use crate::replication;
-use rlog::proto::format::{now_micros, MAX_PAYLOAD};
+use rlog::proto::format::{now_micros, SenderAddr, MAX_PAYLOAD};
 use rlog::proto::frame::{self, BatchError, FrameError, Hello, Role};
 
 /// What an `rlogd://` listener accepts.
@@ -416,7 +416,7 @@ fn serve_rlogd(s: std::net::TcpStream, ctx: &Ctx, roles: Roles, mut slot: Slot) 
             return slot;
         }
     };
-    if hello.version != frame::PROTOCOL {
+    if !(frame::PROTOCOL..=frame::PROTOCOL_MAX).contains(&hello.version) {
         refuse(
             ctx,
             Some(&mut conn),
@@ -460,19 +460,19 @@ fn serve_rlogd(s: std::net::TcpStream, ctx: &Ctx, roles: Roles, mut slot: Slot) 
     }
     match hello.role {
         Role::Producer => {
-            if welcome(&mut conn, ctx, ctx.idle_timeout) {
+            if welcome(&mut conn, ctx, hello.version, ctx.idle_timeout) {
                 serve_producer(conn, ctx, &peer);
             }
         }
         Role::Follower(pos) => {
-            if !welcome(&mut conn, ctx, Duration::from_secs(30)) {
+            if !welcome(&mut conn, ctx, hello.version, Duration::from_secs(30)) {
                 return slot;
             }
             log(&format!(
                 "follower {peer} connected at {}",
                 replication::describe(pos)
             ));
-            if let Err(e) = replication::serve_follower(&mut conn, pos, ctx) {
+            if let Err(e) = replication::serve_follower(&mut conn, pos, hello.version, ctx) {
                 let counter = if e.refused {
                     &ctx.counters.refused_path
                 } else {
@@ -504,11 +504,11 @@ fn whole_frame(buf: &[u8], max: usize) -> bool {
 
 /// Accepts a peer's hello: sends WELCOME with this server's frame limit and sets the idle
 /// timeout for what follows. False when the peer is already gone.
-fn welcome(conn: &mut Conn, ctx: &Ctx, idle: Duration) -> bool {
+fn welcome(conn: &mut Conn, ctx: &Ctx, version: u16, idle: Duration) -> bool {
     if frame::write_frame(
         conn,
         frame::WELCOME,
-        &frame::encode_welcome(ctx.max_frame as u32),
+        &frame::encode_welcome_version(version, ctx.max_frame as u32),
     )
     .is_err()
     {
@@ -655,6 +655,7 @@ fn serve_producer(conn: Conn, ctx: &Ctx, peer: &str) {
                 first_seq: batch.first_seq,
                 records: batch.records,
                 data: batch.data,
+                origin: Origin::Producer,
                 reply: Some(tx),
                 held: Some(held),
             }));
@@ -849,16 +850,28 @@ impl Framer {
     }
 }
 
-/// Submits records received without acknowledgement (tcp/udp/unix).
-fn submit_plain(ctx: &Ctx, records: &mut Vec<frame::BatchRecord>, data: &mut Vec<u8>) -> bool {
+/// Submits records received without acknowledgement (tcp/udp/unix), from `origin`'s
+/// senders (for `Origin::Each`, the vector is taken along with the records).
+fn submit_plain(
+    ctx: &Ctx,
+    records: &mut Vec<frame::BatchRecord>,
+    data: &mut Vec<u8>,
+    origin: &mut Origin,
+) -> bool {
     if records.is_empty() {
         return true;
     }
+    let origin = match origin {
+        Origin::Each(v) => Origin::Each(std::mem::take(v)),
+        Origin::One(s) => Origin::One(*s),
+        Origin::Producer => Origin::Producer,
+    };
     let m = Msg::Batch(Incoming {
         producer: 0,
         first_seq: 0,
         records: std::mem::take(records),
         data: std::mem::take(data),
+        origin,
         reply: None,
         held: None,
     });
@@ -880,7 +893,10 @@ fn wrong_protocol(b: &[u8]) -> Option<&'static str> {
 fn serve_lines(mut conn: Conn, ctx: &Ctx) {
     let peer = conn.peer();
     let _ = conn.set_timeouts(Some(ctx.idle_timeout));
-    let mut f = Framer::new(MAX_PAYLOAD);
+    let sender = conn.sender();
+    // A record holds at most MAX_PAYLOAD bytes, the sender's address included.
+    let mut f = Framer::new(MAX_PAYLOAD - sender.map_or(0, |s| s.encoded_len()));
+    let mut origin = sender.map_or(Origin::Producer, Origin::One);
     let mut held = ctx.budget.hold();
     let mut records = Vec::new();
     let mut data = Vec::new();
@@ -912,12 +928,13 @@ fn serve_lines(mut conn: Conn, ctx: &Ctx) {
                     start,
                     len: e - s,
                 });
-                if data.len() >= 1 << 20 && !submit_plain(ctx, &mut records, &mut data) {
+                if data.len() >= 1 << 20 && !submit_plain(ctx, &mut records, &mut data, &mut origin)
+                {
                     return;
                 }
             }
             Ok(Next::NeedMore) => {
-                if !submit_plain(ctx, &mut records, &mut data) {
+                if !submit_plain(ctx, &mut records, &mut data, &mut origin) {
                     return;
                 }
                 // A buffer grown for a long line comes from the memory budget, and goes
@@ -951,11 +968,11 @@ fn serve_lines(mut conn: Conn, ctx: &Ctx) {
                 }
             }
             Ok(Next::End) => {
-                submit_plain(ctx, &mut records, &mut data);
+                submit_plain(ctx, &mut records, &mut data, &mut origin);
                 return;
             }
             Err(e) => {
-                submit_plain(ctx, &mut records, &mut data);
+                submit_plain(ctx, &mut records, &mut data, &mut origin);
                 return refuse(ctx, None, &peer, &ctx.counters.refused_oversize, &e);
             }
         }
@@ -966,10 +983,14 @@ fn serve_udp(s: UdpSocket, ctx: &Ctx) {
     let mut buf = vec![0u8; 65536];
     let mut records = Vec::new();
     let mut data = Vec::new();
+    let mut origin = Origin::Each(Vec::new());
     loop {
         let _ = s.set_nonblocking(!records.is_empty());
-        match s.recv(&mut buf) {
-            Ok(n) => {
+        match s.recv_from(&mut buf) {
+            Ok((n, from)) => {
+                if let Origin::Each(v) = &mut origin {
+                    v.push(SenderAddr::ip(from));
+                }
                 let start = data.len();
                 data.extend_from_slice(&buf[..n]);
                 records.push(frame::BatchRecord {
@@ -990,7 +1011,7 @@ fn serve_udp(s: UdpSocket, ctx: &Ctx) {
                 std::thread::sleep(Duration::from_millis(10));
             }
         }
-        if !submit_plain(ctx, &mut records, &mut data) {
+        if !submit_plain(ctx, &mut records, &mut data, &mut origin) {
             return;
         }
     }

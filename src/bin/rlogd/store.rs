@@ -12,7 +12,9 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use rlog::proto::format::{self, Date, Entry, Meta, ENTRY, FILE_HEADER, RECORD_HEADER};
+use rlog::proto::format::{
+    self, Date, Entry, Meta, SenderAddr, ENTRY, FILE_HEADER, FLAG_SENDER, RECORD_HEADER,
+};
 pub use rlog::proto::reader::{is_sealed, list_dates};
 
 /// Tuning of a store.
@@ -46,6 +48,9 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 /// What a scan of one date folder found.
 #[derive(Debug, Default)]
 pub struct Scan {
+    /// The date's format version (from its index header; from `data000000`'s when the index is
+    /// missing or torn; the current version when neither says).
+    pub version: u32,
     /// Leading index entries that are sound.
     pub entries: u64,
     /// Data file and offset where the next record goes (just past the last sound one).
@@ -70,6 +75,7 @@ struct DataCursor {
 /// an index missing while data exists).
 pub fn scan_date(dir: &Path, crc_from: u32) -> io::Result<Scan> {
     let mut scan = Scan {
+        version: first_data_version(dir).unwrap_or(format::VERSION),
         file: 0,
         end: FILE_HEADER as u64,
         ..Scan::default()
@@ -97,7 +103,8 @@ pub fn scan_date(dir: &Path, crc_from: u32) -> io::Result<Scan> {
     if index_len < FILE_HEADER as u64 {
         if index_len > 0 {
             index.read_exact(&mut head[..index_len as usize])?;
-            if head[..index_len as usize] != format::index_header()[..index_len as usize] {
+            let n = index_len as usize;
+            if head[..n] != format::index_header_of(scan.version)[..n] {
                 return Err(bad(format!("{}: bad header", index_path.display())));
             }
         }
@@ -108,7 +115,8 @@ pub fn scan_date(dir: &Path, crc_from: u32) -> io::Result<Scan> {
         return Ok(scan);
     }
     index.read_exact(&mut head)?;
-    format::check_header(&head, true).map_err(|e| bad(format!("{}: {e}", index_path.display())))?;
+    scan.version = format::check_header(&head, true)
+        .map_err(|e| bad(format!("{}: {e}", index_path.display())))?;
     let body = index_len - FILE_HEADER as u64;
     let whole = body / ENTRY as u64;
     let mut sizes: HashMap<u32, u64> = HashMap::new();
@@ -131,7 +139,7 @@ pub fn scan_date(dir: &Path, crc_from: u32) -> io::Result<Scan> {
     for id in 0..whole {
         index.read_exact(&mut raw)?;
         let at = |msg: String| format!("{}: record {id}: {msg}", dir.display());
-        let e = match Entry::decode(&raw) {
+        let e = match Entry::decode(&raw).and_then(|e| e.fits_version(scan.version).map(|()| e)) {
             Ok(e) => e,
             Err(msg) => {
                 scan.problems.push(at(msg));
@@ -174,7 +182,12 @@ pub fn scan_date(dir: &Path, crc_from: u32) -> io::Result<Scan> {
                 );
                 let mut h = [0u8; FILE_HEADER];
                 f.read_exact(&mut h)?;
-                if let Err(msg) = format::check_header(&h, false) {
+                let problem = match format::check_header(&h, false) {
+                    Ok(v) if v == scan.version => None,
+                    Ok(v) => Some(format!("version {v}, the index version {}", scan.version)),
+                    Err(msg) => Some(msg),
+                };
+                if let Some(msg) = problem {
                     scan.problems
                         .push(at(format!("{}: {msg}", format::data_name(e.file))));
                     break;
@@ -199,6 +212,9 @@ pub fn scan_date(dir: &Path, crc_from: u32) -> io::Result<Scan> {
                     Some("record header does not match its index entry".into())
                 }
                 Ok(h) if h.crc != format::record_crc(&rec) => Some("CRC mismatch".into()),
+                Ok(h) if h.flags & FLAG_SENDER != 0 => {
+                    SenderAddr::split(&rec[RECORD_HEADER..]).err()
+                }
                 Ok(_) => None,
             };
             if let Some(msg) = problem {
@@ -249,6 +265,15 @@ pub fn scan_date(dir: &Path, crc_from: u32) -> io::Result<Scan> {
     Ok(scan)
 }
 
+/// The version in `data000000`'s header, if it has a sound one.
+fn first_data_version(dir: &Path) -> Option<u32> {
+    let mut h = [0u8; FILE_HEADER];
+    File::open(dir.join(format::data_name(0)))
+        .and_then(|mut f| f.read_exact(&mut h))
+        .ok()?;
+    format::check_header(&h, false).ok()
+}
+
 /// Numbers of the data files in a date folder.
 fn data_files(dir: &Path) -> io::Result<Vec<u32>> {
     let mut out = Vec::new();
@@ -270,6 +295,8 @@ fn data_files(dir: &Path) -> io::Result<Vec<u32>> {
 /// [`commit`]: DateWriter::commit
 pub struct DateWriter {
     pub date: Date,
+    /// Format version of this date's files: senders are stored only in version 2.
+    version: u32,
     dir: PathBuf,
     index: File,
     data: File,
@@ -301,15 +328,19 @@ impl DateWriter {
     /// Creates a new date folder with an empty index and `data000000`, synced. The folder is
     /// built under a temporary name and renamed into place, so a reader never sees a date
     /// folder without its files.
-    fn create(root: &Path, date: Date) -> io::Result<DateWriter> {
+    fn create(root: &Path, date: Date, version: u32) -> io::Result<DateWriter> {
         let dir = root.join(date.to_string());
         let tmp = root.join(format!(".{date}.new"));
         if tmp.exists() {
             fs::remove_dir_all(&tmp)?; // left by a crash during a previous attempt
         }
         fs::create_dir(&tmp)?;
-        create_with(&tmp.join("index"), &format::index_header())?.sync_all()?;
-        create_with(&tmp.join(format::data_name(0)), &format::data_header())?.sync_all()?;
+        create_with(&tmp.join("index"), &format::index_header_of(version))?.sync_all()?;
+        create_with(
+            &tmp.join(format::data_name(0)),
+            &format::data_header_of(version),
+        )?
+        .sync_all()?;
         sync_dir(&tmp)?;
         fs::rename(&tmp, &dir)?;
         sync_dir(root)?;
@@ -317,6 +348,7 @@ impl DateWriter {
         let data = open_append(&dir.join(format::data_name(0)))?;
         Ok(DateWriter {
             date,
+            version,
             dir,
             index,
             data,
@@ -339,7 +371,7 @@ impl DateWriter {
         let index_path = dir.join("index");
         if !index_path.exists() || fs::metadata(&index_path)?.len() < FILE_HEADER as u64 {
             let mut f = File::create(&index_path)?;
-            f.write_all(&format::index_header())?;
+            f.write_all(&format::index_header_of(scan.version))?;
         }
         let index = open_append(&index_path)?;
         index.set_len(FILE_HEADER as u64 + scan.entries * ENTRY as u64)?;
@@ -352,7 +384,7 @@ impl DateWriter {
         let data_len = fs::metadata(&data_path).map(|m| m.len()).unwrap_or(0);
         if data_len < FILE_HEADER as u64 {
             let mut f = File::create(&data_path)?;
-            f.write_all(&format::data_header())?;
+            f.write_all(&format::data_header_of(scan.version))?;
         }
         let data = open_append(&data_path)?;
         data.set_len(scan.end)?;
@@ -361,6 +393,7 @@ impl DateWriter {
         sync_dir(&dir)?;
         let w = DateWriter {
             date,
+            version: scan.version,
             dir,
             index,
             data,
@@ -389,7 +422,7 @@ impl DateWriter {
         let next = self.file + 1;
         self.data = create_with(
             &self.dir.join(format::data_name(next)),
-            &format::data_header(),
+            &format::data_header_of(self.version),
         )?;
         self.file = next;
         self.end = FILE_HEADER as u64;
@@ -408,21 +441,41 @@ impl DateWriter {
         Ok(())
     }
 
-    /// Appends one record (not yet durable: see [`commit`](DateWriter::commit)).
-    fn append(&mut self, meta: &Meta, payload: &[u8], opts: &Options) -> io::Result<Entry> {
-        let size = (RECORD_HEADER + payload.len()) as u64;
+    /// Appends one record (not yet durable: see [`commit`](DateWriter::commit)). The sender
+    /// is stored in a version-2 date, and left out of a version-1 one (a date an older rlogd
+    /// opened, until it is sealed). Errors: I/O, or the record with its sender prefix over
+    /// [`format::MAX_PAYLOAD`].
+    fn append(
+        &mut self,
+        meta: &Meta,
+        sender: Option<&SenderAddr>,
+        payload: &[u8],
+        opts: &Options,
+    ) -> io::Result<Entry> {
+        let sender = sender.filter(|_| self.version >= 2);
+        let len = sender.map_or(0, |s| s.encoded_len()) + payload.len();
+        if len > format::MAX_PAYLOAD {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("a record of {len} bytes exceeds {}", format::MAX_PAYLOAD),
+            ));
+        }
+        let size = (RECORD_HEADER + len) as u64;
         if self.end + size > opts.file_size && self.end > FILE_HEADER as u64 {
             self.rotate()?;
         }
         let entry = Entry {
             file: self.file,
             offset: self.end as u32,
-            len: payload.len() as u32,
+            len: len as u32,
             rtype: meta.rtype,
+            flags: if sender.is_some() { FLAG_SENDER } else { 0 },
             producer: meta.producer,
             seq: meta.seq,
         };
-        self.push(&entry, |buf| format::encode_record(buf, meta, payload))?;
+        self.push(&entry, |buf| {
+            format::encode_record_from(buf, meta, sender, payload)
+        })?;
         Ok(entry)
     }
 
@@ -430,6 +483,7 @@ impl DateWriter {
     /// inconsistent): the entry is not at this store's next position (same file, or the start of
     /// the next one), or the record does not match the entry or its CRC.
     fn append_replica(&mut self, entry: &Entry, record: &[u8]) -> Result<(), String> {
+        entry.fits_version(self.version)?;
         let h = format::decode_record_header(record)?;
         if record.len() != RECORD_HEADER + h.len as usize || !entry.matches(&h) {
             return Err("record does not match its index entry".into());
@@ -592,6 +646,11 @@ impl Store {
         self.open.as_ref().map(|w| (w.date, w.count))
     }
 
+    /// The format version of the open date.
+    pub fn open_version(&self) -> Option<u32> {
+        self.open.as_ref().map(|w| w.version)
+    }
+
     /// The newest date folder, open or sealed.
     pub fn newest(&self) -> Option<Date> {
         self.newest
@@ -605,16 +664,20 @@ impl Store {
         Ok(())
     }
 
-    /// Makes `date` the open date: seals the open one and creates the folder. `date` must be
-    /// newer than every existing date. Errors: I/O, or `date` not newer.
-    pub fn begin(&mut self, date: Date) -> io::Result<()> {
+    /// Makes `date` the open date, in format `version`: seals the open one and creates the
+    /// folder. `date` must be newer than every existing date. Errors: I/O, `date` not newer, a
+    /// version this build cannot write.
+    pub fn begin(&mut self, date: Date, version: u32) -> io::Result<()> {
+        if !format::VERSIONS.contains(&version) {
+            return Err(bad(format!("cannot write format version {version}")));
+        }
         if self.newest.is_some_and(|n| date <= n) {
             return Err(bad(format!(
                 "date {date} is not newer than the newest date in the store"
             )));
         }
         self.seal()?;
-        self.open = Some(DateWriter::create(&self.root, date)?);
+        self.open = Some(DateWriter::create(&self.root, date, version)?);
         self.newest = Some(date);
         self.producers.roll();
         Ok(())
@@ -633,14 +696,21 @@ impl Store {
     }
 
     /// Appends a record under `date` (opening it, sealing the previous one, when it is newer
-    /// than the open date). Not durable until [`commit`](Store::commit).
-    pub fn append(&mut self, date: Date, meta: &Meta, payload: &[u8]) -> io::Result<Entry> {
+    /// than the open date, in the current format version). Not durable until
+    /// [`commit`](Store::commit).
+    pub fn append(
+        &mut self,
+        date: Date,
+        meta: &Meta,
+        sender: Option<&SenderAddr>,
+        payload: &[u8],
+    ) -> io::Result<Entry> {
         if self.open.as_ref().is_none_or(|w| w.date != date) {
-            self.begin(date)?;
+            self.begin(date, format::VERSION)?;
         }
         let opts = self.opts;
         let w = self.open.as_mut().expect("opened above");
-        let e = w.append(meta, payload, &opts)?;
+        let e = w.append(meta, sender, payload, &opts)?;
         if meta.producer != 0 {
             self.producers.record(meta.producer, meta.seq);
         }
@@ -714,7 +784,7 @@ mod tests {
         let d = Date::parse("20260101").unwrap();
         let big = vec![7u8; format::MAX_PAYLOAD / 2];
         for i in 0..5 {
-            s.append(d, &meta(0, i), &big).unwrap();
+            s.append(d, &meta(0, i), None, &big).unwrap();
         }
         s.commit().unwrap();
         drop(s);
@@ -753,6 +823,56 @@ mod tests {
     }
 
     #[test]
+    fn senders_in_version_2_only_and_versions_survive_recovery() {
+        let root = tmp("versions");
+        let (mut s, _) = Store::open(&root, Options::default()).unwrap();
+        let (d1, d2) = (
+            Date::parse("20260101").unwrap(),
+            Date::parse("20260102").unwrap(),
+        );
+        let from = SenderAddr::ip("192.0.2.7:514".parse().unwrap());
+        // A version-1 open date (as an older rlogd left it): the sender is left out.
+        s.begin(d1, 1).unwrap();
+        let e = s.append(d1, &meta(0, 1), Some(&from), b"old").unwrap();
+        assert_eq!((e.flags, e.len), (0, 3));
+        s.commit().unwrap();
+        drop(s);
+        let (mut s, rep) = Store::open(&root, Options::default()).unwrap();
+        assert!(rep.repairs.is_empty(), "{:?}", rep.repairs);
+        assert_eq!(s.open_version(), Some(1));
+        s.append(d1, &meta(0, 2), Some(&from), b"still old")
+            .unwrap();
+        // A newer date is version 2 and keeps the sender.
+        let e = s.append(d2, &meta(0, 3), Some(&from), b"new").unwrap();
+        assert_eq!((e.flags, e.len), (FLAG_SENDER, 3 + 7));
+        s.commit().unwrap();
+        drop(s);
+        let r1 = rlog::proto::reader::DateReader::open(&root, d1).unwrap();
+        assert_eq!((r1.version, r1.count_on_disk().unwrap()), (1, 2));
+        let mut r2 = rlog::proto::reader::DateReader::open(&root, d2).unwrap();
+        let rec = r2.record(0).unwrap();
+        assert_eq!((rec.sender, rec.payload), (Some(from), b"new".to_vec()));
+        assert!(scan_date(&root.join("20260102"), 0)
+            .unwrap()
+            .problems
+            .is_empty());
+        // A SENDER flag in a version-1 date is damage, cut off by recovery.
+        let dir = root.join("20260101");
+        let mut idx = fs::read(dir.join("index")).unwrap();
+        let last = idx.len() - ENTRY;
+        idx[last + 14] = FLAG_SENDER as u8;
+        fs::write(dir.join("index"), &idx).unwrap();
+        let scan = scan_date(&dir, 0).unwrap();
+        assert_eq!(scan.entries, 1);
+        assert!(
+            scan.problems[0].contains("flags 0x1 in a version-1 date"),
+            "{:?}",
+            scan.problems
+        );
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
     fn dates_seal_and_late_records() {
         let root = tmp("dates");
         let (mut s, _) = Store::open(&root, Options::default()).unwrap();
@@ -760,9 +880,9 @@ mod tests {
         let t = |d: &str| Date::parse(d).unwrap().end_micros() - 1;
         let d1 = s.date_for(t("20260102"), today);
         assert_eq!(d1.to_string(), "20260102");
-        s.append(d1, &meta(t("20260102"), 1), b"a").unwrap();
+        s.append(d1, &meta(t("20260102"), 1), None, b"a").unwrap();
         let d2 = s.date_for(t("20260103"), today);
-        s.append(d2, &meta(t("20260103"), 2), b"b").unwrap();
+        s.append(d2, &meta(t("20260103"), 2), None, b"b").unwrap();
         assert!(is_sealed(&root, d1));
         // Late: goes to the open date. Future: clamped to today.
         assert_eq!(s.date_for(t("20260101"), today), d2);
