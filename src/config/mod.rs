@@ -1052,15 +1052,24 @@ mod tests {
     fn the_rlogd_doc_examples_parse() {
         let doc = include_str!("../../docs/RLOGD.md");
         let mut blocks = 0;
-        let mut rest = doc;
-        while let Some(i) = rest.find("```\n") {
-            let body = &rest[i + 4..];
-            let end = body.find("```").unwrap();
-            let block = &body[..end];
-            rest = &body[end + 3..];
-            if block.contains("sock_type = rlogd") || block.contains("logger = rlogd://") {
-                Config::parse(block).unwrap_or_else(|e| panic!("{e}\n--- in:\n{block}"));
-                blocks += 1;
+        // Fenced blocks, line by line: a fence opens (with or without a language) and the next
+        // fence closes.
+        let mut block: Option<String> = None;
+        for line in doc.lines() {
+            match (&mut block, line.trim_start().starts_with("```")) {
+                (None, true) => block = Some(String::new()),
+                (Some(b), true) => {
+                    if b.contains("sock_type = rlogd") || b.contains("logger = rlogd://") {
+                        Config::parse(b).unwrap_or_else(|e| panic!("{e}\n--- in:\n{b}"));
+                        blocks += 1;
+                    }
+                    block = None;
+                }
+                (Some(b), false) => {
+                    b.push_str(line);
+                    b.push('\n');
+                }
+                (None, false) => {}
             }
         }
         assert!(blocks >= 2, "{blocks} examples found");
