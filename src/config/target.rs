@@ -146,7 +146,7 @@ impl fmt::Display for Target {
                 } else {
                     host.clone()
                 };
-                write!(f, "{scheme}://{user}{host}:{port}{path}")
+                write!(f, "{scheme}://{user}{host}:{port}{}", masked_query(path))
             }
             Target::Nats {
                 host,
@@ -163,6 +163,23 @@ impl fmt::Display for Target {
             Target::ClickHouse(t) => write!(f, "{t}"),
         }
     }
+}
+
+/// `path` with the value of each query parameter shown as `***`: queries carry API keys and
+/// tokens (`?api_key=...`), and this text goes into messages, dead letters and the spool's
+/// directory names.
+fn masked_query(path: &str) -> String {
+    let Some((p, q)) = path.split_once('?') else {
+        return path.to_string();
+    };
+    let params: Vec<String> = q
+        .split('&')
+        .map(|kv| match kv.split_once('=') {
+            Some((k, _)) => format!("{k}=***"),
+            None => kv.to_string(),
+        })
+        .collect();
+    format!("{p}?{}", params.join("&"))
 }
 
 /// `HOST:PORT`, with brackets around an IPv6 host.
@@ -511,7 +528,7 @@ mod tests {
         );
         assert_eq!(
             l.target.to_string(),
-            "https://u@x:***@logs.example:8443/a/b?x=1"
+            "https://u@x:***@logs.example:8443/a/b?x=***"
         );
         let t = parse_logger("http://h").unwrap().target;
         assert_eq!(t.to_string(), "http://h:80/");
