@@ -45,6 +45,10 @@ pub struct RetryState {
     /// The first record of the last request the endpoint accepted (its sequence, bytes and
     /// time): what a probe sends again to tell a refused record from a refusing endpoint.
     last_accepted: Option<(u64, Vec<u8>, Option<i64>)>,
+    /// Records per request while requests time out: a slow endpoint (or link) that cannot
+    /// take a whole batch within `timeout` gets smaller ones, halved at each timeout and
+    /// doubled back at each delivery.
+    timeout_cap: Option<usize>,
 }
 
 /// Records refused alone in a row, with none accepted in between, after which the output asks
@@ -344,13 +348,20 @@ impl Output for Http {
         while done < batch.len() {
             super::past(until).map_err(|e| SendError::retry(done, e))?;
             let first_seq = batch.first_seq + done as u64;
+            let slow_cap = self
+                .state
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .timeout_cap
+                .unwrap_or(usize::MAX);
             let want = if cap == usize::MAX {
                 self.resend_count(first_seq, batch.len() - done)
+                    .filter(|&n| n <= slow_cap)
             } else {
                 None
             };
             let limits = body::Limits {
-                max_records: want.unwrap_or(cap.min(self.settings.max_batch_size)),
+                max_records: want.unwrap_or(cap.min(slow_cap).min(self.settings.max_batch_size)),
                 max_bytes: self.settings.max_batch_bytes,
                 gzip: self.settings.gzip,
                 exact: want.is_some(),
@@ -377,6 +388,19 @@ impl Output for Http {
                 Ok(r) => r,
                 Err(e) => {
                     self.note_failed(first_seq, n);
+                    if n > 1
+                        && matches!(
+                            e.kind(),
+                            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+                        )
+                    {
+                        // Too much to move within `timeout` at the rate the endpoint takes
+                        // it: smaller requests next (what it stored meanwhile, if it did, is
+                        // a duplicate its X-Rlog-Batch lets it drop).
+                        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                        st.timeout_cap = Some(n / 2);
+                        st.last_failed = None;
+                    }
                     return Err(SendError::retry(done, e));
                 }
             };
@@ -387,6 +411,10 @@ impl Output for Http {
                 let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
                 st.refused_in_a_row = 0;
                 st.last_accepted = Some((first_seq, r.bytes.to_vec(), r.time_us));
+                st.timeout_cap = st
+                    .timeout_cap
+                    .map(|c| c.saturating_mul(2))
+                    .filter(|&c| c < self.settings.max_batch_size);
             } else if let Verdict::Items(_) = verdict {
                 self.state
                     .lock()
