@@ -45,6 +45,9 @@ pub struct RetryState {
     /// The first record of the last request the endpoint accepted (its sequence, bytes and
     /// time): what a probe sends again to tell a refused record from a refusing endpoint.
     last_accepted: Option<(u64, Vec<u8>, Option<i64>)>,
+    /// Refusals are not taken for the records' fault until then (no record was ever accepted
+    /// to probe with; see [`REFUSED_IN_A_ROW`]).
+    doubt_until: Option<Instant>,
     /// Records per request while requests time out: a slow endpoint (or link) that cannot
     /// take a whole batch within `timeout` gets smaller ones, halved at each timeout and
     /// doubled back at each delivery.
@@ -452,14 +455,22 @@ impl Output for Http {
                                 Err(e) => return Err(SendError::retry(done, e)),
                             }
                         } else {
-                            // Nothing was ever accepted to ask with: wait, then take up to
-                            // REFUSED_IN_A_ROW more refusals for the records' fault. A burst of
-                            // bad records costs a pause; an endpoint that refuses everything
-                            // gets its records dead-lettered slowly, with this error.
-                            self.state
-                                .lock()
-                                .unwrap_or_else(|p| p.into_inner())
-                                .refused_in_a_row = 0;
+                            // Nothing was ever accepted to ask with: wait (a flush does not cut
+                            // the wait short), then take up to REFUSED_IN_A_ROW more refusals
+                            // for the records' fault. A burst of bad records costs a pause; an
+                            // endpoint that refuses everything gets its records dead-lettered
+                            // slowly, with this error.
+                            let now = Instant::now();
+                            let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                            match st.doubt_until {
+                                Some(t) if now >= t => {
+                                    st.doubt_until = None;
+                                    st.refused_in_a_row = 1;
+                                    return Err(SendError::reject(done, why));
+                                }
+                                Some(_) => {}
+                                None => st.doubt_until = Some(now + status::SLOW_RETRY),
+                            }
                         }
                         self.note_failed(first_seq, n);
                         let why = format!(
