@@ -214,7 +214,8 @@ impl<R: Read> Reading<'_, R> {
                 while !self.line()?.is_empty() {}
                 return Ok(());
             }
-            if out.len() + size > MAX_BODY {
+            // `out` holds at most MAX_BODY bytes: no sum that could overflow.
+            if size > MAX_BODY - out.len() {
                 return Err(bad_response(format!(
                     "a response body longer than {MAX_BODY} bytes"
                 )));
@@ -281,4 +282,57 @@ fn body_len(resp: &Response, close: bool) -> io::Result<BodyLen> {
         });
     }
     Ok(BodyLen::ToClose)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(bytes: &[u8]) -> io::Result<(Response, bool)> {
+        let mut src = bytes;
+        read_response(&mut src, &mut Vec::new(), None)
+    }
+
+    const CHUNKED: &str = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+
+    #[test]
+    fn chunked_bodies_content_length_and_close() {
+        let (r, keep) =
+            read(format!("{CHUNKED}3;x=y\r\nabc\r\n2\r\nde\r\n0\r\nT: 1\r\n\r\n").as_bytes())
+                .unwrap();
+        assert_eq!((r.status, &r.body[..], keep), (200, &b"abcde"[..], true));
+        let (r, keep) =
+            read(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 503 No\r\nContent-Length: 2\r\nRetry-After: 7\r\n\r\nhi").unwrap();
+        assert_eq!(
+            (r.status, r.header("retry-after"), &r.body[..], keep),
+            (503, Some("7"), &b"hi"[..], true)
+        );
+        let (r, keep) = read(b"HTTP/1.0 200 OK\r\n\r\nto the end").unwrap();
+        assert_eq!((&r.body[..], keep), (&b"to the end"[..], false));
+    }
+
+    /// A chunk size near `usize::MAX` after a first chunk overflowed `out.len() + size` (a
+    /// panic with overflow checks; without them the sum wrapped below the limit, `size + 2`
+    /// wrapped to 1 and slicing `rbuf[..size]` panicked): any server, or anything on the path
+    /// of a plain `http://` output, could crash the output's thread. Now an error.
+    #[test]
+    fn huge_chunk_sizes_are_errors_not_panics() {
+        for size in [
+            "ffffffffffffffff",
+            "fffffffffffffffe",
+            "fffffffffffffff0",
+            "4000001",
+        ] {
+            let resp = format!("{CHUNKED}1\r\na\r\n{size}\r\nabc\r\n0\r\n\r\n");
+            let e = read(resp.as_bytes()).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{size}: {e}");
+            assert!(e.to_string().contains("longer than"), "{size}: {e}");
+        }
+        // Too many hex digits for a usize: a bad size, not a panic either.
+        let resp = format!("{CHUNKED}1ffffffffffffffff\r\nabc\r\n");
+        assert!(read(resp.as_bytes())
+            .unwrap_err()
+            .to_string()
+            .contains("bad chunk size"));
+    }
 }
