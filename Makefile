@@ -24,7 +24,7 @@ TARGET  := target/release
 LIB     := $(TARGET)/librlog.so
 BUILD   := build
 
-.PHONY: all build deps header demo uwsgi-plugin test test-rust test-c test-py test-faults fault-matrix lint install clean bench fuzz
+.PHONY: all build deps header demo uwsgi-plugin test test-rust test-c test-py test-faults fault-matrix lint install clean bench fuzz miri
 
 all: build
 
@@ -87,6 +87,11 @@ bench:
 FUZZ_SECONDS ?= 60
 fuzz:
 	bash fuzz/run.sh $(FUZZ_SECONDS)
+
+# The ring's unit tests under Miri (nightly with the miri component: `rustup +nightly component
+# add miri rust-src`). See docs/FUZZING.md, "Model checks".
+miri:
+	cargo +nightly miri test --lib ring::tests
 
 # Installs the library stripped of its debug info (the release build keeps it: 28 MB .so,
 # 85 MB .a), as librlog.so.VERSION with the SONAME link librlog.so.0 and the development link

@@ -308,6 +308,19 @@ impl Syslog {
             if msgid != b"-" {
                 return Err("syslog: \"msgid\" exists in RFC 5424 only, not with rfc3164".into());
             }
+            // `APP[PROCID]: ` is the TAG: a receiver reads it up to the first ":" and the pid
+            // between the first "[" and "]", so none of them may be inside a value.
+            for (key, v) in [("app", &app), ("procid", &procid)] {
+                if let Some(v) = v
+                    .as_deref()
+                    .filter(|v| v.iter().any(|c| b"[]:".contains(c)))
+                {
+                    return Err(format!(
+                        "syslog: {key} \"{}\" holds \"[\", \"]\" or \":\", which would cut the rfc3164 tag",
+                        String::from_utf8_lossy(v)
+                    ));
+                }
+            }
         }
         let mut pri = b"<".to_vec();
         super::template::push_int(&mut pri, facility as i64 * 8 + severity as i64);
@@ -316,7 +329,16 @@ impl Syslog {
             flavor,
             pri,
             hostname: host.unwrap_or_else(|| hostname().into_bytes()),
-            app: app.unwrap_or_else(|| program().into_bytes()),
+            app: app.unwrap_or_else(|| {
+                let mut p = program().into_bytes();
+                if flavor == Flavor::Rfc3164 {
+                    // The executable's name may hold what cuts a tag (see above).
+                    p.iter_mut()
+                        .filter(|c| b"[]:".contains(c))
+                        .for_each(|c| *c = b'_');
+                }
+                p
+            }),
             procid,
             msgid,
             sd: sd.unwrap_or_else(|| b"-".to_vec()),
@@ -488,6 +510,23 @@ mod tests {
             assert!(e.contains(want), "{args}: {e}");
         }
         assert!(Syslog::compile("sd=[a@1 k=\"v\\,w\"][b@2]").is_ok());
+    }
+
+    /// Found by the `syslog` fuzz target: `pid=b]m` wrote `app[b]m]: `, a tag that reads back
+    /// as pid `b`; an app with ":" ends rsyslog's TAG early.
+    #[test]
+    fn rfc3164_tag_values_cannot_cut_the_tag() {
+        for args in [
+            "rfc3164,pid=b]m",
+            "rfc3164,pid=[1",
+            "rfc3164,app=a:b",
+            "rfc3164,tag=a[1]",
+        ] {
+            let e = Syslog::compile(args).unwrap_err();
+            assert!(e.contains("would cut the rfc3164 tag"), "{args}: {e}");
+        }
+        // RFC 5424 has fields, not a tag: the same values are fine there.
+        assert!(Syslog::compile("pid=b]m,app=a:b").is_ok());
         assert_eq!(Syslog::compile("severity=error").unwrap().pri, b"<11>");
     }
 }

@@ -86,7 +86,12 @@ impl EsBulk {
         let Some((action, body)) = it.as_object().and_then(|o| o.iter().next()) else {
             return Item::Retry("_bulk: an item that is not an object".into());
         };
-        let status = body.get("status").and_then(Value::as_u64).unwrap_or(0) as u16;
+        // Not `as u16`: 65736 would have read as 200.
+        let status = body
+            .get("status")
+            .and_then(Value::as_u64)
+            .and_then(|s| u16::try_from(s).ok())
+            .unwrap_or(0);
         let error = || {
             let e = body.get("error");
             let kind = e
@@ -177,5 +182,28 @@ mod tests {
             api.classify(&ok, 4, &Classes::default()),
             Verdict::Delivered
         );
+    }
+
+    /// An item status past u16 was cast (`as u16`): 65736 read as 200, delivered. Now an
+    /// unreadable status, retried like any other item without a known status.
+    #[test]
+    fn item_statuses_past_u16_are_not_truncated() {
+        let resp = Response {
+            status: 200,
+            reason: "OK".into(),
+            headers: vec![],
+            body: br#"{"errors":true,"items":[{"create":{"status":65736}},{"create":{"status":65945}},{"index":{"status":201}}]}"#.to_vec(),
+        };
+        let api = EsBulk {
+            action: EsAction::Create,
+        };
+        match api.classify(&resp, 3, &Classes::default()) {
+            Verdict::Items(items) => {
+                assert!(matches!(&items[0], Item::Retry(_)), "{:?}", items[0]);
+                assert!(matches!(&items[1], Item::Retry(_)), "{:?}", items[1]);
+                assert_eq!(items[2], Item::Delivered);
+            }
+            v => panic!("{v:?}"),
+        }
     }
 }

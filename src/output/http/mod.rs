@@ -13,6 +13,7 @@ pub mod client;
 pub mod es_bulk;
 pub mod loki;
 pub mod otlp;
+pub mod response;
 pub mod status;
 
 use std::io;

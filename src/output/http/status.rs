@@ -143,7 +143,11 @@ pub fn http_date(v: &str) -> Option<u64> {
         "Dec" => 12,
         _ => return None,
     };
-    let year: i64 = it.next()?.parse().ok()?;
+    // Four digits (RFC 9110's `year = 4DIGIT`): no arithmetic below can overflow.
+    let year = it
+        .next()
+        .filter(|y| y.len() == 4 && y.bytes().all(|c| c.is_ascii_digit()))?;
+    let year: i64 = year.parse().ok()?;
     let mut hms = it.next()?.split(':').map(|x| x.parse::<u64>().ok());
     let (h, m, s) = (hms.next()??, hms.next()??, hms.next()??);
     if it.next()? != "GMT" || !(1..=31).contains(&day) || h > 23 || m > 59 || s > 60 {
@@ -226,5 +230,26 @@ mod tests {
         let r = resp(503, &[("retry-after", "99999")]);
         assert_eq!(retry_after(&r), Some(MAX_RETRY_AFTER));
         assert_eq!(retry_after(&resp(503, &[("retry-after", "soon")])), None);
+    }
+
+    /// Years past what i64 day arithmetic holds overflowed (a panic with overflow checks, a
+    /// wrapped date without): an IMF-fixdate's year has four digits.
+    #[test]
+    fn dates_with_huge_years_are_not_dates() {
+        for year in [
+            "9223372036854775807",
+            "100000000000000",
+            "922337203685477",
+            "10000",
+            "-1",
+        ] {
+            let v = format!("Sun, 06 Nov {year} 08:49:37 GMT");
+            assert_eq!(http_date(&v), None, "{v}");
+        }
+        assert_eq!(
+            http_date("Fri, 31 Dec 9999 23:59:59 GMT"),
+            Some(253_402_300_799)
+        );
+        assert_eq!(http_date("Sat, 01 Jan 0000 00:00:00 GMT"), None);
     }
 }

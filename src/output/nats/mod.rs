@@ -8,10 +8,12 @@
 //! duplicate window. Replies come to a private inbox (`_INBOX.<random>.N`), one per publish,
 //! and up to `nats_window` publishes wait for theirs at once.
 
-mod ack;
+// The parsers are public for the fuzz targets (fuzz/fuzz_targets/nats.rs); the connection is
+// not.
+pub mod ack;
 mod conn;
-mod json;
-mod proto;
+pub mod json;
+pub mod proto;
 
 use std::io;
 use std::os::fd::AsRawFd;
