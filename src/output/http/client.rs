@@ -172,6 +172,19 @@ impl Conn {
         body: &[u8],
         until: Option<Instant>,
     ) -> io::Result<Response> {
+        self.write_request(head, body, until)?;
+        self.read_response(until)
+    }
+
+    /// The first half of [`Conn::round_trip`]: sends `head` then `body`. The caller must call
+    /// [`Conn::read_response`] before anything else on this connection (it may do other work
+    /// in between, while the server answers). After an error the connection is not reusable.
+    pub fn write_request(
+        &mut self,
+        head: &[u8],
+        body: &[u8],
+        until: Option<Instant>,
+    ) -> io::Result<()> {
         self.reusable = false;
         self.rbuf.clear();
         super::super::past(until)?;
@@ -181,7 +194,12 @@ impl Conn {
             super::super::past(until)?;
             self.stream.write_all(chunk)?;
         }
-        self.stream.flush()?;
+        self.stream.flush()
+    }
+
+    /// The second half of [`Conn::round_trip`]: reads the whole response to the request
+    /// [`Conn::write_request`] sent.
+    pub fn read_response(&mut self, until: Option<Instant>) -> io::Result<Response> {
         let resp = loop {
             let (resp, head_len, framing) = self.read_head(until)?;
             self.rbuf.drain(..head_len);
