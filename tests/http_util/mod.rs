@@ -9,6 +9,7 @@
 //! - `/reset?fail=K`: the first K get a response head and half a body, then the connection is
 //!   reset (nginx's 444).
 //! - `/refuse?bad=WORD`: 400 when the body holds WORD, else 204.
+//! - `/every?n=N`: every Nth request gets 503, the others 204 (failures between deliveries).
 //! - `/small`: `client_max_body_size 64k`: nginx itself answers 413 to a larger body.
 //! - `/es/_bulk`: 200 `{"errors":false,...}` as Elasticsearch's `_bulk` does.
 //!
@@ -151,6 +152,9 @@ http {{
             if string.find(b, ngx.var.arg_bad, 1, true) then
                 H.store(400); ngx.status = 400; ngx.say("bad record"); return ngx.exit(400)
             end
+            H.store(204); ngx.exit(204) }} }}
+        location /every {{ content_by_lua_block {{
+            if H.count("every") % tonumber(ngx.var.arg_n) == 0 then H.store(503); ngx.exit(503) end
             H.store(204); ngx.exit(204) }} }}
         location /small {{ client_max_body_size 64k; content_by_lua_block {{ H.store(204); ngx.exit(204) }} }}
         location /es/_bulk {{ content_by_lua_block {{

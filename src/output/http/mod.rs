@@ -51,6 +51,10 @@ pub struct RetryState {
 /// an error that says so, until the endpoint accepts again.
 pub const REFUSED_IN_A_ROW: u32 = 16;
 
+/// How far a closing logger's deadline must be for the next body to be built while a request
+/// is answered (building one takes milliseconds; its answer must not be read late for it).
+const AHEAD_MARGIN: Duration = Duration::from_secs(1);
+
 /// Shared between the driver and each connection it opens.
 pub type Shared = Arc<Mutex<RetryState>>;
 
@@ -362,8 +366,13 @@ impl Output for Http {
             {
                 Ok(()) => {
                     // While the server takes this request in, the next body is built: the one
-                    // the next request uses if this one is delivered whole.
-                    if end < batch.len() {
+                    // the next request uses if this one is delivered whole. Not when a closing
+                    // logger's deadline is near: the answer must be read before it, or a
+                    // request the server stored would be counted undelivered and sent again.
+                    let near = until.is_some_and(|u| {
+                        u.saturating_duration_since(Instant::now()) < AHEAD_MARGIN
+                    });
+                    if end < batch.len() && !near {
                         let limits = self.limits(batch, end, cap);
                         let built =
                             self.spare
