@@ -130,6 +130,69 @@ fn a_storm_of_503_is_retried_and_each_resend_keeps_its_batch_id() {
     lg.close(Duration::from_secs(5));
 }
 
+/// A request that fails after others of the same send were delivered: the body built ahead
+/// for the request after it is not used; the failed one is resent with the same records and
+/// id; and every stored body holds exactly the records its `X-Rlog-Batch` names.
+#[test]
+fn a_503_between_delivered_requests_resends_the_same_records() {
+    let dir = temp_dir("http-every");
+    let ng = Nginx::start(&dir, None);
+    for gzip in [false, true] {
+        let lg = logger(&format!(
+            "logger = web http://127.0.0.1:{}/every?n=3\nlog-route = web .\nmax_batch_size = 400\n{}{FAST}",
+            ng.port,
+            if gzip { "compression = gzip\n" } else { "" }
+        ));
+        let before = ng.requests().len();
+        log_lines(&lg, 20_000, |_| None);
+        let s = settled(&lg, 20_000);
+        assert_eq!((s.sent, s.lost), (20_000, 0), "{s:?} {:?}", lg.take_error());
+        assert_identity(&s);
+        let reqs = ng.requests()[before..].to_vec();
+        let failed: Vec<_> = reqs.iter().filter(|r| r.0 == 503).collect();
+        let ok: Vec<_> = reqs.iter().filter(|r| r.0 == 204).collect();
+        assert!(failed.len() >= 10, "{reqs:?}");
+        for f in &failed {
+            assert!(
+                ok.iter().any(|o| o.1 == f.1),
+                "{} never resent: {reqs:?}",
+                f.1
+            );
+        }
+        // Stored bodies pair with the 2xx requests in arrival order.
+        let bodies = ng.bodies();
+        let bodies = &bodies[bodies.len() - ok.len()..];
+        // X-Rlog-Batch: the first record's identity (producer + sequence) and the count; the
+        // first request starts at record 0.
+        let id = |b: &str| {
+            let (first, n) = b.split_once('-').unwrap();
+            (
+                u64::from_str_radix(first, 16).unwrap(),
+                n.parse::<u64>().unwrap(),
+            )
+        };
+        let base = id(&ok[0].1).0;
+        let mut next = 0u64;
+        for (r, body) in ok.iter().zip(bodies) {
+            let (first, n) = id(&r.1);
+            let first = first.wrapping_sub(base);
+            assert_eq!(first, next, "requests in order, none skipped: {}", r.1);
+            let text = String::from_utf8(body.clone()).unwrap();
+            let lines: Vec<String> = text.lines().map(str::to_string).collect();
+            let got: Vec<u64> = indexes(&lines).into_iter().map(|i| i as u64).collect();
+            assert_eq!(
+                got,
+                (first..first + n).collect::<Vec<_>>(),
+                "body of {}",
+                r.1
+            );
+            next = first + n;
+        }
+        assert_eq!(next, 20_000);
+        lg.close(Duration::from_secs(5));
+    }
+}
+
 #[test]
 fn a_429_with_retry_after_is_honoured() {
     let dir = temp_dir("http-429");

@@ -8,6 +8,10 @@ Two parts:
      build  builds the ~200 B access-log line from ngx.var fields and throws it away
      rlog   builds it and hands it to rlog (`require "resty.rlog"`, init in init_worker)
      resty  builds it and hands it to lua-resty-logger-socket (only when RESTY_DIR is given)
+     rlog-http  as rlog, with rlog's http output instead of TCP: `logger = http://.../ok`, to a
+            second nginx (one worker, on the collector's CPU) that answers 204 and counts the
+            records of each request's `X-Rlog-Batch`; NDJSON, the http output's defaults
+            (--variants ...,rlog-http; not run by default)
      rlog-b as rlog, with another build of librlog.so (--compare-lib: before/after a change;
             rlog-b-timed likewise)
      rlog-timed  as rlog, with the log() call timed in place (see TIMED_CALL)
@@ -106,6 +110,40 @@ def wrk_cmd() -> list[str]:
     return (["taskset", "-c", str(NGINX_CPU)] if LAYOUT["pinned"] else []) + ["wrk", "-t1"]
 
 
+class HttpCollector:
+    """A second nginx answering 204 at /ok, counting the records of each request's
+    `X-Rlog-Batch` (`PRODUCER-SEQ-COUNT`): the endpoint of the rlog-http variant."""
+
+    def __init__(self, tmp: str, librlog: str):
+        self.ng = Nginx(pathlib.Path(tmp) / "http-collector", librlog,
+                        "lua_shared_dict st 1m; client_max_body_size 64m; "
+                        "keepalive_requests 1000000; keepalive_timeout 300s; " + Nginx.server(
+                            "location = /ok { return 204; log_by_lua_block { "
+                            "local id = ngx.var.http_x_rlog_batch "
+                            "local n = id and tonumber(id:match('-(%d+)$')) "
+                            "if n then ngx.shared.st:incr('lines', n, 0) end } } "
+                            "location = /count { content_by_lua_block { "
+                            "ngx.say(ngx.shared.st:get('lines') or 0) } }"),
+                        workers=1)
+        self.ng.start()
+        for w in self.ng.worker_pids():
+            pin_process(w, COLLECTOR_CPU)
+        self.url = f"http://127.0.0.1:{self.ng.port}/ok"
+
+    def count(self) -> int:
+        return int(self.ng.get("/count")[1])
+
+    def wait_stable(self, expect: int, timeout: float = 10.0) -> int:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.count() < expect:
+            time.sleep(0.05)
+        time.sleep(0.2)
+        return self.count()
+
+    def stop(self) -> None:
+        self.ng.stop()
+
+
 class CountingCollector:
     """A loopback TCP sink that counts the newline-terminated lines it receives."""
 
@@ -172,11 +210,14 @@ def lua_path(resty_dir: str | None) -> str:
 
 
 def http_block(variant: str, port: int, resty_dir: str | None, extra_cfg: str = "",
-               jit_log: str | None = None, handler_dir: str | None = None) -> str:
+               jit_log: str | None = None, handler_dir: str | None = None,
+               http_url: str | None = None) -> str:
     """nginx config of `variant`. With `handler_dir` (--handler module), the handler's code goes
     into a function of a Lua module written there (`bench_handler.lua`, which must then be on
     lua_package_path), and log_by_lua only calls it; otherwise it is inline in log_by_lua."""
     cfg = f'{{ host = "127.0.0.1", port = {port}{", " + extra_cfg if extra_cfg else ""} }}'
+    if variant == "rlog-http":
+        cfg = f'{{ logger = "{http_url}"{", " + extra_cfg if extra_cfg else ""} }}'
     status = "location = /status { stub_status; } "
     if variant == "none":
         return Nginx.server(status + "location / { return 200 'ok\\n'; }")
@@ -304,57 +345,64 @@ def http_bench(args, resty_dir, librlog, tmp):
     variants = ["none", "build", "rlog"] + (["rlog-b"] if args.compare_lib else []) + \
         (["resty"] if resty_dir else []) + ["rlog-timed"] + (["rlog-b-timed"] if args.compare_lib else [])
     if args.variants:
-        variants = [v for v in variants + ["ffi-call"] if v in args.variants.split(",")]
+        variants = [v for v in variants + ["ffi-call", "rlog-http"] if v in args.variants.split(",")]
     col = CountingCollector()
+    hcol = HttpCollector(tmp, librlog) if "rlog-http" in variants else None
     res = {v: {"rps": [], "p99": [], "cpu": [], "thread": [], "jit": [], "call": [], "served": 0,
                "lines": 0, "errors": 0} for v in variants}
-    for rnd in range(args.rounds):
-        order = variants if rnd % 2 == 0 else variants[::-1]
-        for v in order:
-            lib = args.compare_lib if v.startswith("rlog-b") else librlog
-            jit_log = pathlib.Path(tmp) / f"jit-{v}{rnd}.log"
-            handler_dir = None
-            if args.handler == "module":
-                handler_dir = pathlib.Path(tmp) / f"handler-{v}{rnd}"
-                handler_dir.mkdir()
-            ng = Nginx(pathlib.Path(tmp) / f"{v}{rnd}", lib,
-                       http_block(v, col.port, resty_dir, args.config, str(jit_log),
-                                  str(handler_dir) if handler_dir else None),
-                       workers=1,
-                       lua_path=(f"{handler_dir}/?.lua;" if handler_dir else "") + lua_path(resty_dir))
-            ng.start()
-            try:
-                (w,) = ng.worker_pids()
-                pin_process(w, NGINX_CPU)
-                before_lines = col.count()
-                subprocess.run([*wrk_cmd(), f"-c{args.connections}", "-d1s", *WRK_HEADERS,
-                                f"http://127.0.0.1:{ng.port}/"], capture_output=True, check=True)  # warm-up
-                n0, (c0, t0) = served(ng), cpu_ns(w)
-                rps, p99 = run_wrk(ng.port, args.duration, args.connections)
-                time.sleep(0.3)  # let the logger's thread finish what the run handed it
-                (c1, t1), n1 = cpu_ns(w), served(ng)
-                n = n1 - n0 - 1  # the second /status request itself
-                # Every request to / (warm-up and measured run) was logged; the three /status
-                # requests (this one included: stub_status counts it) were not.
-                logged_requests = served(ng) - 3
-                if v.endswith("-timed"):
-                    res[v]["call"].append(float(ng.get("/calltime")[1]))
-                ng.quit()
-            finally:
-                ng.stop()
-            res[v]["rps"].append(rps)
-            res[v]["p99"].append(p99)
-            res[v]["cpu"].append((c1 - c0) / n / 1000.0)  # µs per request
-            res[v]["thread"].append((t1 - t0) / n / 1000.0)  # rlog's own thread, µs per request
-            res[v]["errors"] += len(ng.problems())
-            res[v]["jit"].append(True if v == "none" else jit_outcome(jit_log))
-            if v not in NO_LOGGER:
-                res[v]["served"] += logged_requests
-                res[v]["lines"] += col.wait_stable(before_lines + logged_requests) - before_lines
-            print(f"round {rnd} {v:6s} rps {rps:9.0f}  p99 {p99:7.3f} ms  cpu/req {res[v]['cpu'][-1]:6.2f} µs"
-                  f"  rlog-worker/req {res[v]['thread'][-1]:5.2f} µs  ngx.var compiled: {res[v]['jit'][-1]}"
-                  + (f"  log() in place {res[v]['call'][-1]:.0f} ns" if res[v]["call"] else ""),
-                  flush=True)
+    try:
+        for rnd in range(args.rounds):
+            order = variants if rnd % 2 == 0 else variants[::-1]
+            for v in order:
+                lib = args.compare_lib if v.startswith("rlog-b") else librlog
+                jit_log = pathlib.Path(tmp) / f"jit-{v}{rnd}.log"
+                handler_dir = None
+                if args.handler == "module":
+                    handler_dir = pathlib.Path(tmp) / f"handler-{v}{rnd}"
+                    handler_dir.mkdir()
+                ng = Nginx(pathlib.Path(tmp) / f"{v}{rnd}", lib,
+                           http_block(v, col.port, resty_dir, args.config, str(jit_log),
+                                      str(handler_dir) if handler_dir else None,
+                                      hcol.url if hcol else None),
+                           workers=1,
+                           lua_path=(f"{handler_dir}/?.lua;" if handler_dir else "") + lua_path(resty_dir))
+                ng.start()
+                try:
+                    (w,) = ng.worker_pids()
+                    pin_process(w, NGINX_CPU)
+                    sink = hcol if v == "rlog-http" else col
+                    before_lines = sink.count()
+                    subprocess.run([*wrk_cmd(), f"-c{args.connections}", "-d1s", *WRK_HEADERS,
+                                    f"http://127.0.0.1:{ng.port}/"], capture_output=True, check=True)  # warm-up
+                    n0, (c0, t0) = served(ng), cpu_ns(w)
+                    rps, p99 = run_wrk(ng.port, args.duration, args.connections)
+                    time.sleep(0.3)  # let the logger's thread finish what the run handed it
+                    (c1, t1), n1 = cpu_ns(w), served(ng)
+                    n = n1 - n0 - 1  # the second /status request itself
+                    # Every request to / (warm-up and measured run) was logged; the three /status
+                    # requests (this one included: stub_status counts it) were not.
+                    logged_requests = served(ng) - 3
+                    if v.endswith("-timed"):
+                        res[v]["call"].append(float(ng.get("/calltime")[1]))
+                    ng.quit()
+                finally:
+                    ng.stop()
+                res[v]["rps"].append(rps)
+                res[v]["p99"].append(p99)
+                res[v]["cpu"].append((c1 - c0) / n / 1000.0)  # µs per request
+                res[v]["thread"].append((t1 - t0) / n / 1000.0)  # rlog's own thread, µs per request
+                res[v]["errors"] += len(ng.problems())
+                res[v]["jit"].append(True if v == "none" else jit_outcome(jit_log))
+                if v not in NO_LOGGER:
+                    res[v]["served"] += logged_requests
+                    res[v]["lines"] += sink.wait_stable(before_lines + logged_requests) - before_lines
+                print(f"round {rnd} {v:6s} rps {rps:9.0f}  p99 {p99:7.3f} ms  cpu/req {res[v]['cpu'][-1]:6.2f} µs"
+                      f"  rlog-worker/req {res[v]['thread'][-1]:5.2f} µs  ngx.var compiled: {res[v]['jit'][-1]}"
+                      + (f"  log() in place {res[v]['call'][-1]:.0f} ns" if res[v]["call"] else ""),
+                      flush=True)
+    finally:
+        if hcol:
+            hcol.stop()
     return res
 
 
@@ -451,7 +499,7 @@ def main():
                     help="another build of librlog.so, run as variant rlog-b in the same rounds "
                          "(before/after a change)")
     ap.add_argument("--variants", help="comma-separated subset of none,build,rlog,rlog-b,resty,rlog-timed,rlog-b-timed, "
-                                       "plus ffi-call (not run by default); build is needed")
+                                       "plus ffi-call and rlog-http (not run by default); build is needed")
     args = ap.parse_args()
     LAYOUT["pinned"] = args.layout == "pinned"
     if LAYOUT["pinned"] and not {NGINX_CPU, COLLECTOR_CPU} <= os.sched_getaffinity(0):
@@ -507,6 +555,12 @@ def summary(res: dict, keep, title: str) -> None:
               f"{med(v, 'p99'):13.3f}  {cpu:10.2f}  {cpu - build:+27.2f}  {low(v):13.2f}  "
               f"{low(v) - build_low:+11.2f}  {med(v, 'thread'):18.2f}  "
               f"{delivered:>12s}  {r['errors']}")
+    if "resty" in res and pick["resty"]:
+        resty_extra = med("resty", "cpu") - build
+        for v in res:
+            if v.startswith("rlog") and pick[v]:
+                print(f"{v}: extra cpu/req over build-only {med(v, 'cpu') - build:+.2f} µs = "
+                      f"{(med(v, 'cpu') - build) / resty_extra:.2f} x resty's ({resty_extra:+.2f} µs)")
     for v, r in res.items():
         calls = [r["call"][i] for i in pick[v] if r["call"]]
         if calls:

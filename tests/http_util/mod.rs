@@ -21,6 +21,7 @@
 //! - `/busy`: 503 with `Retry-After: 600`, always.
 //! - `/trickle`: stores the body, answers 200 and then a body that never ends (one byte every
 //!   100 ms, chunked), as a broken proxy or a hostile endpoint may.
+//! - `/every?n=N`: every Nth request gets 503, the others 204 (failures between deliveries).
 //! - `/small`: `client_max_body_size 64k`: nginx itself answers 413 to a larger body.
 //! - `/es/_bulk`: 200 `{"errors":false,...}` as Elasticsearch's `_bulk` does.
 //!
@@ -223,6 +224,9 @@ http {{
                 if not ok then return ngx.exit(444) end
                 ngx.sleep(0.1)
             end }} }}
+        location /every {{ content_by_lua_block {{
+            if H.count("every") % tonumber(ngx.var.arg_n) == 0 then H.store(503); ngx.exit(503) end
+            H.store(204); ngx.exit(204) }} }}
         location /small {{ client_max_body_size 64k; content_by_lua_block {{ H.store(204); ngx.exit(204) }} }}
         location /es/_bulk {{ content_by_lua_block {{
             H.store(200); ngx.header["Content-Type"] = "application/json"

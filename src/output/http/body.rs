@@ -8,7 +8,7 @@ use super::api::{Api, Records, Unencodable};
 use crate::buffer::Buffer;
 
 /// The bounds of one request body.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     pub max_records: usize,
     pub max_bytes: usize,

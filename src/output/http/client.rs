@@ -135,6 +135,19 @@ impl Conn {
         body: &[u8],
         until: Option<Instant>,
     ) -> io::Result<Response> {
+        self.write_request(head, body, until)?;
+        self.read_response(until)
+    }
+
+    /// The first half of [`Conn::round_trip`]: sends `head` then `body`. The caller must call
+    /// [`Conn::read_response`] before anything else on this connection (it may do other work
+    /// in between, while the server answers). After an error the connection is not reusable.
+    pub fn write_request(
+        &mut self,
+        head: &[u8],
+        body: &[u8],
+        until: Option<Instant>,
+    ) -> io::Result<()> {
         self.reusable = false;
         self.rbuf.clear();
         super::super::past(until)?;
@@ -144,9 +157,13 @@ impl Conn {
             super::super::past(until)?;
             self.stream.write_all(chunk)?;
         }
-        self.stream.flush()?;
-        // The whole response within `timeout` (or by the close deadline, if that comes first):
-        // a server that trickles an endless body must not hold the output.
+        self.stream.flush()
+    }
+
+    /// The second half of [`Conn::round_trip`]: reads the whole response to the request
+    /// [`Conn::write_request`] sent, within `timeout` (or by the close deadline, if that comes
+    /// first): a server that trickles an endless body must not hold the output.
+    pub fn read_response(&mut self, until: Option<Instant>) -> io::Result<Response> {
         let whole_by = Instant::now() + self.timeout;
         let until = Some(until.map_or(whole_by, |u| u.min(whole_by)));
         let (resp, reusable) = read_response(&mut self.stream, &mut self.rbuf, until)?;

@@ -67,6 +67,10 @@ pub struct RetryState {
 /// refusals for the records' fault, and so on.
 pub const REFUSED_IN_A_ROW: u32 = 16;
 
+/// How far a closing logger's deadline must be for the next body to be built while a request
+/// is answered (building one takes milliseconds; its answer must not be read late for it).
+const AHEAD_MARGIN: Duration = Duration::from_secs(1);
+
 /// Shared between the driver and each connection it opens.
 pub type Shared = Arc<Mutex<RetryState>>;
 
@@ -85,7 +89,21 @@ pub struct Http {
     state: Shared,
     notice: Option<String>,
     body: body::Body,
+    /// Where the next body is built while the server answers the request in flight.
+    spare: body::Body,
+    /// The body built ahead in `spare`, if any (see [`Ahead`]).
+    ahead: Option<Ahead>,
     head: Vec<u8>,
+}
+
+/// A request body built while the previous request was being answered: records `from..` of
+/// the batch being sent under `limits`, and what building them gave. It is used only for a
+/// request of the same `send` that starts at `from` under the same `limits` — building is a
+/// function of those, so it is the body that request would build itself.
+struct Ahead {
+    from: usize,
+    limits: body::Limits,
+    built: Result<usize, body::BuildError>,
 }
 
 /// The builder for `settings.api`.
@@ -180,6 +198,8 @@ impl Http {
             state,
             notice: None,
             body: body::Body::default(),
+            spare: body::Body::default(),
+            ahead: None,
             head: Vec::new(),
         })
     }
@@ -278,6 +298,30 @@ impl Http {
         }
     }
 
+    /// The bounds of the request that starts at record `done` of `batch` while requests
+    /// carry at most `cap` records (a split or a bisection; `usize::MAX` otherwise).
+    fn limits(&self, batch: &Buffer, done: usize, cap: usize) -> body::Limits {
+        // Smaller requests while they time out (see `RetryState::timeout_cap`).
+        let slow_cap = self
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .timeout_cap
+            .unwrap_or(usize::MAX);
+        let want = if cap == usize::MAX {
+            self.resend_count(batch.first_seq + done as u64, batch.len() - done)
+                .filter(|&n| n <= slow_cap)
+        } else {
+            None
+        };
+        body::Limits {
+            max_records: want.unwrap_or(cap.min(slow_cap).min(self.settings.max_batch_size)),
+            max_bytes: self.settings.max_batch_bytes,
+            gzip: self.settings.gzip,
+            exact: want.is_some(),
+        }
+    }
+
     fn retry(&self, done: usize, why: String, after: Option<Duration>) -> SendError {
         SendError {
             done,
@@ -349,31 +393,22 @@ impl Output for Http {
         let mut done = 0;
         // Records per request at most while a request is split (413) or bisected (4xx).
         let mut cap = usize::MAX;
+        // A body built ahead belongs to the `send` that built it.
+        self.ahead = None;
         while done < batch.len() {
             super::past(until).map_err(|e| SendError::retry(done, e))?;
             let first_seq = batch.first_seq + done as u64;
-            let slow_cap = self
-                .state
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .timeout_cap
-                .unwrap_or(usize::MAX);
-            let want = if cap == usize::MAX {
-                self.resend_count(first_seq, batch.len() - done)
-                    .filter(|&n| n <= slow_cap)
-            } else {
-                None
+            let limits = self.limits(batch, done, cap);
+            let built = match self.ahead.take() {
+                Some(a) if a.from == done && a.limits == limits => {
+                    std::mem::swap(&mut self.body, &mut self.spare);
+                    a.built
+                }
+                _ => self
+                    .body
+                    .build(&mut *self.api, batch, done, self.producer, &limits),
             };
-            let limits = body::Limits {
-                max_records: want.unwrap_or(cap.min(slow_cap).min(self.settings.max_batch_size)),
-                max_bytes: self.settings.max_batch_bytes,
-                gzip: self.settings.gzip,
-                exact: want.is_some(),
-            };
-            let end = match self
-                .body
-                .build(&mut *self.api, batch, done, self.producer, &limits)
-            {
+            let end = match built {
                 Ok(end) => end,
                 Err(body::BuildError::Unencodable(u)) if u.index == done => {
                     return Err(SendError::reject(done, u.why))
@@ -388,7 +423,34 @@ impl Output for Http {
             let n = end - done;
             let id = batch_id(self.producer, first_seq, n);
             self.build_head(self.body.bytes().len(), &id);
-            let resp = match self.conn.round_trip(&self.head, self.body.bytes(), until) {
+            let resp = match self
+                .conn
+                .write_request(&self.head, self.body.bytes(), until)
+            {
+                Ok(()) => {
+                    // While the server takes this request in, the next body is built: the one
+                    // the next request uses if this one is delivered whole. Not when a closing
+                    // logger's deadline is near: the answer must be read before it, or a
+                    // request the server stored would be counted undelivered and sent again.
+                    let near = until.is_some_and(|u| {
+                        u.saturating_duration_since(Instant::now()) < AHEAD_MARGIN
+                    });
+                    if end < batch.len() && !near {
+                        let limits = self.limits(batch, end, cap);
+                        let built =
+                            self.spare
+                                .build(&mut *self.api, batch, end, self.producer, &limits);
+                        self.ahead = Some(Ahead {
+                            from: end,
+                            limits,
+                            built,
+                        });
+                    }
+                    self.conn.read_response(until)
+                }
+                Err(e) => Err(e),
+            };
+            let resp = match resp {
                 Ok(r) => r,
                 Err(e) => {
                     self.note_failed(first_seq, n);
