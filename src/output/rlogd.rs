@@ -5,7 +5,7 @@
 //! so every message is stored exactly once.
 
 use std::collections::VecDeque;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -13,6 +13,7 @@ use rustls::{ClientConnection, StreamOwned};
 use socket2::Socket;
 
 use super::socket::{connect_tcp, peek, NoSigPipe, Peek};
+use super::tls::Stream;
 use super::{Output, SendError};
 use crate::buffer::Buffer;
 use crate::config::RlogdSettings;
@@ -24,35 +25,6 @@ use crate::proto::frame::{self, FrameError, Hello, Role};
 const FRAME_TARGET: usize = 1 << 20;
 /// Frames sent before waiting for the first acknowledgement.
 const WINDOW: usize = 8;
-
-enum Stream {
-    Plain(NoSigPipe),
-    Tls(Box<StreamOwned<ClientConnection, NoSigPipe>>),
-}
-
-impl Read for Stream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Stream::Plain(s) => s.read(buf),
-            Stream::Tls(s) => s.read(buf),
-        }
-    }
-}
-
-impl Write for Stream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Stream::Plain(s) => s.write(buf),
-            Stream::Tls(s) => s.write(buf),
-        }
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Stream::Plain(s) => s.flush(),
-            Stream::Tls(s) => s.flush(),
-        }
-    }
-}
 
 /// A connection to rlogd, past its handshake.
 pub struct Rlogd {

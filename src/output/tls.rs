@@ -4,7 +4,7 @@
 //! named by `ssl_ca`. The server name checked (and sent as SNI unless it is an IP address) is
 //! `sni_host`, else `host`.
 
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -362,5 +362,36 @@ impl Output for Tls {
 
     fn fds(&self) -> Vec<i32> {
         vec![self.sock.0.as_raw_fd()]
+    }
+}
+
+/// A connection with or without TLS, as the outputs that speak a protocol of their own over
+/// TCP (rlogd, http, NATS, RELP) read and write it.
+pub enum Stream {
+    Plain(NoSigPipe),
+    Tls(Box<rustls::StreamOwned<ClientConnection, NoSigPipe>>),
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+        }
     }
 }

@@ -2,46 +2,17 @@
 //! and its response is read whole ([`super::response`]) before the connection may carry
 //! another (Kong #3332: a response left half-read answered the next request).
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-use rustls::{ClientConnection, StreamOwned};
 use socket2::Socket;
 
 use super::super::socket::{connect_tcp, peek, NoSigPipe, Peek};
+use super::super::tls::Stream;
 use super::super::tls::{Tls, TlsSettings};
 use super::response::read_response;
 pub use super::response::Response;
-
-enum Stream {
-    Plain(NoSigPipe),
-    Tls(Box<StreamOwned<ClientConnection, NoSigPipe>>),
-}
-
-impl Read for Stream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Stream::Plain(s) => s.read(buf),
-            Stream::Tls(s) => s.read(buf),
-        }
-    }
-}
-
-impl Write for Stream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Stream::Plain(s) => s.write(buf),
-            Stream::Tls(s) => s.write(buf),
-        }
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Stream::Plain(s) => s.flush(),
-            Stream::Tls(s) => s.flush(),
-        }
-    }
-}
 
 /// An open connection.
 pub struct Conn {
@@ -176,6 +147,7 @@ impl Conn {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read;
     use std::net::TcpListener;
 
     /// A MOCK HTTP server (no real server sends a broken chunk size on demand): reads the

@@ -9,36 +9,8 @@ use socket2::Socket;
 
 use super::proto::{self, Op};
 use crate::output::socket::NoSigPipe;
+pub use crate::output::tls::Stream;
 use crate::output::tls::TlsSettings;
-
-pub enum Stream {
-    Plain(NoSigPipe),
-    Tls(Box<StreamOwned<ClientConnection, NoSigPipe>>),
-}
-
-impl Read for Stream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Stream::Plain(s) => s.read(buf),
-            Stream::Tls(s) => s.read(buf),
-        }
-    }
-}
-
-impl Write for Stream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Stream::Plain(s) => s.write(buf),
-            Stream::Tls(s) => s.write(buf),
-        }
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Stream::Plain(s) => s.flush(),
-            Stream::Tls(s) => s.flush(),
-        }
-    }
-}
 
 /// Runs the TLS handshake on `sock` (already past the server's INFO).
 ///

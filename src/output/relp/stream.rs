@@ -1,19 +1,14 @@
 //! The byte stream under a RELP session: the plain socket (`relp://`) or TLS over it
 //! (`relps://`, imrelp's `tls="on"`).
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 
-use rustls::{ClientConnection, StreamOwned};
 use socket2::Socket;
 
 use crate::output::socket::{peek, NoSigPipe, Peek};
+pub use crate::output::tls::Stream;
 use crate::output::tls::{Tls, TlsSettings};
-
-pub enum Stream {
-    Plain(NoSigPipe),
-    Tls(Box<StreamOwned<ClientConnection, NoSigPipe>>),
-}
 
 impl Stream {
     /// `sock` as is, or after a TLS handshake when `tls` is given.
@@ -79,30 +74,6 @@ impl Stream {
         match self {
             Stream::Plain(s) => s.0.as_raw_fd(),
             Stream::Tls(s) => s.sock.0.as_raw_fd(),
-        }
-    }
-}
-
-impl Read for Stream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Stream::Plain(s) => s.read(buf),
-            Stream::Tls(s) => s.read(buf),
-        }
-    }
-}
-
-impl Write for Stream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Stream::Plain(s) => s.write(buf),
-            Stream::Tls(s) => s.write(buf),
-        }
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Stream::Plain(s) => s.flush(),
-            Stream::Tls(s) => s.flush(),
         }
     }
 }
