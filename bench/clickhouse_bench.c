@@ -1,6 +1,6 @@
 /*
  * rlog into ClickHouse, next to clickhouse-client inserting the same rows (bench/clickhouse_bench.sh
- * runs both side by side with farm-bench and checks what the server stored).
+ * runs both side by side and checks what the server stored).
  *
  *   clickhouse_bench rows N FILE        writes the N rows rlog's json encoder makes of the N
  *                                       messages below (ts_us fixed at 16 digits, as a real one)

@@ -1,6 +1,6 @@
 #!/bin/sh
 # rlog into ClickHouse against clickhouse-client inserting the same rows (issue 16): rows/s of
-# each, measured side by side by farm-bench, then what the server stored checked against what was
+# each, measured side by side (in turn, /usr/bin/time), then what the server stored checked against what was
 # sent (every run's rows, once).
 #
 #   sh bench/clickhouse_bench.sh [N] [RUNS]     N rows per run (default 1000000), RUNS pairs (5)
@@ -71,14 +71,35 @@ q "CREATE TABLE logs.c (ts_us UInt64, msg String) ENGINE = MergeTree ORDER BY ts
 build/clickhouse_bench rows "$N" "$D/rows.json"
 echo "clickhouse-server $(q 'SELECT version()'), $N rows per run ($(wc -c < "$D/rows.json") bytes of JSONEachRow), $(nproc) cores (shared)"
 
-farm-bench -n "$RUNS" --warmup 1 --timeout 1800 \
-    --vs "sh -c 'clickhouse-client --host 127.0.0.1 --port $TCP --query \"INSERT INTO logs.c FORMAT JSONEachRow\" < $D/rows.json'" \
-    -- build/clickhouse_bench rlog "$N" "$HTTP" r
+# Times command A against command B: one warm-up run each, then RUNS pairs in turn, each run's
+# wall and CPU seconds from /usr/bin/time; prints the medians and the median of the per-pair
+# ratios (a ratio holds when the machine's speed drifts between pairs). Fails if a run failed.
+pair() {
+    label=$1 a=$2 b=$3
+    sh -c "$a" >/dev/null && sh -c "$b" >/dev/null
+    : > "$D/times"
+    k=0
+    while [ "$k" -lt "$RUNS" ]; do
+        /usr/bin/time -f "A %e %U %S" -a -o "$D/times" sh -c "$a" >/dev/null
+        /usr/bin/time -f "B %e %U %S" -a -o "$D/times" sh -c "$b" >/dev/null
+        k=$((k + 1))
+    done
+    python3 - "$D/times" "$label" <<'PY'
+import statistics, sys
+rows = [l.split() for l in open(sys.argv[1]) if l[:2] in ("A ", "B ")]
+a = [(float(r[1]), float(r[2]) + float(r[3])) for r in rows if r[0] == "A"]
+b = [(float(r[1]), float(r[2]) + float(r[3])) for r in rows if r[0] == "B"]
+m = statistics.median
+print(f"{sys.argv[2]}: rlog wall {m(x[0] for x in a):.3f} s (cpu {m(x[1] for x in a):.3f} s), "
+      f"clickhouse-client wall {m(x[0] for x in b):.3f} s (cpu {m(x[1] for x in b):.3f} s); "
+      f"rlog/client wall, median of {len(a)} pairs: {m(x[0] / y[0] for x, y in zip(a, b)):.3f}")
+PY
+}
+client="clickhouse-client --host 127.0.0.1 --port $TCP --query 'INSERT INTO logs.c FORMAT JSONEachRow' < $D/rows.json"
+pair "gzip" "build/clickhouse_bench rlog $N $HTTP r" "$client"
 
 # The same without gzip (a named logger with ch.compression = none): what gzip costs on loopback.
-farm-bench -n "$RUNS" --warmup 1 --timeout 1800 \
-    --vs "sh -c 'clickhouse-client --host 127.0.0.1 --port $TCP --query \"INSERT INTO logs.c FORMAT JSONEachRow\" < $D/rows.json'" \
-    -- env RLOG_BENCH_PLAIN=1 build/clickhouse_bench rlog "$N" "$HTTP" r
+pair "no gzip" "RLOG_BENCH_PLAIN=1 build/clickhouse_bench rlog $N $HTTP r" "$client"
 
 # One more rlog run, its own report shown: the rlog_logger_log calls and what they returned.
 build/clickhouse_bench rlog "$N" "$HTTP" r
