@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use rustls::{ClientConnection, StreamOwned};
 use socket2::Socket;
 
-use super::socket::{connect_tcp, peek, NoSigPipe, Peek};
+use super::socket::{connect_tcp, NoSigPipe};
 use super::tls::Stream;
 use super::{Output, SendError};
 use crate::buffer::Buffer;
@@ -259,30 +259,8 @@ impl Output for Rlogd {
     }
 
     fn is_alive(&mut self) -> bool {
-        loop {
-            match peek(&self.probe) {
-                Peek::Idle => return true,
-                Peek::Closed => return false,
-                Peek::Data => match &mut self.stream {
-                    // rlogd speaks only when spoken to: anything unasked for is its goodbye.
-                    Stream::Plain(_) => return false,
-                    // TLS 1.3 session tickets arrive after the handshake: let rustls take them.
-                    Stream::Tls(s) => {
-                        match s.conn.read_tls(&mut s.sock) {
-                            Ok(0) | Err(_) => return false,
-                            Ok(_) => {}
-                        }
-                        match s.conn.process_new_packets() {
-                            Ok(st) if st.peer_has_closed() || st.plaintext_bytes_to_read() > 0 => {
-                                return false
-                            }
-                            Ok(_) => {}
-                            Err(_) => return false,
-                        }
-                    }
-                },
-            }
-        }
+        // rlogd speaks only when spoken to: anything unasked for is its goodbye.
+        self.stream.is_idle(&self.probe)
     }
 
     fn fds(&self) -> Vec<i32> {

@@ -395,3 +395,43 @@ impl Write for Stream {
         }
     }
 }
+
+impl Stream {
+    /// For a peer that speaks only when spoken to (rlogd, an HTTP server, imrelp but for its
+    /// `serverclose`): whether nothing but TLS housekeeping arrived unasked on `probe` (this
+    /// stream's socket). Any application data, an end of stream or an error means the peer is
+    /// done with the connection (a goodbye, an HTTP 408 for an idle connection). TLS 1.3 session tickets that
+    /// arrive after the handshake are handed to rustls.
+    pub fn is_idle(&mut self, probe: &Socket) -> bool {
+        loop {
+            match peek(probe) {
+                Peek::Idle => return true,
+                Peek::Closed => return false,
+                Peek::Data => match self {
+                    Stream::Plain(_) => return false,
+                    Stream::Tls(s) => {
+                        match s.conn.read_tls(&mut s.sock) {
+                            Ok(0) | Err(_) => return false,
+                            Ok(_) => {}
+                        }
+                        match s.conn.process_new_packets() {
+                            Ok(st) if st.peer_has_closed() || st.plaintext_bytes_to_read() > 0 => {
+                                return false
+                            }
+                            Ok(_) => {}
+                            Err(_) => return false,
+                        }
+                    }
+                },
+            }
+        }
+    }
+
+    /// The stream's socket.
+    pub fn fd(&self) -> std::os::fd::RawFd {
+        match self {
+            Stream::Plain(s) => s.0.as_raw_fd(),
+            Stream::Tls(s) => s.sock.0.as_raw_fd(),
+        }
+    }
+}

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use socket2::Socket;
 
-use super::super::socket::{connect_tcp, peek, NoSigPipe, Peek};
+use super::super::socket::{connect_tcp, NoSigPipe};
 use super::super::tls::Stream;
 use super::super::tls::{Tls, TlsSettings};
 use super::response::read_response;
@@ -61,31 +61,8 @@ impl Conn {
         if !self.reusable || !self.rbuf.is_empty() {
             return false;
         }
-        loop {
-            match peek(&self.probe) {
-                Peek::Idle => return true,
-                Peek::Closed => return false,
-                Peek::Data => match &mut self.stream {
-                    // An HTTP server speaks only when asked: anything else is its goodbye
-                    // (a 408 for an idle connection, say).
-                    Stream::Plain(_) => return false,
-                    // TLS 1.3 session tickets arrive after the handshake: let rustls take them.
-                    Stream::Tls(s) => {
-                        match s.conn.read_tls(&mut s.sock) {
-                            Ok(0) | Err(_) => return false,
-                            Ok(_) => {}
-                        }
-                        match s.conn.process_new_packets() {
-                            Ok(st) if st.peer_has_closed() || st.plaintext_bytes_to_read() > 0 => {
-                                return false
-                            }
-                            Ok(_) => {}
-                            Err(_) => return false,
-                        }
-                    }
-                },
-            }
-        }
+        // An HTTP server speaks only when asked: anything else is its goodbye.
+        self.stream.is_idle(&self.probe)
     }
 
     pub fn fds(&self) -> Vec<i32> {

@@ -2,11 +2,10 @@
 //! (`relps://`, imrelp's `tls="on"`).
 
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
 
 use socket2::Socket;
 
-use crate::output::socket::{peek, NoSigPipe, Peek};
+use crate::output::socket::NoSigPipe;
 pub use crate::output::tls::Stream;
 use crate::output::tls::{Tls, TlsSettings};
 
@@ -39,41 +38,5 @@ impl Stream {
                 Stream::Tls(Box::new(tls.into_stream()))
             }
         })
-    }
-
-    /// Whether nothing but TLS housekeeping arrived unasked on `probe` (this stream's socket):
-    /// the server speaks only when spoken to, but for `serverclose`, so any application data,
-    /// an end of stream or an error means the session is over. TLS 1.3 session tickets that
-    /// arrive after the handshake are handed to rustls.
-    pub fn is_idle(&mut self, probe: &Socket) -> bool {
-        loop {
-            match peek(probe) {
-                Peek::Idle => return true,
-                Peek::Closed => return false,
-                Peek::Data => match self {
-                    Stream::Plain(_) => return false,
-                    Stream::Tls(s) => {
-                        match s.conn.read_tls(&mut s.sock) {
-                            Ok(0) | Err(_) => return false,
-                            Ok(_) => {}
-                        }
-                        match s.conn.process_new_packets() {
-                            Ok(st) if st.peer_has_closed() || st.plaintext_bytes_to_read() > 0 => {
-                                return false
-                            }
-                            Ok(_) => {}
-                            Err(_) => return false,
-                        }
-                    }
-                },
-            }
-        }
-    }
-
-    pub fn fd(&self) -> RawFd {
-        match self {
-            Stream::Plain(s) => s.0.as_raw_fd(),
-            Stream::Tls(s) => s.sock.0.as_raw_fd(),
-        }
     }
 }
