@@ -65,7 +65,8 @@ fn a_server_that_requires_tls_gets_it_after_info() {
     assert_eq!(lg.flush(), -1);
     let e = lg.take_error().unwrap();
     assert!(
-        e.as_str().contains("TLS handshake failed"),
+        e.as_str()
+            .contains(&format!("TLS handshake with nats://127.0.0.1:{port}/tls: ")),
         "{}",
         e.as_str()
     );

@@ -227,6 +227,18 @@ impl Driver {
         self.labelled(&format!("{why}: not sent{kept}"))
     }
 
+    /// Why opening the connection failed, with the stage and the target (resty's REASON
+    /// alone does not say which of several loggers failed, nor where):
+    /// `connect tcp://127.0.0.1:25999: connection refused`,
+    /// `TLS handshake with tls://127.0.0.1:25999: timeout (is it a TLS server?)`.
+    fn open_failed(&self, e: &io::Error) -> String {
+        let target = self.spec.target_text();
+        match tls::HandshakeFailed::of(e) {
+            Some(why) => format!("TLS handshake with {target}: {why}"),
+            None => format!("connect {target}: {}", reason(e)),
+        }
+    }
+
     /// A usable connection, with resty's connect retries. Errors: resty's "try to connect ..."
     /// string (unlabelled).
     fn connect(&mut self, ctl: &dyn Control, round: &mut Round) -> Result<(), String> {
@@ -263,7 +275,7 @@ impl Driver {
                     if tries >= max || !ctl.pause(self.jittered(tries)) {
                         return Err(format!(
                             "try to connect to the log server failed after {max} retries: {}",
-                            reason(&e)
+                            self.open_failed(&e)
                         ));
                     }
                     tries += 1;

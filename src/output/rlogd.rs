@@ -9,7 +9,6 @@ use std::io::{self, Write};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use rustls::{ClientConnection, StreamOwned};
 use socket2::Socket;
 
 use super::socket::{connect_tcp, NoSigPipe};
@@ -17,7 +16,7 @@ use super::tls::Stream;
 use super::{Output, SendError};
 use crate::buffer::Buffer;
 use crate::config::RlogdSettings;
-use crate::output::tls::TlsSettings;
+use crate::output::tls::{Tls, TlsSettings};
 use crate::proto::frame::{self, FrameError, Hello, Role};
 
 /// Message bytes per frame: large enough for group commit to pay off, small enough to keep
@@ -78,21 +77,7 @@ impl Rlogd {
         let probe = sock.try_clone()?;
         let stream = match tls {
             None => Stream::Plain(NoSigPipe(sock)),
-            Some(t) => {
-                let mut conn = ClientConnection::new(t.config.clone(), t.server_name.clone())
-                    .map_err(|e| protocol(format!("handshake failed: {e}")))?;
-                let mut s = NoSigPipe(sock);
-                while conn.is_handshaking() {
-                    conn.complete_io(&mut s).map_err(|e| match e.kind() {
-                        io::ErrorKind::UnexpectedEof => io::Error::new(
-                            io::ErrorKind::UnexpectedEof,
-                            "handshake failed: the server closed the connection",
-                        ),
-                        _ => io::Error::new(e.kind(), format!("handshake failed: {e}")),
-                    })?;
-                }
-                Stream::Tls(Box::new(StreamOwned::new(conn, s)))
-            }
+            Some(t) => Stream::Tls(Box::new(Tls::handshake(sock, t, timeout)?.into_stream())),
         };
         let mut r = Rlogd {
             stream,

@@ -21,6 +21,31 @@ use super::socket::{peek, NoSigPipe, Peek};
 use super::{Output, Resume, SendError};
 use crate::buffer::Buffer;
 
+/// Why a TLS handshake failed (carried inside an `io::Error` of the matching kind): the
+/// driver's connect error then says `TLS handshake with TARGET: WHY` rather than `connect`.
+#[derive(Debug)]
+pub struct HandshakeFailed(pub String);
+
+impl HandshakeFailed {
+    pub fn error(kind: io::ErrorKind, why: String) -> io::Error {
+        io::Error::new(kind, HandshakeFailed(why))
+    }
+
+    /// The handshake failure `e` carries, if it carries one.
+    pub fn of(e: &io::Error) -> Option<&HandshakeFailed> {
+        e.get_ref()
+            .and_then(|i| i.downcast_ref::<HandshakeFailed>())
+    }
+}
+
+impl std::fmt::Display for HandshakeFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for HandshakeFailed {}
+
 /// A ready client configuration and the name to verify.
 pub struct TlsSettings {
     pub config: Arc<ClientConfig>,
@@ -238,11 +263,11 @@ const CHUNK: usize = 64 * 1024;
 
 impl Tls {
     /// Runs the handshake; each socket operation is bounded by `timeout` (set on the socket).
+    ///
+    /// Errors carry a [`HandshakeFailed`], so that the driver's error names the stage.
     pub fn handshake(sock: Socket, settings: &TlsSettings, _timeout: Duration) -> io::Result<Tls> {
         let conn = ClientConnection::new(settings.config.clone(), settings.server_name.clone())
-            .map_err(|e| {
-                io::Error::new(io::ErrorKind::InvalidData, format!("handshake failed: {e}"))
-            })?;
+            .map_err(|e| HandshakeFailed::error(io::ErrorKind::InvalidData, e.to_string()))?;
         let mut tls = Tls {
             conn,
             sock: NoSigPipe(sock),
@@ -253,22 +278,20 @@ impl Tls {
             tls.conn
                 .complete_io(&mut tls.sock)
                 .map_err(|e| match e.kind() {
-                    io::ErrorKind::InvalidData => io::Error::new(
+                    io::ErrorKind::InvalidData => HandshakeFailed::error(
                         io::ErrorKind::InvalidData,
-                        format!(
-                            "handshake failed: {}",
-                            e.into_inner().map(|i| i.to_string()).unwrap_or_default()
-                        ),
+                        e.into_inner().map(|i| i.to_string()).unwrap_or_default(),
                     ),
-                    io::ErrorKind::UnexpectedEof => io::Error::new(
+                    io::ErrorKind::UnexpectedEof => HandshakeFailed::error(
                         io::ErrorKind::UnexpectedEof,
-                        "handshake failed: the server closed the connection",
+                        "the server closed the connection".into(),
                     ),
                     // A plain (not TLS) server reads the ClientHello and waits for a line.
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
-                        io::Error::other("TLS handshake: timeout (is it a TLS server?)")
-                    }
-                    _ => e,
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => HandshakeFailed::error(
+                        io::ErrorKind::TimedOut,
+                        "timeout (is it a TLS server?)".into(),
+                    ),
+                    kind => HandshakeFailed::error(kind, super::reason(&e)),
                 })?;
         }
         Ok(tls)

@@ -217,7 +217,8 @@ def test_tls_untrusted_certificate_is_reported(nginx, make_collector, tls_cert):
         time.sleep(0.05)
     ng.quit()
     assert col.lines() == []
-    assert "failed after 0 retries: handshake failed: invalid peer certificate" in ng.error_log()
+    assert (f"failed after 0 retries: TLS handshake with tls://127.0.0.1:{col.port}: "
+            "invalid peer certificate") in ng.error_log()
 
 
 ENCODER_LOG = """

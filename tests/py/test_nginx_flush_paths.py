@@ -89,7 +89,8 @@ def test_flush_against_a_dead_collector_does_not_block_other_requests(nginx, dea
     n, err, yields = body.rstrip("\n").split("|")
     assert (status, n, yields) == (200, "nil", "true"), body
     assert err.startswith("try to send log messages to the log server failed after 3 retries: "
-                          "try to connect to the log server failed after 3 retries: connection refused"), body
+                          f"try to connect to the log server failed after 3 retries: connect tcp://127.0.0.1:{dead_port}: "
+                          "connection refused"), body
     assert ng.problems() == []
 
 

@@ -80,7 +80,8 @@ def test_dead_collector_is_reported_while_requests_come(plugin, tmp_path):  # no
     m = re.search(r'\[rlog\] logger "[^"]*": held (\d+) messages \(\d+ bytes\) at shutdown and could '
                   r'not deliver them all within its timeout \(1000 ms\), so they are lost: the last '
                   r'error rlog reported was: try to send log messages to the log server failed after '
-                  r'3 retries: try to connect to the log server failed after 3 retries: connection refused '
+                  r'3 retries: try to connect to the log server failed after 3 retries: connect '
+                  r'tcp://127\.0\.0\.1:\d+: connection refused '
                   r'\(logged \d+, sent 0, lost 0, dropped 0 before\)\n', out)
     assert m and int(m.group(1)) > 0, out
 

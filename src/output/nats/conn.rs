@@ -4,33 +4,19 @@
 use std::io::{self, Read, Write};
 use std::time::{Duration, Instant};
 
-use rustls::{ClientConnection, StreamOwned};
 use socket2::Socket;
 
 use super::proto::{self, Op};
-use crate::output::socket::NoSigPipe;
+
 pub use crate::output::tls::Stream;
-use crate::output::tls::TlsSettings;
+use crate::output::tls::{Tls, TlsSettings};
 
 /// Runs the TLS handshake on `sock` (already past the server's INFO).
 ///
 /// Errors: the handshake failed, worded as the other TLS outputs word it.
-pub fn upgrade(sock: Socket, settings: &TlsSettings) -> io::Result<Stream> {
-    let mut conn = ClientConnection::new(settings.config.clone(), settings.server_name.clone())
-        .map_err(|e| {
-            io::Error::new(io::ErrorKind::InvalidData, format!("handshake failed: {e}"))
-        })?;
-    let mut s = NoSigPipe(sock);
-    while conn.is_handshaking() {
-        conn.complete_io(&mut s).map_err(|e| match e.kind() {
-            io::ErrorKind::UnexpectedEof => io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "TLS handshake failed: the server closed the connection",
-            ),
-            _ => io::Error::new(e.kind(), format!("TLS handshake failed: {e}")),
-        })?;
-    }
-    Ok(Stream::Tls(Box::new(StreamOwned::new(conn, s))))
+pub fn upgrade(sock: Socket, settings: &TlsSettings, timeout: Duration) -> io::Result<Stream> {
+    let tls = Tls::handshake(sock, settings, timeout)?;
+    Ok(Stream::Tls(Box::new(tls.into_stream())))
 }
 
 /// Read bytes kept between reads: a read takes at least this much room.

@@ -156,7 +156,7 @@ impl Nats {
                 }
             };
             let (sock, probe, _) = conn.into_plain().expect("plain until now");
-            conn = Conn::new(conn::upgrade(sock, settings)?, probe);
+            conn = Conn::new(conn::upgrade(sock, settings, p.timeout)?, probe);
         }
         let s = p.settings;
         let mut out = Vec::new();

@@ -102,7 +102,7 @@ impl Relp {
     /// Connects, runs the TLS handshake when `tls` is given, and opens a RELP session (offers
     /// `commands=syslog`).
     ///
-    /// Errors: connect failures; the handshake's (`handshake failed: …`); a refused `open`
+    /// Errors: connect failures; the handshake's (a `HandshakeFailed`); a refused `open`
     /// (`the server refused the RELP session: …`); a server that does not offer the `syslog`
     /// command.
     pub fn connect_to(

@@ -7,12 +7,12 @@ use socket2::Socket;
 
 use crate::output::socket::NoSigPipe;
 pub use crate::output::tls::Stream;
-use crate::output::tls::{Tls, TlsSettings};
+use crate::output::tls::{HandshakeFailed, Tls, TlsSettings};
 
 impl Stream {
     /// `sock` as is, or after a TLS handshake when `tls` is given.
     ///
-    /// Errors: the handshake's (worded by [`Tls::handshake`]: `handshake failed: …`); a
+    /// Errors: the handshake's (a [`HandshakeFailed`]); a
     /// server that hangs up during the handshake gets a sentence on its likely cause.
     pub fn open(
         sock: Socket,
@@ -26,10 +26,12 @@ impl Stream {
                     if e.kind() == io::ErrorKind::UnexpectedEof {
                         // GnuTLS-backed imrelp without tls.myCert offers only anonymous
                         // (ANON-DH) cipher suites, and hangs up on a client that has none.
-                        io::Error::other(
-                            "handshake failed: the RELP server closed the connection (an imrelp \
-                             with tls=\"on\" but no tls.myCert offers only anonymous TLS, which \
-                             rlog does not speak)",
+                        HandshakeFailed::error(
+                            io::ErrorKind::UnexpectedEof,
+                            "the RELP server closed the connection (an imrelp with tls=\"on\" \
+                             but no tls.myCert offers only anonymous TLS, which rlog does not \
+                             speak)"
+                                .into(),
                         )
                     } else {
                         e
