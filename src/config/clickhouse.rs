@@ -4,8 +4,7 @@
 
 use std::time::Duration;
 
-use super::http::{ApiKind, BodyFraming, HttpSettings, Method};
-use super::Limits;
+use super::http::{ApiKind, Batching, BodyFraming, HttpSettings, Method};
 
 /// ClickHouse's HTTP port when the target names none.
 pub const DEFAULT_PORT: u16 = 8123;
@@ -158,29 +157,14 @@ pub fn default_settings() -> HttpSettings {
     }
 }
 
-/// Bytes held that start a flush, in a config with a clickhouse logger (resty's 4 096 would
-/// make an insert of some 20 rows): about 10 000 rows of 200 bytes.
-pub const FLUSH_LIMIT: usize = 2 << 20;
-/// Bytes held in memory before `log` drops, in a config with a clickhouse logger: above
-/// [`FLUSH_LIMIT`], room for some 8 inserts while ClickHouse is slow or down.
-pub const DROP_LIMIT: usize = 16 << 20;
-/// The longest a row waits for its insert when few are logged.
-pub const FLUSH_PERIOD: Duration = Duration::from_secs(1);
-
-/// ClickHouse's batching for a config with a clickhouse logger: a flush at [`FLUSH_LIMIT`]
-/// bytes or every second, `drop_limit` [`DROP_LIMIT`]; each only where the config (keys `seen`)
-/// does not set it. The handle's limits: its other loggers flush alike.
-pub fn batching_defaults(limits: &mut Limits, seen: &[&str]) {
-    if !seen.contains(&"flush_limit") {
-        limits.flush_limit = FLUSH_LIMIT;
-    }
-    if !seen.contains(&"drop_limit") {
-        limits.drop_limit = DROP_LIMIT.max(limits.flush_limit.saturating_add(1));
-    }
-    if !seen.contains(&"periodic_flush") && !seen.contains(&"max_coalescing_delay") {
-        limits.periodic_flush = Some(FLUSH_PERIOD);
-    }
-}
+/// ClickHouse's batching for a config with a clickhouse logger: a flush at 2 MiB held (about
+/// 10 000 rows of 200 bytes), or every second; 16 MiB held in memory before `log` drops, room
+/// for some 8 inserts while ClickHouse is slow or down.
+pub const BATCHING: Batching = Batching {
+    flush_limit: 2 << 20,
+    drop_limit: 16 << 20,
+    period: Duration::from_secs(1),
+};
 
 /// Checks that no key was given that a clickhouse logger would ignore (the request's method,
 /// media type, framing and API are ClickHouse's).
@@ -259,22 +243,59 @@ mod config_tests {
     }
 
     #[test]
+    fn an_http_logger_batches_by_default_and_clickhouse_s_batching_wins() {
+        use crate::config::http::BATCHING as HTTP;
+        let c = Config::parse("logger = http://127.0.0.1:9/in").unwrap();
+        assert_eq!(
+            (
+                c.limits.flush_limit,
+                c.limits.drop_limit,
+                c.limits.periodic_flush
+            ),
+            (HTTP.flush_limit, HTTP.drop_limit, Some(HTTP.period))
+        );
+        // What the config sets stays; a drop_limit left alone stays above a raised flush_limit.
+        let c = Config::parse(
+            "logger = http://127.0.0.1:9/in
+flush_limit = 33554432
+periodic_flush = 0",
+        )
+        .unwrap();
+        assert_eq!(c.limits.flush_limit, 32 << 20);
+        assert_eq!(c.limits.drop_limit, (32 << 20) + 1);
+        assert_eq!(c.limits.periodic_flush, None);
+        let c = Config::parse(
+            "logger = http://127.0.0.1:9/in
+logger = clickhouse://127.0.0.1:8123/logs.t",
+        )
+        .unwrap();
+        assert_eq!(c.limits.flush_limit, super::BATCHING.flush_limit);
+        // resty's keys alone keep resty's limits.
+        let c = Config::parse(
+            "host = 127.0.0.1
+port = 9",
+        )
+        .unwrap();
+        assert_eq!((c.limits.flush_limit, c.limits.drop_limit), (4096, 1 << 20));
+    }
+
+    #[test]
     fn a_clickhouse_logger_gets_clickhouse_s_defaults_and_the_http_keys() {
         let o = outputs("logger = clickhouse://u:p@127.0.0.1:8123/logs.t").unwrap();
         assert!(matches!(&o[0].target, Target::ClickHouse(t) if t.table == "t"));
         assert!(o[0].http.gzip);
         assert_eq!(o[0].http.max_batch_size, super::MAX_BATCH_ROWS);
         let c = Config::parse("logger = clickhouse://127.0.0.1:8123/logs.t").unwrap();
-        assert_eq!(c.limits.flush_limit, super::FLUSH_LIMIT);
-        assert_eq!(c.limits.drop_limit, super::DROP_LIMIT);
-        assert_eq!(c.limits.periodic_flush, Some(super::FLUSH_PERIOD));
+        assert_eq!(c.limits.flush_limit, super::BATCHING.flush_limit);
+        assert_eq!(c.limits.drop_limit, super::BATCHING.drop_limit);
+        assert_eq!(c.limits.periodic_flush, Some(super::BATCHING.period));
         let c = Config::parse(
             "logger = clickhouse://127.0.0.1:8123/logs.t\nflush_limit = 1000\n\
              max_coalescing_delay = 0.2",
         )
         .unwrap();
         assert_eq!(c.limits.flush_limit, 1000);
-        assert_eq!(c.limits.drop_limit, super::DROP_LIMIT);
+        assert_eq!(c.limits.drop_limit, super::BATCHING.drop_limit);
         assert_eq!(
             c.limits.periodic_flush,
             Some(std::time::Duration::from_millis(200))

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use super::Entry;
+use super::{Entry, Limits};
 
 /// The request method (Kong http-log's `method`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +58,43 @@ pub enum EsAction {
     /// `index`: a resend overwrites the same `_id`.
     Index,
 }
+
+/// The handle's flush and drop limits when a logger sends batches (an http or clickhouse
+/// one) and the config does not set them: resty's 4 096-byte `flush_limit` would make a request
+/// of some 20 lines, each a request head, a response and a wake of the worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Batching {
+    pub flush_limit: usize,
+    pub drop_limit: usize,
+    /// `periodic_flush`: the longest a record waits for its batch when few are logged.
+    pub period: Duration,
+}
+
+impl Batching {
+    /// Sets each limit the config (keys `seen`) does not set. The limits are the handle's: its
+    /// other loggers flush alike.
+    pub fn apply(&self, limits: &mut Limits, seen: &[&str]) {
+        if !seen.contains(&"flush_limit") {
+            limits.flush_limit = self.flush_limit;
+        }
+        if !seen.contains(&"drop_limit") {
+            limits.drop_limit = self.drop_limit.max(limits.flush_limit.saturating_add(1));
+        }
+        if !seen.contains(&"periodic_flush") && !seen.contains(&"max_coalescing_delay") {
+            limits.periodic_flush = Some(self.period);
+        }
+    }
+}
+
+/// An http(s) logger's batching: a request per 256 KiB held (some 1 300 lines of 200 bytes)
+/// or per second (Kong's `max_coalescing_delay` default), and 16 MiB held in memory before
+/// `log` drops (Kong's queue holds 10 000 entries by default; a `spool` takes what does not
+/// fit while the endpoint is down).
+pub const BATCHING: Batching = Batching {
+    flush_limit: 256 << 10,
+    drop_limit: 16 << 20,
+    period: Duration::from_secs(1),
+};
 
 /// One http logger's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]

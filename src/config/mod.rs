@@ -446,8 +446,8 @@ impl Config {
 
         let has_base = (host.is_some() && port.is_some()) || path.is_some();
         if uwsgi.is_used() && (has_base || uwsgi.has_loggers()) {
-            if uwsgi.has_clickhouse() {
-                clickhouse::batching_defaults(&mut limits, &seen);
+            if let Some(batching) = uwsgi.batching() {
+                batching.apply(&mut limits, &seen);
             }
             let base = if has_base {
                 let ep = match (host, port, path) {

@@ -11,7 +11,8 @@
 //! (`nats_user nats_password nats_token nats_window nats_ack_timeout`) for `nats://` loggers.
 //! `relp_window` works the same way for `relp://` loggers.
 
-use super::http::{HttpSettings, HTTP_ONLY};
+use super::clickhouse;
+use super::http::{self, Batching, HttpSettings, HTTP_ONLY};
 use super::nats::{NatsBase, NatsSettings, NATS_KEYS};
 use super::route::{Route, Router};
 use super::target::{parse_logger, LoggerSpec, Target};
@@ -312,11 +313,17 @@ impl UwsgiKeys {
         !self.loggers.is_empty()
     }
 
-    /// Whether a `logger` line is a `clickhouse://` one (its batching defaults are the handle's).
-    pub fn has_clickhouse(&self) -> bool {
-        self.loggers
-            .iter()
-            .any(|(l, _)| matches!(l.target, Target::ClickHouse(_)))
+    /// The batching defaults of the handle's `logger` lines: ClickHouse's when one is a
+    /// `clickhouse://` logger, else http's when one is an `http(s)://` logger.
+    pub fn batching(&self) -> Option<Batching> {
+        let any = |f: fn(&Target) -> bool| self.loggers.iter().any(|(l, _)| f(&l.target));
+        if any(|t| matches!(t, Target::ClickHouse(_))) {
+            Some(clickhouse::BATCHING)
+        } else if any(|t| matches!(t, Target::Http { .. })) {
+            Some(http::BATCHING)
+        } else {
+            None
+        }
     }
 
     /// Builds the sinks: the `host`/`port`/`path` logger first (when `base` is given), then the
@@ -441,7 +448,7 @@ impl UwsgiKeys {
             let mut http = self.http.clone();
             if let Target::ClickHouse(_) = target {
                 // ClickHouse's defaults, then the handle-wide keys over them.
-                http = super::clickhouse::default_settings();
+                http = clickhouse::default_settings();
                 for (k, e) in &self.http_entries {
                     http.apply(k, e)?;
                 }
@@ -614,7 +621,7 @@ impl UwsgiKeys {
         }
         for s in &sinks {
             if let Target::ClickHouse(_) = s.target {
-                super::clickhouse::check_settings(&s.http, &s.label())?;
+                clickhouse::check_settings(&s.http, &s.label())?;
             } else if s.target.is_http() {
                 s.http.check(&s.label())?;
             } else if self
