@@ -74,25 +74,35 @@ echo "clickhouse-server $(q 'SELECT version()'), $N rows per run ($(wc -c < "$D/
 # Times command A against command B: one warm-up run each, then RUNS pairs in turn, each run's
 # wall and CPU seconds from /usr/bin/time; prints the medians and the median of the per-pair
 # ratios (a ratio holds when the machine's speed drifts between pairs). Fails if a run failed.
+# A (rlog) also times itself from its first rlog_logger_log until every row is delivered
+# (`delivered_s`, its messages made before): the rows/s figure, set against the client's whole
+# wall (its rows were made before too, into the file it reads).
 pair() {
     label=$1 a=$2 b=$3
     sh -c "$a" >/dev/null && sh -c "$b" >/dev/null
     : > "$D/times"
     k=0
     while [ "$k" -lt "$RUNS" ]; do
-        /usr/bin/time -f "A %e %U %S" -a -o "$D/times" sh -c "$a" >/dev/null
+        /usr/bin/time -f "A %e %U %S" -a -o "$D/times" sh -c "$a" >>"$D/times"
         /usr/bin/time -f "B %e %U %S" -a -o "$D/times" sh -c "$b" >/dev/null
         k=$((k + 1))
     done
-    python3 - "$D/times" "$label" <<'PY'
+    python3 - "$D/times" "$label" "$N" <<'PY'
 import statistics, sys
-rows = [l.split() for l in open(sys.argv[1]) if l[:2] in ("A ", "B ")]
+lines = open(sys.argv[1]).read().split("\n")
+rows = [l.split() for l in lines if l[:2] in ("A ", "B ")]
 a = [(float(r[1]), float(r[2]) + float(r[3])) for r in rows if r[0] == "A"]
 b = [(float(r[1]), float(r[2]) + float(r[3])) for r in rows if r[0] == "B"]
+d = [float(l.split()[1]) for l in lines if l.startswith("delivered_s ")]
 m = statistics.median
+n = int(sys.argv[3])
 print(f"{sys.argv[2]}: rlog wall {m(x[0] for x in a):.3f} s (cpu {m(x[1] for x in a):.3f} s), "
       f"clickhouse-client wall {m(x[0] for x in b):.3f} s (cpu {m(x[1] for x in b):.3f} s); "
       f"rlog/client wall, median of {len(a)} pairs: {m(x[0] / y[0] for x, y in zip(a, b)):.3f}")
+print(f"{sys.argv[2]}: rows/s: rlog {n / m(d):,.0f} (first call to all delivered, median "
+      f"{m(d):.3f} s), clickhouse-client {n / m(x[0] for x in b):,.0f} (wall); rlog's rows/s "
+      f"as a share of the client's, median of {len(d)} pairs: "
+      f"{m(y[0] / x for x, y in zip(d, b)):.0%}")
 PY
 }
 client="clickhouse-client --host 127.0.0.1 --port $TCP --query 'INSERT INTO logs.c FORMAT JSONEachRow' < $D/rows.json"

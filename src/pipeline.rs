@@ -20,6 +20,7 @@
 
 use std::collections::VecDeque;
 use std::io;
+use std::ops::Range;
 use std::sync::{Arc, Condvar as StdCondvar, Mutex as StdMutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -149,7 +150,13 @@ fn run(
         Some(Err(e)) => inner.report(e),
         None => {}
     }
-    if drivers.len() == 1 {
+    // One output gets a thread of its own, as several do, when it is an http one with records
+    // to route and encode: the worker then encodes the next records while the output waits
+    // for the endpoint to take a request in and answer it, where inline the two take turns
+    // (ClickHouse parses an insert in about the time rlog takes to encode the next one:
+    // BENCHMARKS.md, "One output thread").
+    let own_thread = !direct && drivers.len() == 1 && drivers[0].spec.target.is_http();
+    if drivers.len() == 1 && !own_thread {
         let d = drivers.pop().expect("one driver");
         run_inline(inner, &set, d, direct);
     } else {
@@ -228,19 +235,19 @@ trait Inbox {
     fn dead_letter(&self, i: usize, why: &str, record: &[u8]) -> String;
 }
 
-/// Routes and encodes every message of `batch` into the outputs' records, opening a ledger
+/// Routes and encodes messages `range` of `batch` into the outputs' records, opening a ledger
 /// slot for each message (with lanes, the shared ledger, locked by the caller).
 fn ingest(
     set: &OutputSet,
     r: &mut Router,
     ledger: &mut Ledger,
-    batch: &Buffer,
+    (batch, range): (&Buffer, Range<usize>),
     inbox: &mut dyn Inbox,
     settled: &mut Settled,
     error: &mut Option<String>,
 ) {
     let mut unrouted = 0u64;
-    for rec in batch.records() {
+    for rec in range.map(|k| batch.record(k)) {
         let seq = ledger.open(rec.bytes.len());
         // The first copy queued is the message's primary copy (see `ledger`).
         let mut primary = PRIMARY;
@@ -421,7 +428,7 @@ fn run_inline(inner: &Inner, set: &OutputSet, mut d: Driver, direct: bool) {
                 set,
                 &mut router,
                 &mut ledger,
-                &batch,
+                (&batch, 0..batch.len()),
                 &mut One(&mut d),
                 &mut settled,
                 &mut round.error,
@@ -527,6 +534,23 @@ fn run_inline(inner: &Inner, set: &OutputSet, mut d: Driver, direct: bool) {
             }
         }
     }
+}
+
+/// The least a slice of a batch routed to the output threads holds (see `run_lanes`): the
+/// slice is `flush_limit` bytes when that is more.
+const ROUTE_SLICE: usize = 1 << 20;
+
+/// The end of the slice of `batch` that starts at message `from`: `slice` bytes of messages
+/// (at least one message), or the rest.
+fn slice_end(batch: &Buffer, from: usize, slice: usize) -> usize {
+    let start = batch.tally_of_first(from).bytes as usize;
+    let mut to = from;
+    while to < batch.len()
+        && (to == from || (batch.tally_of_first(to).bytes as usize) - start < slice)
+    {
+        to += 1;
+    }
+    to
 }
 
 /// How often a closing worker with several outputs looks at what their drivers still hold.
@@ -720,9 +744,15 @@ fn run_lanes(
         let retry_at = closing.then(|| Instant::now() + CLOSE_LOOK);
         let taken = inner.take_round(&mut pacing, retry_at, None, &mut batch, None);
         closing = taken.closing.is_some();
-        let mut settled = Settled::default();
-        let mut error = None;
-        let given = {
+        // The batch is routed a slice at a time, each handed over as soon as it is routed: a
+        // driver starts delivering the first slice of a large batch while the next is encoded.
+        let slice = limits.flush_limit.max(ROUTE_SLICE);
+        let mut from = 0;
+        let mut given = Vec::with_capacity(lanes.len());
+        loop {
+            let to = slice_end(&batch, from, slice);
+            let mut settled = Settled::default();
+            let mut error = None;
             let mut ledger = ledger.lock().unwrap_or_else(|e| e.into_inner());
             let mut inbox = Lanes {
                 states: lanes.iter().map(|l| l.lock()).collect(),
@@ -733,17 +763,19 @@ fn run_lanes(
                 set,
                 &mut router,
                 &mut ledger,
-                &batch,
+                (&batch, from..to),
                 &mut inbox,
                 &mut settled,
                 &mut error,
             );
-            let mut given = Vec::with_capacity(lanes.len());
+            given.clear();
             for (ls, lane) in inbox.states.iter_mut().zip(&lanes) {
                 if taken.explicit {
                     ls.explicit = true;
-                    ls.bytes = 0;
-                    ls.failed = false;
+                    if from == 0 {
+                        ls.bytes = 0;
+                        ls.failed = false;
+                    }
                 }
                 if taken.explicit || !ls.inbox.is_empty() {
                     ls.given += 1;
@@ -763,8 +795,9 @@ fn run_lanes(
                 .collect();
             drop(inbox);
             // Under the ledger's lock: the drivers' settlements and this one reach the counters
-            // in the order the ledger saw them.
-            // The batch is in the ledger now (unsettled): no longer in flight.
+            // in the order the ledger saw them. The slice is in the ledger now (unsettled): no
+            // longer in flight.
+            let routed = batch.tally_of_first(to).minus(batch.tally_of_first(from));
             inner.settle_outputs(OutputsSettled {
                 settled,
                 error: error.map(PendingError::Text),
@@ -773,10 +806,14 @@ fn run_lanes(
                 held: Some(ledger.unsettled()),
                 outputs: &outputs,
                 disk: None,
+                routed,
             });
-            inner.batch_routed();
-            given
-        };
+            drop(ledger);
+            from = to;
+            if from >= batch.len() {
+                break;
+            }
+        }
         batch.clear();
         let mut round = Round::default();
         // The flush request this round completes: only the close's (a flush taken is
@@ -1021,6 +1058,7 @@ fn settle_lane(
             held: Some(ledger.unsettled()),
             outputs: &[(i, ls.stats())],
             disk,
+            routed: Tally::ZERO,
         });
         ls.held = d.pending.bytes();
         ls.failing = d.failing();

@@ -418,6 +418,9 @@ pub(crate) struct OutputsSettled<'a> {
     pub outputs: &'a [(usize, rlog_sink_stats)],
     /// An output's disk queue: (output, spooled, adopted).
     pub disk: Option<(usize, Tally, Tally)>,
+    /// Messages of the batch in flight that the router has now routed into the outputs'
+    /// queues (counted in `held` from now on, no longer in flight).
+    pub routed: Tally,
 }
 
 /// How a round ended (see `Inner::end_round`).
@@ -569,12 +572,6 @@ impl Inner {
         }
     }
 
-    /// The worker has routed the batch it took into its outputs' ledger (several outputs): it
-    /// counts as held by them (`sinks_held`), no longer in flight.
-    pub(crate) fn batch_routed(&self) {
-        self.state.lock().inflight = Tally::ZERO;
-    }
-
     /// The worker took flush request `request` and completes it later ([`Inner::complete_flush`]).
     pub(crate) fn defer_flush(&self, request: u64) {
         let mut st = self.state.lock();
@@ -631,6 +628,7 @@ impl Inner {
             held,
             outputs,
             disk,
+            routed,
         } = s;
         let mut st = self.state.lock();
         settled.add_to(&mut st.counters);
@@ -645,6 +643,7 @@ impl Inner {
         if let Some(t) = held {
             st.sinks_held = t;
         }
+        st.inflight = st.inflight.minus(routed);
         for &(i, stats) in outputs {
             if st.outputs.len() <= i {
                 st.outputs.resize(i + 1, rlog_sink_stats::default());

@@ -91,6 +91,14 @@ impl Tally {
     pub fn is_zero(&self) -> bool {
         self.msgs == 0
     }
+
+    /// `self` less `other` (which it holds).
+    pub fn minus(self, other: Tally) -> Tally {
+        Tally {
+            msgs: self.msgs.saturating_sub(other.msgs),
+            bytes: self.bytes.saturating_sub(other.bytes),
+        }
+    }
 }
 
 /// The counters a logger keeps under its state lock. `buffered` is not stored: it is derived

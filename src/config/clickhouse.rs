@@ -145,24 +145,31 @@ impl std::fmt::Display for ClickHouseTarget {
 
 /// Rows per insert at most, by default: ClickHouse wants few large inserts (each makes a part;
 /// many small parts end in `TOO_MANY_PARTS`).
-pub const MAX_BATCH_ROWS: usize = 10_000;
+pub const MAX_BATCH_ROWS: usize = 100_000;
 
-/// A clickhouse logger's http settings before the config's keys: gzip on, 10 000 rows per
-/// insert.
+/// Bytes per insert at most (after gzip), by default: the rows bind first.
+pub const MAX_BATCH_BYTES: usize = 16 << 20;
+
+/// A clickhouse logger's http settings before the config's keys: gzip on, up to
+/// [`MAX_BATCH_ROWS`] rows and [`MAX_BATCH_BYTES`] per insert. Each insert costs the server a
+/// part whatever its size: a million rows took it half the CPU in inserts of 100 000 rows that
+/// they took in inserts of 10 000 (BENCHMARKS.md).
 pub fn default_settings() -> HttpSettings {
     HttpSettings {
         gzip: true,
         max_batch_size: MAX_BATCH_ROWS,
+        max_batch_bytes: MAX_BATCH_BYTES,
         ..HttpSettings::default()
     }
 }
 
 /// ClickHouse's batching for a config with a clickhouse logger: a flush at 2 MiB held (about
-/// 10 000 rows of 200 bytes), or every second; 16 MiB held in memory before `log` drops, room
-/// for some 8 inserts while ClickHouse is slow or down.
+/// 10 000 rows of 200 bytes), or every second; 64 MiB held in memory before `log` drops, room
+/// for three inserts of 100 000 rows of 200 bytes while ClickHouse is slow or down. Inserts
+/// grow towards [`MAX_BATCH_ROWS`] when rows come faster than one insert a round takes.
 pub const BATCHING: Batching = Batching {
     flush_limit: 2 << 20,
-    drop_limit: 16 << 20,
+    drop_limit: 64 << 20,
     period: Duration::from_secs(1),
 };
 
