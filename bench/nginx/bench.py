@@ -21,8 +21,8 @@ Two parts:
    All loggers send to the same loopback TCP collector (this script, counting lines). Rounds
    alternate the variants, each round in fresh nginx instances; for each variant the medians of
    requests/s, p99 latency and nginx worker CPU per request (every thread of the worker, so
-   rlog's own thread is charged; its share is also shown alone: the `rlog-worker` thread's CPU
-   per request), and the total of lines delivered vs requests served across all rounds,
+   rlog's own threads are charged; their share is also shown alone: the `rlog-worker` thread's
+   CPU per request, and `rlog-output`'s where an http output has a thread of its own), and the total of lines delivered vs requests served across all rounds,
    shutdown (`nginx -s quit`) included.
 
 2. Per-call cost inside nginx (`content_by_lua`, 1e6 calls, a 200 B message, LuaJIT compiled):
@@ -310,7 +310,8 @@ def jit_outcome(jit_log: pathlib.Path) -> bool | None:
 
 
 def cpu_ns(pid: int) -> tuple[int, int]:
-    """CPU time (ns) of every thread of `pid`, and of its `rlog-worker` thread alone, from
+    """CPU time (ns) of every thread of `pid`, and of rlog's own threads alone (`rlog-worker`,
+    and `rlog-output` where an output has a thread of its own), from
     /proc/PID/task/*/schedstat."""
     total = worker = 0
     for t in os.listdir(f"/proc/{pid}/task"):
@@ -322,7 +323,7 @@ def cpu_ns(pid: int) -> tuple[int, int]:
         except OSError:
             continue
         total += ns
-        if name == "rlog-worker":
+        if name in ("rlog-worker", "rlog-output"):
             worker += ns
     return total, worker
 
