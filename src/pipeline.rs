@@ -122,7 +122,9 @@ fn run(
     // A new worker (a new logger, or a child after fork) gets new producer ids, so its
     // sequence numbers starting from 0 are never taken for a resend of another's.
     let worker_id = random_producer();
-    let direct = !inner.config.uwsgi_style;
+    // A config that only names its one output (`logger = http://...`) is delivered as a
+    // resty config is: its messages need no routing, encoding nor per-copy ledger.
+    let direct = !inner.config.uwsgi_style || set.passes_through();
     let mut drivers: Vec<Driver> = set
         .outputs
         .iter()

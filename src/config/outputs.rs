@@ -116,6 +116,21 @@ pub struct OutputSet {
 }
 
 impl OutputSet {
+    /// Whether the set is one output that takes each message as it was logged: no route, no
+    /// encoder, no prefix, no framing. The worker then hands the messages over as they are
+    /// (as for a resty config), with no routing nor per-copy accounting.
+    pub fn passes_through(&self) -> bool {
+        match self.outputs.as_slice() {
+            [o] => {
+                self.router.sends_all_to(0)
+                    && o.chain.is_empty()
+                    && o.prefix.is_empty()
+                    && o.framing == Framing::None
+            }
+            _ => false,
+        }
+    }
+
     /// A plain config's one output: `endpoint` with the handle's limits, no encoder, no route.
     pub fn single(
         endpoint: Endpoint,
@@ -1059,5 +1074,27 @@ mod tests {
         assert!(set("logger = relp://127.0.0.1:2514").outputs[0]
             .tls
             .is_none());
+    }
+
+    #[test]
+    fn only_a_lone_output_that_takes_messages_as_they_are_passes_through() {
+        for (text, plain) in [
+            ("logger = http://127.0.0.1:9/in", true),
+            ("logger = tcp://127.0.0.1:9", true),
+            ("logger = clickhouse://127.0.0.1:8123/logs.t", true),
+            (
+                "logger = tcp://127.0.0.1:9\nlog-encoder = json {\"m\":\"${msg}\"}",
+                false,
+            ),
+            ("logger = tcp://127.0.0.1:9\nframing = newline", false),
+            ("logger = socket:127.0.0.1:9,tag", false),
+            ("logger = a tcp://127.0.0.1:9\nlog-route = a .", false),
+            (
+                "logger = tcp://127.0.0.1:9\nlogger = tcp://127.0.0.1:10",
+                false,
+            ),
+        ] {
+            assert_eq!(set(text).passes_through(), plain, "{text}");
+        }
     }
 }
