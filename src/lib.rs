@@ -26,6 +26,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![allow(non_camel_case_types)]
 
+mod atomics;
 pub mod buffer;
 pub mod config;
 pub mod encode;
