@@ -65,7 +65,7 @@ struct Produced {
 struct Consumed {
     /// Bytes consumed since the ring was made.
     tail: AtomicUsize,
-    /// The logger took back the producer's unspent credit (see `Logger::revoke_credit`).
+    /// The logger took back the producer's unspent credit (see `Rings::revoke`, `credit.rs`).
     revoked: AtomicBool,
 }
 
@@ -251,7 +251,7 @@ impl Ring {
         self.consumed.0.revoked.load(Ordering::Relaxed)
     }
 
-    /// Message bytes the producer has appended so far (for `Logger::revoke_credit`, after a
+    /// Message bytes the producer has appended so far (for `Rings::revoke`, after a
     /// fence; or under the state lock by the producer itself).
     pub fn written(&self) -> usize {
         self.produced.0.written.load(Ordering::Relaxed)
