@@ -74,14 +74,14 @@ impl Accesses {
     }
 }
 
-/// Runs `f` under loom for every interleaving within the preemption bound:
-/// `LOOM_MAX_PREEMPTIONS` when set, else 3 (the bound `make loom` uses; each model says what
-/// its run explores in docs/MODELS.md).
+/// Runs `f` under loom for every interleaving with at most `preemptions` preemptions (None:
+/// every interleaving); `LOOM_MAX_PREEMPTIONS`, when set, overrides it. docs/MODELS.md says
+/// which bound each model uses and how many executions that explores.
 #[cfg(all(test, loom))]
-pub(crate) fn model<F: Fn() + Sync + Send + 'static>(f: F) {
+pub(crate) fn model<F: Fn() + Sync + Send + 'static>(preemptions: Option<usize>, f: F) {
     let mut b = loom::model::Builder::new();
-    if b.preemption_bound.is_none() {
-        b.preemption_bound = Some(3);
+    if std::env::var_os("LOOM_MAX_PREEMPTIONS").is_none() {
+        b.preemption_bound = preemptions;
     }
     let runs = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counted = runs.clone();

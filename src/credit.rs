@@ -381,3 +381,351 @@ impl Rings {
         self.past_flush = 0;
     }
 }
+
+/// The hand-off under loom (`make loom`, docs/MODELS.md). Each model drives the functions above
+/// from two threads sharing a `sync::Mutex` (the logger's state lock, itself modelled): a
+/// thread logging on credit through [`spend`], and a thread under the lock that revokes that
+/// credit or puts the worker to sleep. The lock path of `Logger::log_locked` and the settling of
+/// `Logger::pushed_while_watched` are the few lines of `Shared::log_locked` and
+/// `Shared::settle_watched`, which call the same functions in the same order.
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use crate::sync::Mutex;
+    use loom::sync::Arc as LoomArc;
+
+    /// Message size in the models (a record takes 8 + 8 bytes of ring).
+    const MSG: usize = 4;
+
+    /// What the logger's state lock guards, as far as the hand-off goes.
+    #[derive(Default)]
+    struct Shared {
+        rings: Rings,
+        /// The logger's buffer: what collects moved out of the rings (and, in the worker model,
+        /// what was held before, putting the logger past `flush_limit`).
+        buf: Buffer,
+        /// The worker has gone to sleep without a deadline.
+        asleep: bool,
+        /// A thread woke the worker after it had gone to sleep.
+        woken_after_sleep: bool,
+    }
+
+    /// The logger's limits in a model.
+    #[derive(Clone, Copy)]
+    struct Limits {
+        flush: usize,
+        drop: usize,
+    }
+
+    impl Shared {
+        /// The accounting's own invariants, checked at every hold of the lock: `reserved` is
+        /// the sum of `granted - drained` (none negative: the subtractions would overflow, and
+        /// `make loom` builds with overflow checks), `past_flush` counts the rings so marked.
+        fn check(&self) {
+            let r = &self.rings;
+            let mut sum = 0;
+            for e in &r.entries {
+                assert!(
+                    e.granted >= e.drained,
+                    "a ring drained more than it was granted"
+                );
+                sum += e.granted - e.drained;
+            }
+            assert_eq!(
+                r.reserved, sum,
+                "reserved is not the rings' granted - drained"
+            );
+            let marked = r.entries.iter().filter(|e| e.past_flush).count();
+            assert_eq!(r.past_flush, marked);
+        }
+
+        /// `Logger::log_locked` for a thread with a ring, nothing closing, the ring not full:
+        /// admit (returning the caller's credit, maybe revoking others'), append, grant.
+        /// Returns whether the message was accepted.
+        fn log_locked(&mut self, slot: &mut Slot, limits: Limits, may_pass_flush: bool) -> bool {
+            self.check();
+            let i = self.rings.index(slot.ring()).expect("registered");
+            let outside = self.buf.bytes();
+            let Some(held) = self.rings.admit(Some(i), slot, MSG, outside, limits.drop) else {
+                self.woken_after_sleep |= self.asleep;
+                return false;
+            };
+            assert!(slot.push(&[7; MSG], 0), "the model's rings never fill");
+            self.rings.appended_locked(i, MSG);
+            if outside + self.rings.actual() >= limits.flush {
+                // `wake_if_flush_due`.
+                self.woken_after_sleep |= self.asleep;
+            }
+            let (credit, past) = credit_amount(
+                limits.flush,
+                limits.drop,
+                held + MSG,
+                self.rings.len(),
+                may_pass_flush,
+            );
+            self.rings.grant(i, slot, credit, past);
+            self.check();
+            true
+        }
+
+        /// `Logger::pushed_while_watched`, nothing closing: the thread gives its credit back
+        /// and wakes the worker if a flush is due (here: always past `flush_limit`).
+        fn settle_watched(&mut self, slot: &mut Slot) {
+            self.check();
+            let i = self.rings.index(slot.ring()).expect("registered");
+            self.rings.return_credit(i, slot);
+            self.woken_after_sleep |= self.asleep;
+            self.check();
+        }
+
+        /// Moves everything the rings hold into the buffer.
+        fn collect(&mut self) {
+            while self.rings.collect_step(&mut self.buf, usize::MAX).1 {}
+        }
+    }
+
+    /// A thread's slot and its ring, moved into the thread that logs with it (and back).
+    struct Producer(Slot, Arc<Ring>);
+    // SAFETY: the slot's ring pointer points into the `Arc<Ring>` moved along with it, and the
+    // slot is used by one thread at a time: built by the model's main thread, handed over whole
+    // to the thread that logs with it, and handed back when that thread ends.
+    unsafe impl Send for Producer {}
+
+    impl Producer {
+        fn new() -> Producer {
+            let ring = Arc::new(Ring::new(4096, false));
+            Producer(Slot::for_model(&ring), ring)
+        }
+    }
+
+    /// `log` from a thread with a ring: the lock-free append, else the lock path, as
+    /// `Logger::append` does. Returns whether the message was accepted.
+    fn log(
+        state: &Mutex<Shared>,
+        watch: &Watch,
+        slot: &mut Slot,
+        limits: Limits,
+        may_pass_flush: bool,
+    ) -> bool {
+        match spend(slot, watch, &[7; MSG], 0) {
+            Spent::Clean => true,
+            Spent::Watched(_) => {
+                state.lock().settle_watched(slot);
+                true
+            }
+            Spent::Uncovered => state.lock().log_locked(slot, limits, may_pass_flush),
+        }
+    }
+
+    /// After the threads: each returns its credit (as its next `log` would first), everything
+    /// is collected. Checked: every accepted byte is in the buffer, and the reservation is
+    /// exactly what the rings hold — zero — so no byte appended on credit escaped it.
+    fn settle_all(st: &mut Shared, slots: &mut [&mut Slot], accepted: usize) {
+        st.check();
+        for slot in slots.iter_mut() {
+            let i = st.rings.index(slot.ring()).expect("registered");
+            st.rings.return_credit(i, slot);
+        }
+        st.collect();
+        st.check();
+        assert_eq!(st.rings.reserved, 0, "reservation and contents disagree");
+        assert_eq!(
+            st.buf.bytes(),
+            accepted,
+            "accepted bytes missing from the buffer"
+        );
+    }
+
+    /// Revocation. Thread A holds credit for three messages and spends it without the lock;
+    /// thread B, under the lock, logs a message that fits under `drop_limit` only if A's
+    /// unspent credit is taken back, so it revokes it (heavy fence) and reserves what A's ring
+    /// holds. Checked: the accounting invariants at every lock hold; at the end (`settle_all`),
+    /// every accepted message is in the buffer, the reservation matches, and the bytes held
+    /// pass `drop_limit` by one message at most (A's append racing the revocation, as
+    /// `Rings::revoke` documents).
+    #[test]
+    fn loom_credit_revocation_keeps_drop_limit() {
+        crate::atomics::model(None, || {
+            let limits = Limits {
+                flush: 1000,
+                drop: 28,
+            };
+            let mut st = Shared::default();
+            let mut a = Producer::new();
+            st.rings.add(a.1.clone());
+            // A's first message: 4 bytes held, credit (28 - 4) / 2 = 12: three messages.
+            assert!(st.log_locked(&mut a.0, limits, false));
+            assert_eq!(a.0.credit, 3 * MSG);
+            let mut b = Producer::new();
+            st.rings.add(b.1.clone());
+            let state = LoomArc::new(Mutex::new(st));
+            let watch = LoomArc::new(Watch::new());
+
+            let thread_a = {
+                let (state, watch) = (state.clone(), watch.clone());
+                loom::thread::spawn(move || {
+                    let sent = (0..3)
+                        .filter(|_| log(&state, &watch, &mut a.0, limits, false))
+                        .count();
+                    (a, MSG + sent * MSG)
+                })
+            };
+            // B's 24 bytes: with A's 4 + 12 reserved they do not fit; they do once A's credit
+            // is taken back, if A had appended nothing yet.
+            let b_bytes = {
+                let mut st = state.lock();
+                st.check();
+                let i = st.rings.index(&b.1).unwrap();
+                let outside = st.buf.bytes();
+                let admitted = st.rings.admit(Some(i), &mut b.0, 24, outside, limits.drop);
+                st.check();
+                if admitted.is_some() {
+                    assert!(b.0.push(&[9; 24], 0));
+                    st.rings.appended_locked(i, 24);
+                    24
+                } else {
+                    0
+                }
+            };
+            let (mut a, a_bytes) = thread_a.join().unwrap();
+
+            let mut st = state.lock();
+            settle_all(&mut st, &mut [&mut a.0, &mut b.0], a_bytes + b_bytes);
+            assert!(
+                st.buf.bytes() <= limits.drop + MSG,
+                "{} bytes held, drop_limit {} + one message",
+                st.buf.bytes(),
+                limits.drop
+            );
+        });
+    }
+
+    /// Revocation racing two threads: A1 and A2 hold credit for two messages each (granted
+    /// directly, 8 bytes each) and spend it without the lock; B, under the lock, logs a message
+    /// that fits only once both credits are taken back and neither had appended. Checked as
+    /// above, with the bound `Rings::revoke` documents: one message over `drop_limit` per thread
+    /// whose append raced the revocation, two here.
+    #[test]
+    fn loom_credit_revocation_racing_two_threads() {
+        crate::atomics::model(Some(2), || {
+            let limits = Limits {
+                flush: 1000,
+                drop: 32,
+            };
+            let mut st = Shared::default();
+            let mut holders = [Producer::new(), Producer::new()];
+            for p in &mut holders {
+                st.rings.add(p.1.clone());
+            }
+            for p in &mut holders {
+                assert!(st.log_locked(&mut p.0, limits, false));
+                let j = st.rings.index(&p.1).unwrap();
+                st.rings.return_credit(j, &mut p.0);
+                st.rings.grant(j, &mut p.0, 2 * MSG, false);
+            }
+            let mut b = Producer::new();
+            st.rings.add(b.1.clone());
+            st.check();
+            let state = LoomArc::new(Mutex::new(st));
+            let watch = LoomArc::new(Watch::new());
+
+            let threads: Vec<_> = holders
+                .into_iter()
+                .map(|mut p| {
+                    let (state, watch) = (state.clone(), watch.clone());
+                    loom::thread::spawn(move || {
+                        let sent = (0..2)
+                            .filter(|_| log(&state, &watch, &mut p.0, limits, false))
+                            .count();
+                        (p, MSG + sent * MSG)
+                    })
+                })
+                .collect();
+            // B's 24 bytes: 8 held + 16 reserved + 24 > 32; 8 + 24 fits.
+            let b_bytes = {
+                let mut st = state.lock();
+                st.check();
+                let i = st.rings.index(&b.1).unwrap();
+                let outside = st.buf.bytes();
+                let admitted = st.rings.admit(Some(i), &mut b.0, 24, outside, limits.drop);
+                st.check();
+                if admitted.is_some() {
+                    assert!(b.0.push(&[9; 24], 0));
+                    st.rings.appended_locked(i, 24);
+                    24
+                } else {
+                    0
+                }
+            };
+            let mut done: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+            let accepted = b_bytes + done.iter().map(|d| d.1).sum::<usize>();
+            let mut st = state.lock();
+            let (d0, d1) = done.split_at_mut(1);
+            settle_all(
+                &mut st,
+                &mut [&mut d0[0].0 .0, &mut d1[0].0 .0, &mut b.0],
+                accepted,
+            );
+            assert!(
+                st.buf.bytes() <= limits.drop + 2 * MSG,
+                "{} bytes held, drop_limit {} + two messages",
+                st.buf.bytes(),
+                limits.drop
+            );
+        });
+    }
+
+    /// The worker going idle. Thread A holds credit granted past `flush_limit` (the worker was
+    /// busy) and spends it without the lock; the worker, under the lock, sees such credit out,
+    /// sets `WORKER_IDLE` (heavy fence), collects, and goes to sleep. Checked: when the threads
+    /// are done, any record the worker's collect did not take was followed by a wake-up after
+    /// it slept — the worker never sleeps on collectable data covered by credit past
+    /// `flush_limit` — plus the accounting at every lock hold and at the end.
+    #[test]
+    fn loom_credit_worker_never_sleeps_on_credit_data() {
+        crate::atomics::model(None, || {
+            let limits = Limits {
+                flush: 8,
+                drop: 1000,
+            };
+            let mut st = Shared::default();
+            // Already past flush_limit: 8 bytes wait in the buffer.
+            st.buf.push(&[1; 8], None);
+            let mut a = Producer::new();
+            st.rings.add(a.1.clone());
+            assert!(st.log_locked(&mut a.0, limits, true));
+            assert!(a.0.past_flush && a.0.credit >= 2 * MSG);
+            let state = LoomArc::new(Mutex::new(st));
+            let watch = LoomArc::new(Watch::new());
+
+            let thread_a = {
+                let (state, watch) = (state.clone(), watch.clone());
+                loom::thread::spawn(move || {
+                    let sent = (0..2)
+                        .filter(|_| log(&state, &watch, &mut a.0, limits, true))
+                        .count();
+                    (a, 8 + MSG + sent * MSG)
+                })
+            };
+            // The worker: `Inner::before_long_wait`, then the sleep.
+            {
+                let mut st = state.lock();
+                st.check();
+                if st.rings.past_flush_rings() > 0 && watch.worker_idle() {
+                    st.collect();
+                }
+                st.check();
+                st.asleep = true;
+            }
+            let (mut a, accepted) = thread_a.join().unwrap();
+
+            let mut st = state.lock();
+            assert!(
+                st.rings.actual() == 0 || st.woken_after_sleep,
+                "the worker sleeps while {} bytes written on credit past flush_limit wait",
+                st.rings.actual()
+            );
+            settle_all(&mut st, &mut [&mut a.0], accepted);
+        });
+    }
+}

@@ -24,11 +24,11 @@ use crate::logger::{Logged, Logger, CLOSE_GRACE};
 use crate::stats::rlog_stats;
 
 static DEFAULT: AtomicPtr<Logger> = AtomicPtr::new(std::ptr::null_mut());
-crate::sync::static_mutex! {
+crate::static_mutex! {
     /// Serialises init and shutdown; holds the installed default's config text.
     static SWAP: Mutex<Option<String>> = None;
 }
-crate::sync::static_mutex! {
+crate::static_mutex! {
     /// Defaults retired by a re-init since the last `shutdown`, counted in `stats`.
     static RETIRED: Mutex<Retired> = Retired {
         closing: Vec::new(),

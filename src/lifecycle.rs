@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use crate::queue::{Inner, Logger, State, CLOSE_GRACE};
 
-crate::sync::static_mutex! {
+crate::static_mutex! {
     static REGISTRY: Mutex<Vec<Arc<Inner>>> = Vec::new();
 }
 static HOOKS: Once = Once::new();

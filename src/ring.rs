@@ -456,7 +456,7 @@ mod loom_tests {
 
     #[test]
     fn loom_ring_publish_reuse_and_wrap() {
-        crate::atomics::model(|| {
+        crate::atomics::model(None, || {
             let ring = Arc::new(Ring::new(4096, true));
             let state = Arc::new(Mutex::new(Buffer::default()));
             let producer = {

@@ -208,6 +208,9 @@ impl<T: ?Sized> Drop for MutexGuard<'_, T> {
 
 /// `static NAME: Mutex<T> = value;` — a lock in a `static`. Under loom, whose atomics have no
 /// `const` constructor, the lock is made on first use instead (no model uses these statics).
+/// Exported for rlogd's own static lock.
+#[doc(hidden)]
+#[macro_export]
 macro_rules! static_mutex {
     ($(#[$attr:meta])* static $name:ident: Mutex<$t:ty> = $init:expr;) => {
         #[cfg(not(loom))]
@@ -219,7 +222,6 @@ macro_rules! static_mutex {
             std::sync::LazyLock::new(|| $crate::sync::Mutex::new($init));
     };
 }
-pub(crate) use static_mutex;
 
 /// Whether a timed wait ended because its deadline passed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -532,7 +534,7 @@ pub(crate) fn next_fork_generation() {
     FORK_GENERATION.fetch_add(1, Ordering::AcqRel);
 }
 
-static_mutex! {
+crate::static_mutex! {
     /// Descriptors a fork child must not keep: a worker's connection to its collector (the
     /// collector would count a half-open connection against its limits for as long as the child
     /// lives) and a spool's lock (a `flock` lock belongs to the open file description: kept open in
@@ -676,7 +678,7 @@ mod loom_tests {
     /// third thread makes the contended path (CONTENDED, sleep, wake on unlock) reachable.
     #[test]
     fn loom_mutex_excludes_and_orders() {
-        crate::atomics::model(|| {
+        crate::atomics::model(Some(3), || {
             let m = Arc::new(Mutex::new(loom::cell::UnsafeCell::new(0u32)));
             let inside = Arc::new(Flag::new(false));
             let threads: Vec<_> = (0..2)
@@ -711,7 +713,7 @@ mod loom_tests {
     /// holding the lock), always ends the wait of a thread that checked the state under the
     /// lock: a lost wake-up leaves the waiter asleep, which loom reports as a deadlock.
     fn no_lost_wake_up(notify_under_lock: bool) {
-        crate::atomics::model(move || {
+        crate::atomics::model(None, move || {
             let pair = Arc::new((Mutex::new(false), Condvar::new()));
             let waiter = {
                 let pair = pair.clone();
@@ -749,7 +751,7 @@ mod loom_tests {
     /// Two waiters, one `notify_all`: both wake (neither is left asleep).
     #[test]
     fn loom_condvar_notify_all_wakes_every_waiter() {
-        crate::atomics::model(|| {
+        crate::atomics::model(Some(3), || {
             let pair = Arc::new((Mutex::new(false), Condvar::new()));
             let waiters: Vec<_> = (0..2)
                 .map(|_| {
@@ -776,7 +778,7 @@ mod loom_tests {
     /// waiter count back to zero.
     #[test]
     fn loom_condvar_timed_waits() {
-        crate::atomics::model(|| {
+        crate::atomics::model(Some(5), || {
             let pair = Arc::new((Mutex::new(0u32), Condvar::new()));
             let waiter = {
                 let pair = pair.clone();
