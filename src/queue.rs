@@ -946,7 +946,9 @@ impl Logger {
         let inner = &*self.0;
         // A fork child starts with an empty slot (`lifecycle`), so a slot naming this logger
         // is one of this process.
-        if slot.logger_id == inner.id {
+        // (`spend` checks the credit too; checked here as well, `log`'s common path compiles to
+        // the same instructions as when `spend` was written out here.)
+        if slot.logger_id == inner.id && msg.len() <= slot.credit {
             match credit::spend(slot, &inner.watch, msg, time) {
                 Spent::Clean => return Logged::Buffered(msg.len()),
                 Spent::Watched(at) => return self.pushed_while_watched(slot, at, msg.len()),
