@@ -21,7 +21,7 @@ use crate::sync::{Condvar, Mutex, MutexGuard};
 
 use crate::buffer::Buffer;
 use crate::config::Config;
-use crate::credit::{self, Rings, Spent, Watch};
+use crate::credit::{self, Rings, Watch};
 use crate::ledger::Settled;
 use crate::producer::{self, RingOwner, Slot};
 use crate::ring::Ring;
@@ -946,14 +946,10 @@ impl Logger {
         let inner = &*self.0;
         // A fork child starts with an empty slot (`lifecycle`), so a slot naming this logger
         // is one of this process.
-        // (`spend` checks the credit too; checked here as well, `log`'s common path compiles to
-        // the same instructions as when `spend` was written out here.)
         if slot.logger_id == inner.id && msg.len() <= slot.credit {
-            match credit::spend(slot, &inner.watch, msg, time) {
-                Spent::Clean => return Logged::Buffered(msg.len()),
-                Spent::Watched(at) => return self.pushed_while_watched(slot, at, msg.len()),
-                Spent::Uncovered => {}
-            }
+            credit::spend!(slot, inner.watch, msg, time,
+                clean => Logged::Buffered(msg.len()),
+                watched(at) => self.pushed_while_watched(slot, at, msg.len()));
         }
         self.log_locked(slot, msg, time)
     }
@@ -1057,24 +1053,17 @@ impl Logger {
         Some((ring, owner))
     }
 
-    /// `log` appended a record and then saw a flag it watches. Closing: if the worker has
-    /// stopped without taking the record, it is taken back and the call fails as on a closed
-    /// logger; otherwise the worker has delivered it or will (or counts it lost). Worker idle: the record was written on credit past `flush_limit` after the
-    /// worker's last collect, so this call gives the credit back and wakes the worker.
+    /// `log` appended a record and then saw a flag it watches (`Rings::settle_watched`): the
+    /// call fails as on a closed logger if the record was taken back; else the thread has given
+    /// its credit back, and the worker is woken if a flush is due (the flag may say it sleeps).
     #[cold]
     #[inline(never)]
     fn pushed_while_watched(&self, slot: &mut Slot, at: usize, len: usize) -> Logged {
         let inner = &*self.0;
         let mut guard = inner.state.lock();
         let st = &mut *guard;
-        if st.closed && !slot.consumed_past(at) {
-            // The worker's last collect did not take it, and nothing will: take it back.
-            slot.retract(at, len);
-            slot.credit += len;
+        if !st.rings.settle_watched(slot, at, len, st.closed) {
             return Logged::Closed;
-        }
-        if let Some(i) = st.rings.index(slot.ring()) {
-            st.rings.return_credit(i, slot);
         }
         self.wake_if_flush_due(st);
         Logged::Buffered(len)
