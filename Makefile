@@ -96,10 +96,12 @@ miri:
 # The loom model checks (docs/MODELS.md): the ring, the credit hand-off and the futex lock and
 # condition variable, their real code built against loom's atomics (--cfg loom). The dev
 # profile: from a clean tree it builds and runs in about half the time --release takes, and its
-# overflow checks keep the credit accounting from wrapping silently. Own target directory, so
-# the normal build's cache stays valid.
+# overflow checks keep the credit accounting from wrapping silently; line tables only (enough
+# for a failing model's backtrace) make the first build shorter. Own target directory, so the
+# normal build's cache stays valid.
 loom:
-	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom $(CARGO) test --lib loom_tests
+	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom CARGO_PROFILE_DEV_DEBUG=line-tables-only \
+	    $(CARGO) test --lib loom_tests
 
 # Installs the library stripped of its debug info (the release build keeps it: 28 MB .so,
 # 85 MB .a), as librlog.so.VERSION with the SONAME link librlog.so.0 and the development link
