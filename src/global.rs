@@ -16,7 +16,7 @@ use std::io::Write;
 use std::sync::atomic::{AtomicPtr, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::sync::{Mutex, MutexGuard};
+use crate::sync::MutexGuard;
 
 use crate::config::Config;
 use crate::lifecycle::{self, ForkHold};
@@ -24,13 +24,17 @@ use crate::logger::{Logged, Logger, CLOSE_GRACE};
 use crate::stats::rlog_stats;
 
 static DEFAULT: AtomicPtr<Logger> = AtomicPtr::new(std::ptr::null_mut());
-/// Serialises init and shutdown; holds the installed default's config text.
-static SWAP: Mutex<Option<String>> = Mutex::new(None);
-/// Defaults retired by a re-init since the last `shutdown`, counted in `stats`.
-static RETIRED: Mutex<Retired> = Mutex::new(Retired {
-    closing: Vec::new(),
-    settled: NO_STATS,
-});
+crate::static_mutex! {
+    /// Serialises init and shutdown; holds the installed default's config text.
+    static SWAP: Mutex<Option<String>> = None;
+}
+crate::static_mutex! {
+    /// Defaults retired by a re-init since the last `shutdown`, counted in `stats`.
+    static RETIRED: Mutex<Retired> = Retired {
+        closing: Vec::new(),
+        settled: NO_STATS,
+    };
+}
 
 /// What `fork()` holds (the `pthread_atfork` handlers in `lifecycle.rs`): the init lock and the
 /// retired list, so that the child gets neither half-changed nor locked by a thread it does not

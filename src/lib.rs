@@ -17,7 +17,9 @@
 //! Below the path: `config/` turns config text into plain data ([`config::Config`]: limits,
 //! outputs, routes), `encode/` has the encoder chain and framing, `buffer.rs` the batches,
 //! `ledger.rs` the per-message accounting when one message becomes several copies, `stats.rs`
-//! the counters, `sync.rs` the fork-safe lock, the fence pair and the fork generation, `proto/`
+//! the counters, `sync.rs` the fork-safe lock, the fence pair and the fork generation,
+//! `credit.rs` the rings' credit and the protocol that hands it over, `atomics.rs` the atomics
+//! those are built on (loom's under `cfg(loom)`, for the model checks of docs/MODELS.md), `proto/`
 //! rlogd's wire format (the collector itself is the `rlogd` binary, `src/bin/rlogd/`). Above it:
 //! `logger.rs` starts a logger (puts queue, pipeline and outputs together), `global.rs` holds
 //! the process-wide default logger of `rlog_init`, `lifecycle.rs` handles `fork()` and process
@@ -26,8 +28,10 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![allow(non_camel_case_types)]
 
+mod atomics;
 pub mod buffer;
 pub mod config;
+mod credit;
 pub mod encode;
 pub mod ffi;
 pub mod global;

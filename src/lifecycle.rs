@@ -15,11 +15,11 @@ use std::io::Write;
 use std::sync::{Arc, Once, OnceLock};
 use std::time::Instant;
 
-use crate::sync::Mutex;
-
 use crate::queue::{Inner, Logger, State, CLOSE_GRACE};
 
-static REGISTRY: Mutex<Vec<Arc<Inner>>> = Mutex::new(Vec::new());
+crate::static_mutex! {
+    static REGISTRY: Mutex<Vec<Arc<Inner>>> = Vec::new();
+}
 static HOOKS: Once = Once::new();
 
 /// Adds a started logger to the registry (installing the fork and exit hooks the first time).

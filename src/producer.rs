@@ -76,6 +76,19 @@ impl Slot {
     }
 }
 
+#[cfg(all(test, loom))]
+impl Slot {
+    /// A slot on `ring` outside the thread-locals, for the loom models (`credit.rs`): the
+    /// caller keeps `ring` alive for as long as the slot is used.
+    pub(crate) fn for_model(ring: &Arc<Ring>) -> Slot {
+        Slot {
+            logger_id: 1,
+            ring: Arc::as_ptr(ring),
+            ..Slot::EMPTY
+        }
+    }
+}
+
 /// Who drains a ring: told when the thread that wrote to it exits, so it can free the ring
 /// without waiting for its next flush.
 pub(crate) trait RingOwner: Send + Sync {

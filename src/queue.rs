@@ -3,15 +3,16 @@
 //!
 //! `log` appends to the calling thread's ring (`ring.rs`) while the thread has *credit*: bytes
 //! the state lock granted it in advance, sized so that spending them cannot cross `flush_limit`
-//! or `drop_limit`. That common path is a memcpy and a release store — no lock, no locked
-//! instruction, no syscall, no allocation. A message the credit does not cover takes the lock,
-//! and there the lua-resty-logger-socket rules are applied exactly: bytes held (rings, buffer
-//! and in flight) plus this message over `drop_limit` drop it; at `flush_limit` the worker is
-//! woken. Whoever holds the lock may move ring records into the logger's `Buffer`
-//! (`State::collect`), which is what the worker swaps out and sends outside the lock.
-//! Everything that talks to the network runs on the worker (`worker.rs`).
+//! or `drop_limit` (the accounting and its fence protocol: `credit.rs`). That common path is a
+//! memcpy and a release store — no lock, no locked instruction, no syscall, no allocation. A
+//! message the credit does not cover takes the lock, and there the lua-resty-logger-socket
+//! rules are applied exactly: bytes held (rings, buffer and in flight) plus this message over
+//! `drop_limit` drop it; at `flush_limit` the worker is woken. Whoever holds the lock may move
+//! ring records into the logger's `Buffer` (`State::collect`), which is what the worker swaps
+//! out and sends outside the lock. Everything that talks to the network runs on the worker
+//! (`worker.rs`).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -20,6 +21,7 @@ use crate::sync::{Condvar, Mutex, MutexGuard};
 
 use crate::buffer::Buffer;
 use crate::config::Config;
+use crate::credit::{self, Rings, Watch};
 use crate::ledger::Settled;
 use crate::producer::{self, RingOwner, Slot};
 use crate::ring::Ring;
@@ -65,30 +67,13 @@ pub enum Logged {
     Closed,
 }
 
-/// One thread's ring, as the logger accounts for it.
-#[derive(Debug)]
-pub(crate) struct RingEntry {
-    ring: Arc<Ring>,
-    /// Message bytes the thread was allowed to append (its credit included), minus what it gave
-    /// back; `granted - drained` is what the ring holds or may still take.
-    granted: usize,
-    /// Message bytes moved from the ring into the buffer.
-    drained: usize,
-    /// The thread's credit was granted with `flush_limit` already reached (see `WORKER_IDLE`).
-    past_flush: bool,
-}
-
 /// Everything the caller side and the worker share, under one lock.
 #[derive(Debug)]
 pub(crate) struct State {
     /// Messages logged and not yet taken by the worker (ring records move here on `collect`).
     pub buf: Buffer,
-    /// The rings of the threads that log here.
-    rings: Vec<RingEntry>,
-    /// The sum of `granted - drained` over `rings`: bytes the rings hold or may take.
-    ring_reserved: usize,
-    /// Rings whose thread holds credit granted past `flush_limit`.
-    past_flush_rings: usize,
+    /// The rings of the threads that log here, and their credit.
+    rings: Rings,
     /// What the worker holds: the batch being sent, or kept after a failed flush.
     pub inflight: Tally,
     /// Messages whose copies wait in the queues of uWSGI-style outputs (`pipeline.rs`): counted
@@ -173,119 +158,51 @@ impl State {
     /// `collect`, stopping once `budget` message bytes have moved. Returns whether anything
     /// moved and whether records are left to move.
     fn collect_step(&mut self, budget: usize) -> (bool, bool) {
-        let mut moved = 0;
-        let mut i = 0;
-        while i < self.rings.len() {
-            if moved >= budget {
-                return (true, true);
-            }
-            // Read before draining: a ring orphaned after this load may still get records.
-            let orphaned = self.rings[i].ring.is_orphaned();
-            let (bytes, drained) = self.drain_ring(i, budget - moved);
-            moved += bytes;
-            if !drained {
-                return (true, true);
-            }
-            if orphaned {
-                let e = self.rings.swap_remove(i);
-                self.ring_reserved -= e.granted - e.drained;
-                self.past_flush_rings -= e.past_flush as usize;
-                e.ring.retire();
-            } else {
-                i += 1;
-            }
-        }
-        (moved > 0, false)
+        let before = self.buf.tally();
+        let step = self.rings.collect_step(&mut self.buf, budget);
+        self.count_logged(before);
+        step
     }
 
     /// Moves ring `i`'s records into `buf` (at least `budget` bytes of them, if it has that
     /// many); returns the message bytes moved and whether the ring is drained.
     fn drain_ring(&mut self, i: usize, budget: usize) -> (usize, bool) {
         let before = self.buf.tally();
-        let e = &mut self.rings[i];
-        let (bytes, drained) = e.ring.drain_into(&mut self.buf, budget);
-        e.drained += bytes;
-        self.ring_reserved -= bytes;
+        let r = self.rings.drain(i, &mut self.buf, budget);
+        self.count_logged(before);
+        r
+    }
+
+    /// Counts logged what ring records moved into `buf` since it held `before`.
+    fn count_logged(&mut self, before: Tally) {
         let after = self.buf.tally();
         self.counters.logged.add(Tally {
             msgs: after.msgs - before.msgs,
             bytes: after.bytes - before.bytes,
         });
-        (bytes, drained)
-    }
-
-    /// Message bytes the rings hold now (appended, not yet moved into the buffer). Another
-    /// thread's latest appends may not be seen yet: an undercount by a few records.
-    fn ring_actual(&self) -> usize {
-        self.rings
-            .iter()
-            .map(|e| e.ring.written() - e.drained)
-            .sum()
     }
 
     /// Rings whose thread holds credit granted past `flush_limit`.
     pub(crate) fn past_flush_rings(&self) -> usize {
-        self.past_flush_rings
+        self.rings.past_flush_rings()
     }
 
     /// Bytes held, for `flush_limit`: buffer, in flight and ring contents.
     fn held_actual(&self) -> usize {
-        self.buf.bytes() + self.inflight.bytes as usize + self.ring_actual()
+        self.outside_rings() + self.rings.actual()
     }
 
-    /// Bytes held or promised as credit, for `drop_limit` (copies waiting in the queues of
-    /// uWSGI-style loggers are bounded by each logger's own limit, see `sinks_held`).
-    fn held_reserved(&self) -> usize {
-        self.buf.bytes() + self.inflight.bytes as usize + self.ring_reserved
-    }
-
-    /// Takes back the unspent credit of ring `i`'s thread (the caller): from then on every
-    /// byte the ring accounts for is a byte it holds. If the logger revoked that credit, what
-    /// the thread appended after the revocation (one record at most) is accounted for now.
-    fn return_credit(&mut self, i: usize, slot: &mut Slot) {
-        if self.rings[i].ring.is_revoked() {
-            self.reserve_what_it_holds(i);
-            self.rings[i].ring.set_revoked(false);
-        } else {
-            self.rings[i].granted -= slot.credit;
-            self.ring_reserved -= slot.credit;
-        }
-        slot.credit = 0;
-        slot.past_flush = false;
-        self.clear_past_flush(i);
-    }
-
-    /// Makes ring `i`'s reservation exactly what it holds (the credit of its thread is void).
-    fn reserve_what_it_holds(&mut self, i: usize) {
-        let e = &mut self.rings[i];
-        let held = e.ring.written() - e.drained;
-        self.ring_reserved = self.ring_reserved + held - (e.granted - e.drained);
-        e.granted = e.drained + held;
-    }
-
-    /// Ring `i`'s thread no longer holds credit granted past `flush_limit`.
-    fn clear_past_flush(&mut self, i: usize) {
-        let e = &mut self.rings[i];
-        if e.past_flush {
-            e.past_flush = false;
-            self.past_flush_rings -= 1;
-        }
-    }
-
-    fn ring_index(&self, ring: &Ring) -> Option<usize> {
-        self.rings
-            .iter()
-            .position(|e| std::ptr::eq(Arc::as_ptr(&e.ring), ring))
+    /// Bytes held outside the rings: buffer and in flight (with the rings' reservation, what
+    /// counts against `drop_limit`; copies waiting in the queues of uWSGI-style loggers are
+    /// bounded by each logger's own limit, see `sinks_held`).
+    fn outside_rings(&self) -> usize {
+        self.buf.bytes() + self.inflight.bytes as usize
     }
 
     /// Forgets every ring: in a fork child (the parent delivers what they hold), or once the
     /// worker has stopped (after its last `collect`).
     pub(crate) fn drop_rings(&mut self) {
-        for e in self.rings.drain(..) {
-            e.ring.retire();
-        }
-        self.ring_reserved = 0;
-        self.past_flush_rings = 0;
+        self.rings.drop_all();
     }
 }
 
@@ -296,16 +213,6 @@ impl State {
 /// that earlier measured slower: the worker reading the lines the thread is writing costs the
 /// thread more than the copy.
 const RING_BYTES: usize = 256 << 10;
-
-/// The most credit one grant gives a thread: it bounds how much of `drop_limit` a thread that
-/// logged once and then went quiet keeps reserved.
-const MAX_GRANT: usize = 64 << 10;
-
-/// `Inner::watch`: the logger is closing.
-const CLOSING: u8 = 1;
-/// `Inner::watch`: the worker sleeps without a near deadline; records written on credit past
-/// `flush_limit` must wake it.
-const WORKER_IDLE: u8 = 2;
 
 /// The most message bytes the worker moves from rings to the buffer per hold of the state
 /// lock: a thread that needs the lock meanwhile waits for one such copy at most (a few µs).
@@ -464,8 +371,9 @@ pub struct Inner {
     /// Mirrors `State.error.is_some()`, so "is an error pending?" — asked after every `log`
     /// by the Lua binding — is one atomic load instead of a lock.
     error_pending: AtomicBool,
-    /// What `log`'s lock-free path must look at after appending: [`CLOSING`], [`WORKER_IDLE`].
-    watch: AtomicU8,
+    /// What `log`'s lock-free path must look at after appending (`credit::CLOSING`,
+    /// `credit::WORKER_IDLE`).
+    watch: Watch,
     /// This logger's id in the threads' slots.
     id: u64,
     /// Rings whose thread exited since the worker was last woken for them.
@@ -522,13 +430,9 @@ impl Inner {
         until: Option<Instant>,
     ) -> bool {
         let long = until.is_none_or(|t| t > Instant::now() + POLL);
-        if !long || st.past_flush_rings == 0 {
+        if !long || st.past_flush_rings() == 0 || !self.watch.worker_idle() {
             return false;
         }
-        if self.watch.fetch_or(WORKER_IDLE, Ordering::AcqRel) & WORKER_IDLE != 0 {
-            return false;
-        }
-        sync::heavy_fence();
         let wanted = st.flush_wanted;
         collect_for_worker(st, self.config.limits.flush_limit);
         st.flush_wanted && !wanted
@@ -538,9 +442,7 @@ impl Inner {
     /// when done, so threads may spend credit past `flush_limit` again.
     pub(crate) fn batch_taken(&self, st: &mut State) {
         st.worker_busy = true;
-        if self.watch.load(Ordering::Relaxed) & WORKER_IDLE != 0 {
-            self.watch.fetch_and(!WORKER_IDLE, Ordering::Release);
-        }
+        self.watch.worker_busy();
     }
 
     /// The worker has finished delivering a batch (at `at`) and holds the lock again.
@@ -910,9 +812,7 @@ impl Logger {
             config,
             state: Mutex::new(State {
                 buf: Buffer::with_capacity(cap),
-                rings: Vec::new(),
-                ring_reserved: 0,
-                past_flush_rings: 0,
+                rings: Rings::default(),
                 inflight: Tally::ZERO,
                 sinks_held: Tally::ZERO,
                 disks: Vec::new(),
@@ -937,7 +837,7 @@ impl Logger {
             done: Condvar::new(),
             generation: AtomicU64::new(sync::fork_generation()),
             error_pending: AtomicBool::new(false),
-            watch: AtomicU8::new(0),
+            watch: Watch::new(),
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             orphans: AtomicUsize::new(0),
             spawn,
@@ -981,7 +881,7 @@ impl Logger {
         st.drop_rings();
         st.poll_mode = false;
         st.worker_busy = false;
-        inner.watch.fetch_and(!WORKER_IDLE, Ordering::Release);
+        inner.watch.worker_busy();
         st.inflight = Tally::ZERO;
         st.sinks_held = Tally::ZERO;
         st.counters = Counters::default();
@@ -1008,7 +908,7 @@ impl Logger {
                 Err(e) => {
                     st.closed = true;
                     st.closing = Some(Instant::now());
-                    inner.watch.fetch_or(CLOSING, Ordering::Release);
+                    inner.watch.set_closing();
                     inner.post_error(
                         &mut st,
                         PendingError::Text(format!(
@@ -1047,19 +947,9 @@ impl Logger {
         // A fork child starts with an empty slot (`lifecycle`), so a slot naming this logger
         // is one of this process.
         if slot.logger_id == inner.id && msg.len() <= slot.credit {
-            let at = slot.cursor.head;
-            if slot.push(msg, time) {
-                slot.credit -= msg.len();
-                // Pairs with the heavy fence of `begin_close`, `Inner::before_long_wait` and
-                // `revoke_credit`: either this load sees the flag, or their collect sees
-                // this record.
-                sync::light_fence();
-                let watched = CLOSING | if slot.past_flush { WORKER_IDLE } else { 0 };
-                if inner.watch.load(Ordering::Relaxed) & watched == 0 && !slot.ring().is_revoked() {
-                    return Logged::Buffered(msg.len());
-                }
-                return self.pushed_while_watched(slot, at, msg.len());
-            }
+            credit::spend!(slot, inner.watch, msg, time,
+                clean => Logged::Buffered(msg.len()),
+                watched(at) => self.pushed_while_watched(slot, at, msg.len()));
         }
         self.log_locked(slot, msg, time)
     }
@@ -1085,28 +975,18 @@ impl Logger {
         let idx = if slot.logger_id == 0 {
             None
         } else {
-            st.ring_index(slot.ring())
+            st.rings.index(slot.ring())
         };
-        if let Some(i) = idx {
-            st.return_credit(i, slot);
-        }
         let len = msg.len();
-        let mut held = st.held_reserved();
-        if held + len > limits.drop_limit {
-            // Over the limit only because of credit other threads have not spent: take it back.
-            if st.held_actual() + len <= limits.drop_limit && self.revoke_credit(st) {
-                held = st.held_reserved();
-            }
-            if held + len > limits.drop_limit {
-                return self.drop_message(st, len);
-            }
-        }
+        let outside = st.outside_rings();
+        let Some(held) = st.rings.admit(idx, slot, len, outside, limits.drop_limit) else {
+            return self.drop_message(st, len);
+        };
         let time_us = inner.config.needs_time.then_some(time);
         match idx {
             Some(i) => {
                 if slot.push(msg, time) {
-                    st.rings[i].granted += len;
-                    st.ring_reserved += len;
+                    st.rings.appended_locked(i, len);
                 } else {
                     // The ring is full or the message is larger than it takes: what the ring
                     // holds goes first, so this thread's messages stay in order.
@@ -1135,36 +1015,6 @@ impl Logger {
         Logged::Buffered(len)
     }
 
-    /// Takes back the credit other threads hold and have not spent (their next append sees the
-    /// revocation and settles under the lock). Returns whether there was any.
-    ///
-    /// A thread that appends at this very moment, on credit it checked before the revocation,
-    /// keeps that one message: the bytes held can then pass `drop_limit` by one message per
-    /// such thread (never with a single thread, whose own credit is returned, not revoked).
-    #[cold]
-    fn revoke_credit(&self, st: &mut State) -> bool {
-        let mut any = false;
-        for e in &st.rings {
-            if e.granted - e.drained > e.ring.written() - e.drained {
-                e.ring.set_revoked(true);
-                any = true;
-            }
-        }
-        if !any {
-            return false;
-        }
-        // Pairs with `log`'s light fence: an append this fence does not make visible sees the
-        // revocation, and its thread accounts for it in `return_credit`.
-        sync::heavy_fence();
-        for i in 0..st.rings.len() {
-            if st.rings[i].ring.is_revoked() {
-                st.reserve_what_it_holds(i);
-                st.clear_past_flush(i);
-            }
-        }
-        true
-    }
-
     /// Gives the thread of ring `i` credit for its next messages, `held` being the bytes held
     /// or promised now: never past `drop_limit`, at most an even share of the room left, and
     /// below `flush_limit` never up to it (the message that reaches it must come here to wake
@@ -1178,29 +1028,15 @@ impl Logger {
     /// and interrupt the logging thread — is rare.
     fn grant_credit(&self, st: &mut State, i: usize, slot: &mut Slot, held: usize) {
         let limits = &self.0.config.limits;
-        let share = (limits.drop_limit - held) / (2 * st.rings.len());
-        let past_flush = held >= limits.flush_limit;
-        let credit = if !past_flush {
-            (limits.flush_limit - held - 1).min(share)
-        } else if (st.poll_mode || st.worker_busy || st.flush_wanted)
-            && self.0.watch.load(Ordering::Relaxed) & WORKER_IDLE == 0
-        {
-            share
-        } else {
-            0
-        }
-        .min(MAX_GRANT);
-        let e = &mut st.rings[i];
-        e.granted += credit;
-        st.ring_reserved += credit;
-        slot.credit = credit;
-        if past_flush && credit > 0 {
-            e.past_flush = true;
-            st.past_flush_rings += 1;
-            slot.past_flush = true;
-            if st.past_flush_rings == 1 && !st.flush_wanted && !st.worker_polls {
-                self.0.work.notify_one();
-            }
+        let (credit, past_flush) = credit::credit_amount(
+            limits.flush_limit,
+            limits.drop_limit,
+            held,
+            st.rings.len(),
+            (st.poll_mode || st.worker_busy || st.flush_wanted) && !self.0.watch.is_worker_idle(),
+        );
+        if st.rings.grant(i, slot, credit, past_flush) && !st.flush_wanted && !st.worker_polls {
+            self.0.work.notify_one();
         }
     }
 
@@ -1212,34 +1048,22 @@ impl Logger {
             return None;
         }
         let ring = Arc::new(Ring::new(RING_BYTES, inner.config.needs_time));
-        st.rings.push(RingEntry {
-            ring: ring.clone(),
-            granted: 0,
-            drained: 0,
-            past_flush: false,
-        });
+        st.rings.add(ring.clone());
         let owner: std::sync::Weak<Inner> = Arc::downgrade(&self.0);
         Some((ring, owner))
     }
 
-    /// `log` appended a record and then saw a flag it watches. Closing: if the worker has
-    /// stopped without taking the record, it is taken back and the call fails as on a closed
-    /// logger; otherwise the worker has delivered it or will (or counts it lost). Worker idle: the record was written on credit past `flush_limit` after the
-    /// worker's last collect, so this call gives the credit back and wakes the worker.
+    /// `log` appended a record and then saw a flag it watches (`Rings::settle_watched`): the
+    /// call fails as on a closed logger if the record was taken back; else the thread has given
+    /// its credit back, and the worker is woken if a flush is due (the flag may say it sleeps).
     #[cold]
     #[inline(never)]
     fn pushed_while_watched(&self, slot: &mut Slot, at: usize, len: usize) -> Logged {
         let inner = &*self.0;
         let mut guard = inner.state.lock();
         let st = &mut *guard;
-        if st.closed && !slot.consumed_past(at) {
-            // The worker's last collect did not take it, and nothing will: take it back.
-            slot.retract(at, len);
-            slot.credit += len;
+        if !st.rings.settle_watched(slot, at, len, st.closed) {
             return Logged::Closed;
-        }
-        if let Some(i) = st.ring_index(slot.ring()) {
-            st.return_credit(i, slot);
         }
         self.wake_if_flush_due(st);
         Logged::Buffered(len)
@@ -1409,11 +1233,7 @@ impl Logger {
     /// deadline stands) and wakes the worker.
     pub(crate) fn begin_close(&self, timeout: Duration) {
         self.own_process();
-        if self.0.watch.fetch_or(CLOSING, Ordering::AcqRel) & CLOSING == 0 {
-            // Pairs with `log`'s light fence: from here on, a thread that appends either sees
-            // `closing` or has its record seen by the worker's last collect.
-            sync::heavy_fence();
-        }
+        self.0.watch.close();
         let mut st = self.0.state.lock();
         if st.closing.is_none() {
             st.closing = Some(Instant::now() + timeout);

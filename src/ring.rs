@@ -11,8 +11,8 @@
 //! the end of the storage is preceded by a wrap marker and starts again at offset 0.
 
 use std::cell::UnsafeCell;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+use crate::atomics::{Accesses, AtomicBool, AtomicUsize, Ordering};
 use crate::buffer::Buffer;
 
 /// The header word that says "the rest of this lap is unused, continue at offset 0".
@@ -65,7 +65,7 @@ struct Produced {
 struct Consumed {
     /// Bytes consumed since the ring was made.
     tail: AtomicUsize,
-    /// The logger took back the producer's unspent credit (see `Logger::revoke_credit`).
+    /// The logger took back the producer's unspent credit (see `Rings::revoke`, `credit.rs`).
     revoked: AtomicBool,
 }
 
@@ -81,6 +81,8 @@ pub(crate) struct Ring {
     mask: usize,
     /// The storage, as words so every record header is aligned.
     words: Box<[UnsafeCell<u64>]>,
+    /// Which words each side touches, for the loom model's race check (empty in a real build).
+    accesses: Accesses,
 }
 
 // SAFETY: the storage is shared under the single-producer single-consumer protocol: the producer
@@ -141,6 +143,7 @@ impl Ring {
             timed,
             mask: cap - 1,
             words: zeroed_words(cap / 8),
+            accesses: Accesses::new(cap / 8),
         }
     }
 
@@ -198,9 +201,12 @@ impl Ring {
         // `base + (pos & mask)` plus the record's size stays inside the storage.
         unsafe {
             if rec > lap_left {
+                self.accesses.write((pos & mask) / 8, (pos & mask) / 8 + 1);
                 base.add(pos & mask).cast::<u64>().write(WRAP);
                 pos += lap_left;
             }
+            self.accesses
+                .write((pos & mask) / 8, (pos & mask) / 8 + rec / 8);
             let at = base.add(pos & mask);
             at.cast::<u64>().write(len as u64);
             let body = if timed {
@@ -245,7 +251,7 @@ impl Ring {
         self.consumed.0.revoked.load(Ordering::Relaxed)
     }
 
-    /// Message bytes the producer has appended so far (for `Logger::revoke_credit`, after a
+    /// Message bytes the producer has appended so far (for `Rings::revoke`, after a
     /// fence; or under the state lock by the producer itself).
     pub fn written(&self) -> usize {
         self.produced.0.written.load(Ordering::Relaxed)
@@ -269,12 +275,16 @@ impl Ring {
             // are 8-aligned words inside the storage, and a header's length was written by
             // `try_push`, so the message bytes lie inside the same lap.
             unsafe {
+                let first = (pos & self.mask) / 8;
+                self.accesses.read(first, first + 1);
                 let word = self.at(pos).cast::<u64>().read();
                 if word == WRAP {
                     pos += self.capacity() - (pos & self.mask);
                     continue;
                 }
                 let len = word as usize;
+                self.accesses
+                    .read(first + 1, first + self.record_size(len) / 8);
                 let mut body = pos + 8;
                 let time = if self.timed {
                     let t = self.at(body).cast::<u64>().read() as i64;
@@ -422,5 +432,62 @@ mod tests {
             b.clear();
         }
         p.join().unwrap();
+    }
+}
+
+/// The ring under loom (`make loom`, docs/MODELS.md): one producer thread, and a consumer that
+/// drains under the logger's state lock (`sync::Mutex`, itself modelled), while the producer
+/// fills the ring, waits for room and wraps. Loom checks every word the two sides touch through
+/// raw pointers against the happens-before order (`Accesses`), so a record read before it was
+/// published, or space reused before it was read, fails the model.
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use crate::sync::Mutex;
+    use loom::sync::Arc;
+
+    /// 1500-byte messages in a 4 KiB ring: records of 1512 bytes, two per lap, and the third
+    /// does not fit before the end (a wrap marker, then offset 0).
+    fn message(i: u8) -> Vec<u8> {
+        (0..1500)
+            .map(|k| i.wrapping_mul(31).wrapping_add(k as u8))
+            .collect()
+    }
+
+    #[test]
+    fn loom_ring_publish_reuse_and_wrap() {
+        crate::atomics::model(None, || {
+            let ring = Arc::new(Ring::new(4096, true));
+            let state = Arc::new(Mutex::new(Buffer::default()));
+            let producer = {
+                let ring = ring.clone();
+                loom::thread::spawn(move || {
+                    let mut cur = Cursor::default();
+                    for i in 0..3u8 {
+                        // The third waits for the consumer to free the first lap.
+                        while !ring.try_push(&mut cur, &message(i), i as i64) {
+                            loom::thread::yield_now();
+                        }
+                    }
+                })
+            };
+            let mut got = Vec::new();
+            while got.len() < 3 {
+                let mut buf = state.lock();
+                ring.drain_into(&mut buf, usize::MAX);
+                got.extend(buf.records().map(|r| (r.bytes.to_vec(), r.time_us)));
+                buf.clear();
+                drop(buf);
+                if got.len() < 3 {
+                    loom::thread::yield_now();
+                }
+            }
+            producer.join().unwrap();
+            for (i, (bytes, time)) in got.iter().enumerate() {
+                assert_eq!(bytes, &message(i as u8), "record {i}");
+                assert_eq!(*time, Some(i as i64));
+            }
+            assert!(ring.is_empty());
+        });
     }
 }

@@ -21,8 +21,12 @@ use std::cell::UnsafeCell;
 use std::fmt;
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::{compiler_fence, fence, AtomicBool, AtomicU32, AtomicU64, Ordering};
+#[cfg(not(loom))]
+use std::sync::atomic::compiler_fence;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::{Duration, Instant};
+
+use crate::atomics::{self, fence, AtomicU32, Ordering};
 
 const UNLOCKED: u32 = 0;
 /// Locked, and no thread has said it sleeps on the word.
@@ -30,8 +34,10 @@ const LOCKED: u32 = 1;
 /// Locked, and some thread may sleep on the word: the unlock must wake one.
 const CONTENDED: u32 = 2;
 
-/// Spins before a waiter goes to sleep: critical sections here are a memcpy long.
-const SPINS: u32 = 100;
+/// Spins before a waiter goes to sleep: critical sections here are a memcpy long. (Two under
+/// loom: each spin is a point where the model may switch threads, and the path after the spin
+/// is what needs checking.)
+const SPINS: u32 = if cfg!(loom) { 2 } else { 100 };
 
 /// A mutual-exclusion lock that ignores poisoning.
 pub struct Mutex<T: ?Sized> {
@@ -58,7 +64,17 @@ pub struct MutexGuard<'a, T: ?Sized> {
 unsafe impl<T: ?Sized + Sync> Sync for MutexGuard<'_, T> {}
 
 impl<T> Mutex<T> {
+    #[cfg(not(loom))]
     pub const fn new(value: T) -> Mutex<T> {
+        Mutex {
+            state: AtomicU32::new(UNLOCKED),
+            value: UnsafeCell::new(value),
+        }
+    }
+
+    /// Under loom: not `const`, loom's atomics have no const constructor.
+    #[cfg(loom)]
+    pub fn new(value: T) -> Mutex<T> {
         Mutex {
             state: AtomicU32::new(UNLOCKED),
             value: UnsafeCell::new(value),
@@ -122,7 +138,7 @@ impl<T: ?Sized> Mutex<T> {
             if state != LOCKED || left == 0 {
                 return state;
             }
-            std::hint::spin_loop();
+            atomics::spin_loop();
             left -= 1;
         }
     }
@@ -190,6 +206,23 @@ impl<T: ?Sized> Drop for MutexGuard<'_, T> {
     }
 }
 
+/// `static NAME: Mutex<T> = value;` — a lock in a `static`. Under loom, whose atomics have no
+/// `const` constructor, the lock is made on first use instead (no model uses these statics).
+/// Exported for rlogd's own static lock.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! static_mutex {
+    ($(#[$attr:meta])* static $name:ident: Mutex<$t:ty> = $init:expr;) => {
+        #[cfg(not(loom))]
+        $(#[$attr])*
+        static $name: $crate::sync::Mutex<$t> = $crate::sync::Mutex::new($init);
+        #[cfg(loom)]
+        $(#[$attr])*
+        static $name: std::sync::LazyLock<$crate::sync::Mutex<$t>> =
+            std::sync::LazyLock::new(|| $crate::sync::Mutex::new($init));
+    };
+}
+
 /// Whether a timed wait ended because its deadline passed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WaitResult(bool);
@@ -216,7 +249,17 @@ impl fmt::Debug for Condvar {
 }
 
 impl Condvar {
+    #[cfg(not(loom))]
     pub const fn new() -> Condvar {
+        Condvar {
+            seq: AtomicU32::new(0),
+            waiters: AtomicU32::new(0),
+        }
+    }
+
+    /// Under loom: not `const`, loom's atomics have no const constructor.
+    #[cfg(loom)]
+    pub fn new() -> Condvar {
         Condvar {
             seq: AtomicU32::new(0),
             waiters: AtomicU32::new(0),
@@ -285,6 +328,7 @@ impl Condvar {
 // the process execute a full barrier before it returns (threads not running pass one when they
 // are switched out). Where membarrier is not available both halves are `fence(SeqCst)`.
 
+#[cfg_attr(loom, allow(dead_code))]
 const MEMBARRIER_CMD_PRIVATE_EXPEDITED: libc::c_int = 1 << 3;
 const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: libc::c_int = 1 << 4;
 
@@ -312,6 +356,7 @@ pub(crate) fn prepare_fences() {
 }
 
 /// The fast side's full fence (see above).
+#[cfg(not(loom))]
 #[inline]
 pub(crate) fn light_fence() {
     if EXPEDITED.load(Ordering::Relaxed) {
@@ -323,6 +368,7 @@ pub(crate) fn light_fence() {
 
 /// The slow side's full fence: after it returns, every other thread's stores that preceded its
 /// `light_fence` are visible here, or that thread's later loads see this thread's earlier stores.
+#[cfg(not(loom))]
 pub(crate) fn heavy_fence() {
     fence(Ordering::SeqCst);
     if EXPEDITED.load(Ordering::Acquire)
@@ -338,8 +384,30 @@ pub(crate) fn heavy_fence() {
     }
 }
 
+// Under loom, both halves of the pair are `fence(SeqCst)`, which loom models exactly. That is
+// the guarantee the pair is built to give — for each logging thread, either its stores before
+// `light_fence` are visible after `heavy_fence`, or its loads after `light_fence` see the stores
+// before `heavy_fence` (the store-buffering pattern two SeqCst fences forbid) — and it is what
+// runs where membarrier is missing. What the models assume and do not prove: that
+// `membarrier(PRIVATE_EXPEDITED)` plus a compiler fence on the other side gives that guarantee
+// (the kernel documents it: every running thread of the process passes a full barrier before
+// the call returns), that the compiler fence keeps the compiler from moving the store past the
+// load, and the fallback when a registered membarrier is refused later (not expected on Linux).
+
+#[cfg(loom)]
+#[inline]
+pub(crate) fn light_fence() {
+    fence(Ordering::SeqCst);
+}
+
+#[cfg(loom)]
+pub(crate) fn heavy_fence() {
+    fence(Ordering::SeqCst);
+}
+
 /// Sleeps while `word` holds `expected`, at most `timeout` (None: until woken). Returns on a
 /// wake-up, a timeout, a signal, or at once when the word differs: callers re-check.
+#[cfg(not(loom))]
 fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
     let ts = timeout.map(|d| libc::timespec {
         tv_sec: d.as_secs().min(i32::MAX as u64) as libc::time_t,
@@ -362,6 +430,7 @@ fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
 }
 
 /// Wakes up to `n` threads sleeping on `word`.
+#[cfg(not(loom))]
 fn futex_wake(word: &AtomicU32, n: i32) {
     // SAFETY: FUTEX_WAKE only uses the address of `word` as a key; it reads and writes no
     // memory of ours.
@@ -372,6 +441,81 @@ fn futex_wake(word: &AtomicU32, n: i32) {
             libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
             n,
         );
+    }
+}
+
+#[cfg(loom)]
+use futex_model::{futex_wait, futex_wake};
+
+/// The futex, for loom: a table of sleepers keyed by the word's address, behind a loom mutex
+/// (the kernel's hash-bucket lock) and a loom condition variable.
+///
+/// `futex_wait` checks the word and queues itself under the table's lock, `futex_wake` dequeues
+/// up to `n` sleepers of that word under it, so a wake-up that follows a store to the word either
+/// finds the sleeper queued or the sleeper's check sees the store — the kernel's guarantee,
+/// modelled with acquire/release only (the kernel adds full barriers, which only removes
+/// executions). A sleeper nobody wakes blocks for good, which loom reports as a deadlock: that
+/// is how the models catch a lost wake-up. Not modelled: spurious returns (signals; the callers
+/// loop on their condition anyway), and time. A timed wait whose word still holds `expected`
+/// yields to the other threads and returns, as if its timeout had expired at that point; so a
+/// timed waiter cannot be left asleep, and the models do not show that a wake-up ends a timed
+/// wait early (only untimed waits are checked for lost wake-ups).
+#[cfg(loom)]
+mod futex_model {
+    use std::time::Duration;
+
+    use loom::sync::{Condvar, Mutex, MutexGuard};
+
+    use crate::atomics::{AtomicU32, Ordering};
+
+    #[derive(Default)]
+    struct Sleepers {
+        next_ticket: u64,
+        /// (address of the word, ticket) of every thread asleep, in the order they slept.
+        asleep: Vec<(usize, u64)>,
+    }
+
+    loom::lazy_static! {
+        static ref TABLE: Mutex<Sleepers> = Mutex::new(Sleepers::default());
+        static ref WOKEN: Condvar = Condvar::new();
+    }
+
+    fn table() -> MutexGuard<'static, Sleepers> {
+        TABLE.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(super) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
+        let mut t = table();
+        if word.load(Ordering::Relaxed) != expected {
+            return;
+        }
+        if timeout.is_some() {
+            drop(t);
+            loom::thread::yield_now();
+            return;
+        }
+        let ticket = t.next_ticket;
+        t.next_ticket += 1;
+        t.asleep.push((word as *const AtomicU32 as usize, ticket));
+        while t.asleep.iter().any(|&(_, k)| k == ticket) {
+            t = WOKEN.wait(t).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    pub(super) fn futex_wake(word: &AtomicU32, n: i32) {
+        let mut t = table();
+        let key = word as *const AtomicU32 as usize;
+        let mut left = n;
+        t.asleep.retain(|&(w, _)| {
+            if w == key && left > 0 {
+                left -= 1;
+                false
+            } else {
+                true
+            }
+        });
+        drop(t);
+        WOKEN.notify_all();
     }
 }
 
@@ -390,12 +534,14 @@ pub(crate) fn next_fork_generation() {
     FORK_GENERATION.fetch_add(1, Ordering::AcqRel);
 }
 
-/// Descriptors a fork child must not keep: a worker's connection to its collector (the
-/// collector would count a half-open connection against its limits for as long as the child
-/// lives) and a spool's lock (a `flock` lock belongs to the open file description: kept open in
-/// a child, it would keep a dead parent's spool from being adopted). The child's `pthread_atfork`
-/// handler closes them; the parent's threads that own them do not exist there.
-static CHILD_CLOSES: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+crate::static_mutex! {
+    /// Descriptors a fork child must not keep: a worker's connection to its collector (the
+    /// collector would count a half-open connection against its limits for as long as the child
+    /// lives) and a spool's lock (a `flock` lock belongs to the open file description: kept open in
+    /// a child, it would keep a dead parent's spool from being adopted). The child's `pthread_atfork`
+    /// handler closes them; the parent's threads that own them do not exist there.
+    static CHILD_CLOSES: Mutex<Vec<i32>> = Vec::new();
+}
 
 /// A registration in the list of descriptors a fork child closes. Drop it before the
 /// descriptor is closed (declare it first: fields drop in order), so that a fork in between
@@ -515,5 +661,146 @@ mod tests {
             .1
             .wait_until(&mut g, Instant::now() + Duration::from_millis(5));
         assert!(r.timed_out());
+    }
+}
+
+/// The lock and the condition variable under loom (`make loom`, docs/MODELS.md), with the futex
+/// emulated as `futex_model` describes: a waiter nobody wakes is a deadlock loom reports.
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use loom::sync::atomic::AtomicBool as Flag;
+    use loom::sync::Arc;
+
+    /// Three threads increment a counter under the lock. Loom checks each access to the counter
+    /// against the happens-before order (so the lock's acquire/release must order the critical
+    /// sections, not just keep them apart), a flag catches two threads inside at once, and the
+    /// third thread makes the contended path (CONTENDED, sleep, wake on unlock) reachable.
+    #[test]
+    fn loom_mutex_excludes_and_orders() {
+        crate::atomics::model(Some(3), || {
+            let m = Arc::new(Mutex::new(loom::cell::UnsafeCell::new(0u32)));
+            let inside = Arc::new(Flag::new(false));
+            let threads: Vec<_> = (0..2)
+                .map(|_| {
+                    let (m, inside) = (m.clone(), inside.clone());
+                    loom::thread::spawn(move || {
+                        let g = m.lock();
+                        assert!(!inside.swap(true, Ordering::Relaxed), "two threads inside");
+                        // SAFETY: the lock is held; loom checks that claim.
+                        g.with_mut(|n| unsafe { *n += 1 });
+                        inside.store(false, Ordering::Relaxed);
+                    })
+                })
+                .collect();
+            {
+                let g = m.lock();
+                assert!(!inside.swap(true, Ordering::Relaxed), "two threads inside");
+                // SAFETY: as above.
+                g.with_mut(|n| unsafe { *n += 1 });
+                inside.store(false, Ordering::Relaxed);
+            }
+            for t in threads {
+                t.join().unwrap();
+            }
+            // SAFETY: as above.
+            assert_eq!(m.lock().with(|n| unsafe { *n }), 3);
+            assert_eq!(m.state.load(Ordering::Relaxed), UNLOCKED);
+        });
+    }
+
+    /// A state change made under the lock, then notified (after unlocking, or while still
+    /// holding the lock), always ends the wait of a thread that checked the state under the
+    /// lock: a lost wake-up leaves the waiter asleep, which loom reports as a deadlock.
+    fn no_lost_wake_up(notify_under_lock: bool) {
+        crate::atomics::model(None, move || {
+            let pair = Arc::new((Mutex::new(false), Condvar::new()));
+            let waiter = {
+                let pair = pair.clone();
+                loom::thread::spawn(move || {
+                    let mut g = pair.0.lock();
+                    while !*g {
+                        pair.1.wait(&mut g);
+                    }
+                })
+            };
+            let mut g = pair.0.lock();
+            *g = true;
+            if notify_under_lock {
+                pair.1.notify_one();
+                drop(g);
+            } else {
+                drop(g);
+                pair.1.notify_one();
+            }
+            waiter.join().unwrap();
+            assert_eq!(pair.1.waiters.load(Ordering::Relaxed), 0);
+        });
+    }
+
+    #[test]
+    fn loom_condvar_no_lost_wake_up_notify_after_unlock() {
+        no_lost_wake_up(false);
+    }
+
+    #[test]
+    fn loom_condvar_no_lost_wake_up_notify_under_lock() {
+        no_lost_wake_up(true);
+    }
+
+    /// Two waiters, one `notify_all`: both wake (neither is left asleep).
+    #[test]
+    fn loom_condvar_notify_all_wakes_every_waiter() {
+        crate::atomics::model(Some(3), || {
+            let pair = Arc::new((Mutex::new(false), Condvar::new()));
+            let waiters: Vec<_> = (0..2)
+                .map(|_| {
+                    let pair = pair.clone();
+                    loom::thread::spawn(move || {
+                        let mut g = pair.0.lock();
+                        while !*g {
+                            pair.1.wait(&mut g);
+                        }
+                    })
+                })
+                .collect();
+            *pair.0.lock() = true;
+            pair.1.notify_all();
+            for w in waiters {
+                w.join().unwrap();
+            }
+        });
+    }
+
+    /// Timed waits: a deadline already passed returns at once, timed out, with the lock held;
+    /// a waiter with a far deadline (its timeout modelled as expiring at any point, see
+    /// `futex_model`) still ends up seeing the notified state, with the lock held and the
+    /// waiter count back to zero.
+    #[test]
+    fn loom_condvar_timed_waits() {
+        crate::atomics::model(Some(5), || {
+            let pair = Arc::new((Mutex::new(0u32), Condvar::new()));
+            let waiter = {
+                let pair = pair.clone();
+                loom::thread::spawn(move || {
+                    let mut g = pair.0.lock();
+                    let r = pair
+                        .1
+                        .wait_until(&mut g, Instant::now() - Duration::from_secs(1));
+                    assert!(r.timed_out());
+                    *g += 1;
+                    let far = Instant::now() + Duration::from_secs(3600);
+                    while *g < 2 {
+                        assert!(!pair.1.wait_until(&mut g, far).timed_out());
+                    }
+                })
+            };
+            *pair.0.lock() += 1;
+            pair.1.notify_one();
+            waiter.join().unwrap();
+            assert_eq!(*pair.0.lock(), 2);
+            assert_eq!(pair.1.waiters.load(Ordering::Relaxed), 0);
+            assert_eq!(pair.0.state.load(Ordering::Relaxed), UNLOCKED);
+        });
     }
 }

@@ -204,7 +204,8 @@ fn held_bytes_never_exceed_drop_limit_across_threads() {
     assert_eq!(s.logged_bytes, accepted.load(Ordering::Relaxed));
     // Exact for one thread; with several, a thread that appends on credit at the moment
     // another takes that credit back can pass the limit by its one message (see
-    // `Logger::revoke_credit`): at most one 37-byte message for each of the 3 other threads.
+    // `Rings::revoke`, src/credit.rs): at most one 37-byte message for each of the 3 other
+    // threads.
     assert!(
         s.logged_bytes <= 20000 + 3 * 37,
         "drop_limit exceeded: {s:?}"

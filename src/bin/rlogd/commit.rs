@@ -165,8 +165,10 @@ pub struct Settings {
     pub retain_days: Option<u32>,
 }
 
-/// The daemon's own log file (`--log-file`), reopened on SIGHUP; stderr when there is none.
-static LOG_FILE: Mutex<Option<(std::path::PathBuf, std::fs::File)>> = Mutex::new(None);
+rlog::static_mutex! {
+    /// The daemon's own log file (`--log-file`), reopened on SIGHUP; stderr when there is none.
+    static LOG_FILE: Mutex<Option<(std::path::PathBuf, std::fs::File)>> = None;
+}
 
 fn open_log(path: &Path) -> io::Result<std::fs::File> {
     std::fs::OpenOptions::new()
