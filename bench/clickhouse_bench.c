@@ -12,7 +12,8 @@
  *                                       as `delivered_s S`;
  *                                       counts what rlog_logger_log returned: exits 1 if one
  *                                       was not buffered (a drop) or if any message was not sent;
- *                                       (RLOG_BENCH_PLAIN=1: without gzip; RLOG_BENCH_EXTRA:
+ *                                       (RLOG_BENCH_COMPRESSION=gzip|none: bodies compressed
+ *                                       so instead of the default LZ4 blocks; RLOG_BENCH_EXTRA:
  *                                       more config lines)
  *
  * Message i: `10.0.%d.%d GET /api/v1/items/%08d status=200 bytes=%d ua=curl/8.5.0 rt=0.%03d`.
@@ -60,15 +61,14 @@ int main(int argc, char **argv)
     char config[512], err[512];
     /* drop_limit: room for the whole burst, so that a fast producer is never refused while the
      * worker inserts; the rest are the clickhouse logger's defaults. */
-    /* RLOG_BENCH_PLAIN: a named logger (routed to by every message) without gzip, to see what
-     * gzip costs. */
-    int plain = getenv("RLOG_BENCH_PLAIN") != NULL;
+    /* RLOG_BENCH_COMPRESSION: another body compression than the default, to see what each
+     * costs. */
+    const char *compression = getenv("RLOG_BENCH_COMPRESSION");
     snprintf(config, sizeof config,
-             "logger = %sclickhouse://127.0.0.1:%s/logs.%s\n"
+             "logger = clickhouse://127.0.0.1:%s/logs.%s\n"
              "log-encoder = json {\"ts_us\":${micros},\"msg\":\"${msg}\"}\n"
-             "drop_limit = 1073741824\ntimeout = 30000\n%s%s\n",
-             plain ? "ch " : "", argv[3], argv[4],
-             plain ? "log-route = ch .\nch.compression = none\n" : "",
+             "drop_limit = 1073741824\ntimeout = 30000\n%s%s\n%s\n",
+             argv[3], argv[4], compression ? "compression = " : "", compression ? compression : "",
              getenv("RLOG_BENCH_EXTRA") ? getenv("RLOG_BENCH_EXTRA") : "");
     struct rlog_logger *lg = rlog_logger_new(config, err, sizeof err);
     if (!lg)

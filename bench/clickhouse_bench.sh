@@ -8,7 +8,8 @@
 # A: build/clickhouse_bench rlog N PORT r  - N rlog_logger_log calls of ~90-byte messages through
 #    `logger = clickhouse://...` with a json encoder ({"ts_us":${micros},"msg":"${msg}"}), then
 #    rlog_logger_free waits until ClickHouse has answered every insert; exits 1 if a call did not
-#    buffer (a drop) or a message was not delivered. Then again without gzip (RLOG_BENCH_PLAIN=1).
+#    buffer (a drop) or a message was not delivered. The default bodies are ClickHouse's LZ4
+#    blocks; then again with gzip and with none (RLOG_BENCH_COMPRESSION=gzip|none).
 # B: clickhouse-client --query "INSERT INTO logs.c FORMAT JSONEachRow" < the same N rows, as
 #    the json encoder writes them (native protocol on the TCP port; rlog uses the HTTP one).
 # The server: Debian's clickhouse-server, on 127.0.0.1 with its own temp dir and ports, stopped
@@ -106,15 +107,16 @@ print(f"{sys.argv[2]}: rows/s: rlog {n / m(d):,.0f} (first call to all delivered
 PY
 }
 client="clickhouse-client --host 127.0.0.1 --port $TCP --query 'INSERT INTO logs.c FORMAT JSONEachRow' < $D/rows.json"
-pair "gzip" "build/clickhouse_bench rlog $N $HTTP r" "$client"
+pair "lz4 (default)" "build/clickhouse_bench rlog $N $HTTP r" "$client"
 
-# The same without gzip (a named logger with ch.compression = none): what gzip costs on loopback.
-pair "no gzip" "RLOG_BENCH_PLAIN=1 build/clickhouse_bench rlog $N $HTTP r" "$client"
+# The same with gzip, and with none: what each costs on loopback.
+pair "gzip" "RLOG_BENCH_COMPRESSION=gzip build/clickhouse_bench rlog $N $HTTP r" "$client"
+pair "none" "RLOG_BENCH_COMPRESSION=none build/clickhouse_bench rlog $N $HTTP r" "$client"
 
 # One more rlog run, its own report shown: the rlog_logger_log calls and what they returned.
 build/clickhouse_bench rlog "$N" "$HTTP" r
-want=$((N * (2 * RUNS + 3)))
+want=$((N * (3 * RUNS + 4)))
 r=$(q "SELECT count(), uniqExact(msg) FROM logs.r FORMAT TSV")
 c=$(q "SELECT count() FROM logs.c")
-echo "stored: rlog $r (count, distinct messages), clickhouse-client $c; expected rlog $want ($N distinct), clickhouse-client $((N * (2 * RUNS + 2)))"
-[ "$r" = "$(printf '%s\t%s' "$want" "$N")" ] && [ "$c" = "$((N * (2 * RUNS + 2)))" ] || { echo "MISMATCH" >&2; exit 1; }
+echo "stored: rlog $r (count, distinct messages), clickhouse-client $c; expected rlog $want ($N distinct), clickhouse-client $((N * (3 * RUNS + 3)))"
+[ "$r" = "$(printf '%s\t%s' "$want" "$N")" ] && [ "$c" = "$((N * (3 * RUNS + 3)))" ] || { echo "MISMATCH" >&2; exit 1; }

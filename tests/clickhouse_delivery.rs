@@ -63,21 +63,29 @@ fn count_and_distinct(ch: &ClickHouse, table: &str) -> (u64, u64) {
     (a.parse().unwrap(), b.parse().unwrap())
 }
 
+/// With each body compression: ClickHouse's LZ4 blocks (the default, `decompress=1`), gzip
+/// and none.
 #[test]
 fn every_row_is_stored_once_with_its_content() {
     let ch = ClickHouse::start("delivery");
-    ch.create_table("once");
     const N: u64 = 25_000;
-    let lg = Logger::start(config(ch.http_port, "", "once", "")).unwrap();
-    log_ids(&lg, 0..N);
-    assert!(lg.close(Duration::from_secs(60)), "{:?}", lg.stats());
-    let s = lg.stats();
-    assert_eq!((s.logged, s.sent, s.lost), (N, N, 0), "{s:?}");
-    assert_identity(&s);
-    assert_eq!(count_and_distinct(&ch, "once"), (N, N));
-    let rows = ch.rows("once");
-    for (i, (id, msg)) in rows.iter().enumerate() {
-        assert_eq!((*id, msg.as_str()), (i as u64, format!("row {i}").as_str()));
+    for (table, extra) in [
+        ("once", ""),
+        ("once_gzip", "compression = gzip"),
+        ("once_none", "compression = none"),
+    ] {
+        ch.create_table(table);
+        let lg = Logger::start(config(ch.http_port, "", table, extra)).unwrap();
+        log_ids(&lg, 0..N);
+        assert!(lg.close(Duration::from_secs(60)), "{:?}", lg.stats());
+        let s = lg.stats();
+        assert_eq!((s.logged, s.sent, s.lost), (N, N, 0), "{table}: {s:?}");
+        assert_identity(&s);
+        assert_eq!(count_and_distinct(&ch, table), (N, N), "{table}");
+        let rows = ch.rows(table);
+        for (i, (id, msg)) in rows.iter().enumerate() {
+            assert_eq!((*id, msg.as_str()), (i as u64, format!("row {i}").as_str()));
+        }
     }
 }
 

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::http::{ApiKind, Batching, BodyFraming, HttpSettings, Method};
+use super::http::{ApiKind, Batching, BodyCompression, BodyFraming, HttpSettings, Method};
 
 /// ClickHouse's HTTP port when the target names none.
 pub const DEFAULT_PORT: u16 = 8123;
@@ -122,8 +122,14 @@ impl ClickHouseTarget {
     }
 
     /// The request target: `/?query=` and the URL-encoded `INSERT`.
-    pub fn request_path(&self) -> String {
-        format!("/?query={}", url_encode(&self.insert()))
+    /// The request's path and query; with `lz4` bodies ClickHouse is told to decompress them.
+    pub fn request_path(&self, compression: BodyCompression) -> String {
+        let decompress = if compression == BodyCompression::Lz4 {
+            "&decompress=1"
+        } else {
+            ""
+        };
+        format!("/?query={}{decompress}", url_encode(&self.insert()))
     }
 }
 
@@ -150,13 +156,15 @@ pub const MAX_BATCH_ROWS: usize = 100_000;
 /// Bytes per insert at most (after gzip), by default: the rows bind first.
 pub const MAX_BATCH_BYTES: usize = 16 << 20;
 
-/// A clickhouse logger's http settings before the config's keys: gzip on, up to
+/// A clickhouse logger's http settings before the config's keys: ClickHouse's own LZ4 blocks
+/// (what clickhouse-client sends: cheap to make and to unpack, where gzip cost rlog and the
+/// server most of their time on a fast link; BENCHMARKS.md), up to
 /// [`MAX_BATCH_ROWS`] rows and [`MAX_BATCH_BYTES`] per insert. Each insert costs the server a
 /// part whatever its size: a million rows took it half the CPU in inserts of 100 000 rows that
 /// they took in inserts of 10 000 (BENCHMARKS.md).
 pub fn default_settings() -> HttpSettings {
     HttpSettings {
-        gzip: true,
+        compression: BodyCompression::Lz4,
         max_batch_size: MAX_BATCH_ROWS,
         max_batch_bytes: MAX_BATCH_BYTES,
         ..HttpSettings::default()
@@ -206,9 +214,12 @@ mod tests {
         assert_eq!((t.host.as_str(), t.port), ("127.0.0.1", 8124));
         assert_eq!((t.database.as_str(), t.table.as_str()), ("logs", "events"));
         assert_eq!(
-            t.request_path(),
+            t.request_path(BodyCompression::None),
             "/?query=INSERT%20INTO%20%60logs%60.%60events%60%20FORMAT%20JSONEachRow"
         );
+        assert!(t
+            .request_path(BodyCompression::Lz4)
+            .ends_with("FORMAT%20JSONEachRow&decompress=1"));
         assert_eq!(
             t.to_string(),
             "clickhouse://writer:***@127.0.0.1:8124/logs.events"
@@ -242,6 +253,7 @@ mod tests {
 
 #[cfg(test)]
 mod config_tests {
+    use super::BodyCompression;
     use crate::config::target::Target;
     use crate::config::Config;
 
@@ -290,7 +302,7 @@ port = 9",
     fn a_clickhouse_logger_gets_clickhouse_s_defaults_and_the_http_keys() {
         let o = outputs("logger = clickhouse://u:p@127.0.0.1:8123/logs.t").unwrap();
         assert!(matches!(&o[0].target, Target::ClickHouse(t) if t.table == "t"));
-        assert!(o[0].http.gzip);
+        assert_eq!(o[0].http.compression, BodyCompression::Lz4);
         assert_eq!(o[0].http.max_batch_size, super::MAX_BATCH_ROWS);
         let c = Config::parse("logger = clickhouse://127.0.0.1:8123/logs.t").unwrap();
         assert_eq!(c.limits.flush_limit, super::BATCHING.flush_limit);
@@ -319,11 +331,27 @@ port = 9",
         )
         .unwrap();
         assert_eq!(o[0].http.max_batch_size, 500);
-        assert!(!o[0].http.gzip);
+        assert_eq!(o[0].http.compression, BodyCompression::None);
         // Handle-wide, for an unnamed logger too; and harmless where nothing compresses.
         let unnamed =
             outputs("logger = clickhouse://127.0.0.1:8123/logs.t\ncompression = none").unwrap();
-        assert!(!unnamed[0].http.gzip);
+        assert_eq!(unnamed[0].http.compression, BodyCompression::None);
+        // lz4 is ClickHouse's: handle-wide or per logger for clickhouse loggers, refused for
+        // an http one.
+        let lz4 =
+            outputs("logger = clickhouse://127.0.0.1:8123/logs.t\ncompression = gzip\n").unwrap();
+        assert_eq!(lz4[0].http.compression, BodyCompression::Gzip);
+        let lz4 = outputs(
+            "logger = ch clickhouse://127.0.0.1:8123/logs.t\nlog-route = ch .\n\
+             compression = gzip\nch.compression = lz4",
+        )
+        .unwrap();
+        assert_eq!(lz4[0].http.compression, BodyCompression::Lz4);
+        let e = outputs("logger = http://127.0.0.1:9/in\ncompression = lz4").unwrap_err();
+        assert!(
+            e.contains("compression = lz4 is ClickHouse's own compression"),
+            "{e}"
+        );
         assert_eq!(
             outputs("logger = tcp://127.0.0.1:9\ncompression = none")
                 .unwrap()

@@ -96,6 +96,18 @@ pub const BATCHING: Batching = Batching {
     period: Duration::from_secs(1),
 };
 
+/// How an http logger compresses its request bodies (`compression`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyCompression {
+    None,
+    /// `Content-Encoding: gzip`.
+    Gzip,
+    /// ClickHouse's own compressed blocks (LZ4 with a CityHash128 checksum each, as
+    /// clickhouse-client sends them), which its HTTP interface takes with `decompress=1`:
+    /// clickhouse loggers only.
+    Lz4,
+}
+
 /// One http logger's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpSettings {
@@ -113,8 +125,8 @@ pub struct HttpSettings {
     /// How long one batch may be retried before it is given up (dead-lettered); `None`: keep
     /// trying.
     pub max_retry_time: Option<Duration>,
-    /// `compression = gzip`.
-    pub gzip: bool,
+    /// `compression`: how request bodies are compressed.
+    pub compression: BodyCompression,
     /// `retry_statuses`: the statuses retried instead of the default list.
     pub retry_statuses: Option<Vec<u16>>,
     pub framing: BodyFraming,
@@ -134,7 +146,7 @@ impl Default for HttpSettings {
             max_batch_size: 10_000,
             max_batch_bytes: 1 << 20,
             max_retry_time: None,
-            gzip: false,
+            compression: BodyCompression::None,
             retry_statuses: None,
             framing: BodyFraming::Newline,
             api: ApiKind::Plain,
@@ -253,10 +265,14 @@ impl HttpSettings {
                 self.max_retry_time = (s > 0.0).then(|| Duration::from_secs_f64(s));
             }
             "compression" => {
-                self.gzip = match v {
-                    "gzip" => true,
-                    "none" => false,
-                    _ => return Err(bad(e, "\"gzip\" or \"none\" for an http logger")),
+                self.compression = match v {
+                    "gzip" => BodyCompression::Gzip,
+                    "lz4" => BodyCompression::Lz4,
+                    "none" => BodyCompression::None,
+                    _ => return Err(bad(
+                        e,
+                        "\"gzip\" or \"none\" for an http logger (\"lz4\" for a clickhouse one)",
+                    )),
                 }
             }
             "framing" => {

@@ -376,12 +376,13 @@ impl Config {
                     rlogd.record_type = record_type(e)?;
                     rlogd_key.get_or_insert((key.to_string(), e.line));
                 }
-                "compression" if v == "gzip" => {
+                // gzip for http and clickhouse loggers, lz4 (ClickHouse's blocks) for clickhouse ones.
+                "compression" if v == "gzip" || v == "lz4" => {
                     uwsgi.take(e)?;
                 }
                 "compression" if v == "none" => {
                     // No compression, for every logger that compresses (rlogd's is off by
-                    // default; http and clickhouse loggers gzip unless told not to).
+                    // default; clickhouse loggers send LZ4 blocks unless told not to).
                     rlogd.compress = false;
                     uwsgi.take(e)?;
                 }

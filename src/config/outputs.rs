@@ -12,7 +12,7 @@
 //! `relp_window` works the same way for `relp://` loggers.
 
 use super::clickhouse;
-use super::http::{self, Batching, HttpSettings, HTTP_ONLY};
+use super::http::{self, Batching, BodyCompression, HttpSettings, HTTP_ONLY};
 use super::nats::{NatsBase, NatsSettings, NATS_KEYS};
 use super::route::{Route, Router};
 use super::target::{parse_logger, LoggerSpec, Target};
@@ -286,7 +286,9 @@ impl UwsgiKeys {
                 self.http_entries
                     .push(("compression".to_string(), e.clone()));
             }
-            k if HTTP_ONLY.contains(&k) || (k == "compression" && e.value == "gzip") => {
+            k if HTTP_ONLY.contains(&k)
+                || (k == "compression" && (e.value == "gzip" || e.value == "lz4")) =>
+            {
                 self.http.apply(k, e)?;
                 self.http_first.get_or_insert((k.to_string(), e.line));
                 self.http_entries.push((k.to_string(), e.clone()));
@@ -639,6 +641,12 @@ impl UwsgiKeys {
                 clickhouse::check_settings(&s.http, &s.label())?;
             } else if s.target.is_http() {
                 s.http.check(&s.label())?;
+                if s.http.compression == BodyCompression::Lz4 {
+                    return Err(format!(
+                        "{}: compression = lz4 is ClickHouse's own compression, for clickhouse loggers; an http logger takes \"gzip\" or \"none\"",
+                        s.label()
+                    ));
+                }
             } else if self
                 .framing_entry
                 .as_ref()

@@ -73,6 +73,7 @@ impl Api for ClickHouseApi {
 mod tests {
     use super::*;
     use crate::buffer::Buffer;
+    use crate::config::http::BodyCompression;
     use crate::output::http::body::{Body, Limits};
 
     fn batch(rows: &[&[u8]]) -> Buffer {
@@ -117,25 +118,35 @@ mod tests {
     }
 
     #[test]
-    fn the_same_records_make_the_same_gzipped_body() {
+    fn the_same_records_make_the_same_compressed_body() {
         // What lets a Replicated table drop a resent insert: same rows, same bytes.
         let rows: Vec<Vec<u8>> = (0..5000)
             .map(|i| format!("{{\"id\":{i},\"msg\":\"row {i}\"}}").into_bytes())
             .collect();
         let refs: Vec<&[u8]> = rows.iter().map(|r| &r[..]).collect();
         let b = batch(&refs);
-        let limits = Limits {
-            max_records: 3000,
-            max_bytes: 1 << 20,
-            gzip: true,
-            exact: false,
-        };
-        let (mut one, mut two) = (Body::default(), Body::default());
-        let end1 = one.build(&mut ClickHouseApi, &b, 0, 7, &limits).unwrap();
-        let end2 = two.build(&mut ClickHouseApi, &b, 0, 7, &limits).unwrap();
-        assert_eq!(end1, 3000);
-        assert_eq!(end1, end2);
-        assert_eq!(one.bytes(), two.bytes());
-        assert_eq!(&one.bytes()[..2], b"\x1f\x8b");
+        for (compression, magic) in [
+            (BodyCompression::Gzip, &b"\x1f\x8b"[..]),
+            (BodyCompression::Lz4, &b"\x82"[..]),
+        ] {
+            let limits = Limits {
+                max_records: 3000,
+                max_bytes: 1 << 20,
+                compression,
+                exact: false,
+            };
+            let (mut one, mut two) = (Body::default(), Body::default());
+            let end1 = one.build(&mut ClickHouseApi, &b, 0, 7, &limits).unwrap();
+            let end2 = two.build(&mut ClickHouseApi, &b, 0, 7, &limits).unwrap();
+            assert_eq!(end1, 3000);
+            assert_eq!(end1, end2);
+            assert_eq!(one.bytes(), two.bytes());
+            let at = if compression == BodyCompression::Lz4 {
+                16
+            } else {
+                0
+            };
+            assert_eq!(&one.bytes()[at..at + magic.len()], magic);
+        }
     }
 }

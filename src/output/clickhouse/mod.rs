@@ -28,7 +28,7 @@ pub fn open(
         &t.host,
         t.port,
         false,
-        &t.request_path(),
+        &t.request_path(settings.compression),
         userinfo.as_deref(),
         settings,
         Box::new(api::ClickHouseApi),

@@ -6,13 +6,14 @@ use std::io::{self, Write};
 
 use super::api::{Api, Records, Unencodable};
 use crate::buffer::Buffer;
+use crate::config::http::BodyCompression;
 
 /// The bounds of one request body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     pub max_records: usize,
     pub max_bytes: usize,
-    pub gzip: bool,
+    pub compression: BodyCompression,
     /// Exactly `max_records` records (a resend of a request that failed), whatever the bytes.
     pub exact: bool,
 }
@@ -30,19 +31,52 @@ pub enum BuildError {
 #[derive(Default)]
 pub struct Body {
     raw: Vec<u8>,
-    gz: Vec<u8>,
-    gzipped: bool,
+    /// `raw` compressed, when the body is.
+    packed: Vec<u8>,
+    compressed: bool,
 }
 
 /// Raw bytes per compressed byte assumed when choosing how many records to try first under
-/// gzip (the request is then shrunk until it fits).
-const GZIP_RATIO: usize = 8;
+/// compression (the request is then shrunk until it fits).
+fn assumed_ratio(c: BodyCompression) -> usize {
+    match c {
+        BodyCompression::None => 1,
+        BodyCompression::Gzip => 8,
+        BodyCompression::Lz4 => 4,
+    }
+}
+
+/// Uncompressed bytes per ClickHouse compressed block (its own `max_compress_block_size`).
+const LZ4_BLOCK: usize = 1 << 20;
+
+/// Appends `raw` to `out` as ClickHouse's compressed blocks: per block of at most
+/// [`LZ4_BLOCK`] bytes, a CityHash128 (v1.0.2) of the rest of the block (its 64-bit halves
+/// swapped, little-endian, as ClickHouse lays out its `uint128`), method byte 0x82 (LZ4), the
+/// block's compressed size with this 9-byte header and its uncompressed size (little-endian
+/// `u32`s), then the LZ4 block.
+pub fn clickhouse_lz4(raw: &[u8], out: &mut Vec<u8>) {
+    for chunk in raw.chunks(LZ4_BLOCK) {
+        let start = out.len();
+        out.resize(
+            start + 25 + lz4_flex::block::get_maximum_output_size(chunk.len()),
+            0,
+        );
+        let n = lz4_flex::block::compress_into(chunk, &mut out[start + 25..])
+            .expect("room for the largest LZ4 output");
+        out.truncate(start + 25 + n);
+        out[start + 16] = 0x82;
+        out[start + 17..start + 21].copy_from_slice(&((9 + n) as u32).to_le_bytes());
+        out[start + 21..start + 25].copy_from_slice(&(chunk.len() as u32).to_le_bytes());
+        let h = cityhash_rs::cityhash_102_128(&out[start + 16..]);
+        out[start..start + 16].copy_from_slice(&(h.rotate_left(64)).to_le_bytes());
+    }
+}
 
 impl Body {
     /// The bytes to send.
     pub fn bytes(&self) -> &[u8] {
-        if self.gzipped {
-            &self.gz
+        if self.compressed {
+            &self.packed
         } else {
             &self.raw
         }
@@ -61,11 +95,9 @@ impl Body {
         let avail = batch.len() - from;
         let mut n = limits.max_records.min(avail).max(1);
         if !limits.exact {
-            let budget = if limits.gzip {
-                limits.max_bytes.saturating_mul(GZIP_RATIO)
-            } else {
-                limits.max_bytes
-            };
+            let budget = limits
+                .max_bytes
+                .saturating_mul(assumed_ratio(limits.compression));
             let mut bytes = 0usize;
             let mut k = 0;
             while k < n {
@@ -87,18 +119,23 @@ impl Body {
             };
             api.encode(&recs, &mut self.raw)
                 .map_err(BuildError::Unencodable)?;
-            self.gzipped = limits.gzip;
-            let size = if limits.gzip {
-                self.gz.clear();
-                let mut z = flate2::write::GzEncoder::new(
-                    std::mem::take(&mut self.gz),
-                    flate2::Compression::fast(),
-                );
-                z.write_all(&self.raw).map_err(BuildError::Io)?;
-                self.gz = z.finish().map_err(BuildError::Io)?;
-                self.gz.len()
-            } else {
-                self.raw.len()
+            self.compressed = limits.compression != BodyCompression::None;
+            self.packed.clear();
+            let size = match limits.compression {
+                BodyCompression::None => self.raw.len(),
+                BodyCompression::Gzip => {
+                    let mut z = flate2::write::GzEncoder::new(
+                        std::mem::take(&mut self.packed),
+                        flate2::Compression::fast(),
+                    );
+                    z.write_all(&self.raw).map_err(BuildError::Io)?;
+                    self.packed = z.finish().map_err(BuildError::Io)?;
+                    self.packed.len()
+                }
+                BodyCompression::Lz4 => {
+                    clickhouse_lz4(&self.raw, &mut self.packed);
+                    self.packed.len()
+                }
             };
             if size <= limits.max_bytes || n == 1 || limits.exact {
                 return Ok(from + n);
@@ -168,7 +205,7 @@ mod tests {
         let l = Limits {
             max_records: 30,
             max_bytes: 1 << 20,
-            gzip: false,
+            compression: BodyCompression::None,
             exact: false,
         };
         assert_eq!(body.build(&mut api, &b, 0, 1, &l).unwrap(), 30);
@@ -180,7 +217,10 @@ mod tests {
         let end = body.build(&mut api, &b, 10, 1, &l).unwrap();
         assert!(body.bytes().len() <= 1000 && end > 10, "{end}");
         // With gzip the limit is on compressed bytes: more records fit.
-        let lz = Limits { gzip: true, ..l };
+        let lz = Limits {
+            compression: BodyCompression::Gzip,
+            ..l
+        };
         let endz = body.build(&mut api, &b, 10, 1, &lz).unwrap();
         assert!(body.bytes().len() <= 1000 && endz > end, "{endz} vs {end}");
         // The same records every time.
@@ -188,6 +228,36 @@ mod tests {
         // One record larger than the limit goes alone.
         let big = batch(3, 5000);
         assert_eq!(body.build(&mut api, &big, 0, 1, &l).unwrap(), 1);
+    }
+
+    /// ClickHouse's compressed blocks: each block's header, checksum and LZ4 data give back the
+    /// body, and a body over a block's size is cut into blocks of 1 MiB. (That ClickHouse
+    /// itself takes them: tests/clickhouse_delivery.rs.)
+    #[test]
+    fn clickhouse_lz4_blocks_unpack_to_the_body() {
+        let raw: Vec<u8> = (0..3_000_000u32)
+            .flat_map(|i| format!("{{\"i\":{i}}}\n").into_bytes())
+            .take(LZ4_BLOCK * 2 + 12345)
+            .collect();
+        let mut out = b"kept".to_vec();
+        clickhouse_lz4(&raw, &mut out);
+        assert_eq!(&out[..4], b"kept");
+        let (mut at, mut back, mut blocks) = (4, Vec::new(), 0);
+        while at < out.len() {
+            let block = &out[at..];
+            assert_eq!(block[16], 0x82);
+            let size = u32::from_le_bytes(block[17..21].try_into().unwrap()) as usize;
+            let plain = u32::from_le_bytes(block[21..25].try_into().unwrap()) as usize;
+            let h = cityhash_rs::cityhash_102_128(&block[16..16 + size]);
+            assert_eq!(&block[..16], &h.rotate_left(64).to_le_bytes());
+            let data = lz4_flex::block::decompress(&block[25..16 + size], plain).unwrap();
+            assert!(data.len() <= LZ4_BLOCK);
+            back.extend_from_slice(&data);
+            at += 16 + size;
+            blocks += 1;
+        }
+        assert_eq!(back, raw);
+        assert_eq!(blocks, 3);
     }
 
     #[test]
@@ -203,7 +273,7 @@ mod tests {
         let l = Limits {
             max_records: 10,
             max_bytes: 1 << 20,
-            gzip: false,
+            compression: BodyCompression::None,
             exact: false,
         };
         match body.build(&mut api, &b, 0, 1, &l) {

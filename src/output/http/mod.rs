@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use super::tls::TlsSettings;
 use super::{Failure, Output, SendError};
 use crate::buffer::Buffer;
-use crate::config::http::{ApiKind, HttpSettings};
+use crate::config::http::{ApiKind, BodyCompression, HttpSettings};
 use crate::config::target::Target;
 use crate::config::OutputSpec;
 use api::Api;
@@ -231,7 +231,7 @@ impl Http {
         if let (Some(a), false) = (&self.auth, has("authorization")) {
             let _ = write!(h, "Authorization: {a}\r\n");
         }
-        if s.gzip {
+        if s.compression == BodyCompression::Gzip {
             h.extend_from_slice(b"Content-Encoding: gzip\r\n");
         }
         for (n, v) in &s.headers {
@@ -317,7 +317,7 @@ impl Http {
         body::Limits {
             max_records: want.unwrap_or(cap.min(slow_cap).min(self.settings.max_batch_size)),
             max_bytes: self.settings.max_batch_bytes,
-            gzip: self.settings.gzip,
+            compression: self.settings.compression,
             exact: want.is_some(),
         }
     }
@@ -348,7 +348,7 @@ impl Http {
         let limits = body::Limits {
             max_records: 1,
             max_bytes: usize::MAX,
-            gzip: self.settings.gzip,
+            compression: self.settings.compression,
             exact: true,
         };
         match self
