@@ -250,6 +250,28 @@ mod config_tests {
     }
 
     #[test]
+    fn a_drop_limit_set_below_the_batching_flush_limit_is_accepted() {
+        // Only drop_limit set, below the 256 KiB (http) or 2 MiB (clickhouse) flush_limit the
+        // config never asked for: valid before http loggers batched by default, valid now.
+        for (logger, drop) in [
+            ("http://127.0.0.1:9/in", 100_000usize),
+            ("clickhouse://127.0.0.1:8123/logs.t", 1 << 20),
+            ("http://127.0.0.1:9/in", 1),
+        ] {
+            let c = Config::parse(&format!("logger = {logger}\ndrop_limit = {drop}"))
+                .unwrap_or_else(|e| panic!("{logger}, drop_limit {drop}: {e}"));
+            assert_eq!(c.limits.drop_limit, drop);
+            assert!(c.limits.flush_limit < drop, "{:?}", c.limits);
+        }
+        // Both set and contradictory: still the resty error.
+        assert_eq!(
+            Config::parse("logger = http://127.0.0.1:9/in\nflush_limit = 10\ndrop_limit = 10")
+                .unwrap_err(),
+            "\"flush_limit\" should be < \"drop_limit\""
+        );
+    }
+
+    #[test]
     fn an_http_logger_batches_by_default_and_clickhouse_s_batching_wins() {
         use crate::config::http::BATCHING as HTTP;
         let c = Config::parse("logger = http://127.0.0.1:9/in").unwrap();
