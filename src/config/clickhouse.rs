@@ -38,7 +38,7 @@ fn percent_decode(s: &str) -> Result<String, String> {
             let hex = s
                 .get(i + 1..i + 3)
                 .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| format!("bad %-escape in \"{s}\""))?;
+                .ok_or_else(|| "a bad %-escape in the URL's credentials".to_string())?;
             out.push(hex);
             i += 3;
         } else {
@@ -46,7 +46,8 @@ fn percent_decode(s: &str) -> Result<String, String> {
             i += 1;
         }
     }
-    String::from_utf8(out).map_err(|_| format!("\"{s}\" is not UTF-8 once %-decoded"))
+    String::from_utf8(out)
+        .map_err(|_| "the URL's credentials are not UTF-8 once %-decoded".to_string())
 }
 
 /// Percent-encodes a URL query value (everything but RFC 3986's unreserved characters).
