@@ -16,13 +16,15 @@ use rlog::{Config, Logged, Logger};
 #[test]
 fn a_batch_of_many_slices_reaches_every_output_once_in_order_and_the_identity_holds_throughout() {
     let (a, b) = (Collector::tcp(), Collector::tcp());
-    // flush_limit 8 MiB: each round's batch is eight slices of 1 MiB or more.
+    // flush_limit 64 KiB: a slice is 1 MiB (ROUTE_SLICE), and the rounds the worker paces while
+    // the burst comes hold several MiB: several slices each (a flush_limit of 8 MiB made the
+    // slice 8 MiB, and most runs saw no batch of two slices).
     let lg = Arc::new(
         Logger::start(
             Config::parse(&format!(
                 "logger = a tcp://127.0.0.1:{}\nlogger = b tcp://127.0.0.1:{}\n\
                  log-route = a .\nlog-route = b .\nlog-encoder = prefix:b B:\n\
-                 framing = newline\nflush_limit = 8388608\ndrop_limit = 268435456",
+                 framing = newline\nflush_limit = 65536\ndrop_limit = 268435456",
                 a.port(),
                 b.port()
             ))

@@ -15,7 +15,7 @@
  * startup: one rlog refuses stops uWSGI, before it serves, with rlog's message on the original
  * stderr, once.
  *
- * A config that does not set periodic_flush gets "periodic_flush = 1": uWSGI's lines reach the
+ * A config that does not set periodic_flush (or max_coalescing_delay) gets "periodic_flush = 1": uWSGI's lines reach the
  * collector within about a second (and a collector that is down is reported within seconds)
  * instead of waiting below flush_limit until shutdown. "periodic_flush = 0" turns it off.
  *
@@ -228,9 +228,13 @@ static int rlog_config_value(const char *text, const char *key, char *out, size_
 	return found;
 }
 
-/* text (malloc'd) with "periodic_flush = 1" appended when it does not set periodic_flush. */
+/*
+ * text (malloc'd) with "periodic_flush = 1" appended when it does not set periodic_flush (nor
+ * max_coalescing_delay, Kong's name for it: setting both is a config error).
+ */
 static char *rlog_with_defaults(char *text) {
-	if (rlog_config_value(text, "periodic_flush", NULL, 0))
+	if (rlog_config_value(text, "periodic_flush", NULL, 0) ||
+	    rlog_config_value(text, "max_coalescing_delay", NULL, 0))
 		return text;
 	size_t len = strlen(text);
 	const char *add = "periodic_flush = " RLOG_DEFAULT_PERIODIC_FLUSH "\n";

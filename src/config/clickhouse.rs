@@ -38,7 +38,7 @@ fn percent_decode(s: &str) -> Result<String, String> {
             let hex = s
                 .get(i + 1..i + 3)
                 .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| format!("bad %-escape in \"{s}\""))?;
+                .ok_or_else(|| "a bad %-escape in the URL's credentials".to_string())?;
             out.push(hex);
             i += 3;
         } else {
@@ -46,7 +46,8 @@ fn percent_decode(s: &str) -> Result<String, String> {
             i += 1;
         }
     }
-    String::from_utf8(out).map_err(|_| format!("\"{s}\" is not UTF-8 once %-decoded"))
+    String::from_utf8(out)
+        .map_err(|_| "the URL's credentials are not UTF-8 once %-decoded".to_string())
 }
 
 /// Percent-encodes a URL query value (everything but RFC 3986's unreserved characters).
@@ -259,6 +260,28 @@ mod config_tests {
 
     fn outputs(text: &str) -> Result<Vec<crate::config::OutputSpec>, String> {
         Config::parse(text).map(|c| c.outputs.outputs.clone())
+    }
+
+    #[test]
+    fn a_drop_limit_set_below_the_batching_flush_limit_is_accepted() {
+        // Only drop_limit set, below the 256 KiB (http) or 2 MiB (clickhouse) flush_limit the
+        // config never asked for: valid before http loggers batched by default, valid now.
+        for (logger, drop) in [
+            ("http://127.0.0.1:9/in", 100_000usize),
+            ("clickhouse://127.0.0.1:8123/logs.t", 1 << 20),
+            ("http://127.0.0.1:9/in", 1),
+        ] {
+            let c = Config::parse(&format!("logger = {logger}\ndrop_limit = {drop}"))
+                .unwrap_or_else(|e| panic!("{logger}, drop_limit {drop}: {e}"));
+            assert_eq!(c.limits.drop_limit, drop);
+            assert!(c.limits.flush_limit < drop, "{:?}", c.limits);
+        }
+        // Both set and contradictory: still the resty error.
+        assert_eq!(
+            Config::parse("logger = http://127.0.0.1:9/in\nflush_limit = 10\ndrop_limit = 10")
+                .unwrap_err(),
+            "\"flush_limit\" should be < \"drop_limit\""
+        );
     }
 
     #[test]

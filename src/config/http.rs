@@ -75,7 +75,13 @@ impl Batching {
     /// other loggers flush alike.
     pub fn apply(&self, limits: &mut Limits, seen: &[&str]) {
         if !seen.contains(&"flush_limit") {
-            limits.flush_limit = self.flush_limit;
+            limits.flush_limit = if seen.contains(&"drop_limit") {
+                // A drop_limit the config sets below this flush_limit: a flush at half of it,
+                // not an error about a key the config never set.
+                self.flush_limit.min(limits.drop_limit / 2)
+            } else {
+                self.flush_limit
+            };
         }
         if !seen.contains(&"drop_limit") {
             limits.drop_limit = self.drop_limit.max(limits.flush_limit.saturating_add(1));

@@ -182,6 +182,25 @@ fn masked_query(path: &str) -> String {
     format!("{p}?{}", params.join("&"))
 }
 
+/// A `logger` line's value as errors show it: a URL's password as `***` (its user alone too,
+/// which NATS would read as a token), and each query value as `***`.
+fn masked_value(value: &str) -> String {
+    let Some(i) = value.find("://") else {
+        return value.to_string();
+    };
+    let (head, rest) = value.split_at(i + 3);
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(end);
+    let authority = match authority.rsplit_once('@') {
+        Some((u, h)) => match u.split_once(':') {
+            Some((user, _)) => format!("{user}:***@{h}"),
+            None => format!("***@{h}"),
+        },
+        None => authority.to_string(),
+    };
+    format!("{head}{authority}{}", masked_query(path))
+}
+
 /// `HOST:PORT`, with brackets around an IPv6 host.
 fn join_host(host: &str, port: u16) -> String {
     if host.contains(':') {
@@ -222,7 +241,7 @@ pub struct LoggerSpec {
 ///
 /// Errors: an unknown target type, a bad address or port — naming the value.
 pub fn parse_logger(value: &str) -> Result<LoggerSpec, String> {
-    let ctx = |e: &str| format!("logger \"{value}\": {e}");
+    let ctx = |e: &str| format!("logger \"{}\": {e}", masked_value(value));
     let (name, target) = match value.split_once(' ') {
         Some((n, t)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric()) => {
             (Some(n.to_string()), t.trim_start())
@@ -323,7 +342,8 @@ fn http_url(rest: &str, https: bool) -> Result<Target, String> {
     };
     if path.contains('#') {
         return Err(format!(
-            "a fragment (\"#...\") is not sent to a server: \"{path}\""
+            "a fragment (\"#...\") is not sent to a server: \"{}\"",
+            masked_query(&path)
         ));
     }
     if path
@@ -331,7 +351,8 @@ fn http_url(rest: &str, https: bool) -> Result<Target, String> {
         .any(|b| b.is_ascii_control() || b == b' ' || b >= 0x80)
     {
         return Err(format!(
-            "the path \"{path}\" has spaces, control or non-ASCII characters: percent-encode them"
+            "the path \"{}\" has spaces, control or non-ASCII characters: percent-encode them",
+            masked_query(&path)
         ));
     }
     let (userinfo, hostport) = match authority.rsplit_once('@') {
@@ -393,6 +414,13 @@ fn nats_address(s: &str) -> Result<(String, u16, String), String> {
     let (addr, subject) = s
         .split_once('/')
         .ok_or_else(|| format!("bad address \"{s}\": expected HOST:PORT/SUBJECT"))?;
+    if addr.contains('@') {
+        return Err(
+            "credentials are not taken in a NATS URL: set nats_user and nats_password, \
+                    or nats_token"
+                .to_string(),
+        );
+    }
     let (host, port) = host_port(addr)?;
     super::nats::check_subject(subject)?;
     Ok((host, port, subject.to_string()))
@@ -400,6 +428,10 @@ fn nats_address(s: &str) -> Result<(String, u16, String), String> {
 
 /// `HOST:PORT` or `[V6]:PORT`.
 fn host_port(s: &str) -> Result<(String, u16), String> {
+    if s.contains('@') {
+        // Not echoed: what precedes the `@` is a password or a token.
+        return Err("credentials (USER:PASS@) are not taken in this target's address".to_string());
+    }
     let (host, port) = if let Some(rest) = s.strip_prefix('[') {
         let (h, p) = rest
             .split_once("]:")
@@ -438,6 +470,36 @@ fn host_port(s: &str) -> Result<(String, u16), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bad_target_s_error_shows_no_password_token_nor_query_value() {
+        // Config errors reach stderr, nginx's error log and Python exceptions.
+        for value in [
+            "http://bob:s3cret@127.0.0.1:notaport/in",
+            "http://bob:s3cret@127.0.0.1:99999/in?api_key=KEY42",
+            "a http://bob:s3cret@127.0.0.1:9/in?api_key=KEY42#frag",
+            "https://bob:s3cret@127.0.0.1:9/a b?api_key=KEY42",
+            "http://bob:s3cr%zzet@127.0.0.1:9/in",
+            "clickhouse://bob:s3cret@127.0.0.1:8123/nodot",
+            "clickhouse://bob:s3cr%zzet@127.0.0.1:8123/db.t",
+            "clickhouse://bob:s3cret@127.0.0.1:x/db.t",
+            "nats://bob:s3cret@127.0.0.1:4222/subj",
+            "nats+tls://bob:s3cret@127.0.0.1:4222/subj",
+            "nats://TOKEN42@127.0.0.1:4222/subj",
+            "tcp://bob:s3cret@127.0.0.1:9",
+            "rlogds://bob:s3cret@127.0.0.1:9",
+            "relp://TOKEN42@127.0.0.1:9",
+        ] {
+            let e = parse_logger(value).expect_err(value);
+            for secret in ["s3cr", "KEY42", "TOKEN42"] {
+                assert!(!e.contains(secret), "{value}: {e}");
+            }
+            assert!(e.starts_with("logger \""), "{value}: {e}");
+        }
+        // The user stays, to say which target.
+        let e = parse_logger("http://bob:s3cret@127.0.0.1:notaport/in").unwrap_err();
+        assert!(e.contains("bob:***@"), "{e}");
+    }
 
     #[test]
     fn uwsgi_forms() {

@@ -50,11 +50,24 @@ def test_lone_record_arrives_while_the_program_runs():
         ("host = h\n  periodic-flush= 0\nport = 1\n", "host = h\n  periodic-flush= 0\nport = 1\n"),
         # A comment is not a setting.
         ("path = /s\n# periodic_flush = 5\n", "path = /s\n# periodic_flush = 5\nperiodic_flush = 1\n"),
+        # Kong's name for it sets it too (both in one config are an error).
+        ("path = /s\nmax_coalescing_delay = 2\n", "path = /s\nmax_coalescing_delay = 2\n"),
+        ({"path": "/s", "max-coalescing-delay": 2}, {"path": "/s", "max-coalescing-delay": 2}),
     ],
 )
 def test_defaults_apply_only_to_keys_the_config_leaves_out(config, want):
     assert DEFAULTS == {"periodic_flush": 1}
     assert with_defaults(config) == want
+
+
+def test_a_config_with_kong_s_max_coalescing_delay_is_accepted():
+    # docs/HTTP.md maps Kong's http-log keys; the handler's default must not collide with them.
+    for config in (
+        "logger = http://127.0.0.1:9/in\nmax_coalescing_delay = 2",
+        {"logger": "http://127.0.0.1:9/in", "max_coalescing_delay": 2},
+    ):
+        h = rlog.RlogHandler(config)
+        h.close()
 
 
 def test_a_shared_logger_is_used_as_it_is(tcp_collector):

@@ -54,6 +54,24 @@ def test_periodic_flush_zero_is_respected(plugin, tmp_path):  # noqa: F811
         assert b"/held" in request_lines(req_col.data())
 
 
+def test_kong_s_max_coalescing_delay_is_taken_for_periodic_flush(plugin, tmp_path):  # noqa: F811
+    # Kong's name for periodic_flush (docs/HTTP.md): the plugin's default must not be added
+    # beside it (both set is a config error that would stop uWSGI).
+    with TcpCollector() as req_col:
+        u = start(plugin, tmp_path, [
+            "--processes", "1",
+            "--req-logger", f"rlog:host=127.0.0.1,port={req_col.port},max_coalescing_delay=0.5",
+        ])
+        try:
+            u.wait_ready()
+            u.get("/coalesced")
+            assert wait_until(lambda: b"/coalesced" in request_lines(req_col.data()), timeout=10), u.output()
+            rc = u.stop()
+        finally:
+            u.kill()
+    assert rc == 0, u.output()
+
+
 def test_dead_collector_is_reported_while_requests_come(plugin, tmp_path):  # noqa: F811
     dead = free_port()  # nothing listens there
     arg = f"rlog:host=127.0.0.1,port={dead}"

@@ -17,7 +17,7 @@ Works with ``logging.config.dictConfig``::
     {"class": "rlog.RlogHandler", "config": {"host": "127.0.0.1", "port": 5140}}
 
 Defaults that differ from the library's: a config the handler builds its logger from gets
-``periodic_flush = 1`` unless it sets ``periodic_flush`` itself (``0`` turns it off), so a lone
+``periodic_flush = 1`` unless it sets ``periodic_flush`` (or ``max_coalescing_delay``) itself (``0`` turns it off), so a lone
 record reaches the collector within about a second instead of waiting for ``flush_limit`` bytes
 or the exit. At interpreter exit (``logging.shutdown``) the handler does not wait in
 :meth:`RlogHandler.flush`: its :meth:`RlogHandler.close` delivers what is held within
@@ -42,6 +42,9 @@ from .logger import Logger, encode
 #: What a handler-made logger gets unless its config sets the key (see the module doc).
 DEFAULTS = {"periodic_flush": 1}
 
+#: Other names the library takes for a key of :data:`DEFAULTS` (setting both is a config error).
+ALIASES = {"periodic_flush": ("max_coalescing_delay",)}
+
 _KEY_LINE = re.compile(r"^[ \t]*([^#;=\s][^=]*?)[ \t]*=")
 
 # Set by an exit hook that runs before logging's own (atexit runs hooks in reverse order of
@@ -61,6 +64,10 @@ def _norm(key: str) -> str:
     return key.strip().replace("-", "_")
 
 
+def _sets(keys: set, key: str) -> bool:
+    return key in keys or any(a in keys for a in ALIASES.get(key, ()))
+
+
 def with_defaults(config: ConfigLike) -> ConfigLike:
     """``config`` with :data:`DEFAULTS` added for the keys it does not set."""
     if isinstance(config, str):
@@ -69,7 +76,7 @@ def with_defaults(config: ConfigLike) -> ConfigLike:
             m = _KEY_LINE.match(line)
             if m:
                 keys.add(_norm(m.group(1)))
-        extra = [f"{k} = {v}" for k, v in DEFAULTS.items() if k not in keys]
+        extra = [f"{k} = {v}" for k, v in DEFAULTS.items() if not _sets(keys, k)]
         if not extra:
             return config
         sep = "" if config.endswith("\n") or not config else "\n"
@@ -79,7 +86,7 @@ def with_defaults(config: ConfigLike) -> ConfigLike:
         keys = {_norm(k) for k, v in config.items() if isinstance(k, str) and v is not None}
         out = dict(config)
         for k, v in DEFAULTS.items():
-            if k not in keys:
+            if not _sets(keys, k):
                 out[k] = v
         return out
     return config  # the Logger reports the type error
