@@ -772,14 +772,18 @@ fn run_lanes(
             );
             given.clear();
             for (ls, lane) in inbox.states.iter_mut().zip(&lanes) {
-                if taken.explicit {
-                    ls.explicit = true;
-                    if from == 0 {
-                        ls.bytes = 0;
-                        ls.failed = false;
-                    }
+                // A flush: its result counts from the first slice, and only the last slice's
+                // hand-over is explicit (tried at once even during a backoff) — one retry cycle
+                // against a dead output per flush, not one per slice.
+                let last = to >= batch.len();
+                if taken.explicit && from == 0 {
+                    ls.bytes = 0;
+                    ls.failed = false;
                 }
-                if taken.explicit || !ls.inbox.is_empty() {
+                if taken.explicit && last {
+                    ls.explicit = true;
+                }
+                if (taken.explicit && last) || !ls.inbox.is_empty() {
                     ls.given += 1;
                     lane.cv.notify_all();
                 }
