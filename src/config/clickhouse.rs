@@ -371,6 +371,13 @@ port = 9",
         .unwrap();
         assert_eq!(lz4[0].http.compression, BodyCompression::Lz4);
         let e = outputs("logger = http://127.0.0.1:9/in\ncompression = lz4").unwrap_err();
+        assert!(e.contains("is ClickHouse's own compression"), "{e}");
+        // Per logger too: an http logger beside a clickhouse one.
+        let e = outputs(
+            "logger = clickhouse://127.0.0.1:8123/logs.t\nlogger = web http://127.0.0.1:9/in\n\
+             log-route = web x\nweb.compression = lz4",
+        )
+        .unwrap_err();
         assert!(
             e.contains("compression = lz4 is ClickHouse's own compression"),
             "{e}"

@@ -1234,6 +1234,8 @@ mod tests {
                 .compress
         );
         assert!(err("host=h\nport=1\nsock_type=rlogd\ncompression=lz4")
+            .starts_with("\"compression = lz4\" at line 4 is ClickHouse's own compression"));
+        assert!(err("host=h\nport=1\nsock_type=rlogd\ncompression=lz5")
             .starts_with("invalid \"compression\" at line 4"));
         assert!(c.needs_time);
         assert_eq!(

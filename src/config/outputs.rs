@@ -512,6 +512,21 @@ impl UwsgiKeys {
                     .into(),
             );
         }
+        let lz4 = self
+            .http_entries
+            .iter()
+            .find(|(k, e)| k == "compression" && e.value == "lz4");
+        if let Some((_, e)) = lz4 {
+            if !sinks
+                .iter()
+                .any(|s| matches!(s.target, Target::ClickHouse(_)))
+            {
+                return Err(format!(
+                    "\"compression = lz4\" at line {} is ClickHouse's own compression: it needs a clickhouse:// logger (http loggers take \"gzip\", rlogd ones \"zlib\")",
+                    e.line
+                ));
+            }
+        }
         if let Some((k, line)) = &self.http_first {
             if !sinks.iter().any(|s| s.target.is_http()) {
                 return Err(format!(
