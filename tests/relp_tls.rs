@@ -81,6 +81,49 @@ fn logger(rs: &Rsyslog, f: &Files, cert: bool, extra: &str) -> Logger {
     Logger::start(Config::parse(&text).unwrap()).unwrap()
 }
 
+/// Waits (30 s at most) until rsyslog's imrelp completes a TLS handshake with the client's
+/// certificate. Its port accepts connections a moment before its TLS is ready (a handshake in
+/// between was reset once under load), and the restart test counts the tries its logger makes.
+fn wait_tls_ready(rs: &Rsyslog, f: &Files) {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(&f.server.ca).unwrap())
+        .unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_client_auth_cert(
+        vec![CertificateDer::from_pem_file(&f.client.cert).unwrap()],
+        PrivateKeyDer::from_pem_file(&f.client.key).unwrap(),
+    )
+    .unwrap();
+    let config = std::sync::Arc::new(config);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ok = std::net::TcpStream::connect(("127.0.0.1", rs.relp_port)).is_ok_and(|mut s| {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+            let name = ServerName::try_from("localhost").unwrap();
+            let mut c = rustls::ClientConnection::new(config.clone(), name).unwrap();
+            while c.is_handshaking() {
+                if c.complete_io(&mut s).is_err() {
+                    return false;
+                }
+            }
+            true
+        });
+        if ok {
+            return;
+        }
+        assert!(Instant::now() < deadline, "imrelp's TLS never became ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn msg(i: usize) -> String {
     format!("id={i:06} {}", "x".repeat(60))
 }
@@ -263,6 +306,7 @@ fn relps_rsyslog_restart_closes_the_session_and_the_next_send_reconnects() {
     rs.wait_lines(|l| l.len() >= 100);
     rs.stop();
     rs.restart();
+    wait_tls_ready(&rs, &f);
     for i in 100..200 {
         lg.log(msg(i).as_bytes());
     }
