@@ -347,11 +347,18 @@ impl HttpSettings {
 
     /// Checks the settings together, for logger `label`.
     ///
-    /// Errors: `json_array` or `none` framing with an API that lays out its own body.
+    /// Errors: `json_array` or `none` framing with an API that lays out its own body;
+    /// `compression = lz4`, which is ClickHouse's. For plain http loggers (a clickhouse
+    /// logger's settings are `clickhouse::check_settings`').
     pub fn check(&self, label: &str) -> Result<(), String> {
         if self.api != ApiKind::Plain && self.framing == BodyFraming::JsonArray {
             return Err(format!(
                 "{label}: framing = json_array does not apply with http_api: the API lays out its own body"
+            ));
+        }
+        if self.compression == BodyCompression::Lz4 {
+            return Err(format!(
+                "{label}: compression = lz4 is ClickHouse's own compression, for clickhouse loggers; an http logger takes \"gzip\" or \"none\""
             ));
         }
         if self.api == ApiKind::Loki && self.loki_labels.is_empty() {

@@ -12,7 +12,7 @@
 //! `relp_window` works the same way for `relp://` loggers.
 
 use super::clickhouse;
-use super::http::{self, Batching, BodyCompression, HttpSettings, HTTP_ONLY};
+use super::http::{self, Batching, HttpSettings, HTTP_ONLY};
 use super::nats::{NatsBase, NatsSettings, NATS_KEYS};
 use super::route::{Route, Router};
 use super::target::{parse_logger, LoggerSpec, Target};
@@ -656,12 +656,6 @@ impl UwsgiKeys {
                 clickhouse::check_settings(&s.http, &s.label())?;
             } else if s.target.is_http() {
                 s.http.check(&s.label())?;
-                if s.http.compression == BodyCompression::Lz4 {
-                    return Err(format!(
-                        "{}: compression = lz4 is ClickHouse's own compression, for clickhouse loggers; an http logger takes \"gzip\" or \"none\"",
-                        s.label()
-                    ));
-                }
             } else if self
                 .framing_entry
                 .as_ref()
