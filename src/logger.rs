@@ -9,6 +9,7 @@ use crate::config::{Config, SpoolConfig};
 use crate::lifecycle;
 use crate::output::dead_letter::DeadLetters;
 use crate::output::driver::Disk;
+use crate::output::spool_key;
 use crate::output::tls::TlsSettings;
 use crate::pipeline::{self, OpenDisks};
 pub(crate) use crate::queue::{Inner, SpawnWorker, CLOSE_GRACE};
@@ -34,7 +35,7 @@ impl Logger {
         // `log` call that starts it in the child must not wait for the disk (creating the
         // instance, and reading every record it adopts from dead processes).
         let spool = config.spool.clone();
-        let keys = spool_keys(&config);
+        let keys = spool_key::keys(&config);
         let opened = spool.as_ref().map(|s| open_disks(s, &keys)).transpose()?;
         let first = std::sync::Mutex::new(opened);
         let spawn = move |inner: Arc<Inner>| {
@@ -61,49 +62,13 @@ impl Logger {
     }
 }
 
-/// Each output's sub-directory of the spool: its place in the config and its target, as a file
-/// name (the same config finds the same queues after a restart).
-fn spool_keys(config: &Config) -> Vec<String> {
-    config
-        .outputs
-        .outputs
-        .iter()
-        .enumerate()
-        .map(|(i, o)| {
-            let name: String = o
-                .target_text()
-                .chars()
-                .map(|c| {
-                    if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                        c
-                    } else {
-                        '_'
-                    }
-                })
-                .collect();
-            if name.len() <= MAX_KEY_NAME {
-                return format!("{i}-{name}");
-            }
-            // A long target (an http URL with a long path): cut, and told apart from others
-            // cut alike by a hash of the whole, the same in every process and version (FNV-1a).
-            let hash = o
-                .target_text()
-                .bytes()
-                .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-                    (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-                });
-            format!("{i}-{}-{hash:016x}", &name[..MAX_KEY_NAME - 17])
-        })
-        .collect()
-}
-
-/// The longest target name in a spool key (the spool takes keys of 200 bytes at most, and
-/// the output's index comes first).
-const MAX_KEY_NAME: usize = 180;
-
 /// Opens every output's disk queue under `spool`.
+/// Opens every output's disk queue under `spool`, each also adopting from its target's other
+/// keys (`spool_key::strays_of`).
 fn open_disks(spool: &SpoolConfig, keys: &[String]) -> Result<Vec<Disk>, String> {
-    keys.iter().map(|k| Disk::open(spool, k)).collect()
+    (0..keys.len())
+        .map(|i| Disk::open(spool, &keys[i], spool_key::strays_of(keys, i)))
+        .collect()
 }
 
 /// Builds each output's TLS settings (reads CA files, chooses the verifier).

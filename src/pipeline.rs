@@ -21,6 +21,7 @@
 use std::collections::VecDeque;
 use std::io;
 use std::ops::Range;
+use std::path::Path;
 use std::sync::{Arc, Condvar as StdCondvar, Mutex as StdMutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -32,6 +33,7 @@ use crate::ledger::{Ledger, Outcome, Settled, PRIMARY};
 use crate::output::dead_letter::{self, DeadLetters};
 use crate::output::driver::{self, Control, Disk, Driver, OutputCounters, Round, Settle};
 use crate::output::tls::TlsSettings;
+use crate::output::{spool, spool_key};
 use crate::queue::{Closed, Held, Inner, OutputsSettled, PendingError, RoundEnd, Taken};
 use crate::stats::{rlog_sink_stats, Tally};
 
@@ -152,6 +154,11 @@ fn run(
         Some(Err(e)) => inner.report(e),
         None => {}
     }
+    if let Some(spool) = &inner.config.spool {
+        if let Some(e) = unclaimed_report(&spool.dir, &spool_key::keys(&inner.config)) {
+            inner.report(e);
+        }
+    }
     // One output gets a thread of its own, as several do, when it is an http one with records
     // to route and encode: the worker then encodes the next records while the output waits
     // for the endpoint to take a request in and answer it, where inline the two take turns
@@ -164,6 +171,20 @@ fn run(
     } else {
         run_lanes(inner, &set, drivers, dead);
     }
+}
+
+/// What to tell of records a dead process left in the spool `dir` for a target none of this
+/// config's outputs (`keys`) delivers to: nobody will adopt them while that stays so.
+fn unclaimed_report(dir: &str, keys: &[String]) -> Option<String> {
+    let unclaimed = spool::unclaimed_keys(Path::new(dir), |k| spool_key::claimed(keys, k));
+    (!unclaimed.is_empty()).then(|| {
+        format!(
+            "spool {dir} holds records a dead process left for a target no logger of this \
+             config names ({}): they stay there until a logger with that target uses this \
+             spool (`rlogd spool {dir}` shows them)",
+            unclaimed.join(", ")
+        )
+    })
 }
 
 /// Pauses of a driver on the worker thread: on the logger's condition variable, woken when it

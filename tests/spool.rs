@@ -273,3 +273,75 @@ fn always_mode_writes_ahead_and_still_delivers_everything() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A restart with a config whose logger lines moved (one added above, or reordered) finds the
+/// records the earlier config spooled: they are under the key of the logger's old place
+/// (`0-TARGET`), and the logger, now second, adopts them from there. A config that names no
+/// logger with that target says the records are there rather than leaving them unmentioned.
+#[test]
+fn a_logger_that_moved_in_the_config_delivers_what_it_spooled_before() {
+    let dir = temp_dir("spool-moved");
+    let (port, down) = refusing_port();
+    let elsewhere = Collector::tcp();
+    let n = 2_000u64;
+    let spool = format!(
+        "spool = {}\nmax_retry_times = 0\nretry_interval = 10\n",
+        dir.display()
+    );
+    let before = format!("logger = tcp://127.0.0.1:{port}\n{spool}");
+    let lg = Logger::start(Config::parse(&before).unwrap()).unwrap();
+    for i in 0..n {
+        let m = format!("m{i:05}\n");
+        assert_eq!(lg.log(m.as_bytes()), Logged::Buffered(m.len()));
+    }
+    wait_for("everything spooled", 30, || lg.stats().spooled == n);
+    lg.close(Duration::from_millis(100));
+    assert_identity(&lg.stats());
+
+    // A config without that target: the records stay, and it says so.
+    let other = format!("logger = tcp://127.0.0.1:{}\n{spool}", elsewhere.port());
+    let lg = Logger::start(Config::parse(&other).unwrap()).unwrap();
+    let key = format!("0-tcp___127_0_0_1_{port}");
+    let mut said = String::new();
+    wait_for("the unclaimed-records error", 10, || {
+        if let Some(e) = lg.take_error() {
+            said = e.as_str().to_string();
+        }
+        !said.is_empty()
+    });
+    assert!(
+        said.contains(
+            "holds records a dead process left for a target no logger of this config names"
+        ) && said.contains(&key),
+        "{said}"
+    );
+    thread::sleep(Duration::from_millis(100));
+    assert_eq!(lg.stats().adopted, 0);
+    lg.close(Duration::from_secs(1));
+
+    // The logger comes back second, its collector up: it adopts from its old key.
+    let c = Collector::listen_on(down);
+    let after = format!(
+        "logger = tcp://127.0.0.1:{}\nlogger = tcp://127.0.0.1:{port}\n{spool}",
+        elsewhere.port()
+    );
+    let lg = Logger::start(Config::parse(&after).unwrap()).unwrap();
+    wait_for("the old config's records delivered", 30, || {
+        lg.stats().sent == n
+    });
+    let s = lg.stats();
+    assert_eq!(
+        (s.logged, s.adopted, s.sent, s.lost, s.spooled),
+        (0, n, n, 0, 0),
+        "{s:?}"
+    );
+    assert_identity(&s);
+    assert!(lg.take_error().is_none(), "nothing is left unclaimed");
+    assert!(lg.close(Duration::from_secs(5)));
+    assert!(c.wait(|d| d.iter().filter(|&&b| b == b'\n').count() as u64 >= n));
+    let got = lines(&c);
+    let want: Vec<String> = (0..n).map(|i| format!("m{i:05}")).collect();
+    assert_eq!(got, want, "every record once, in order");
+    assert!(elsewhere.lines().is_empty(), "not sent to the other target");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -16,7 +16,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::dead_letter::{self, DeadLetters};
-use super::spool::{OutputSpool, OwnedRecord, SpoolError, SpoolOptions, SpoolRecord, SyncMode};
+use super::spool::{
+    OutputSpool, OwnedRecord, SpoolError, SpoolOptions, SpoolRecord, StrayKeys, SyncMode,
+};
 use super::tls::TlsSettings;
 use super::{
     clickhouse, datagram, http, nats, reason, relp, rlogd, socket, stream, tls, Failure, Output,
@@ -561,7 +563,8 @@ impl Disk {
     /// adopted by the worker, [`Driver::with_disk`]: `rlog_init` does not read it).
     ///
     /// Errors: the directory cannot be created or used (the message names it).
-    pub fn open(cfg: &SpoolConfig, key: &str) -> Result<Disk, String> {
+    /// `strays`: the other keys whose dead instances this output also adopts.
+    pub fn open(cfg: &SpoolConfig, key: &str, strays: StrayKeys) -> Result<Disk, String> {
         let opts = SpoolOptions {
             max_bytes: cfg.max_bytes,
             sync: match cfg.sync {
@@ -571,8 +574,10 @@ impl Disk {
             },
             ..SpoolOptions::default()
         };
-        let spool = OutputSpool::open_without_adopting(std::path::Path::new(&cfg.dir), key, opts)
-            .map_err(|e| format!("cannot use \"spool\" directory {}: {e}", cfg.dir))?;
+        let mut spool =
+            OutputSpool::open_without_adopting(std::path::Path::new(&cfg.dir), key, opts)
+                .map_err(|e| format!("cannot use \"spool\" directory {}: {e}", cfg.dir))?;
+        spool.also_adopt_from(strays);
         Ok(Disk {
             spool,
             always: cfg.mode == SpoolMode::Always,

@@ -16,6 +16,7 @@ pub mod relp;
 pub mod rlogd;
 pub mod socket;
 pub mod spool;
+pub mod spool_key;
 pub mod stream;
 pub mod tls;
 

@@ -361,9 +361,15 @@ struct Head {
     file: File,
 }
 
+/// Which other key directories under the same root an [`OutputSpool`] also adopts from (see
+/// [`OutputSpool::also_adopt_from`]): given a directory's name, whether it is this output's.
+pub type StrayKeys = Box<dyn Fn(&str) -> bool + Send>;
+
 /// One output's spool in this process: see the module doc.
 pub struct OutputSpool {
     key_dir: PathBuf,
+    /// Other keys this output adopts from (the same output under an earlier config's key).
+    strays: Option<StrayKeys>,
     dir: PathBuf,
     name: String,
     opts: SpoolOptions,
@@ -499,6 +505,7 @@ impl OutputSpool {
         };
         Ok(OutputSpool {
             key_dir,
+            strays: None,
             dir,
             name,
             opts,
@@ -520,6 +527,16 @@ impl OutputSpool {
             forked: false,
             owner_pid: std::process::id(),
         })
+    }
+
+    /// Makes [`adopt`](Self::adopt) also take the dead instances under the other key
+    /// directories of the same root for which `is_mine` says yes: the same output under the
+    /// key an earlier config gave it (its place in the config changed, or an nginx reload's old
+    /// workers still run with the old config). Their records are the same output's, so they
+    /// are delivered as if they were under this key. The key directories themselves are left
+    /// (a live process may still be creating its instance in one).
+    pub fn also_adopt_from(&mut self, is_mine: StrayKeys) {
+        self.strays = Some(is_mine);
     }
 
     /// This instance's directory.
@@ -1222,23 +1239,38 @@ impl OutputSpool {
         self.stats.records == 0
     }
 
-    /// Takes over the instance directories under this output key whose lock is free (their
-    /// process died), renaming each into this instance's `adopted/` and checking every record in
-    /// it (see "Recovery never wedges" in the module doc). Directories whose lock is held are
-    /// left alone. Their records are read before this instance's own, after those adopted
-    /// earlier. Called by `open`, and periodically by the driver (a prefork sibling may die at
-    /// any time). Also removes leftovers of instances that died while being created.
+    /// Takes over the instance directories under this output key (and under the keys given to
+    /// [`also_adopt_from`](Self::also_adopt_from)) whose lock is free (their process died),
+    /// renaming each into this instance's `adopted/` and checking every record in it (see
+    /// "Recovery never wedges" in the module doc). Directories whose lock is held are left
+    /// alone. Their records are read before this instance's own, after those adopted earlier.
+    /// Called by `open`, and periodically by the driver (a prefork sibling may die at any
+    /// time). Also removes leftovers of instances that died while being created.
     ///
     /// Errors: only when the output key's directory cannot be listed; a dead instance that
-    /// cannot be taken now is left for a later call.
+    /// cannot be taken now (or a stray key directory that cannot be listed) is left for a later
+    /// call.
     pub fn adopt(&mut self) -> io::Result<AdoptReport> {
         self.check_owner()?;
         let mut report = AdoptReport::default();
         let own_name = self.name.clone();
-        let dirs = fsutil::list_dirs(&self.key_dir, |n| {
+        let mut dirs = fsutil::list_dirs(&self.key_dir, |n| {
             fsutil::is_instance_name(n) && n != own_name
         })?;
+        if let (Some(is_mine), Some(root)) = (&self.strays, self.key_dir.parent()) {
+            let own_key = self.key_dir.file_name();
+            let strays = fsutil::list_dirs(root, |n| {
+                valid_key(n) && Some(std::ffi::OsStr::new(n)) != own_key && is_mine(n)
+            })
+            .unwrap_or_default();
+            for key_dir in strays {
+                dirs.extend(
+                    fsutil::list_dirs(&key_dir, fsutil::is_instance_name).unwrap_or_default(),
+                );
+            }
+        }
         for d in dirs {
+            let key_dir = d.parent().unwrap_or(&self.key_dir).to_path_buf();
             let lock_path = d.join("lock");
             let lock = match fsutil::open_lock_file_existing(&lock_path) {
                 Ok(f) => Some(f),
@@ -1266,7 +1298,7 @@ impl OutputSpool {
             }
             self.next_adopt += 1;
             let _ = fsutil::sync_dir(&adopted_dir);
-            let _ = fsutil::sync_dir(&self.key_dir);
+            let _ = fsutil::sync_dir(&key_dir);
             drop(lock);
             report.instances += 1;
             // Flatten: the instances it had adopted (a crash loop nests one level per restart)
@@ -1486,6 +1518,30 @@ impl Drop for OutputSpool {
 }
 
 /// Is there something not yet read in this source?
+/// The key directories under `root` for which `claimed` says no that hold records of a dead
+/// process (an instance whose lock is free, with a segment file in it or in what it adopted):
+/// records nobody will adopt while the keys that would are not in use. Read-only (a free lock
+/// is taken and let go at once); unreadable directories are passed over.
+pub fn unclaimed_keys(root: &Path, claimed: impl Fn(&str) -> bool) -> Vec<String> {
+    let keys = fsutil::list_dirs(root, |n| valid_key(n) && !claimed(n)).unwrap_or_default();
+    keys.into_iter()
+        .filter(|key_dir| {
+            let instances =
+                fsutil::list_dirs(key_dir, fsutil::is_instance_name).unwrap_or_default();
+            instances.iter().any(|d| {
+                let dead = match fsutil::open_lock_file_existing(&d.join("lock")) {
+                    Ok(lock) => fsutil::try_flock(&lock, false).ok() == Some(Lock::Taken),
+                    Err(e) => e.kind() == io::ErrorKind::NotFound,
+                };
+                dead && fsutil::delivery_order(d)
+                    .iter()
+                    .any(|s| fsutil::list_segments(s).is_ok_and(|v| !v.is_empty()))
+            })
+        })
+        .filter_map(|d| d.file_name().and_then(|n| n.to_str()).map(String::from))
+        .collect()
+}
+
 fn has_unread(s: &Source) -> bool {
     s.segs
         .iter()

@@ -295,6 +295,52 @@ fn live_instance_is_not_adopted_dead_one_is() {
 }
 
 #[test]
+fn stray_keys_are_adopted_from_and_unclaimed_ones_are_found() {
+    let _g = shared();
+    let t = TempDir::new("strays");
+    const OLD: &str = "3-tcp_127.0.0.1_5140";
+    const OTHER: &str = "1-tcp_127.0.0.1_9999";
+    // A dead instance under the key an earlier config gave the output, one under another
+    // target's, and a live one under the earlier key.
+    // (The live one is opened first: an `open` adopts the dead instances under its key.)
+    let mut live = OutputSpool::open(&t.0, OLD, opts(1 << 20)).unwrap();
+    append_ids(&mut live, 10..12);
+    let mut old = OutputSpool::open(&t.0, OLD, opts(1 << 20)).unwrap();
+    append_ids(&mut old, 0..3);
+    drop(old);
+    let mut other = OutputSpool::open(&t.0, OTHER, opts(1 << 20)).unwrap();
+    append_ids(&mut other, 50..52);
+    drop(other);
+    let claimed = |k: &str| k == KEY || k == OLD;
+    assert_eq!(unclaimed_keys(&t.0, claimed), vec![OTHER.to_string()]);
+    assert_eq!(
+        unclaimed_keys(&t.0, |k| k == KEY),
+        vec![OTHER.to_string(), OLD.to_string()]
+    );
+
+    let mut sp = OutputSpool::open(&t.0, KEY, opts(1 << 20)).unwrap();
+    assert_eq!(
+        sp.stats().adopted_records,
+        0,
+        "no strays without also_adopt_from"
+    );
+    sp.also_adopt_from(Box::new(|k| k == OLD));
+    let rep = sp.adopt().unwrap();
+    assert_eq!((rep.instances, rep.records), (1, 3), "the dead one only");
+    assert_eq!(ids(&read_all(&mut sp, 10)), vec![0, 1, 2]);
+    assert!(t.0.join(OLD).is_dir(), "the key directory stays");
+    drop(live);
+    let rep = sp.adopt().unwrap();
+    assert_eq!(
+        (rep.instances, rep.records),
+        (1, 2),
+        "once its process is gone"
+    );
+    assert_eq!(ids(&read_all(&mut sp, 10)), vec![10, 11]);
+    assert_eq!(unclaimed_keys(&t.0, |k| k == KEY), vec![OTHER.to_string()]);
+}
+
+#[test]
 fn instance_without_lock_file_is_adopted() {
     let _g = shared();
     let t = TempDir::new("nolock");

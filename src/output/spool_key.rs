@@ -1,0 +1,117 @@
+//! Which sub-directory of the spool holds each output's queue: `<index>-<target>`, the output's
+//! place in the config and its target as a file name. The same config finds the same queues
+//! after a restart; a config whose outputs moved finds them under the keys it gave them before
+//! (see [`strays_of`]).
+
+use crate::config::Config;
+use crate::output::spool::StrayKeys;
+
+/// The longest target name in a spool key (the spool takes keys of 200 bytes at most, and
+/// the output's index comes first).
+const MAX_KEY_NAME: usize = 180;
+
+/// Each output's key, in config order.
+pub fn keys(config: &Config) -> Vec<String> {
+    config
+        .outputs
+        .outputs
+        .iter()
+        .enumerate()
+        .map(|(i, o)| format!("{i}-{}", target_name(&o.target_text())))
+        .collect()
+}
+
+/// A target as a file name: what is not `[A-Za-z0-9_-]` becomes `_`; a long target (an http
+/// URL with a long path) is cut, and told apart from others cut alike by a hash of the whole,
+/// the same in every process and version (FNV-1a).
+fn target_name(target: &str) -> String {
+    let name: String = target
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if name.len() <= MAX_KEY_NAME {
+        return name;
+    }
+    let hash = target.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!("{}-{hash:016x}", &name[..MAX_KEY_NAME - 17])
+}
+
+/// The target part of a key (`0-tcp___h_5140` gives `tcp___h_5140`); `None` for a directory
+/// name that is not a key.
+fn target_of(key: &str) -> Option<&str> {
+    let (index, target) = key.split_once('-')?;
+    let is_index = !index.is_empty() && index.bytes().all(|b| b.is_ascii_digit());
+    (is_index && !target.is_empty()).then_some(target)
+}
+
+/// The other keys output `i` of a config with `keys` adopts from: the same target under
+/// another index that this config does not use. An earlier config had the output elsewhere
+/// (a logger line was added above it, or the lines were reordered), or an nginx reload's old
+/// workers still deliver with the old config and leave their records under the old key when
+/// they exit. Either way the records are for the same target: left there, nobody would ever
+/// deliver them.
+pub fn strays_of(keys: &[String], i: usize) -> StrayKeys {
+    let keys = keys.to_vec();
+    let target = target_of(&keys[i]).unwrap_or_default().to_string();
+    Box::new(move |name| !keys.iter().any(|k| k == name) && target_of(name) == Some(&*target))
+}
+
+/// Whether `name` is a key this config's outputs use or adopt from.
+pub fn claimed(keys: &[String], name: &str) -> bool {
+    let target = target_of(name);
+    keys.iter()
+        .any(|k| k == name || (target.is_some() && target_of(k) == target))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys_of(text: &str) -> Vec<String> {
+        keys(&Config::parse(text).expect("config"))
+    }
+
+    #[test]
+    fn a_key_is_the_index_and_the_target_as_a_file_name() {
+        let k = keys_of("logger = tcp://127.0.0.1:5140\nlogger = socket:/run/x.sock\n");
+        assert_eq!(k, ["0-tcp___127_0_0_1_5140", "1-socket__run_x_sock"]);
+        assert_eq!(target_of(&k[0]), Some("tcp___127_0_0_1_5140"));
+        assert_eq!(target_of("tcp___x"), None);
+        assert_eq!(target_of("x-tcp___x"), None);
+        assert_eq!(target_of("0-"), None);
+    }
+
+    #[test]
+    fn a_long_target_is_cut_and_hashed() {
+        let path = "p".repeat(300);
+        let k = keys_of(&format!("logger = http://h:8080/{path}\n"));
+        assert!(k[0].len() <= 200, "{}", k[0]);
+        let other = keys_of(&format!("logger = http://h:8080/{path}q\n"));
+        assert_ne!(k[0], other[0]);
+        assert_eq!(&k[0][..150], &other[0][..150]);
+    }
+
+    #[test]
+    fn an_output_adopts_its_target_under_another_index_only() {
+        let k = keys_of("logger = tcp://127.0.0.1:1\nlogger = tcp://127.0.0.1:2\n");
+        let first = strays_of(&k, 0);
+        assert!(first("1-tcp___127_0_0_1_1"), "moved from index 1");
+        assert!(first("7-tcp___127_0_0_1_1"));
+        assert!(!first("0-tcp___127_0_0_1_1"), "its own key");
+        assert!(!first("1-tcp___127_0_0_1_2"), "another target");
+        assert!(!first("tcp___127_0_0_1_1"));
+        let second = strays_of(&k, 1);
+        assert!(second("0-tcp___127_0_0_1_2"));
+        assert!(!second("0-tcp___127_0_0_1_1"), "output 0's key");
+        assert!(claimed(&k, "5-tcp___127_0_0_1_2"));
+        assert!(!claimed(&k, "0-tcp___127_0_0_1_3"));
+    }
+}
