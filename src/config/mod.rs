@@ -36,10 +36,12 @@ pub enum Endpoint {
 impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Endpoint::Tcp { host, port } => write!(f, "tcp://{host}:{port}"),
-            Endpoint::Udp { host, port } => write!(f, "udp://{host}:{port}"),
+            Endpoint::Tcp { host, port } => write!(f, "tcp://{}", target::join_host(host, *port)),
+            Endpoint::Udp { host, port } => write!(f, "udp://{}", target::join_host(host, *port)),
             Endpoint::Unix { path } => write!(f, "unix://{path}"),
-            Endpoint::Rlogd { host, port } => write!(f, "rlogd://{host}:{port}"),
+            Endpoint::Rlogd { host, port } => {
+                write!(f, "rlogd://{}", target::join_host(host, *port))
+            }
         }
     }
 }

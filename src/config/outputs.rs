@@ -15,7 +15,7 @@ use super::clickhouse;
 use super::http::{self, Batching, HttpSettings, HTTP_ONLY};
 use super::nats::{NatsBase, NatsSettings, NATS_KEYS};
 use super::route::{Route, Router};
-use super::target::{parse_logger, LoggerSpec, Target};
+use super::target::{join_host, parse_logger, LoggerSpec, Target};
 use super::{Endpoint, Entry, Limits, RlogdSettings};
 use crate::encode::framing::Framing;
 use crate::encode::{Chain, Encoder, EncoderSpec};
@@ -84,12 +84,17 @@ impl OutputSpec {
             || (self.target.is_http() && matches!(self.http.api, ApiKind::Loki | ApiKind::Otlp))
     }
 
-    /// The target as a `logger` line names it (`tls://` and `rlogds://` with TLS).
+    /// The target as a `logger` line names it (`tls://` and `rlogds://` with TLS), an IPv6 host
+    /// in brackets, secrets masked.
     pub fn target_text(&self) -> String {
         match (&self.target, &self.tls) {
-            (Target::Tcp { host, port }, Some(_)) => format!("tls://{host}:{port}"),
-            (Target::Rlogd { host, port }, Some(_)) => format!("rlogds://{host}:{port}"),
-            (Target::Relp { host, port }, Some(_)) => format!("relps://{host}:{port}"),
+            (Target::Tcp { host, port }, Some(_)) => format!("tls://{}", join_host(host, *port)),
+            (Target::Rlogd { host, port }, Some(_)) => {
+                format!("rlogds://{}", join_host(host, *port))
+            }
+            (Target::Relp { host, port }, Some(_)) => {
+                format!("relps://{}", join_host(host, *port))
+            }
             (
                 Target::Nats {
                     host,

@@ -121,13 +121,13 @@ impl Target {
 impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Target::Udp { host, port } => write!(f, "udp://{host}:{port}"),
+            Target::Udp { host, port } => write!(f, "udp://{}", join_host(host, *port)),
             Target::UnixDgram { path } => write!(f, "socket:{path}"),
-            Target::Tcp { host, port } => write!(f, "tcp://{host}:{port}"),
-            Target::Tls { host, port } => write!(f, "tls://{host}:{port}"),
+            Target::Tcp { host, port } => write!(f, "tcp://{}", join_host(host, *port)),
+            Target::Tls { host, port } => write!(f, "tls://{}", join_host(host, *port)),
             Target::UnixStream { path } => write!(f, "unix://{path}"),
-            Target::Rlogd { host, port } => write!(f, "rlogd://{host}:{port}"),
-            Target::RlogdTls { host, port } => write!(f, "rlogds://{host}:{port}"),
+            Target::Rlogd { host, port } => write!(f, "rlogd://{}", join_host(host, *port)),
+            Target::RlogdTls { host, port } => write!(f, "rlogds://{}", join_host(host, *port)),
             Target::Http {
                 https,
                 host,
@@ -158,8 +158,8 @@ impl fmt::Display for Target {
                 port,
                 subject,
             } => write!(f, "nats+tls://{}/{subject}", join_host(host, *port)),
-            Target::Relp { host, port } => write!(f, "relp://{host}:{port}"),
-            Target::RelpTls { host, port } => write!(f, "relps://{host}:{port}"),
+            Target::Relp { host, port } => write!(f, "relp://{}", join_host(host, *port)),
+            Target::RelpTls { host, port } => write!(f, "relps://{}", join_host(host, *port)),
             Target::ClickHouse(t) => write!(f, "{t}"),
         }
     }
@@ -202,7 +202,7 @@ fn masked_value(value: &str) -> String {
 }
 
 /// `HOST:PORT`, with brackets around an IPv6 host.
-fn join_host(host: &str, port: u16) -> String {
+pub(crate) fn join_host(host: &str, port: u16) -> String {
     if host.contains(':') {
         format!("[{host}]:{port}")
     } else {
@@ -687,7 +687,7 @@ mod tests {
             }
         );
         assert!(l.target.is_relp());
-        assert_eq!(l.target.to_string(), "relps://::1:6514");
+        assert_eq!(l.target.to_string(), "relps://[::1]:6514");
         assert!(parse_logger("relps://h").unwrap_err().contains("HOST:PORT"));
         assert!(parse_logger("rlogd://:5")
             .unwrap_err()

@@ -119,21 +119,18 @@ pub fn connect_unix(path: &str, timeout: Duration) -> io::Result<Socket> {
     Ok(sock)
 }
 
-/// A unix socket's connect error, naming the path (and, for a relative one, the directory it
-/// was resolved from: the host's working directory, which is seldom what its user expects).
+/// A unix socket's connect error. The message around it names the target; a relative path
+/// also gets the directory it was resolved from (the host's working directory, which is seldom
+/// what its user expects): `no such file or directory (relative to /srv/app)`.
 pub(super) fn unix_error(path: &str, e: io::Error) -> io::Error {
-    if e.kind() != io::ErrorKind::NotFound {
+    if e.kind() != io::ErrorKind::NotFound || path.starts_with('/') {
         return e;
     }
-    let from = if path.starts_with('/') {
-        String::new()
-    } else {
-        std::env::current_dir().map_or_else(
-            |_| " (a relative path)".to_string(),
-            |d| format!(" (relative to {})", d.display()),
-        )
-    };
-    io::Error::other(format!("{path}{from}: no such file or directory"))
+    let from = std::env::current_dir().map_or_else(
+        |_| "a relative path".to_string(),
+        |d| format!("relative to {}", d.display()),
+    );
+    io::Error::other(format!("no such file or directory ({from})"))
 }
 
 #[cfg(test)]
@@ -153,7 +150,7 @@ mod tests {
     /// Deterministic: a socket bound to 127.0.0.1:P with SO_REUSEADDR and connected to
     /// 127.0.0.1:P connects to itself on Linux; the check must call that refused.
     #[test]
-    fn errors_name_the_host_and_the_path() {
+    fn errors_name_the_host_and_a_relative_path_s_directory() {
         let e = connect_tcp("no-such-host.invalid", 1, Duration::from_millis(100)).unwrap_err();
         assert!(
             e.to_string()
@@ -166,16 +163,10 @@ mod tests {
         let cwd = std::env::current_dir().unwrap();
         assert_eq!(
             why,
-            format!(
-                "no/such.sock (relative to {}): no such file or directory",
-                cwd.display()
-            )
+            format!("no such file or directory (relative to {})", cwd.display())
         );
         let e = connect_unix("/no/such.sock", Duration::from_millis(100)).unwrap_err();
-        assert_eq!(
-            crate::output::reason(&e),
-            "/no/such.sock: no such file or directory"
-        );
+        assert_eq!(crate::output::reason(&e), "no such file or directory");
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! after a restart; a config whose outputs moved finds them under the keys it gave them before
 //! (see [`strays_of`]).
 
-use crate::config::Config;
+use crate::config::target::Target;
+use crate::config::{Config, OutputSpec};
 use crate::output::spool::StrayKeys;
 
 /// The longest target name in a spool key (the spool takes keys of 200 bytes at most, and
@@ -17,8 +18,30 @@ pub fn keys(config: &Config) -> Vec<String> {
         .outputs
         .iter()
         .enumerate()
-        .map(|(i, o)| format!("{i}-{}", target_name(&o.target_text())))
+        .map(|(i, o)| format!("{i}-{}", target_name(&key_text(o))))
         .collect()
+}
+
+/// The target's text as keys name it: as messages show it, but for the IPv6 host of a
+/// `tcp`, `udp`, `tls`, `rlogd` or `relp` target, which keys have without the brackets
+/// messages now put around it (`tcp://::1:5140`). A key must never change: the queue under the
+/// old one would be left behind.
+fn key_text(o: &OutputSpec) -> String {
+    let text = o.target_text();
+    match &o.target {
+        Target::Tcp { host, .. }
+        | Target::Udp { host, .. }
+        | Target::Tls { host, .. }
+        | Target::Rlogd { host, .. }
+        | Target::RlogdTls { host, .. }
+        | Target::Relp { host, .. }
+        | Target::RelpTls { host, .. }
+            if host.contains(':') =>
+        {
+            text.replacen(&format!("[{host}]"), host, 1)
+        }
+        _ => text,
+    }
 }
 
 /// A target as a file name: what is not `[A-Za-z0-9_-]` becomes `_`; a long target (an http
@@ -87,6 +110,18 @@ mod tests {
         assert_eq!(target_of("tcp___x"), None);
         assert_eq!(target_of("x-tcp___x"), None);
         assert_eq!(target_of("0-"), None);
+    }
+
+    #[test]
+    fn an_ipv6_host_is_bare_in_a_key_as_it_always_was() {
+        let k = keys_of("logger = tcp://[::1]:5140\nlogger = relps://[fe80::1]:6514\n");
+        assert_eq!(k, ["0-tcp_____1_5140", "1-relps___fe80__1_6514"]);
+        let k = keys_of("logger = http://[::1]:8080/x\n");
+        assert_eq!(
+            k,
+            ["0-http______1__8080_x"],
+            "http targets were always bracketed"
+        );
     }
 
     #[test]
