@@ -104,3 +104,75 @@ fn nats_tls_refuses_a_server_without_tls() {
     assert_identity(&s);
     let _ = lg.close(Duration::from_millis(100));
 }
+
+/// A NATS server that verifies client certificates (`--tlsverify`): without one, the logger's
+/// error says what happened, not only `closed`; with `ssl_cert`/`ssl_key` it delivers.
+#[test]
+fn a_server_that_wants_a_client_certificate_gets_one_or_says_so() {
+    let dir = TempDir::new("mtls");
+    let server = pki::issue(&["nats.example.test"]).write_to(&dir.0);
+    std::fs::create_dir_all(dir.join("client")).unwrap();
+    let client = pki::issue(&["rlog-client"]).write_to(&dir.join("client"));
+    let port = free_port();
+    let mut srv = NatsServer::start(&dir.0, port, &[]);
+    create_stream(port, "MTLS", &["mtls.>"], "");
+    srv.stop();
+    srv.extra = [
+        "--tls",
+        "--tlscert",
+        server.cert.to_str().unwrap(),
+        "--tlskey",
+        server.key.to_str().unwrap(),
+        "--tlsverify",
+        "--tlscacert",
+        client.ca.to_str().unwrap(),
+    ]
+    .map(String::from)
+    .to_vec();
+    srv.restart();
+    let base = format!(
+        "logger = nats+tls://127.0.0.1:{port}/mtls.x\nsni_host = nats.example.test\n\
+         ssl_ca = {}\nretry_interval = 20\ntimeout = 2000\n",
+        server.ca.display()
+    );
+
+    let lg =
+        Logger::start(Config::parse(&format!("{base}max_retry_times = 0\n")).unwrap()).unwrap();
+    lg.log(b"x");
+    assert_eq!(lg.flush(), -1);
+    let e = lg.take_error().unwrap();
+    let e = e.as_str();
+    // Go's TLS 1.3 server says no with an alert after the client's side of the handshake.
+    assert!(
+        e.contains(&format!(
+            "TLS handshake with nats+tls://127.0.0.1:{port}/mtls.x: the server did not accept \
+             a client certificate (\"ssl_cert\", \"ssl_key\"): received fatal alert: \
+             BadCertificate"
+        )),
+        "{e}"
+    );
+    let s = lg.stats();
+    assert_eq!((s.sent, s.lost, s.buffered), (0, 0, 1), "{s:?}");
+    let _ = lg.close(Duration::from_millis(100));
+
+    let lg = Logger::start(
+        Config::parse(&format!(
+            "{base}max_retry_times = 1\nssl_cert = {}\nssl_key = {}\n",
+            client.cert.display(),
+            client.key.display()
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    for _ in 0..100 {
+        lg.log(b"with a client certificate");
+    }
+    assert!(lg.close(Duration::from_secs(30)), "{:?}", lg.take_error());
+    let s = lg.stats();
+    assert_eq!((s.sent, s.lost), (100, 0), "{s:?}");
+    assert_identity(&s);
+    srv.stop();
+    srv.extra.clear();
+    srv.restart();
+    assert_eq!(stream_state(port, "MTLS").0, 100);
+}

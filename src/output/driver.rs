@@ -235,7 +235,7 @@ impl Driver {
     /// `TLS handshake with tls://127.0.0.1:25999: timeout (is it a TLS server?)`.
     fn open_failed(&self, e: &io::Error) -> String {
         let target = self.spec.target_text();
-        match tls::HandshakeFailed::of(e) {
+        match tls::HandshakeFailed::why(e) {
             Some(why) => format!("TLS handshake with {target}: {why}"),
             None => format!("connect {target}: {}", reason(e)),
         }

@@ -36,6 +36,42 @@ impl HandshakeFailed {
         e.get_ref()
             .and_then(|i| i.downcast_ref::<HandshakeFailed>())
     }
+
+    /// Why the handshake failed, if `e` says it did: a [`HandshakeFailed`], or an alert the
+    /// server sent in the first exchange after it. With TLS 1.3 the server checks the
+    /// client's certificate after the client's side of the handshake is done, and says no with
+    /// an alert there: for the user that is the handshake failing.
+    pub fn why(e: &io::Error) -> Option<String> {
+        if let Some(h) = Self::of(e) {
+            return Some(h.0.clone());
+        }
+        match e.get_ref()?.downcast_ref::<rustls::Error>()? {
+            rustls::Error::AlertReceived(a) => Some(alert_text(*a)),
+            _ => None,
+        }
+    }
+}
+
+/// What a fatal alert from the server means for the user: most often, about the client's
+/// certificate (`ssl_cert`, `ssl_key`).
+fn alert_text(a: rustls::AlertDescription) -> String {
+    use rustls::AlertDescription as A;
+    match a {
+        A::CertificateRequired => {
+            "the server requires a client certificate (\"ssl_cert\", \"ssl_key\")".into()
+        }
+        A::BadCertificate
+        | A::UnsupportedCertificate
+        | A::CertificateRevoked
+        | A::CertificateExpired
+        | A::CertificateUnknown
+        | A::UnknownCA
+        | A::AccessDenied => format!(
+            "the server did not accept a client certificate (\"ssl_cert\", \"ssl_key\"): \
+             received fatal alert: {a:?}"
+        ),
+        _ => format!("received fatal alert: {a:?}"),
+    }
 }
 
 impl std::fmt::Display for HandshakeFailed {
@@ -278,10 +314,15 @@ impl Tls {
             tls.conn
                 .complete_io(&mut tls.sock)
                 .map_err(|e| match e.kind() {
-                    io::ErrorKind::InvalidData => HandshakeFailed::error(
-                        io::ErrorKind::InvalidData,
-                        e.into_inner().map(|i| i.to_string()).unwrap_or_default(),
-                    ),
+                    io::ErrorKind::InvalidData => {
+                        let why = HandshakeFailed::why(&e);
+                        HandshakeFailed::error(
+                            io::ErrorKind::InvalidData,
+                            why.unwrap_or_else(|| {
+                                e.into_inner().map(|i| i.to_string()).unwrap_or_default()
+                            }),
+                        )
+                    }
                     io::ErrorKind::UnexpectedEof => HandshakeFailed::error(
                         io::ErrorKind::UnexpectedEof,
                         "the server closed the connection".into(),

@@ -193,7 +193,17 @@ impl Nats {
             if pong {
                 break;
             }
-            conn.fill(deadline)?;
+            conn.fill(deadline).map_err(|e| match e.kind() {
+                // A server that refuses what CONNECT says (or, over TLS 1.3, the client's
+                // certificate) may hang up without a word: "closed" alone does not say when.
+                io::ErrorKind::UnexpectedEof => io::Error::other(if tls_wanted {
+                    "the NATS server closed the connection before answering CONNECT \
+                         (did it refuse the client certificate?)"
+                } else {
+                    "the NATS server closed the connection before answering CONNECT"
+                }),
+                _ => e,
+            })?;
         }
         let inbox = format!("_INBOX.{}.", random_token(p.producer));
         proto::sub(&mut out, &format!("{inbox}*"), INBOX_SID);
