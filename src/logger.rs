@@ -110,6 +110,12 @@ impl Logger {
         self.own_process();
         let spec = self.0.config.outputs.outputs.get(i)?;
         let st = self.0.state.lock();
-        Some((spec.label(), st.outputs.get(i).copied().unwrap_or_default()))
+        let mut stats = st.outputs.get(i).copied().unwrap_or_default();
+        if self.0.config.delivers_directly() {
+            // Its drops happen in `log`, against the handle's `drop_limit`: they are its own.
+            stats.dropped = st.counters.dropped.msgs;
+            stats.dropped_bytes = st.counters.dropped.bytes;
+        }
+        Some((spec.label(), stats))
     }
 }

@@ -126,7 +126,7 @@ fn run(
     let worker_id = random_producer();
     // A config that only names its one output (`logger = http://...`) is delivered as a
     // resty config is: its messages need no routing, encoding nor per-copy ledger.
-    let direct = !inner.config.uwsgi_style || set.passes_through();
+    let direct = inner.config.delivers_directly();
     let mut drivers: Vec<Driver> = set
         .outputs
         .iter()

@@ -187,3 +187,39 @@ fn a_flush_that_waits_for_a_dead_output_does_not_hold_up_a_healthy_one() {
     assert_identity(&s);
     lg.close(Duration::from_millis(100));
 }
+
+/// A lone logger line (no route, no encoder) is delivered as a plain config is: its drops
+/// happen in `log`, at the handle's `drop_limit`, and its `sink_stats` counts them as its own,
+/// as the handle's stats do.
+#[test]
+fn a_lone_logger_s_sink_stats_count_its_drops() {
+    let (refused, _hold) = refusing_port();
+    for text in [
+        format!("logger = tcp://127.0.0.1:{refused}\n"),
+        format!("host = 127.0.0.1\nport = {refused}\n"),
+    ] {
+        let lg = Logger::start(
+            Config::parse(&format!(
+                "{text}drop_limit = 4096\nflush_limit = 1024\nmax_retry_times = 0\n\
+                 retry_interval = 1000"
+            ))
+            .unwrap(),
+        )
+        .unwrap();
+        let line = [b'x'; 100];
+        let dropped = (0..200)
+            .filter(|_| lg.log(&line) == Logged::Dropped)
+            .count() as u64;
+        assert!(dropped > 0, "{text}: nothing dropped");
+        let s = lg.stats();
+        let (_, one) = lg.sink_stats(0).unwrap();
+        assert_eq!(
+            (one.dropped, one.dropped_bytes),
+            (s.dropped, s.dropped_bytes),
+            "{text}"
+        );
+        assert_eq!(s.dropped, dropped, "{text}");
+        assert_identity(&s);
+        let _ = lg.close(Duration::from_millis(50));
+    }
+}

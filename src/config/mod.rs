@@ -293,6 +293,14 @@ fn unquote(v: &str) -> Result<String, String> {
 const REPEATABLE: &[&str] = &["logger", "log_encoder", "log_route", "header"];
 
 impl Config {
+    /// Whether the handle's one output takes the caller's messages as they were logged (a
+    /// plain `host`/`port`/`path` config, or a lone `logger` line without route, encoder,
+    /// prefix or framing): no routing, no per-copy accounting; what the handle counts (its
+    /// drops at `drop_limit` among them) is that output's.
+    pub fn delivers_directly(&self) -> bool {
+        !self.uwsgi_style || self.outputs.passes_through()
+    }
+
     /// Where this handle sends, for messages about it: its loggers' targets as a config names
     /// them (`tcp://h:p`, `tls://h:p`, `socket:/path`, ...), comma-separated.
     pub fn describe_target(&self) -> String {
