@@ -30,6 +30,7 @@
 
 mod atomics;
 pub mod buffer;
+mod civil;
 pub mod config;
 mod credit;
 pub mod encode;

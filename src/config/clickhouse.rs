@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use super::http::{ApiKind, Batching, BodyCompression, BodyFraming, HttpSettings, Method};
+use super::percent::percent_decode;
 
 /// ClickHouse's HTTP port when the target names none.
 pub const DEFAULT_PORT: u16 = 8123;
@@ -26,28 +27,6 @@ fn identifier(name: &str) -> bool {
     !name.is_empty()
         && !name.starts_with(|c: char| c.is_ascii_digit())
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-}
-
-/// `%XX` escapes decoded (for a user or password with `:`, `@` or `/` in it).
-fn percent_decode(s: &str) -> Result<String, String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hex = s
-                .get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| "a bad %-escape in the URL's credentials".to_string())?;
-            out.push(hex);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out)
-        .map_err(|_| "the URL's credentials are not UTF-8 once %-decoded".to_string())
 }
 
 /// Percent-encodes a URL query value (everything but RFC 3986's unreserved characters).

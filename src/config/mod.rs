@@ -9,6 +9,7 @@ pub mod clickhouse;
 pub mod http;
 pub mod nats;
 pub mod outputs;
+mod percent;
 pub mod route;
 pub mod target;
 

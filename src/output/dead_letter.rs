@@ -13,6 +13,7 @@ use std::sync::Mutex;
 
 use base64::Engine;
 
+use crate::civil;
 use crate::encode::clock::now_micros;
 use crate::encode::template::json_escape;
 
@@ -112,7 +113,7 @@ pub fn keep(dead: Option<&DeadLetters>, output: &str, why: &str, record: &[u8]) 
 fn line(time_us: i64, output: &str, reason: &str, record: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(record.len() + reason.len() + 96);
     out.extend_from_slice(b"{\"time\":\"");
-    out.extend_from_slice(rfc3339_utc(time_us).as_bytes());
+    out.extend_from_slice(civil::rfc3339_us(time_us).as_bytes());
     out.extend_from_slice(b"\",\"output\":\"");
     json_escape(output.as_bytes(), &mut out);
     out.extend_from_slice(b"\",\"reason\":\"");
@@ -135,46 +136,9 @@ fn line(time_us: i64, output: &str, reason: &str, record: &[u8]) -> Vec<u8> {
     out
 }
 
-/// `time_us` (microseconds since the epoch) as RFC 3339 in UTC: `2026-12-07T10:00:00.123456Z`.
-fn rfc3339_utc(time_us: i64) -> String {
-    let secs = time_us.div_euclid(1_000_000);
-    let micros = time_us.rem_euclid(1_000_000);
-    let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{micros:06}Z",
-        sod / 3600,
-        sod / 60 % 60,
-        sod % 60
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn times() {
-        assert_eq!(rfc3339_utc(0), "1970-01-01T00:00:00.000000Z");
-        assert_eq!(
-            rfc3339_utc(1_796_643_045_123_456),
-            "2026-12-07T11:30:45.123456Z"
-        );
-        assert_eq!(
-            rfc3339_utc(951_782_400_000_001),
-            "2000-02-29T00:00:00.000001Z"
-        );
-        assert_eq!(rfc3339_utc(-1), "1969-12-31T23:59:59.999999Z");
-    }
 
     #[test]
     fn lines_are_json() {

@@ -241,30 +241,6 @@ fn max_opt(a: Option<i64>, b: Option<i64>) -> Option<i64> {
     }
 }
 
-/// `YYYY-MM-DDTHH:MM:SS.ffffffZ` for µs since the Unix epoch (UTC; proleptic Gregorian).
-pub(crate) fn format_time_us(us: i64) -> String {
-    let secs = us.div_euclid(1_000_000);
-    let micros = us.rem_euclid(1_000_000);
-    let days = secs.div_euclid(86_400);
-    let sod = secs.rem_euclid(86_400);
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}Z",
-        sod / 3600,
-        sod % 3600 / 60,
-        sod % 60
-    )
-}
-
 impl fmt::Display for LedgerStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -323,8 +299,8 @@ impl fmt::Display for InstanceReport {
             (Some(o), Some(n)) => writeln!(
                 f,
                 "    oldest {}  newest {}",
-                format_time_us(o),
-                format_time_us(n)
+                crate::civil::rfc3339_us(o),
+                crate::civil::rfc3339_us(n)
             )?,
             _ => writeln!(f, "    oldest -  newest -")?,
         }

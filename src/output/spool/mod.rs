@@ -1,6 +1,7 @@
 //! The disk spool of one output: a crash-safe, append-only queue on disk for the records an
 //! output cannot deliver now (SPEC §6 "Spool"). It uses std, libc (`flock`), crc32c and, of the
-//! crate, only `sync::ChildCloses` (a fork child closes the lock it inherited).
+//! crate, only `sync::ChildCloses` (a fork child closes the lock it inherited) and `civil` (the
+//! times `inspect` shows).
 //!
 //! # Layout
 //!

@@ -965,7 +965,7 @@ fn inspect_reports_live_dead_corrupt_and_times() {
     assert!(text.contains("dead: will be adopted"), "{text}");
     assert!(text.contains("verify FAILED: corrupt 1"), "{text}");
     assert!(
-        text.contains(&inspect::format_time_us(time_of(22).unwrap())),
+        text.contains(&crate::civil::rfc3339_us(time_of(22).unwrap())),
         "{text}"
     );
     // inspect changed nothing.
