@@ -204,7 +204,8 @@ pub struct RlogdBase {
     pub first_key: Option<(String, usize)>,
 }
 
-/// Keys a logger may override with `NAME.KEY`.
+/// Keys a logger may override with `NAME.KEY`, with the http loggers' (`HTTP_ONLY`) and the NATS
+/// loggers' (`NATS_KEYS`).
 const OVERRIDABLE: &[&str] = &[
     "drop_limit",
     "timeout",
@@ -216,17 +217,6 @@ const OVERRIDABLE: &[&str] = &[
     "token_file",
     "type",
     "compression",
-    "method",
-    "content_type",
-    "keepalive",
-    "header",
-    "max_batch_size",
-    "max_batch_bytes",
-    "max_retry_time",
-    "retry_statuses",
-    "http_api",
-    "loki_labels",
-    "es_action",
     "initial_retry_delay",
     "max_retry_delay",
     "relp_window",
@@ -237,7 +227,7 @@ const RLOGD_ONLY: &[&str] = &["token", "token_file", "type"];
 
 /// Whether `key` may follow `NAME.`.
 fn overridable(key: &str) -> bool {
-    OVERRIDABLE.contains(&key) || NATS_KEYS.contains(&key)
+    OVERRIDABLE.contains(&key) || HTTP_ONLY.contains(&key) || NATS_KEYS.contains(&key)
 }
 
 /// Overridable keys that only relp loggers take.
@@ -306,9 +296,10 @@ impl UwsgiKeys {
                 };
                 if !overridable(key) {
                     return Err(format!(
-                        "\"{k}\" at line {}: a logger can override only {}, {} (the other keys apply to the whole handle)",
+                        "\"{k}\" at line {}: a logger can override only {}, {}, {} (the other keys apply to the whole handle)",
                         e.line,
                         OVERRIDABLE.join(", "),
+                        HTTP_ONLY.join(", "),
                         NATS_KEYS.join(", ")
                     ));
                 }
