@@ -7,6 +7,7 @@
 
 mod clickhouse_util;
 mod common;
+mod pki;
 
 use std::thread;
 use std::time::{Duration, Instant};
@@ -222,4 +223,54 @@ fn a_wrong_password_keeps_the_rows_says_why_and_they_go_in_once_it_is_right() {
     assert_eq!((s.logged, s.sent, s.lost), (100, 100, 0), "{s:?}");
     assert_identity(&s);
     assert_eq!(count_and_distinct(&ch, "auth"), (100, 100));
+}
+
+/// `clickhouses://` to ClickHouse's own HTTPS interface (its `https_port`, OpenSSL), the
+/// server's certificate checked against `ssl_ca` for `sni_host`: every row once. A CA that did
+/// not sign it fails the handshake, says so, and keeps the rows.
+#[test]
+fn clickhouses_over_tls_stores_every_row_once() {
+    let dir = temp_dir("clickhouse-tls");
+    let server = pki::issue(&["ch.example.test"]).write_to(&dir);
+    std::fs::create_dir_all(dir.join("other")).unwrap();
+    let other = pki::issue(&["ch.example.test"]).write_to(&dir.join("other"));
+    let ch = ClickHouse::start_tls("tls", &server.cert, &server.key);
+    let port = ch.https_port.unwrap();
+    ch.create_table("over_tls");
+    let text = |ca: &std::path::Path, extra: &str| {
+        Config::parse(&format!(
+            "logger = clickhouses://127.0.0.1:{port}/logs.over_tls\n\
+             log-encoder = json {{\"id\":${{msg}},\"msg\":\"row ${{msg}}\"}}\n\
+             sni_host = ch.example.test\nssl_ca = {}\ndrop_limit = 67108864\n{extra}",
+            ca.display()
+        ))
+        .unwrap()
+    };
+
+    let lg = Logger::start(text(&other.ca, "max_retry_times = 0\n")).unwrap();
+    log_ids(&lg, 0..10);
+    assert_eq!(lg.flush(), -1);
+    let e = lg.take_error().unwrap();
+    assert!(
+        e.as_str().contains(&format!(
+            "TLS handshake with clickhouses://127.0.0.1:{port}/logs.over_tls: invalid peer certificate"
+        )),
+        "{}",
+        e.as_str()
+    );
+    let s = lg.stats();
+    assert_eq!((s.sent, s.lost, s.buffered), (0, 0, 10), "{s:?}");
+    let _ = lg.close(Duration::from_millis(100));
+
+    const N: u64 = 20_000;
+    let lg = Logger::start(text(&server.ca, "")).unwrap();
+    log_ids(&lg, 0..N);
+    assert!(lg.close(Duration::from_secs(60)), "{:?}", lg.take_error());
+    let s = lg.stats();
+    assert_eq!((s.logged, s.sent, s.lost), (N, N, 0), "{s:?}");
+    assert_identity(&s);
+    assert_eq!(count_and_distinct(&ch, "over_tls"), (N, N));
+    let (_, sink) = lg.sink_stats(0).unwrap();
+    assert!(sink.connects >= 1, "{sink:?}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,4 +1,4 @@
-//! `clickhouse://[USER:PASS@]HOST[:PORT]/DB.TABLE` loggers: where the rows go and the `INSERT`
+//! `clickhouse[s]://[USER:PASS@]HOST[:PORT]/DB.TABLE` loggers: where the rows go and the `INSERT`
 //! that puts them there; their http settings' defaults and the keys they refuse; the handle's
 //! batching when a config has one. The output itself is `output::clickhouse`.
 
@@ -10,6 +10,9 @@ use super::percent::percent_decode;
 /// ClickHouse's HTTP port when the target names none.
 pub const DEFAULT_PORT: u16 = 8123;
 
+/// ClickHouse's HTTPS port (`https_port`) when a `clickhouses://` target names none.
+pub const DEFAULT_TLS_PORT: u16 = 8443;
+
 /// A parsed `clickhouse://` target.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClickHouseTarget {
@@ -19,6 +22,8 @@ pub struct ClickHouseTarget {
     pub port: u16,
     pub database: String,
     pub table: String,
+    /// `clickhouses://`: over TLS (ClickHouse's `https_port`, ClickHouse Cloud).
+    pub tls: bool,
 }
 
 /// Whether `name` is a plain ClickHouse identifier (what the target accepts for DB and TABLE):
@@ -43,14 +48,15 @@ pub fn url_encode(s: &str) -> String {
 }
 
 impl ClickHouseTarget {
-    /// Parses what follows `clickhouse://`.
+    /// Parses what follows `clickhouse://` (`clickhouses://` with `tls`).
     ///
     /// Errors: no host, a bad port, no `/DB.TABLE`, a database or table name that is not a
     /// plain identifier, a bad `%`-escape in the credentials.
-    pub fn parse(rest: &str) -> Result<ClickHouseTarget, String> {
+    pub fn parse(rest: &str, tls: bool) -> Result<ClickHouseTarget, String> {
+        let scheme = if tls { "clickhouses" } else { "clickhouse" };
         let (authority, path) = rest
             .split_once('/')
-            .ok_or("expected clickhouse://[USER:PASS@]HOST[:PORT]/DB.TABLE")?;
+            .ok_or_else(|| format!("expected {scheme}://[USER:PASS@]HOST[:PORT]/DB.TABLE"))?;
         let (user, hostport) = match authority.rsplit_once('@') {
             Some((cred, hp)) => {
                 let (u, p) = cred
@@ -68,7 +74,7 @@ impl ClickHouseTarget {
                     .filter(|&p| p > 0)
                     .ok_or_else(|| format!("bad port \"{p}\""))?,
             ),
-            _ => (hostport, DEFAULT_PORT),
+            _ => (hostport, if tls { DEFAULT_TLS_PORT } else { DEFAULT_PORT }),
         };
         let host = host.trim_start_matches('[').trim_end_matches(']');
         if host.is_empty() {
@@ -90,6 +96,7 @@ impl ClickHouseTarget {
             port,
             database: database.to_string(),
             table: table.to_string(),
+            tls,
         })
     }
 
@@ -116,7 +123,15 @@ impl ClickHouseTarget {
 impl std::fmt::Display for ClickHouseTarget {
     /// The target without its password (for messages and labels).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "clickhouse://")?;
+        write!(
+            f,
+            "{}://",
+            if self.tls {
+                "clickhouses"
+            } else {
+                "clickhouse"
+            }
+        )?;
         if let Some((u, _)) = &self.user {
             write!(f, "{u}:***@")?;
         }
@@ -189,7 +204,8 @@ mod tests {
 
     #[test]
     fn parses_credentials_host_port_database_and_table() {
-        let t = ClickHouseTarget::parse("writer:s%40cret@127.0.0.1:8124/logs.events").unwrap();
+        let t =
+            ClickHouseTarget::parse("writer:s%40cret@127.0.0.1:8124/logs.events", false).unwrap();
         assert_eq!(t.user, Some(("writer".into(), "s@cret".into())));
         assert_eq!((t.host.as_str(), t.port), ("127.0.0.1", 8124));
         assert_eq!((t.database.as_str(), t.table.as_str()), ("logs", "events"));
@@ -204,9 +220,12 @@ mod tests {
             t.to_string(),
             "clickhouse://writer:***@127.0.0.1:8124/logs.events"
         );
-        let t = ClickHouseTarget::parse("ch.example/db.t").unwrap();
+        let t = ClickHouseTarget::parse("ch.example/db.t", true).unwrap();
+        assert_eq!((t.port, t.tls), (DEFAULT_TLS_PORT, true));
+        assert_eq!(t.to_string(), "clickhouses://ch.example:8443/db.t");
+        let t = ClickHouseTarget::parse("ch.example/db.t", false).unwrap();
         assert_eq!((t.port, t.user), (DEFAULT_PORT, None));
-        let t = ClickHouseTarget::parse("[::1]:9/db.t").unwrap();
+        let t = ClickHouseTarget::parse("[::1]:9/db.t", false).unwrap();
         assert_eq!((t.host.as_str(), t.port), ("::1", 9));
     }
 
@@ -226,7 +245,7 @@ mod tests {
             "user@127.0.0.1/db.t",
             "u:%zz@127.0.0.1/db.t",
         ] {
-            assert!(ClickHouseTarget::parse(bad).is_err(), "{bad}");
+            assert!(ClickHouseTarget::parse(bad, false).is_err(), "{bad}");
         }
     }
 }

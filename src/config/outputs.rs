@@ -430,6 +430,10 @@ impl UwsgiKeys {
                     let tls = tls_for(tb, host)?;
                     (t, Some(tls))
                 }
+                Target::ClickHouse(c) if c.tls => {
+                    let tls = tls_for(tb, &c.host)?;
+                    (Target::ClickHouse(c), Some(tls))
+                }
                 Target::NatsTls {
                     host,
                     port,
@@ -498,13 +502,13 @@ impl UwsgiKeys {
                 .all(|s| s.tls.is_none() && s.tls_on_demand.is_none())
         {
             return Err(
-                "\"ssl_ca\" needs \"ssl = true\" or a tls://, rlogds://, relps://, https:// or nats:// logger"
+                "\"ssl_ca\" needs \"ssl = true\" or a tls://, rlogds://, relps://, https://, clickhouses:// or nats:// logger"
                     .into(),
             );
         }
         if tb.client.is_some() && sinks.iter().all(|s| s.tls.is_none()) {
             return Err(
-                "\"ssl_cert\" needs \"ssl = true\" or a tls://, rlogds://, relps:// or https:// logger"
+                "\"ssl_cert\" needs \"ssl = true\" or a tls://, rlogds://, relps://, https:// or clickhouses:// logger"
                     .into(),
             );
         }

@@ -309,7 +309,9 @@ pub fn parse_logger(value: &str) -> Result<LoggerSpec, String> {
         let (host, port) = host_port(rest).map_err(|e| ctx(&e))?;
         Target::RelpTls { host, port }
     } else if let Some(rest) = target.strip_prefix("clickhouse://") {
-        Target::ClickHouse(ClickHouseTarget::parse(rest).map_err(|e| ctx(&e))?)
+        Target::ClickHouse(ClickHouseTarget::parse(rest, false).map_err(|e| ctx(&e))?)
+    } else if let Some(rest) = target.strip_prefix("clickhouses://") {
+        Target::ClickHouse(ClickHouseTarget::parse(rest, true).map_err(|e| ctx(&e))?)
     } else if let Some(path) = target.strip_prefix("unix://") {
         if !path.starts_with('/') {
             return Err(ctx(

@@ -429,6 +429,7 @@ fn open(
             return Ok(Box::new(clickhouse::open(
                 t,
                 &spec.http,
+                tls,
                 producer,
                 timeout,
                 http_state.clone(),

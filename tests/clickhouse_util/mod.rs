@@ -25,6 +25,10 @@ pub struct ClickHouse {
     pub dir: PathBuf,
     pub http_port: u16,
     pub tcp_port: u16,
+    /// Its `https_port`, when started with a certificate ([`ClickHouse::start_tls`]).
+    pub https_port: Option<u16>,
+    /// The certificate and key files it serves HTTPS with.
+    tls: Option<(PathBuf, PathBuf)>,
     pid: Option<i32>,
 }
 
@@ -54,8 +58,19 @@ fn alive(pid: i32) -> bool {
     }
 }
 
-fn config_xml(dir: &Path, http: u16, tcp: u16) -> String {
+fn config_xml(dir: &Path, http: u16, tcp: u16, https: Option<(u16, &Path, &Path)>) -> String {
     let d = dir.display();
+    // ClickHouse's HTTPS interface: its own OpenSSL settings (no client certificates).
+    let https = https.map_or(String::new(), |(port, cert, key)| {
+        format!(
+            "<https_port>{port}</https_port>\n  <openSSL><server>\
+             <certificateFile>{}</certificateFile><privateKeyFile>{}</privateKeyFile>\
+             <verificationMode>none</verificationMode><loadDefaultCAFile>false</loadDefaultCAFile>\
+             <disableProtocols>sslv2,sslv3</disableProtocols></server></openSSL>",
+            cert.display(),
+            key.display()
+        )
+    });
     format!(
         r#"<?xml version="1.0"?>
 <yandex>
@@ -68,6 +83,7 @@ fn config_xml(dir: &Path, http: u16, tcp: u16) -> String {
   <listen_host>127.0.0.1</listen_host>
   <http_port>{http}</http_port>
   <tcp_port>{tcp}</tcp_port>
+  {https}
   <path>{d}/data/</path>
   <tmp_path>{d}/tmp/</tmp_path>
   <user_files_path>{d}/user_files/</user_files_path>
@@ -114,6 +130,16 @@ impl ClickHouse {
     /// Starts a server in a fresh temp dir on free ports (new ports if another process took
     /// them between choosing and binding), and creates database `logs`.
     pub fn start(name: &str) -> ClickHouse {
+        Self::start_with(name, None)
+    }
+
+    /// As `start`, with ClickHouse's HTTPS interface too (`https_port`), serving `cert` and
+    /// `key` (PEM files).
+    pub fn start_tls(name: &str, cert: &Path, key: &Path) -> ClickHouse {
+        Self::start_with(name, Some((cert.to_path_buf(), key.to_path_buf())))
+    }
+
+    fn start_with(name: &str, tls: Option<(PathBuf, PathBuf)>) -> ClickHouse {
         static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir =
@@ -125,14 +151,21 @@ impl ClickHouse {
             dir,
             http_port: 0,
             tcp_port: 0,
+            https_port: None,
+            tls,
             pid: None,
         };
         for attempt in 0.. {
             ch.http_port = free_port();
             ch.tcp_port = free_port();
+            ch.https_port = ch.tls.as_ref().map(|_| free_port());
+            let https = ch
+                .https_port
+                .zip(ch.tls.as_ref())
+                .map(|(p, (c, k))| (p, c.as_path(), k.as_path()));
             fs::write(
                 ch.dir.join("config.xml"),
-                config_xml(&ch.dir, ch.http_port, ch.tcp_port),
+                config_xml(&ch.dir, ch.http_port, ch.tcp_port, https),
             )
             .unwrap();
             if ch.launch() {

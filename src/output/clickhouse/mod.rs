@@ -1,4 +1,4 @@
-//! The `clickhouse://[USER:PASS@]HOST[:PORT]/DB.TABLE` output: each record one row of
+//! The `clickhouse[s]://[USER:PASS@]HOST[:PORT]/DB.TABLE` output: each record one row of
 //! `INSERT INTO DB.TABLE FORMAT JSONEachRow`, over ClickHouse's HTTP interface. It is the http
 //! output (batches, gzip, the same records resent after a failure, bisection of a refused
 //! request, `max_retry_time`) with ClickHouse's request ([`api`]), its reading of answers by
@@ -14,11 +14,14 @@ use std::time::Duration;
 use crate::config::clickhouse::ClickHouseTarget;
 use crate::config::http::HttpSettings;
 use crate::output::http::{self, Http};
+use crate::output::tls::TlsSettings;
 
-/// Connects to `t` for inserts laid out and read by [`api::ClickHouseApi`].
+/// Connects to `t` (over TLS with `tls`, for `clickhouses://`) for inserts laid out and read by
+/// [`api::ClickHouseApi`].
 pub fn open(
     t: &ClickHouseTarget,
     settings: &HttpSettings,
+    tls: Option<&TlsSettings>,
     producer: u64,
     timeout: Duration,
     state: http::Shared,
@@ -27,12 +30,12 @@ pub fn open(
     Http::connect(
         &t.host,
         t.port,
-        false,
+        t.tls,
         &t.request_path(settings.compression),
         userinfo.as_deref(),
         settings,
         Box::new(api::ClickHouseApi),
-        None,
+        tls,
         producer,
         timeout,
         state,
