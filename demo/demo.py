@@ -14,6 +14,10 @@ The http step does Kong http-log's job: nginx's workers log a JSON line per requ
 `log_by_lua` through the `http://` output to an HTTP receiver (a small Python server standing in
 for a log API), which refuses the first batch with a 503: rlog resends it, with the same
 `X-Rlog-Batch` id, and every line arrives once.
+
+The last two steps ship to the engines users already run, started here on 127.0.0.1 (each is
+skipped, and says so, where it is not installed): rsyslog, over RELP with an RFC 5424 header
+(`log-encoder = syslog`), and ClickHouse, each line one row of a table (`log-encoder = json`).
 """
 from __future__ import annotations
 
@@ -181,6 +185,61 @@ def send_over_http(n: int, tmp: pathlib.Path) -> bool:
     return ok
 
 
+def send_to_rsyslog(n: int) -> bool:
+    """Python -> librlog -> relp:// -> rsyslogd (imrelp) -> a file, one line per message."""
+    import peers
+    import rlog
+
+    if not peers.have_rsyslog_relp():
+        print("  rsyslog step skipped: rsyslogd with imrelp is not installed (.ci/deps installs it)")
+        return True
+    rs = peers.Rsyslog(tls=False, template="%app-name%[%procid%]: %msg%\\n")
+    try:
+        lg = rlog.Logger({"logger": f"relp://127.0.0.1:{rs.port}", "log_encoder": "syslog app=demo"})
+        for i in range(1, n + 1):
+            lg.log(f"id={i} hello rsyslog over RELP, line {i} of {n}")
+        delivered = lg.close(5000)
+        ids = rs.wait_ids(n, deadline=30)
+        print(f"  Python: logger = relp://127.0.0.1:{rs.port}, log-encoder = syslog; rsyslog wrote:")
+        for line in rs.lines():
+            print(f"    {line}")
+    finally:
+        rs.stop()
+    ok = delivered and sorted(ids) == list(range(1, n + 1))
+    print(f"rsyslog: logged {n}, written {len(ids)}: {'ok' if ok else 'FAILED'}")
+    return ok
+
+
+def send_to_clickhouse(n: int) -> bool:
+    """Python -> librlog -> clickhouse:// -> a ClickHouse table, one row per message."""
+    import peers
+    import rlog
+
+    if not peers.have_clickhouse():
+        print("  ClickHouse step skipped: clickhouse-server is not installed (.ci/deps installs it)")
+        return True
+    ch = peers.ClickHouse()
+    try:
+        ch.query("CREATE DATABASE logs")
+        ch.query("CREATE TABLE logs.demo (ts_us UInt64, level String, msg String) "
+                 "ENGINE = MergeTree ORDER BY ts_us")
+        lg = rlog.Logger({"logger": f"clickhouse://127.0.0.1:{ch.http}/logs.demo",
+                          "log_encoder": 'json {"ts_us":${micros},"level":"info","msg":"${msg}"}'})
+        for i in range(1, n + 1):
+            lg.log(f"hello ClickHouse, row {i} of {n}")
+        delivered = lg.close(10000)
+        rows = ch.query("SELECT ts_us, level, msg FROM logs.demo ORDER BY ts_us FORMAT TSV").splitlines()
+        print(f"  Python: logger = clickhouse://127.0.0.1:{ch.http}/logs.demo, log-encoder = json; "
+              f"SELECT from logs.demo:")
+        for row in rows:
+            print(f"    {row}")
+    finally:
+        ch.stop()
+    ok = delivered and len(rows) == n
+    print(f"ClickHouse: logged {n}, stored {len(rows)}: {'ok' if ok else 'FAILED'}")
+    return ok
+
+
 # One run of the spool step, in a process of its own. Run 1 logs `n` lines while nothing listens:
 # the flush fails, and what could not be sent goes to the spool. Run 2 logs nothing: it adopts
 # what run 1 left and delivers it. Each prints its counters as JSON, then closes and exits.
@@ -292,6 +351,10 @@ def main() -> int:
         ok &= verify.returncode == 0
         print("http (Kong http-log's job): nginx -> librlog -> an HTTP receiver")
         ok &= send_over_http(20, tmp)
+        print("syslog (rsyslog's job): Python -> librlog -> RELP -> rsyslogd")
+        ok &= send_to_rsyslog(5)
+        print("ClickHouse: Python -> librlog -> ClickHouse's HTTP interface -> a table")
+        ok &= send_to_clickhouse(5)
     print("demo OK: every line sent through librlog arrived, once" if ok else "demo FAILED")
     return 0 if ok else 1
 
