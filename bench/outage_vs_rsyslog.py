@@ -31,14 +31,9 @@ ROOT = os.path.dirname(HERE)
 LIB = os.environ.get("RLOG_LIB", os.path.join(ROOT, "target/release/librlog.so"))
 MIN_WAIT = 20.0
 ID_RE = re.compile(rb"id=(\d+)")
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
+# The process helpers shared by the bench scripts live in bench/faultmatrix/procs.py.
+sys.path.insert(0, HERE)
+from faultmatrix.procs import connect_port, free_port, start_rsyslogd, stop  # noqa: E402
 
 
 class Collector:
@@ -121,20 +116,7 @@ ruleset(name="fwd") {{
 
 
 def start_rsyslog(d, log):
-    return subprocess.Popen(["rsyslogd", "-n", "-f", os.path.join(d, "rsyslog.conf"),
-                             "-i", os.path.join(d, "rsyslogd.pid")],
-                            stdout=log, stderr=log)
-
-
-def wait_port(port, bound=10):
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < bound:
-        try:
-            s = socket.create_connection(("127.0.0.1", port), timeout=1)
-            return s
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("port %d never listened" % port)
+    return start_rsyslogd(d, log, exe="rsyslogd")  # the one on PATH, as main() prints
 
 
 def missing(col, n):
@@ -158,7 +140,7 @@ def run_rsyslog(n, variant, settle, quiet):
         f.write(RSYSLOG_CONF.format(wd=wd, inport=inport, colport=colport))
     log = open(os.path.join(d, "rsyslogd.out"), "ab")
     p = start_rsyslog(d, log)
-    s = wait_port(inport)
+    s = connect_port(inport, 10)
     for i in range(n):
         s.sendall(b"<13>Dec  7 08:00:00 bench test: id=%06d\n" % i)
     s.close()
@@ -175,8 +157,7 @@ def run_rsyslog(n, variant, settle, quiet):
     col = Collector(colport)
     p = start_rsyslog(d, log)
     waited = col.wait_quiet(n, quiet, MIN_WAIT, 120)
-    p.send_signal(signal.SIGTERM)
-    p.wait()
+    stop(p)
     time.sleep(0.5)
     col.close()
     log.close()
