@@ -11,43 +11,25 @@ byte (see the target's doc comment).
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
+# The process helpers shared with the bench scripts live in bench/faultmatrix/procs.py.
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "bench"))
+from faultmatrix import procs  # noqa: E402
+from faultmatrix.procs import free_port, nats_server_cmd, start_rsyslogd  # noqa: E402
 
 
 def wait_port(port, proc, what):
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"{what} exited with {proc.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"{what} did not listen on {port}")
+    procs.wait_port(port, timeout=30, proc=proc, what=what)
 
 
 def stop(proc):
-    os.kill(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
+    procs.stop(proc, timeout=10)
 
 
 def read_all(sock, quiet=0.5):
@@ -152,8 +134,7 @@ http {{
 def nats():
     tmp = tempfile.mkdtemp(prefix="rlog-corpus-nats.")
     port = free_port()
-    proc = subprocess.Popen(["nats-server", "-js", "-a", "127.0.0.1", "-p", str(port), "-sd",
-                             os.path.join(tmp, "store"), "-P", os.path.join(tmp, "nats.pid")],
+    proc = subprocess.Popen(nats_server_cmd(tmp, port),
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
@@ -215,12 +196,7 @@ module(load="imrelp")
 ruleset(name="out") {{ action(type="omfile" file="{tmp}/out.log") }}
 input(type="imrelp" port="{port}" address="127.0.0.1" ruleset="out" maxDataSize="200")
 """
-    with open(os.path.join(tmp, "rsyslog.conf"), "w") as f:
-        f.write(conf)
-    proc = subprocess.Popen(["/usr/sbin/rsyslogd", "-n", "-f", os.path.join(tmp, "rsyslog.conf"),
-                             "-i", os.path.join(tmp, "rsyslogd.pid")],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = start_rsyslogd(tmp, subprocess.DEVNULL, conf)
     try:
         wait_port(port, proc, "rsyslogd")
 
@@ -249,6 +225,5 @@ input(type="imrelp" port="{port}" address="127.0.0.1" ruleset="out" maxDataSize=
 
 
 if __name__ == "__main__":
-    import sys
     for what in sys.argv[1:] or ["nginx", "nats", "relp"]:
         globals()[what]()
