@@ -37,7 +37,8 @@ MIN_WAIT = 20.0
 ID_RE = re.compile(rb"id=(\d+)")
 # The process helpers shared by the bench scripts live in bench/faultmatrix/procs.py.
 sys.path.insert(0, HERE)
-from faultmatrix.procs import connect_port, free_port, start_rsyslogd, stop  # noqa: E402
+from faultmatrix.procs import connect_port, end_child, free_port, lines_until, start_child  # noqa: E402
+from faultmatrix.procs import start_rsyslogd, stop  # noqa: E402
 
 
 COLLECTOR_CONF = """
@@ -155,10 +156,7 @@ def run_rsyslog(n, variant, settle, quiet):
     s.close()
     time.sleep(settle)
     before = sorted(os.listdir(wd))
-    p.send_signal(signal.SIGTERM if variant == "term" else signal.SIGKILL)
-    t0 = time.monotonic()
-    p.wait()
-    stop_s = time.monotonic() - t0
+    stop_s = stop(p, signal.SIGTERM if variant == "term" else signal.SIGKILL)
     after = sorted(os.listdir(wd))
     col = Collector(d, colport)
     col.start()
@@ -211,32 +209,16 @@ def run_rlog(n, variant, settle, quiet):
     env = dict(os.environ, RLOG_LIB=LIB)
     out = open(os.path.join(d, "child.out"), "ab")
     args = [sys.executable, "-c", RLOG_CHILD, ROOT, str(colport), spool, str(n)]
-    p = subprocess.Popen(args + ["log", str(settle)], stdin=subprocess.PIPE,
-                         stdout=subprocess.PIPE, stderr=out, env=env)
-    lines = []
-    while True:
-        l = p.stdout.readline().decode()
-        lines.append(l.strip())
-        if l.startswith("READY") or not l:
-            break
-    if variant == "term":
-        p.stdin.close()
-    else:
-        p.send_signal(signal.SIGKILL)
-    t0 = time.monotonic()
-    rest = p.stdout.read().decode()
-    p.wait()
-    stop_s = time.monotonic() - t0
-    lines += [x for x in rest.splitlines() if x]
+    p = start_child(args + ["log", str(settle)], out, env)
+    lines = lines_until(p, "READY")
+    rest, stop_s = end_child(p, kill=variant != "term")
+    lines += rest
     col = Collector(d, colport)
     col.start()
-    q = subprocess.Popen(args + ["replay"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                         stderr=out, env=env)
+    q = start_child(args + ["replay"], out, env)
     q.stdout.readline()
     waited = col.wait_quiet(n, quiet, MIN_WAIT, 120)
-    q.stdin.close()
-    lines += [x for x in q.stdout.read().decode().splitlines() if x]
-    q.wait()
+    lines += end_child(q)[0]
     col.stop()
     out.close()
     r = dict(sender="rlog", variant=variant, n=n, dir=d, stop_s=stop_s, waited=waited,

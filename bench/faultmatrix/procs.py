@@ -13,7 +13,7 @@ import signal
 import socket
 import subprocess
 import time
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Tuple
 
 RSYSLOGD = "/usr/sbin/rsyslogd"
 
@@ -72,15 +72,18 @@ def wait_port(port: int, timeout: float = 20.0, proc: Optional[subprocess.Popen]
         raise SystemExit(f"{what} did not listen on {port}") from None
 
 
-def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: Optional[float] = None) -> None:
+def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: Optional[float] = None) -> float:
     """Sends `sig` to the child `proc` (by the id of the process we started) and reaps it; one
-    still running after `timeout` s (None: no limit) is SIGKILLed."""
+    still running after `timeout` s (None: no limit) is SIGKILLed. Returns the seconds from the
+    signal until it was reaped."""
     proc.send_signal(sig)
+    t0 = time.monotonic()
     try:
         proc.wait(timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+    return time.monotonic() - t0
 
 
 def rsyslogd_cmd(d: str, exe: str = RSYSLOGD) -> List[str]:
@@ -108,6 +111,36 @@ def nats_server_cmd(d: str, port: int) -> List[str]:
     """nats-server with JetStream on 127.0.0.1:`port`, its store d/store and pid file d/nats.pid."""
     return ["nats-server", "-js", "-a", "127.0.0.1", "-p", str(port),
             "-sd", os.path.join(d, "store"), "-P", os.path.join(d, "nats.pid")]
+
+
+def start_child(args: List[str], log, env=None) -> subprocess.Popen:
+    """A child whose stdin and stdout are pipes of ours, its stderr into `log` (an open file)."""
+    return subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, env=env)
+
+
+def lines_until(p: subprocess.Popen, mark: str) -> List[str]:
+    """The lines start_child's `p` prints (stripped), up to the first that starts with `mark`
+    (included), or up to the end of its output (then the last one is "")."""
+    lines = []
+    while True:
+        line = p.stdout.readline().decode()
+        lines.append(line.strip())
+        if line.startswith(mark) or not line:
+            return lines
+
+
+def end_child(p: subprocess.Popen, kill: bool = False) -> Tuple[List[str], float]:
+    """Ends start_child's `p`: SIGKILL, or (not `kill`) closes its stdin, at which a child waiting
+    on it goes on to exit by itself; reads the rest of its output and reaps it. Returns the
+    rest's non-empty lines and the seconds from the SIGKILL or close until it was reaped."""
+    if kill:
+        p.send_signal(signal.SIGKILL)
+    else:
+        p.stdin.close()
+    t0 = time.monotonic()
+    rest = p.stdout.read().decode()
+    p.wait()
+    return [x for x in rest.splitlines() if x], time.monotonic() - t0
 
 
 class Proc:
