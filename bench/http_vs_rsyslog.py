@@ -26,23 +26,13 @@ and checks nginx's counts (every line once).
 """
 import os, shutil, signal, socket, statistics, subprocess, sys, tempfile, time, urllib.request
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
 BIN = os.path.join(ROOT, "build", "http_bench")
 MODULES = "/usr/share/nginx/modules"
-
-
-def free_port():
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p
-
-
-def wait_port(port, deadline=20):
-    t = time.monotonic()
-    while time.monotonic() - t < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port)).close(); return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit("port %d never listened" % port)
+# The process helpers shared by the bench scripts live in bench/faultmatrix/procs.py.
+sys.path.insert(0, HERE)
+from faultmatrix.procs import free_port, start_rsyslogd, stop, wait_port  # noqa: E402
 
 
 NGINX_CONF = r"""
@@ -160,11 +150,7 @@ class Nginx:
             return [int(x) for x in r.read().split()]
 
     def stop(self):
-        self.p.send_signal(signal.SIGQUIT)
-        try:
-            self.p.wait(10)
-        except subprocess.TimeoutExpired:
-            self.p.kill(); self.p.wait()
+        stop(self.p, signal.SIGQUIT, 10)
 
 
 def rlog_round(ng, n, gzip):
@@ -188,10 +174,7 @@ def rsyslog_round(base, ng, data, n, r):
     d = os.path.join(base, "rsyslog%d" % r)
     os.makedirs(d)
     port = free_port()
-    conf = os.path.join(d, "rsyslog.conf")
-    open(conf, "w").write(RSYSLOG_CONF.format(d=d, port=port, nport=ng.port))
-    p = subprocess.Popen(["/usr/sbin/rsyslogd", "-n", "-f", conf, "-i", os.path.join(d, "pid")],
-                         stdout=open(os.path.join(d, "out"), "w"), stderr=subprocess.STDOUT)
+    p = start_rsyslogd(d, os.path.join(d, "out"), RSYSLOG_CONF.format(d=d, port=port, nport=ng.port))
     try:
         wait_port(port)
         c0 = ng.counts()
@@ -213,7 +196,7 @@ def rsyslog_round(base, ng, data, n, r):
         reqs = c1[4] - c0[4]
         return n / (t1 - t0), "%d requests, %.0f body bytes each" % (reqs, (c1[5] - c0[5]) / max(reqs, 1))
     finally:
-        p.send_signal(signal.SIGTERM); p.wait()
+        stop(p)
 
 
 def main():

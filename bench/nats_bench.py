@@ -34,18 +34,13 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(ROOT, "bindings", "python"))
+# The process helpers shared by the bench scripts live in bench/faultmatrix/procs.py.
+sys.path.insert(0, HERE)
 os.environ.setdefault("RLOG_LIB", os.path.join(ROOT, "target", "release", "librlog.so"))
 
 import nats  # noqa: E402
 import rlog  # noqa: E402
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
+from faultmatrix.procs import free_port, nats_server_cmd  # noqa: E402
 
 
 def records(n, tag):
@@ -134,10 +129,8 @@ def main():
     tmp = tempfile.mkdtemp(prefix="rlog-nats-bench-")
     port = free_port()
     log = open(os.path.join(tmp, "nats.log"), "wb")
-    srv = subprocess.Popen(
-        ["nats-server", "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", os.path.join(tmp, "store"),
-         "-P", os.path.join(tmp, "nats.pid")],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)
+    srv = subprocess.Popen(nats_server_cmd(tmp, port),
+                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)
     try:
         for _ in range(200):
             try:

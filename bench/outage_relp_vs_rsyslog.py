@@ -28,37 +28,17 @@ Scenario, identical for both senders and for both variants (`term`, `kill`):
     in rsyslog's work directory before and after the stop, and what rsyslogd said about its
     queue on stderr.
 """
-import json, os, re, shutil, signal, socket, subprocess, sys, tempfile, time
+import json, os, re, shutil, signal, subprocess, sys, tempfile, time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 LIB = os.environ.get("RLOG_LIB", os.path.join(ROOT, "target/release/librlog.so"))
 MIN_WAIT = 20.0
 ID_RE = re.compile(rb"id=(\d+)")
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-def wait_port(port, bound=20):
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < bound:
-        try:
-            return socket.create_connection(("127.0.0.1", port), timeout=1)
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("port %d never listened" % port)
-
-
-def rsyslogd(d, log):
-    return subprocess.Popen(["/usr/sbin/rsyslogd", "-n", "-f", os.path.join(d, "rsyslog.conf"),
-                             "-i", os.path.join(d, "rsyslogd.pid")],
-                            stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+# The process helpers shared by the bench scripts live in bench/faultmatrix/procs.py.
+sys.path.insert(0, HERE)
+from faultmatrix.procs import connect_port, end_child, free_port, lines_until, start_child  # noqa: E402
+from faultmatrix.procs import start_rsyslogd, stop  # noqa: E402
 
 
 COLLECTOR_CONF = """
@@ -86,7 +66,7 @@ class Collector:
         self.p = None
 
     def start(self):
-        self.p = rsyslogd(self.d, self.log)
+        self.p = start_rsyslogd(self.d, self.log)
         # No probing connect: a bare connect makes imrelp log a session without an open. Wait
         # for the listening socket instead.
         t0 = time.monotonic()
@@ -98,8 +78,7 @@ class Collector:
 
     def stop(self):
         if self.p:
-            self.p.send_signal(signal.SIGTERM)
-            self.p.wait()
+            stop(self.p)
         self.log.close()
 
     def count(self):
@@ -170,24 +149,20 @@ def run_rsyslog(n, variant, settle, quiet):
         f.write(SENDER_CONF.format(wd=wd, inport=inport, colport=colport))
     logpath = os.path.join(d, "rsyslogd.out")
     log = open(logpath, "ab")
-    p = rsyslogd(d, log)
-    s = wait_port(inport)
+    p = start_rsyslogd(d, log)
+    s = connect_port(inport, 20)
     for i in range(n):
         s.sendall(b"<13>Dec  7 08:00:00 bench test: id=%06d\n" % i)
     s.close()
     time.sleep(settle)
     before = sorted(os.listdir(wd))
-    p.send_signal(signal.SIGTERM if variant == "term" else signal.SIGKILL)
-    t0 = time.monotonic()
-    p.wait()
-    stop_s = time.monotonic() - t0
+    stop_s = stop(p, signal.SIGTERM if variant == "term" else signal.SIGKILL)
     after = sorted(os.listdir(wd))
     col = Collector(d, colport)
     col.start()
-    p = rsyslogd(d, log)
+    p = start_rsyslogd(d, log)
     waited = col.wait_quiet(n, quiet, MIN_WAIT, 120)
-    p.send_signal(signal.SIGTERM)
-    p.wait()
+    stop(p)
     col.stop()
     log.close()
     said = [l.strip() for l in open(logpath, errors="replace") if QUEUE_SAYS.search(l)]
@@ -234,32 +209,16 @@ def run_rlog(n, variant, settle, quiet):
     env = dict(os.environ, RLOG_LIB=LIB)
     out = open(os.path.join(d, "child.out"), "ab")
     args = [sys.executable, "-c", RLOG_CHILD, ROOT, str(colport), spool, str(n)]
-    p = subprocess.Popen(args + ["log", str(settle)], stdin=subprocess.PIPE,
-                         stdout=subprocess.PIPE, stderr=out, env=env)
-    lines = []
-    while True:
-        l = p.stdout.readline().decode()
-        lines.append(l.strip())
-        if l.startswith("READY") or not l:
-            break
-    if variant == "term":
-        p.stdin.close()
-    else:
-        p.send_signal(signal.SIGKILL)
-    t0 = time.monotonic()
-    rest = p.stdout.read().decode()
-    p.wait()
-    stop_s = time.monotonic() - t0
-    lines += [x for x in rest.splitlines() if x]
+    p = start_child(args + ["log", str(settle)], out, env)
+    lines = lines_until(p, "READY")
+    rest, stop_s = end_child(p, kill=variant != "term")
+    lines += rest
     col = Collector(d, colport)
     col.start()
-    q = subprocess.Popen(args + ["replay"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                         stderr=out, env=env)
+    q = start_child(args + ["replay"], out, env)
     q.stdout.readline()
     waited = col.wait_quiet(n, quiet, MIN_WAIT, 120)
-    q.stdin.close()
-    lines += [x for x in q.stdout.read().decode().splitlines() if x]
-    q.wait()
+    lines += end_child(q)[0]
     col.stop()
     out.close()
     r = dict(sender="rlog", variant=variant, n=n, dir=d, stop_s=stop_s, waited=waited,

@@ -31,14 +31,10 @@ ROOT = os.path.dirname(HERE)
 LIB = os.environ.get("RLOG_LIB", os.path.join(ROOT, "target/release/librlog.so"))
 MIN_WAIT = 20.0
 ID_RE = re.compile(rb"id=(\d+)")
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
+# The process helpers shared by the bench scripts live in bench/faultmatrix/procs.py.
+sys.path.insert(0, HERE)
+from faultmatrix.procs import connect_port, end_child, free_port, lines_until, start_child  # noqa: E402
+from faultmatrix.procs import start_rsyslogd, stop  # noqa: E402
 
 
 class Collector:
@@ -121,20 +117,7 @@ ruleset(name="fwd") {{
 
 
 def start_rsyslog(d, log):
-    return subprocess.Popen(["rsyslogd", "-n", "-f", os.path.join(d, "rsyslog.conf"),
-                             "-i", os.path.join(d, "rsyslogd.pid")],
-                            stdout=log, stderr=log)
-
-
-def wait_port(port, bound=10):
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < bound:
-        try:
-            s = socket.create_connection(("127.0.0.1", port), timeout=1)
-            return s
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("port %d never listened" % port)
+    return start_rsyslogd(d, log, exe="rsyslogd")  # the one on PATH, as main() prints
 
 
 def missing(col, n):
@@ -158,25 +141,18 @@ def run_rsyslog(n, variant, settle, quiet):
         f.write(RSYSLOG_CONF.format(wd=wd, inport=inport, colport=colport))
     log = open(os.path.join(d, "rsyslogd.out"), "ab")
     p = start_rsyslog(d, log)
-    s = wait_port(inport)
+    s = connect_port(inport, 10)
     for i in range(n):
         s.sendall(b"<13>Dec  7 08:00:00 bench test: id=%06d\n" % i)
     s.close()
     time.sleep(settle)
     qfiles = sorted(os.listdir(wd))
-    if variant == "term":
-        p.send_signal(signal.SIGTERM)
-    else:
-        p.send_signal(signal.SIGKILL)
-    t0 = time.monotonic()
-    p.wait()
-    stop_s = time.monotonic() - t0
+    stop_s = stop(p, signal.SIGTERM if variant == "term" else signal.SIGKILL)
     after_stop = sorted(os.listdir(wd))
     col = Collector(colport)
     p = start_rsyslog(d, log)
     waited = col.wait_quiet(n, quiet, MIN_WAIT, 120)
-    p.send_signal(signal.SIGTERM)
-    p.wait()
+    stop(p)
     time.sleep(0.5)
     col.close()
     log.close()
@@ -223,31 +199,15 @@ def run_rlog(n, variant, settle, quiet):
     env = dict(os.environ, RLOG_LIB=LIB)
     out = open(os.path.join(d, "child.out"), "ab")
     args = [sys.executable, "-c", RLOG_CHILD, ROOT, str(colport), spool, str(n)]
-    p = subprocess.Popen(args + ["log", str(settle)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                         stderr=out, env=env)
-    lines = []
-    while True:
-        l = p.stdout.readline().decode()
-        lines.append(l.strip())
-        if l.startswith("READY") or not l:
-            break
-    if variant == "term":
-        p.stdin.close()
-    else:
-        p.send_signal(signal.SIGKILL)
-    t0 = time.monotonic()
-    rest = p.stdout.read().decode()
-    p.wait()
-    stop_s = time.monotonic() - t0
-    lines += [x for x in rest.splitlines() if x]
+    p = start_child(args + ["log", str(settle)], out, env)
+    lines = lines_until(p, "READY")
+    rest, stop_s = end_child(p, kill=variant != "term")
+    lines += rest
     col = Collector(colport)
-    q = subprocess.Popen(args + ["replay"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                         stderr=out, env=env)
+    q = start_child(args + ["replay"], out, env)
     q.stdout.readline()
     waited = col.wait_quiet(n, quiet, MIN_WAIT, 120)
-    q.stdin.close()
-    lines += [x for x in q.stdout.read().decode().splitlines() if x]
-    q.wait()
+    lines += end_child(q)[0]
     time.sleep(0.5)
     col.close()
     out.close()

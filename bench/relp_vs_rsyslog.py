@@ -14,33 +14,18 @@ Time is from the first line handed to the sender until the collector's file hold
 messages/s for each and the ratio. Not measured here: the outage side by side (omrelp with a
 disk-assisted queue); see BENCHMARKS.md.
 """
-import os, shutil, signal, socket, subprocess, sys, tempfile, time
+import os, shutil, socket, subprocess, sys, tempfile, time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
 LIB = os.environ.get("RLOG_LIB", os.path.join(ROOT, "target/release/librlog.so"))
-
-
-def free_port():
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p
+# The process helpers shared by the bench scripts live in bench/faultmatrix/procs.py.
+sys.path.insert(0, HERE)
+from faultmatrix.procs import free_port, start_rsyslogd, stop, wait_port  # noqa: E402
 
 
 def rsyslogd(d, conf):
-    os.makedirs(d, exist_ok=True)
-    path = os.path.join(d, "rsyslog.conf")
-    open(path, "w").write(conf)
-    p = subprocess.Popen(["/usr/sbin/rsyslogd", "-n", "-f", path, "-i", os.path.join(d, "pid")],
-                         stdout=open(os.path.join(d, "out"), "w"), stderr=subprocess.STDOUT)
-    return p
-
-
-def wait_port(port, deadline=20):
-    t = time.monotonic()
-    while time.monotonic() - t < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port)).close(); return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit("port %d never listened" % port)
+    return start_rsyslogd(d, os.path.join(d, "out"), conf)
 
 
 def count_lines(path):
@@ -92,7 +77,7 @@ ruleset(name="out") { action(type="omfile" file="%s/col/out.log" template="RSYSL
     try:
         run(base, cport, n, rounds)
     finally:
-        col.send_signal(signal.SIGTERM); col.wait()
+        stop(col)
     shutil.rmtree(base, ignore_errors=True)
 
 
@@ -133,7 +118,7 @@ ruleset(name="fwd") { action(type="omrelp" target="127.0.0.1" port="%d" windowSi
         total += n
         t1 = wait_lines(out, total)
         res["rsyslog"].append(n / (t1 - t0))
-        snd.send_signal(signal.SIGTERM); snd.wait()
+        stop(snd)
         print("round %d: rlog %.0f msg/s, rsyslog omrelp %.0f msg/s" % (r + 1, res["rlog"][-1], res["rsyslog"][-1]), flush=True)
     med = {k: sorted(v)[len(v) // 2] for k, v in res.items()}
     print("median: rlog %.0f msg/s, rsyslog omrelp %.0f msg/s, ratio rlog/rsyslog %.2f"

@@ -8,46 +8,38 @@ its own temporary directory and stopped by pid. Writes fuzz/corpus/{http_respons
 The bytes are what each server sent, as received; each file starts with the target's mode
 byte (see the target's doc comment).
 """
+import contextlib
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# The process helpers shared with the bench scripts live in bench/faultmatrix/procs.py.
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "bench"))
+from faultmatrix.procs import free_port, nats_server_cmd, rsyslogd_cmd, stop, wait_port  # noqa: E402
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-def wait_port(port, proc, what):
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"{what} exited with {proc.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"{what} did not listen on {port}")
-
-
-def stop(proc):
-    os.kill(proc.pid, signal.SIGTERM)
+@contextlib.contextmanager
+def peer(what, kind, command):
+    """Starts the peer `command(tmp, port)` returns, given a new temporary directory (where it may
+    write its config) and a free 127.0.0.1 port, with its output discarded; yields (tmp, port)
+    once it listens (at most 30 s, less if it exits); then stops it by pid (SIGTERM, SIGKILL after
+    10 s) and removes tmp."""
+    tmp = tempfile.mkdtemp(prefix=f"rlog-corpus-{kind}.")
+    port = free_port()
+    proc = subprocess.Popen(command(tmp, port), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
+        wait_port(port, timeout=30, proc=proc, what=what)
+        yield tmp, port
+    finally:
+        stop(proc, timeout=10)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def read_all(sock, quiet=0.5):
@@ -72,9 +64,7 @@ def write(target, name, data):
     print(f"{target}/{name}: {len(data)} bytes")
 
 
-def nginx():
-    tmp = tempfile.mkdtemp(prefix="rlog-corpus-nginx.")
-    port = free_port()
+def nginx_cmd(tmp, port):
     big = "x" * 3000 + "\n"
     with open(os.path.join(tmp, "big.txt"), "w") as f:
         f.write(big * 4)
@@ -105,12 +95,11 @@ http {{
 """
     with open(os.path.join(tmp, "nginx.conf"), "w") as f:
         f.write(conf)
-    proc = subprocess.Popen(["nginx", "-c", os.path.join(tmp, "nginx.conf"), "-p", tmp],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
-        wait_port(port, proc, "nginx")
+    return ["nginx", "-c", os.path.join(tmp, "nginx.conf"), "-p", tmp]
 
+
+def nginx():
+    with peer("nginx", "nginx", nginx_cmd) as (tmp, port):
         def ask(req):
             s = socket.create_connection(("127.0.0.1", port))
             s.sendall(req)
@@ -144,20 +133,15 @@ http {{
             else:
                 resp = ask(req)
             write("http_response", name, bytes([(i % 9) * 2]) + resp)
-    finally:
-        stop(proc)
-        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def nats_auth_cmd(tmp, port):
+    return ["nats-server", "-a", "127.0.0.1", "-p", str(port), "--user", "u", "--pass", "p",
+            "-P", os.path.join(tmp, "nats.pid")]
 
 
 def nats():
-    tmp = tempfile.mkdtemp(prefix="rlog-corpus-nats.")
-    port = free_port()
-    proc = subprocess.Popen(["nats-server", "-js", "-a", "127.0.0.1", "-p", str(port), "-sd",
-                             os.path.join(tmp, "store"), "-P", os.path.join(tmp, "nats.pid")],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
-        wait_port(port, proc, "nats-server")
+    with peer("nats-server", "nats", nats_server_cmd) as (tmp, port):
         s = socket.create_connection(("127.0.0.1", port))
         info = read_all(s)
         line = info.split(b"\r\n")[0]
@@ -185,31 +169,16 @@ def nats():
         for i, part in enumerate(session.split(b"\r\n")):
             if part.startswith(b"{") and b"seq" in part or b'"error"' in part:
                 write("nats", f"reply_{i}", b"\x01" + part)
-    finally:
-        stop(proc)
-        shutil.rmtree(tmp, ignore_errors=True)
     # A server that requires a user: its -ERR.
-    tmp = tempfile.mkdtemp(prefix="rlog-corpus-nats.")
-    port = free_port()
-    proc = subprocess.Popen(["nats-server", "-a", "127.0.0.1", "-p", str(port), "--user", "u",
-                             "--pass", "p", "-P", os.path.join(tmp, "nats.pid")],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
-        wait_port(port, proc, "nats-server")
+    with peer("nats-server", "nats", nats_auth_cmd) as (tmp, port):
         s = socket.create_connection(("127.0.0.1", port))
         info = read_all(s)
         s.sendall(b'CONNECT {"verbose":false,"user":"u","pass":"wrong"}\r\nPING\r\n')
         write("nats", "auth_error", b"\x03" + info + read_all(s, 1.0))
         s.close()
-    finally:
-        stop(proc)
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
-def relp():
-    tmp = tempfile.mkdtemp(prefix="rlog-corpus-relp.")
-    port = free_port()
+def relp_cmd(tmp, port):
     conf = f"""global(workDirectory="{tmp}")
 module(load="imrelp")
 ruleset(name="out") {{ action(type="omfile" file="{tmp}/out.log") }}
@@ -217,13 +186,11 @@ input(type="imrelp" port="{port}" address="127.0.0.1" ruleset="out" maxDataSize=
 """
     with open(os.path.join(tmp, "rsyslog.conf"), "w") as f:
         f.write(conf)
-    proc = subprocess.Popen(["/usr/sbin/rsyslogd", "-n", "-f", os.path.join(tmp, "rsyslog.conf"),
-                             "-i", os.path.join(tmp, "rsyslogd.pid")],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
-        wait_port(port, proc, "rsyslogd")
+    return rsyslogd_cmd(tmp)
 
+
+def relp():
+    with peer("rsyslogd", "relp", relp_cmd) as (tmp, port):
         def frame(txnr, cmd, data):
             return b"%d %s %d%s\n" % (txnr, cmd, len(data), b" " + data if data else b"")
 
@@ -243,12 +210,8 @@ input(type="imrelp" port="{port}" address="127.0.0.1" ruleset="out" maxDataSize=
         s.sendall(b"1 nonsense 0\n")
         write("relp", "bad_command", b"\x02" + read_all(s))
         s.close()
-    finally:
-        stop(proc)
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
-    import sys
     for what in sys.argv[1:] or ["nginx", "nats", "relp"]:
         globals()[what]()

@@ -18,7 +18,7 @@ import sys
 import urllib.request
 from typing import List, Optional
 
-from .procs import Proc, accepts, free_port, wait_until
+from .procs import Proc, accepts, free_port, nats_server_cmd, rsyslogd_cmd, wait_until
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
@@ -296,8 +296,7 @@ class Nats(Peer):
     storm = "no stream (no responders) for the first 1.5 s, then the stream is created"
 
     def command(self):
-        return ["nats-server", "-js", "-a", "127.0.0.1", "-p", str(self.port),
-                "-sd", os.path.join(self.dir, "store"), "-P", os.path.join(self.dir, "nats.pid")]
+        return nats_server_cmd(self.dir, self.port)
 
     def ready(self):
         try:
@@ -359,10 +358,9 @@ class Relp(Peer):
                 f'  action(type="omfile" file="{out}" template="m")\n'
                 '}\n'
                 f'input(type="imrelp" port="{self.port}" address="127.0.0.1" ruleset="out")\n')
-        path = os.path.join(self.dir, "rsyslog.conf")
-        with open(path, "w") as f:
+        with open(os.path.join(self.dir, "rsyslog.conf"), "w") as f:
             f.write(conf)
-        return ["/usr/sbin/rsyslogd", "-n", "-f", path, "-i", os.path.join(self.dir, "rsyslogd.pid")]
+        return rsyslogd_cmd(self.dir)
 
     def target(self, tag, addr, storm=False):
         return f"logger = relp://127.0.0.1:{addr[1]}\nlog-encoder = syslog app=fm\n"
