@@ -193,7 +193,7 @@ if mode == "log":
     print("READY", flush=True)
     sys.stdin.read()            # the parent closes stdin (term) or SIGKILLs us (kill)
     lg.close()
-    print("CLOSED", lg.stats(), flush=True)
+    print("CLOSED", flush=True)
 else:
     print("STARTED", flush=True)
     sys.stdin.read()

@@ -24,7 +24,7 @@ Scenario, identical for both senders and for both variants (`term`, `kill`):
     duplicates (lines whose id was already seen).
 SPOOL_MODE=always in the environment sets rlog's `spool_mode` (default: rlog's, `overflow`).
 """
-import os, re, signal, socket, subprocess, sys, tempfile, threading, time, shutil, json
+import os, re, signal, socket, subprocess, sys, tempfile, threading, time, json
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
