@@ -3,7 +3,10 @@
 (NDJSON, 1 MiB batches, with and without gzip) against rsyslog's omelasticsearch (bulk mode,
 1 MiB requests) — the same lines, the same nginx, the same run.
 
-    cargo build --release && python3 bench/http_vs_rsyslog.py [N] [ROUNDS]
+    make build && python3 bench/http_vs_rsyslog.py [N] [ROUNDS]
+
+(`make build`, not only `cargo build --release`: it adds the `librlog.so.0` link that programs
+linked with `-lrlog`, such as build/http_bench, ask the loader for.)
 
 nginx (Debian's, with libnginx-mod-http-lua; one worker, 127.0.0.1, its own temp dir):
  - `/ok` answers 204 (nginx reads and drops the body); its log phase adds the record count of
