@@ -357,62 +357,35 @@ fn serve_rlogd(s: std::net::TcpStream, ctx: &Ctx, roles: Roles, mut slot: Slot) 
         frame::MAX_TOKEN + 64,
         &mut body,
     );
+    // What the first frame must be, or which counter a refusal goes to and why.
+    let c = &ctx.counters;
     let hello = match read {
-        Ok(frame::HELLO) => match Hello::decode(&body) {
-            Ok(h) => h,
-            Err(e) if e.starts_with("invalid date") => {
-                refuse(
-                    ctx,
-                    Some(&mut conn),
-                    &peer,
-                    &ctx.counters.refused_path,
-                    &format!("bad HELLO: {e}"),
-                );
-                return slot;
-            }
-            Err(e) => {
-                refuse(
-                    ctx,
-                    Some(&mut conn),
-                    &peer,
-                    &ctx.counters.refused_garbage,
-                    &format!("bad HELLO: {e}"),
-                );
-                return slot;
-            }
-        },
-        Ok(k) => {
-            refuse(
-                ctx,
-                Some(&mut conn),
-                &peer,
-                &ctx.counters.refused_garbage,
-                &format!("expected HELLO, got frame kind {k}"),
-            );
-            return slot;
-        }
-        Err(FrameError::TooLarge(n)) => {
-            refuse(
-                ctx,
-                Some(&mut conn),
-                &peer,
-                &ctx.counters.refused_oversize,
-                &format!("HELLO frame of {n} bytes is too large"),
-            );
-            return slot;
-        }
+        Ok(frame::HELLO) => Hello::decode(&body).map_err(|e| {
+            let counter = if e.starts_with("invalid date") {
+                &c.refused_path
+            } else {
+                &c.refused_garbage
+            };
+            (counter, format!("bad HELLO: {e}"))
+        }),
+        Ok(k) => Err((
+            &c.refused_garbage,
+            format!("expected HELLO, got frame kind {k}"),
+        )),
+        Err(FrameError::TooLarge(n)) => Err((
+            &c.refused_oversize,
+            format!("HELLO frame of {n} bytes is too large"),
+        )),
         Err(FrameError::Io(e)) => {
             handshake_failed(ctx, Some(&mut conn), &peer, &e);
             return slot;
         }
-        Err(e) => {
-            refuse(
-                ctx,
-                Some(&mut conn),
-                &peer,
-                &ctx.counters.refused_garbage,
-                &format!("bad HELLO: {e}"),
-            );
+        Err(e) => Err((&c.refused_garbage, format!("bad HELLO: {e}"))),
+    };
+    let hello = match hello {
+        Ok(h) => h,
+        Err((counter, why)) => {
+            refuse(ctx, Some(&mut conn), &peer, counter, &why);
             return slot;
         }
     };
