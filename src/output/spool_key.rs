@@ -124,6 +124,57 @@ mod tests {
         );
     }
 
+    /// Every target kind with an IPv6 host keeps the key 45166f0's `spool_keys` gave it (the
+    /// target text of then, the host bare but for http, nats and clickhouse, which were
+    /// bracketed already), for logger lines and for plain `host`/`port` configs alike.
+    #[test]
+    fn every_target_kind_with_an_ipv6_host_keeps_its_old_key() {
+        let lines = [
+            ("logger = tcp://[::1]:5140", "0-tcp_____1_5140"),
+            ("logger = udp://[::1]:514", "0-udp_____1_514"),
+            ("logger = socket:[::1]:514", "0-udp_____1_514"),
+            (
+                "logger = tls://[::1]:6514\nssl_verify = false",
+                "0-tls_____1_6514",
+            ),
+            ("logger = rlogd://[::1]:5141", "0-rlogd_____1_5141"),
+            (
+                "logger = rlogds://[::1]:5141\nssl_verify = false",
+                "0-rlogds_____1_5141",
+            ),
+            ("logger = relp://[::1]:2514", "0-relp_____1_2514"),
+            (
+                "logger = relps://[::1]:6514\nssl_verify = false",
+                "0-relps_____1_6514",
+            ),
+            ("logger = nats://[::1]:4222/s", "0-nats______1__4222_s"),
+            (
+                "logger = clickhouse://[::1]:8123/d.t",
+                "0-clickhouse______1__8123_d_t",
+            ),
+            ("host = ::1\nport = 5140", "0-tcp_____1_5140"),
+            (
+                "host = ::1\nport = 5140\nsock_type = udp",
+                "0-udp_____1_5140",
+            ),
+            (
+                "host = ::1\nport = 5140\nssl = true\nssl_verify = false",
+                "0-tls_____1_5140",
+            ),
+            (
+                "host = ::1\nport = 5140\nsock_type = rlogd",
+                "0-rlogd_____1_5140",
+            ),
+            (
+                "host = ::1\nport = 5140\nsock_type = rlogd\nssl = true\nssl_verify = false",
+                "0-rlogds_____1_5140",
+            ),
+        ];
+        for (text, key) in lines {
+            assert_eq!(keys_of(&format!("{text}\n")), [key], "{text}");
+        }
+    }
+
     #[test]
     fn a_long_target_is_cut_and_hashed() {
         let path = "p".repeat(300);
