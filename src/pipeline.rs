@@ -175,8 +175,13 @@ fn run(
 
 /// What to tell of records a dead process left in the spool `dir` for a target none of this
 /// config's outputs (`keys`) delivers to: nobody will adopt them while that stays so.
+/// A key whose target a live process sharing the spool delivers to is not reported either:
+/// that process adopts what is left under it.
 fn unclaimed_report(dir: &str, keys: &[String]) -> Option<String> {
-    let unclaimed = spool::unclaimed_keys(Path::new(dir), |k| spool_key::claimed(keys, k));
+    let root = Path::new(dir);
+    let mut users = keys.to_vec();
+    users.extend(spool::live_keys(root));
+    let unclaimed = spool::unclaimed_keys(root, |k| spool_key::claimed(&users, k));
     (!unclaimed.is_empty()).then(|| {
         format!(
             "spool {dir} holds records a dead process left for a target no logger of this \

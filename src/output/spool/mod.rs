@@ -1518,11 +1518,12 @@ impl Drop for OutputSpool {
     }
 }
 
-/// Is there something not yet read in this source?
 /// The key directories under `root` for which `claimed` says no that hold records of a dead
-/// process (an instance whose lock is free, with a segment file in it or in what it adopted):
-/// records nobody will adopt while the keys that would are not in use. Read-only (a free lock
-/// is taken and let go at once); unreadable directories are passed over.
+/// process (an instance whose lock is free with, in it or in what it adopted, a segment that
+/// goes past its ledger's delivered position): records nobody will adopt while the keys that
+/// would are not in use. Read-only (a free lock is taken and let go at once; segments are not
+/// read, only their lengths looked at, so a torn tail alone counts as records); unreadable
+/// directories are passed over.
 pub fn unclaimed_keys(root: &Path, claimed: impl Fn(&str) -> bool) -> Vec<String> {
     let keys = fsutil::list_dirs(root, |n| valid_key(n) && !claimed(n)).unwrap_or_default();
     keys.into_iter()
@@ -1536,13 +1537,50 @@ pub fn unclaimed_keys(root: &Path, claimed: impl Fn(&str) -> bool) -> Vec<String
                 };
                 dead && fsutil::delivery_order(d)
                     .iter()
-                    .any(|s| fsutil::list_segments(s).is_ok_and(|v| !v.is_empty()))
+                    .any(|s| holds_undelivered(s))
             })
         })
         .filter_map(|d| d.file_name().and_then(|n| n.to_str()).map(String::from))
         .collect()
 }
 
+/// The keys under `root` with a live instance (its lock is held): a process that uses the key
+/// now. It adopts the dead instances under its key and under the other keys of its target.
+pub fn live_keys(root: &Path) -> Vec<String> {
+    let keys = fsutil::list_dirs(root, valid_key).unwrap_or_default();
+    keys.into_iter()
+        .filter(|key_dir| {
+            let instances =
+                fsutil::list_dirs(key_dir, fsutil::is_instance_name).unwrap_or_default();
+            instances.iter().any(|d| {
+                fsutil::open_lock_file_existing(&d.join("lock")).is_ok_and(|lock| {
+                    let busy = fsutil::try_flock(&lock, true).ok() == Some(Lock::Busy);
+                    fsutil::unlock(&lock);
+                    busy
+                })
+            })
+        })
+        .filter_map(|d| d.file_name().and_then(|n| n.to_str()).map(String::from))
+        .collect()
+}
+
+/// Whether a directory of segments holds bytes past its ledger's delivered position (what a
+/// process that adopted it would read and deliver).
+fn holds_undelivered(dir: &Path) -> bool {
+    let start = match ledger::read_state(&dir.join("ledger")) {
+        LedgerState::Ok(p) => p,
+        _ => Pos::default(),
+    };
+    fsutil::list_segments(dir).is_ok_and(|segs| {
+        segs.iter().any(|(seq, path)| {
+            let len = fs::metadata(path).map_or(0, |m| m.len());
+            *seq > start.seg && len > HEADER_LEN
+                || *seq == start.seg && len > start.off.max(HEADER_LEN)
+        })
+    })
+}
+
+/// Is there something not yet read in this source?
 fn has_unread(s: &Source) -> bool {
     s.segs
         .iter()
