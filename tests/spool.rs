@@ -8,12 +8,11 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{assert_identity, refusing_port, temp_dir, Collector};
+use common::{assert_identity, fork_child, refusing_port, temp_dir, wait_for, Collector};
 use rlog::{Config, Logged, Logger};
 
 fn config(port: u16, spool: &Path, extra: &str) -> String {
@@ -22,36 +21,6 @@ fn config(port: u16, spool: &Path, extra: &str) -> String {
          drop_limit = 67108864\n{extra}",
         spool.display()
     )
-}
-
-fn wait_for(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
-    let until = Instant::now() + Duration::from_secs(secs);
-    while !ok() {
-        assert!(Instant::now() < until, "timed out waiting for {what}");
-        thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// Forks; the child runs `child` (which tells the parent through the socket when to act) and
-/// never returns. Returns the child's pid and the parent's end of the socket.
-fn fork_child(child: impl FnOnce(&mut UnixStream)) -> (libc::pid_t, UnixStream) {
-    let (mut parent_end, mut child_end) = UnixStream::pair().unwrap();
-    // SAFETY: the child only runs `child` (rlog, std I/O on its own socket) and then _exit;
-    // it never returns into the test harness.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork failed");
-    if pid == 0 {
-        drop(parent_end);
-        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| child(&mut child_end)));
-        // SAFETY: _exit ends the child without running the parent's atexit handlers twice.
-        unsafe { libc::_exit(if r.is_ok() { 0 } else { 101 }) };
-    }
-    drop(child_end);
-    parent_end
-        .set_read_timeout(Some(Duration::from_secs(120)))
-        .unwrap();
-    let _ = &mut parent_end;
-    (pid, parent_end)
 }
 
 fn kill9(pid: libc::pid_t) {
