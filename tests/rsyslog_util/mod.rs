@@ -51,9 +51,21 @@ pub struct Rsyslog {
     child: Option<Child>,
 }
 
+/// A free port of 127.0.0.1 that no rsyslogd of this test process has had: a stopped one
+/// (a restart test) gets its ports back, and the kernel may offer a port just freed to the
+/// next caller. Once, a concurrent test's rsyslogd took such a port for its imtcp input, and
+/// the restarting test's `relps://` logger sent its TLS handshake there.
 fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
+    static TAKEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut taken = TAKEN.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        if !taken.contains(&port) {
+            taken.push(port);
+            return port;
+        }
+    }
 }
 
 pub fn have_rsyslogd() -> bool {
@@ -228,9 +240,10 @@ impl Rsyslog {
     }
 
     /// The lines written so far.
+    /// The lines written so far (bytes that are not UTF-8 replaced, so that one such line
+    /// does not hide the others).
     pub fn lines(&self) -> Vec<String> {
-        fs::read_to_string(&self.out)
-            .unwrap_or_default()
+        String::from_utf8_lossy(&fs::read(&self.out).unwrap_or_default())
             .lines()
             .map(str::to_string)
             .collect()
