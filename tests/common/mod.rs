@@ -443,3 +443,24 @@ pub fn fork_child(child: impl FnOnce(&mut UnixStream)) -> (libc::pid_t, UnixStre
         .unwrap();
     (pid, parent_end)
 }
+
+/// A free port of 127.0.0.1 that this function never returned before in this test process.
+/// For servers a test stops and starts again on the same port: while one is stopped, the
+/// kernel may offer its port to the next caller. Once, a concurrent test's rsyslogd took such
+/// a port for its imtcp input, and the restarting test's `relps://` logger sent its TLS
+/// handshake there.
+pub fn fresh_port() -> u16 {
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
+}

@@ -6,7 +6,7 @@
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -34,12 +34,10 @@ impl Drop for TempDir {
     }
 }
 
+/// A port for a nats-server: never one a server of this test process had (a restart test
+/// stops its server and starts it again on the same port; see `common::fresh_port`).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    crate::common::fresh_port()
 }
 
 /// Polls `f` every 10 ms until it holds or `limit` passes.

@@ -51,21 +51,10 @@ pub struct Rsyslog {
     child: Option<Child>,
 }
 
-/// A free port of 127.0.0.1 that no rsyslogd of this test process has had: a stopped one
-/// (a restart test) gets its ports back, and the kernel may offer a port just freed to the
-/// next caller. Once, a concurrent test's rsyslogd took such a port for its imtcp input, and
-/// the restarting test's `relps://` logger sent its TLS handshake there.
+/// Ports for its inputs: never one a server of this test process had (see
+/// `common::fresh_port`).
 fn free_port() -> u16 {
-    static TAKEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    let mut taken = TAKEN.lock().unwrap_or_else(|e| e.into_inner());
-    loop {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = l.local_addr().unwrap().port();
-        if !taken.contains(&port) {
-            taken.push(port);
-            return port;
-        }
-    }
+    crate::common::fresh_port()
 }
 
 pub fn have_rsyslogd() -> bool {
