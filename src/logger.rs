@@ -62,7 +62,6 @@ impl Logger {
     }
 }
 
-/// Opens every output's disk queue under `spool`.
 /// Opens every output's disk queue under `spool`, each also adopting from its target's other
 /// keys (`spool_key::strays_of`).
 fn open_disks(spool: &SpoolConfig, keys: &[String]) -> Result<Vec<Disk>, String> {

@@ -82,6 +82,30 @@ pub(crate) fn unlock(file: &File) {
     }
 }
 
+/// Whether the process that owns instance directory `dir` is alive: its lock is held (a shared
+/// try is refused). A lock the probe takes is let go at once; no lock file, or one that cannot
+/// be opened, is not alive.
+pub(crate) fn instance_is_live(dir: &Path) -> bool {
+    open_lock_file_existing(&dir.join("lock")).is_ok_and(|lock| match try_flock(&lock, true) {
+        Ok(Lock::Taken) => {
+            unlock(&lock);
+            false
+        }
+        Ok(Lock::Busy) => true,
+        Err(_) => false,
+    })
+}
+
+/// Whether the process that owned instance directory `dir` is gone: its lock is free (taken
+/// and let go at once), or there is no lock file (its creator died before making one). A lock
+/// file that cannot be opened or locked is neither: left for a later look.
+pub(crate) fn instance_is_dead(dir: &Path) -> bool {
+    match open_lock_file_existing(&dir.join("lock")) {
+        Ok(lock) => try_flock(&lock, false).ok() == Some(Lock::Taken),
+        Err(e) => e.kind() == io::ErrorKind::NotFound,
+    }
+}
+
 /// A name for this process's instance directory: `<pid>-<16 hex digits>`, unique among the
 /// processes and the spools of one process.
 pub(crate) fn instance_name() -> String {

@@ -8,7 +8,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use super::format::{self, ScanError};
-use super::fsutil::{self, Lock};
+use super::fsutil;
 use super::ledger::{self, LedgerState};
 
 /// What the ledger of an instance holds.
@@ -123,17 +123,7 @@ pub fn inspect(root: &Path) -> io::Result<Report> {
 }
 
 fn inspect_instance(dir: &Path) -> InstanceReport {
-    let live = match fsutil::open_lock_file_existing(&dir.join("lock")) {
-        Ok(f) => match fsutil::try_flock(&f, true) {
-            Ok(Lock::Taken) => {
-                fsutil::unlock(&f);
-                false
-            }
-            Ok(Lock::Busy) => true,
-            Err(_) => false,
-        },
-        Err(_) => false,
-    };
+    let live = fsutil::instance_is_live(dir);
     let pid = fs::read_to_string(dir.join("pid"))
         .ok()
         .and_then(|s| s.trim().parse().ok());

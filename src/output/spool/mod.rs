@@ -1466,11 +1466,7 @@ impl OutputSpool {
             }
             // Free lock, or none at all (the creator died between mkdir and creating it).
             // remove_instance_dir keeps a directory that holds segments.
-            let free = match fsutil::open_lock_file_existing(&d.join("lock")) {
-                Ok(lock) => fsutil::try_flock(&lock, false).ok() == Some(Lock::Taken),
-                Err(e) => e.kind() == io::ErrorKind::NotFound,
-            };
-            if free {
+            if fsutil::instance_is_dead(&d) {
                 remove_instance_dir(&d);
             }
         }
@@ -1525,40 +1521,38 @@ impl Drop for OutputSpool {
 /// read, only their lengths looked at, so a torn tail alone counts as records); unreadable
 /// directories are passed over.
 pub fn unclaimed_keys(root: &Path, claimed: impl Fn(&str) -> bool) -> Vec<String> {
-    let keys = fsutil::list_dirs(root, |n| valid_key(n) && !claimed(n)).unwrap_or_default();
-    keys.into_iter()
-        .filter(|key_dir| {
-            let instances =
-                fsutil::list_dirs(key_dir, fsutil::is_instance_name).unwrap_or_default();
-            instances.iter().any(|d| {
-                let dead = match fsutil::open_lock_file_existing(&d.join("lock")) {
-                    Ok(lock) => fsutil::try_flock(&lock, false).ok() == Some(Lock::Taken),
-                    Err(e) => e.kind() == io::ErrorKind::NotFound,
-                };
-                dead && fsutil::delivery_order(d)
+    keys_with_instance(
+        root,
+        |k| !claimed(k),
+        |d| {
+            fsutil::instance_is_dead(d)
+                && fsutil::delivery_order(d)
                     .iter()
                     .any(|s| holds_undelivered(s))
-            })
-        })
-        .filter_map(|d| d.file_name().and_then(|n| n.to_str()).map(String::from))
-        .collect()
+        },
+    )
 }
 
 /// The keys under `root` with a live instance (its lock is held): a process that uses the key
 /// now. It adopts the dead instances under its key and under the other keys of its target.
 pub fn live_keys(root: &Path) -> Vec<String> {
-    let keys = fsutil::list_dirs(root, valid_key).unwrap_or_default();
+    keys_with_instance(root, |_| true, fsutil::instance_is_live)
+}
+
+/// The names of the key directories under `root` for which `keep` says yes with an instance
+/// directory for which `has` says yes (unreadable directories are passed over).
+fn keys_with_instance(
+    root: &Path,
+    keep: impl Fn(&str) -> bool,
+    has: impl Fn(&Path) -> bool,
+) -> Vec<String> {
+    let keys = fsutil::list_dirs(root, |n| valid_key(n) && keep(n)).unwrap_or_default();
     keys.into_iter()
         .filter(|key_dir| {
-            let instances =
-                fsutil::list_dirs(key_dir, fsutil::is_instance_name).unwrap_or_default();
-            instances.iter().any(|d| {
-                fsutil::open_lock_file_existing(&d.join("lock")).is_ok_and(|lock| {
-                    let busy = fsutil::try_flock(&lock, true).ok() == Some(Lock::Busy);
-                    fsutil::unlock(&lock);
-                    busy
-                })
-            })
+            fsutil::list_dirs(key_dir, fsutil::is_instance_name)
+                .unwrap_or_default()
+                .iter()
+                .any(|d| has(d))
         })
         .filter_map(|d| d.file_name().and_then(|n| n.to_str()).map(String::from))
         .collect()
