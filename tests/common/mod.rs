@@ -445,10 +445,11 @@ pub fn fork_child(child: impl FnOnce(&mut UnixStream)) -> (libc::pid_t, UnixStre
 }
 
 /// A free port of 127.0.0.1 that this function never returned before in this test process.
-/// For servers a test stops and starts again on the same port: while one is stopped, the
-/// kernel may offer its port to the next caller. Once, a concurrent test's rsyslogd took such
-/// a port for its imtcp input, and the restarting test's `relps://` logger sent its TLS
-/// handshake there.
+/// The tests of a binary run in parallel, and the kernel may offer a port one test released (a
+/// probe, or a server it stops and starts again) to another. Seen: a test whose records all
+/// went to another test's nginx; a concurrent test's rsyslogd that took a restarting one's
+/// port for its imtcp input, where the restarting test's `relps://` logger then sent its TLS
+/// handshake.
 pub fn fresh_port() -> u16 {
     static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
     let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());

@@ -29,7 +29,6 @@
 #![allow(dead_code)]
 
 use std::io::Read;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -50,24 +49,10 @@ pub struct NginxTls<'a> {
     pub client_ca: Option<&'a Path>,
 }
 
-/// A port nothing listens on now, never handed out before in this process: the tests of a
-/// binary run in parallel, and the kernel may give a port released by one test's probe to
-/// another's, whose nginx would then answer the first test's logger (seen: a test whose
-/// records all went to another test's nginx).
+/// A port nothing listens on now, never handed out before in this process
+/// (`common::fresh_port`): a test whose records all went to another test's nginx was seen.
 pub fn free_port() -> u16 {
-    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    loop {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
-        if !given.contains(&port) {
-            given.push(port);
-            return port;
-        }
-    }
+    crate::common::fresh_port()
 }
 
 const HANDLER: &str = r#"
