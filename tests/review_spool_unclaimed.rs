@@ -7,14 +7,16 @@
 //! The other host processes are this test binary, forked (as in `tests/spool.rs`).
 
 mod common;
+mod spool_util;
 
 use std::io::{Read, Write};
 use std::path::Path;
 use std::thread;
 use std::time::Duration;
 
-use common::{fork_child, refusing_port, temp_dir, wait_for, Collector};
+use common::{refusing_port, temp_dir, Collector};
 use rlog::{Config, Logged, Logger};
+use spool_util::{fork_run, pair, wait_for};
 
 fn signal_and_reap(pid: libc::pid_t, sig: libc::c_int) {
     // SAFETY: plain system calls on a child we forked.
@@ -65,7 +67,8 @@ fn a_dead_instance_with_everything_delivered_is_not_reported() {
         first.port(),
         spool.display()
     );
-    let (pid, mut from_child) = fork_child(|to_parent| {
+    let (mut from_child, mut to_parent) = pair();
+    let pid = fork_run(|| {
         let lg = Logger::start(Config::parse(&text).unwrap()).unwrap();
         for i in 0..n {
             let m = format!("m{i:03}\n");
@@ -80,6 +83,7 @@ fn a_dead_instance_with_everything_delivered_is_not_reported() {
             thread::sleep(Duration::from_secs(1));
         }
     });
+    drop(to_parent);
     let mut b = [0u8; 1];
     from_child.read_exact(&mut b).expect("the child sent all");
     signal_and_reap(pid, libc::SIGKILL);
@@ -117,7 +121,8 @@ fn a_dead_instance_a_live_process_will_adopt_is_not_reported() {
     );
     // The live process A.
     let t = text.clone();
-    let (a, mut from_a) = fork_child(move |to_parent| {
+    let (mut from_a, mut to_parent) = pair();
+    let a = fork_run(move || {
         let _lg = Logger::start(Config::parse(&t).unwrap()).unwrap();
         to_parent.write_all(b"a").unwrap();
         loop {

@@ -6,14 +6,16 @@
 //! by the parent, which then plays the next process (or the collector coming back).
 
 mod common;
+mod spool_util;
 
 use std::io::{Read, Write};
 use std::path::Path;
 use std::thread;
 use std::time::Duration;
 
-use common::{assert_identity, fork_child, refusing_port, temp_dir, wait_for, Collector};
+use common::{assert_identity, refusing_port, temp_dir, Collector};
 use rlog::{Config, Logged, Logger};
+use spool_util::{fork_run, pair, wait_for};
 
 fn config(port: u16, spool: &Path, extra: &str) -> String {
     format!(
@@ -46,7 +48,8 @@ fn a_killed_hosts_spool_is_delivered_once_in_order_by_the_next_process() {
     let (port, down) = refusing_port();
     let text = config(port, &dir, "");
 
-    let (pid, mut from_child) = fork_child(|to_parent| {
+    let (mut from_child, mut to_parent) = pair();
+    let pid = fork_run(|| {
         let lg = Logger::start(Config::parse(&text).unwrap()).unwrap();
         let threads: Vec<_> = (0..THREADS)
             .map(|t| {
@@ -75,6 +78,7 @@ fn a_killed_hosts_spool_is_delivered_once_in_order_by_the_next_process() {
             thread::sleep(Duration::from_secs(1));
         }
     });
+    drop(to_parent);
     let mut bytes = [0u8; 8];
     from_child
         .read_exact(&mut bytes)

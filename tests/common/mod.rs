@@ -6,7 +6,7 @@
 
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -412,36 +412,6 @@ pub fn stall_then_resume(
     for (i, l) in lines.iter().enumerate() {
         assert_eq!(*l, msg(i).as_bytes(), "record {i}");
     }
-}
-
-/// Polls `ok` every 10 ms until it is true; panics naming `what` after `secs` seconds.
-pub fn wait_for(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
-    let until = Instant::now() + Duration::from_secs(secs);
-    while !ok() {
-        assert!(Instant::now() < until, "timed out waiting for {what}");
-        thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// Forks; the child runs `child` (which tells the parent through the socket when to act) and
-/// never returns. Returns the child's pid and the parent's end of the socket.
-pub fn fork_child(child: impl FnOnce(&mut UnixStream)) -> (libc::pid_t, UnixStream) {
-    let (parent_end, mut child_end) = UnixStream::pair().unwrap();
-    // SAFETY: the child only runs `child` (rlog, std I/O on its own socket) and then _exit;
-    // it never returns into the test harness.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork failed");
-    if pid == 0 {
-        drop(parent_end);
-        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| child(&mut child_end)));
-        // SAFETY: _exit ends the child without running the parent's atexit handlers twice.
-        unsafe { libc::_exit(if r.is_ok() { 0 } else { 101 }) };
-    }
-    drop(child_end);
-    parent_end
-        .set_read_timeout(Some(Duration::from_secs(120)))
-        .unwrap();
-    (pid, parent_end)
 }
 
 /// A free port of 127.0.0.1 that this function never returned before in this test process.
