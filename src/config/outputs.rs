@@ -15,7 +15,7 @@ use super::clickhouse;
 use super::http::{self, Batching, HttpSettings, HTTP_ONLY};
 use super::nats::{NatsBase, NatsSettings, NATS_KEYS};
 use super::route::{Route, Router};
-use super::target::{join_host, parse_logger, LoggerSpec, Target};
+use super::target::{parse_logger, LoggerSpec, Target};
 use super::{Endpoint, Entry, Limits, RlogdSettings};
 use crate::encode::framing::Framing;
 use crate::encode::{Chain, Encoder, EncoderSpec};
@@ -87,14 +87,21 @@ impl OutputSpec {
     /// The target as a `logger` line names it (`tls://` and `rlogds://` with TLS), an IPv6 host
     /// in brackets, secrets masked.
     pub fn target_text(&self) -> String {
-        match (&self.target, &self.tls) {
-            (Target::Tcp { host, port }, Some(_)) => format!("tls://{}", join_host(host, *port)),
-            (Target::Rlogd { host, port }, Some(_)) => {
-                format!("rlogds://{}", join_host(host, *port))
-            }
-            (Target::Relp { host, port }, Some(_)) => {
-                format!("relps://{}", join_host(host, *port))
-            }
+        // A TLS target is kept in its plain form with `tls` set (`tls://` and `ssl = true`
+        // alike): shown in its TLS form, which Target's Display writes.
+        let shown = match (&self.target, &self.tls) {
+            (Target::Tcp { host, port }, Some(_)) => Target::Tls {
+                host: host.clone(),
+                port: *port,
+            },
+            (Target::Rlogd { host, port }, Some(_)) => Target::RlogdTls {
+                host: host.clone(),
+                port: *port,
+            },
+            (Target::Relp { host, port }, Some(_)) => Target::RelpTls {
+                host: host.clone(),
+                port: *port,
+            },
             (
                 Target::Nats {
                     host,
@@ -106,10 +113,10 @@ impl OutputSpec {
                 host: host.clone(),
                 port: *port,
                 subject: subject.clone(),
-            }
-            .to_string(),
-            (t, _) => t.to_string(),
-        }
+            },
+            (t, _) => return t.to_string(),
+        };
+        shown.to_string()
     }
 }
 
