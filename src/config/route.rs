@@ -108,14 +108,14 @@ impl Router {
         })
     }
 
-    /// Pushes onto `out` the sink of every copy of `msg` (one per matching route, else one per
-    /// default logger). `out` is cleared first; it may end up empty (no route matched and there
-    /// is no default logger).
     /// Whether every message goes to sink `i` and only there (no route; `i` the one default).
     pub fn sends_all_to(&self, i: usize) -> bool {
         self.routes.is_empty() && self.defaults == [i]
     }
 
+    /// Pushes onto `out` the sink of every copy of `msg` (one per matching route, else one per
+    /// default logger). `out` is cleared first; it may end up empty (no route matched and there
+    /// is no default logger).
     pub fn route(&self, msg: &[u8], out: &mut Vec<usize>) {
         out.clear();
         let line = msg.strip_suffix(b"\n").unwrap_or(msg);
