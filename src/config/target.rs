@@ -142,12 +142,12 @@ impl fmt::Display for Target {
                     Some(u) => format!("{}:***@", u.split(':').next().unwrap_or("")),
                     None => String::new(),
                 };
-                let host = if host.contains(':') {
-                    format!("[{host}]")
-                } else {
-                    host.clone()
-                };
-                write!(f, "{scheme}://{user}{host}:{port}{}", masked_query(path))
+                write!(
+                    f,
+                    "{scheme}://{user}{}{}",
+                    join_host(host, *port),
+                    masked_query(path)
+                )
             }
             Target::Nats {
                 host,
