@@ -21,7 +21,6 @@
 use std::collections::VecDeque;
 use std::io;
 use std::ops::Range;
-use std::path::Path;
 use std::sync::{Arc, Condvar as StdCondvar, Mutex as StdMutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -32,8 +31,8 @@ use crate::encode::Scratch;
 use crate::ledger::{Ledger, Outcome, Settled, PRIMARY};
 use crate::output::dead_letter::{self, DeadLetters};
 use crate::output::driver::{self, Control, Disk, Driver, OutputCounters, Round, Settle};
+use crate::output::spool_key;
 use crate::output::tls::TlsSettings;
-use crate::output::{spool, spool_key};
 use crate::queue::{Closed, Held, Inner, OutputsSettled, PendingError, RoundEnd, Taken};
 use crate::stats::{rlog_sink_stats, Tally};
 
@@ -155,7 +154,8 @@ fn run(
         None => {}
     }
     if let Some(spool) = &inner.config.spool {
-        if let Some(e) = unclaimed_report(&spool.dir, &spool_key::keys(&inner.config)) {
+        let keys = spool_key::keys(&inner.config);
+        if let Some(e) = spool_key::unclaimed_report(&spool.dir, &keys) {
             inner.report(e);
         }
     }
@@ -171,25 +171,6 @@ fn run(
     } else {
         run_lanes(inner, &set, drivers, dead);
     }
-}
-
-/// What to tell of records a dead process left in the spool `dir` for a target none of this
-/// config's outputs (`keys`) delivers to: nobody will adopt them while that stays so.
-/// A key whose target a live process sharing the spool delivers to is not reported either:
-/// that process adopts what is left under it.
-fn unclaimed_report(dir: &str, keys: &[String]) -> Option<String> {
-    let root = Path::new(dir);
-    let mut users = keys.to_vec();
-    users.extend(spool::live_keys(root));
-    let unclaimed = spool::unclaimed_keys(root, |k| spool_key::claimed(&users, k));
-    (!unclaimed.is_empty()).then(|| {
-        format!(
-            "spool {dir} holds records a dead process left for a target no logger of this \
-             config names ({}): they stay there until a logger with that target uses this \
-             spool (`rlogd spool {dir}` shows them)",
-            unclaimed.join(", ")
-        )
-    })
 }
 
 /// Pauses of a driver on the worker thread: on the logger's condition variable, woken when it

@@ -1,11 +1,14 @@
 //! Which sub-directory of the spool holds each output's queue: `<index>-<target>`, the output's
 //! place in the config and its target as a file name. The same config finds the same queues
 //! after a restart; a config whose outputs moved finds them under the keys it gave them before
-//! (see [`strays_of`]).
+//! (see [`strays_of`]); what is left for a target the config no longer names is reported
+//! ([`unclaimed_report`]).
+
+use std::path::Path;
 
 use crate::config::target::Target;
 use crate::config::{Config, OutputSpec};
-use crate::output::spool::StrayKeys;
+use crate::output::spool::{self, StrayKeys};
 
 /// The longest target name in a spool key (the spool takes keys of 200 bytes at most, and
 /// the output's index comes first).
@@ -92,6 +95,25 @@ pub fn claimed(keys: &[String], name: &str) -> bool {
     let target = target_of(name);
     keys.iter()
         .any(|k| k == name || (target.is_some() && target_of(k) == target))
+}
+
+/// What to tell of records a dead process left in the spool `dir` for a target none of this
+/// config's outputs (`keys`) delivers to: nobody will adopt them while that stays so.
+/// A key whose target a live process sharing the spool delivers to is not reported either:
+/// that process adopts what is left under it.
+pub fn unclaimed_report(dir: &str, keys: &[String]) -> Option<String> {
+    let root = Path::new(dir);
+    let mut users = keys.to_vec();
+    users.extend(spool::live_keys(root));
+    let unclaimed = spool::unclaimed_keys(root, |k| claimed(&users, k));
+    (!unclaimed.is_empty()).then(|| {
+        format!(
+            "spool {dir} holds records a dead process left for a target no logger of this \
+             config names ({}): they stay there until a logger with that target uses this \
+             spool (`rlogd spool {dir}` shows them)",
+            unclaimed.join(", ")
+        )
+    })
 }
 
 #[cfg(test)]
